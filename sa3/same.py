@@ -1,0 +1,613 @@
+"""SAME autoencoder (SAME-S for the small models, SAME-L for the medium ones).
+
+Audio <-> latents at 4096 samples per latent: a parameter-free patching step (256 samples x 2
+channels -> 512 features per frame), one transformer resampling stage (16 frames <-> 1 latent) and a
+SoftNorm bottleneck. Decoding is stochastic (bottleneck noise and new-token "mask noise"); every draw
+comes from the caller's ``torch.Generator`` in the reference order, so a generator seeded with s
+reproduces ``torch.manual_seed(s)`` on CPU bit for bit.
+
+Legend: B batch, S audio samples, A audio channels (2), P patch features (A * 256 = 512),
+F patch frames (S / 256), C latent channels, L latents (F / 16), W transformer width,
+G token groups, T tokens per group (stride + 1 = 17), N tokens (G * T).
+
+Module names follow the official ``pretransform.model.*`` keys (``encoder.layers.0.mapping.weight_g``,
+``decoder.layers.3.transformers.5.ff.ff.0.proj``, ...), so the official tensors load with
+``strict=True`` once the prefix is removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import Attention, resolve_backend
+from .layers import DynamicTanh, FeedForward, RotaryEmbedding
+
+SAMPLE_RATE = 44100
+CHUNK_LATENTS = 128  # chunked encode/decode: latents per chunk (reference default)
+CHUNK_OVERLAP = 32  # latents shared by neighbouring chunks; half of it is trimmed on each side
+BOTTLENECK_NOISE_SCALE = 1e-3  # SoftNorm noise_regularize scale in eval mode (training uses 5e-2)
+
+# Keys the reference accepts through **kwargs and never reads at inference.
+_PASSTHROUGH = frozenset({
+    "type", "requires_grad", "enable_grad", "use_flash", "mapping_style", "conv_bias", "use_snake",
+    "use_dilated_conv", "enable_inner_layer_dropout", "checkpointing", "freeze_backbone", "causal",
+})
+_STAGE_KEYS = frozenset({
+    "channels", "latent_dim", "c_mults", "strides", "transformer_depths", "sliding_window", "conformer",
+    "layer_scale", "differential", "variable_stride", "mask_noise", "conv_mapping", "chunk_size",
+    "chunk_midpoint_shift", "dim_heads", "feat_scale", "sinusoidal_blocks", "ff_mult", "mapping_bias",
+    "cross_attn", "dyt",
+})
+
+
+def _err(what: str) -> ValueError:
+    return ValueError(f"Stable Audio 3 SAME config: {what}")
+
+
+def _check_keys(d: dict, allowed: frozenset, where: str) -> None:
+    unknown = sorted(set(d) - allowed - _PASSTHROUGH)
+    if unknown:
+        raise _err(f"unknown key(s) {unknown} in {where} (expected a subset of {sorted(allowed)}).")
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SAMEStageConfig:
+    """One transformer resampling stage (the encoder's or the decoder's)."""
+
+    width: int  # W: transformer width = channels * c_mults[0] (768 SAME-S, 1536 SAME-L)
+    depth: int  # transformer blocks (6 SAME-S, 12 SAME-L)
+    stride: int = 16  # patch frames per latent
+    dim_heads: int = 128  # head dim (64 in every SA3 config); the reference default is 128
+    differential: bool = True  # differential attention: attn(q, k) - attn(q2, k2)
+    ff_mult: float = 3.0  # GLU inner width = W * ff_mult
+    chunk_size: int = 128  # no-window attention: frames per chunk (SAME-S: 32 -> 34-token chunks)
+    chunk_midpoint_shift: bool = False  # second half of the blocks uses chunks shifted by half a chunk
+    sliding_window: tuple[int, int] | None = None  # (left, right) in latent groups; SAME-L: (1, 1)
+    conv_mapping: bool = False  # mapping conv kernel 3 instead of 1
+    mapping_bias: bool = True  # mapping conv has a bias
+    sinusoidal_blocks: int = 0  # block i uses the sin(pi x) GLU iff depth - i < sinusoidal_blocks
+    mask_noise: float = 0.0  # std of the noise added to the new tokens, also at inference
+    variable_stride: bool = False  # one shared new-token slot instead of one per output position
+
+    @property
+    def window_tokens(self) -> tuple[int, int] | None:
+        """Attention window in tokens (a latent group is stride + 1 tokens): (17, 17) for SAME-L."""
+        if self.sliding_window is None:
+            return None
+        return (self.sliding_window[0] * (self.stride + 1), self.sliding_window[1] * (self.stride + 1))
+
+    @property
+    def chunk_tokens(self) -> int:
+        """Tokens per attention chunk without a window: chunk_size frames + their new tokens (34)."""
+        return self.chunk_size + self.chunk_size // self.stride
+
+
+@dataclass(frozen=True)
+class SAMEConfig:
+    """Whole autoencoder: patching, encoder, decoder and SoftNorm bottleneck."""
+
+    encoder: SAMEStageConfig
+    decoder: SAMEStageConfig
+    latent_dim: int = 256  # C
+    io_channels: int = 2  # A: audio channels
+    patch_size: int = 256  # samples per patch frame
+    noise_regularize: bool = True  # bottleneck decode adds randn * running_std * 1e-3
+    auto_scale: bool = True  # bottleneck has running_std (divides on encode, multiplies on decode)
+    soft_clip: bool = False  # tanh on the decoded audio
+    chunked: bool = False  # the checkpoint's default for chunked encode/decode (True in every SA3 DiT)
+
+    @property
+    def samples_per_latent(self) -> int:
+        return self.patch_size * self.encoder.stride
+
+    @property
+    def windowed(self) -> bool:
+        """True for SAME-L (sliding-window attention), False for SAME-S (chunked attention)."""
+        return self.encoder.sliding_window is not None
+
+    @classmethod
+    def from_official(cls, cfg: dict) -> SAMEConfig:
+        """Build from an official config dict.
+
+        Accepts a whole ``model_config.json``, its ``model`` dict, the DiT's ``model.pretransform``
+        dict (``{"chunked", "config": {"encoder", ...}}``) or the standalone SAME layout
+        (``encoder``/``decoder``/``bottleneck``/... directly under ``model``).
+        """
+        if not isinstance(cfg, dict):
+            raise _err(f"expected a dict (got {type(cfg).__name__}).")
+        if "encoder" not in cfg and isinstance(cfg.get("model"), dict):
+            cfg = cfg["model"]  # whole model_config.json
+        if "encoder" in cfg:  # standalone SAME layout
+            return _autoencoder_from_official(cfg, chunked=False, where="model")
+        if isinstance(cfg.get("config"), dict) and "encoder" in cfg["config"]:  # DiT pretransform dict
+            _check_keys(cfg, frozenset({"config", "chunked", "iterate_batch", "scale"}), "pretransform")
+            if cfg.get("iterate_batch", False):
+                raise _err("pretransform.iterate_batch=true is not supported (got true, expected false).")
+            # `scale` is ignored: the reference factory never passes it to AutoencoderPretransform.
+            return _autoencoder_from_official(cfg["config"], chunked=bool(cfg.get("chunked", False)),
+                                              where="pretransform.config")
+        if isinstance(cfg.get("pretransform"), dict):  # a DiT `model` dict
+            return cls.from_official(cfg["pretransform"])
+        raise _err(f"no SAME encoder/decoder found (top-level keys {sorted(cfg)}).")
+
+
+def _stage_from_official(c: dict, kind: str, io_key: str) -> tuple[SAMEStageConfig, int, int]:
+    """Parse one ``encoder.config``/``decoder.config``. Returns (stage, io channels, latent_dim)."""
+    where = f"{kind}.config"
+    _check_keys(c, _STAGE_KEYS | {io_key}, where)
+    c_mults, strides = list(c.get("c_mults", [1, 2, 4, 8])), list(c.get("strides", [2, 4, 8, 8]))
+    depths = list(c.get("transformer_depths", [3, 3, 3, 3]))
+    if not (len(c_mults) == len(strides) == len(depths) == 1):
+        raise _err(f"{where}: only one resampling stage is supported (got c_mults={c_mults}, "
+                   f"strides={strides}, transformer_depths={depths}).")
+    for key, bad in (("conformer", True), ("layer_scale", True), ("feat_scale", True),
+                     ("cross_attn", True), ("dyt", False)):
+        if c.get(key, not bad) == bad:
+            raise _err(f"{where}: {key}={bad} is not supported (SA3 uses {key}={not bad}).")
+    if depths[0] < 1:
+        raise _err(f"{where}: transformer_depths must be >= 1 (got {depths[0]}).")
+    sinus = c.get("sinusoidal_blocks", [0] if kind == "decoder" else 0)
+    if isinstance(sinus, (list, tuple)):
+        if len(sinus) != 1:
+            raise _err(f"{where}: sinusoidal_blocks must have one entry (got {sinus}).")
+        sinus = sinus[0]
+    window = c.get("sliding_window")
+    if window is not None:
+        if len(window) != 2 or any(int(w) != w or w < 0 for w in window):
+            raise _err(f"{where}: sliding_window must be two non-negative ints (got {window}).")
+        window = (int(window[0]), int(window[1]))
+    stage = SAMEStageConfig(
+        width=int(c.get("channels", 128)) * int(c_mults[0]),
+        depth=int(depths[0]),
+        stride=int(strides[0]),
+        dim_heads=int(c.get("dim_heads", 128)),
+        differential=bool(c.get("differential", True)),
+        ff_mult=float(c.get("ff_mult", 3)),
+        chunk_size=int(c.get("chunk_size", 128)),
+        chunk_midpoint_shift=bool(c.get("chunk_midpoint_shift", False)),
+        sliding_window=window,
+        conv_mapping=bool(c.get("conv_mapping", False)),
+        mapping_bias=bool(c.get("mapping_bias", True)),
+        sinusoidal_blocks=int(sinus),
+        mask_noise=float(c.get("mask_noise", 0.0)),
+        variable_stride=bool(c.get("variable_stride", False)),
+    )
+    if stage.width % min(stage.dim_heads, stage.width):
+        raise _err(f"{where}: width {stage.width} is not a multiple of dim_heads {stage.dim_heads}.")
+    if window is None and stage.chunk_size % stage.stride:
+        raise _err(f"{where}: chunk_size must be a multiple of the stride (got {stage.chunk_size}, "
+                   f"stride {stage.stride}).")
+    io = int(c.get(io_key, 2))
+    return stage, io, int(c.get("latent_dim", 32))
+
+
+def _autoencoder_from_official(c: dict, *, chunked: bool, where: str) -> SAMEConfig:
+    allowed = frozenset({"encoder", "decoder", "bottleneck", "pretransform", "latent_dim",
+                         "downsampling_ratio", "io_channels", "in_channels", "out_channels"})
+    _check_keys(c, allowed, where)
+    for part in ("encoder", "decoder", "bottleneck", "pretransform"):
+        if not isinstance(c.get(part), dict) or not isinstance(c[part].get("config"), dict):
+            raise _err(f"{where}.{part}.config is missing.")
+    _check_keys(c["encoder"], frozenset({"config"}), f"{where}.encoder")
+    _check_keys(c["decoder"], frozenset({"config", "soft_clip"}), f"{where}.decoder")
+    _check_keys(c["bottleneck"], frozenset({"config"}), f"{where}.bottleneck")
+    _check_keys(c["pretransform"], frozenset({"config"}), f"{where}.pretransform")
+    for part, expected in (("bottleneck", "softnorm"), ("pretransform", "patched")):
+        if c[part].get("type", expected) != expected:
+            raise _err(f"{where}.{part}.type must be {expected!r} (got {c[part]['type']!r}).")
+
+    enc, enc_in, enc_latent = _stage_from_official(c["encoder"]["config"], "encoder", "in_channels")
+    dec, dec_out, dec_latent = _stage_from_official(c["decoder"]["config"], "decoder", "out_channels")
+
+    patch = c["pretransform"]["config"]
+    _check_keys(patch, frozenset({"channels", "patch_size", "oversampling", "postfilter_channels"}),
+                f"{where}.pretransform.config")
+    if patch.get("oversampling", 1) != 1 or patch.get("postfilter_channels", 0) != 0:
+        raise _err("patched pretransform with oversampling or a postfilter is not supported "
+                   f"(got oversampling={patch.get('oversampling', 1)}, "
+                   f"postfilter_channels={patch.get('postfilter_channels', 0)}).")
+    io_channels = int(c.get("io_channels", patch.get("channels", 2)))
+    patch_size = int(patch["patch_size"])
+    for key in ("in_channels", "out_channels"):
+        if c.get(key) is not None and int(c[key]) != io_channels:
+            raise _err(f"{where}.{key} must equal io_channels (got {c[key]}, expected {io_channels}).")
+    if int(patch.get("channels", io_channels)) != io_channels:
+        raise _err(f"pretransform channels must equal io_channels (got {patch['channels']}, "
+                   f"expected {io_channels}).")
+    frame_features = io_channels * patch_size
+    if enc_in != frame_features or dec_out != frame_features:
+        raise _err(f"encoder in_channels / decoder out_channels must be io_channels * patch_size = "
+                   f"{frame_features} (got {enc_in} / {dec_out}).")
+    if enc.stride != dec.stride:
+        raise _err(f"encoder and decoder strides differ (got {enc.stride} and {dec.stride}).")
+
+    bneck = c["bottleneck"]["config"]
+    _check_keys(bneck, frozenset({"dim", "noise_augment_dim", "noise_regularize", "auto_scale", "freeze"}),
+                f"{where}.bottleneck.config")
+    if int(bneck.get("noise_augment_dim", 0)) != 0:
+        raise _err(f"bottleneck noise_augment_dim must be 0 (got {bneck['noise_augment_dim']}).")
+    latent_dim = int(c.get("latent_dim", enc_latent))
+    dims = {"latent_dim": latent_dim, "encoder.latent_dim": enc_latent, "decoder.latent_dim": dec_latent,
+            "bottleneck.dim": int(bneck.get("dim", 32))}
+    if len(set(dims.values())) != 1:
+        raise _err(f"latent dims disagree (got {dims}).")
+    ratio = c.get("downsampling_ratio")
+    if ratio is not None and int(ratio) != patch_size * enc.stride:
+        raise _err(f"downsampling_ratio must be patch_size * stride = {patch_size * enc.stride} "
+                   f"(got {ratio}).")
+    return SAMEConfig(
+        encoder=enc, decoder=dec, latent_dim=latent_dim, io_channels=io_channels, patch_size=patch_size,
+        noise_regularize=bool(bneck.get("noise_regularize", False)),
+        auto_scale=bool(bneck.get("auto_scale", False)),
+        soft_clip=bool(c["decoder"].get("soft_clip", False)), chunked=chunked,
+    )
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """``torch.randn_like`` from ``generator``: drawn on the generator's device in ``like``'s dtype
+    (the reference draws in the tensor's dtype), then moved to ``like``'s device."""
+    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=like.dtype)
+    return noise.to(like.device)
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int, dim: int) -> torch.Tensor:
+    """Zero-pad ``dim`` at the end to a multiple of ``multiple``."""
+    extra = -x.shape[dim] % multiple
+    if extra == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
+def _chunk_starts(total: int, chunk: int, hop: int) -> list[int]:
+    """Chunk starts every ``hop``, plus a last chunk anchored at ``total - chunk``."""
+    starts = list(range(0, total - chunk + 1, hop))
+    if starts[-1] != total - chunk:
+        starts.append(total - chunk)
+    return starts
+
+
+# --- modules ---------------------------------------------------------------------------------
+
+
+class WNConv1d(nn.Module):
+    """Conv1d under the old ``torch.nn.utils.weight_norm`` (dim 0): ``weight = v * g / ||v||`` with
+    the norm over (in, kernel) per output channel; 'same' padding (odd kernels)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True):
+        super().__init__()
+        self.weight_g = nn.Parameter(torch.ones(out_channels, 1, 1))
+        self.weight_v = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.padding = kernel_size // 2
+
+    @property
+    def weight(self) -> torch.Tensor:
+        norm = self.weight_v.norm(dim=(1, 2), keepdim=True)  # (out, 1, 1)
+        return self.weight_v * (self.weight_g / norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, in, F) -> (B, out, F)."""
+        return F.conv1d(x, self.weight, self.bias, padding=self.padding)
+
+
+class SAMEBlock(nn.Module):
+    """Pre-norm transformer block: DyT norms, differential self-attention with partial rotary
+    (first dim_heads/2 dims), GLU feed-forward; no conditioning, no layer scale."""
+
+    def __init__(self, dim: int, dim_heads: int, differential: bool, ff_mult: float, sinusoidal: bool):
+        super().__init__()
+        dim_heads = min(dim_heads, dim)
+        self.pre_norm = DynamicTanh(dim)
+        self.self_attn = Attention(dim, dim_heads=dim_heads, qk_norm="dyt", differential=differential)
+        self.ff_norm = DynamicTanh(dim)
+        self.ff = FeedForward(dim, mult=ff_mult, sinusoidal=sinusoidal)
+        self.rope = RotaryEmbedding(dim_heads // 2)
+
+    def forward(self, x: torch.Tensor, window: tuple[int, int] | None = None) -> torch.Tensor:
+        """x: (B', N, W); rotary positions 0..N-1 of the sequence as given. Returns (B', N, W)."""
+        rotary = self.rope.table(x.shape[-2])  # (N, dim_heads/2), fp32
+        q, k, v = self.self_attn.project_qk_v(self.pre_norm(x))
+        x = x + self.self_attn.attend(q, k, v, rotary=rotary, window=window)
+        return x + self.ff(self.ff_norm(x))
+
+
+class ResamplingBlock(nn.Module):
+    """The official ``TransformerResamplingBlock``: token groups of [stride frames, 1 new token]
+    (encoder) or [1 latent, stride new tokens] (decoder), a transformer, then keep the new tokens."""
+
+    def __init__(self, cfg: SAMEStageConfig, kind: str, frame_features: int):
+        super().__init__()
+        self.cfg, self.kind = cfg, kind
+        self.in_seg = cfg.stride if kind == "encoder" else 1  # tokens per group taken from the input
+        self.out_seg = 1 if kind == "encoder" else cfg.stride  # new tokens per group (= output)
+        width = cfg.width
+        in_ch, out_ch = (frame_features, width) if kind == "encoder" else (width, frame_features)
+        kernel = 3 if cfg.conv_mapping else 1
+        self.mapping = WNConv1d(in_ch, out_ch, kernel, cfg.mapping_bias) if in_ch != out_ch else nn.Identity()
+        self.new_tokens = nn.Parameter(1e-5 * torch.randn(1, 1 if cfg.variable_stride else self.out_seg, width))
+        self.transformers = nn.ModuleList(
+            SAMEBlock(width, cfg.dim_heads, cfg.differential, cfg.ff_mult,
+                      sinusoidal=(cfg.depth - i) < cfg.sinusoidal_blocks)
+            for i in range(cfg.depth)
+        )
+
+    def _new_tokens(self, groups: int, generator: torch.Generator) -> torch.Tensor:
+        """(groups, out_seg, W) new tokens, plus mask noise when configured (also at inference)."""
+        tokens = self.new_tokens.expand(groups, self.out_seg, -1)
+        if self.cfg.mask_noise > 0:
+            tokens = tokens + _randn(tuple(tokens.shape), generator, tokens) * self.cfg.mask_noise
+        return tokens
+
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, N, W) with N = G * T -> (B, N, W)."""
+        cfg = self.cfg
+        if cfg.window_tokens is not None:  # SAME-L: one sequence, band attention
+            for block in self.transformers:
+                x = block(x, window=cfg.window_tokens)
+            return x
+        b, n, w = x.shape
+        cc = cfg.chunk_tokens
+        split = cfg.depth // 2 if cfg.chunk_midpoint_shift else cfg.depth
+        x = x.reshape(b * (n // cc), cc, w)  # (B, N, W) -> (B * N/cc, cc, W)
+        for block in self.transformers[:split]:
+            x = block(x)
+        x = x.reshape(b, n, w)  # (B * N/cc, cc, W) -> (B, N, W)
+        if split == cfg.depth:
+            return x
+        # Second half: chunk boundaries at the first half's midpoints. The ends are padded by
+        # duplicating the first/last half chunk (whole token groups), then cropped off again.
+        shift = cc // 2
+        x = torch.cat([x[:, :shift], x, x[:, -shift:]], dim=1)  # (B, N + cc, W)
+        x = x.reshape(-1, cc, w)  # (B, N + cc, W) -> (B * (N/cc + 1), cc, W)
+        for block in self.transformers[split:]:
+            x = block(x)
+        return x.reshape(b, n + 2 * shift, w)[:, shift:-shift]  # -> (B, N, W)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Encoder: (B, P, F) -> (B, W, F/16). Decoder: (B, W, L) -> (B, P, 16 L)."""
+        cfg = self.cfg
+        b = x.shape[0]
+        if self.kind == "encoder":
+            # pad frames before the mapping, so padding goes through the mapping's bias
+            x = _pad_to_multiple(x, cfg.chunk_size if cfg.sliding_window is None else self.in_seg, dim=-1)
+            x = self.mapping(x)  # (B, P, F) -> (B, W, F)
+        x = x.transpose(1, 2)  # (B, W, F|L) -> (B, F|L, W)
+        if self.kind == "decoder":
+            x = _pad_to_multiple(x, cfg.chunk_size // cfg.stride if cfg.sliding_window is None else 1, dim=1)
+        w = x.shape[-1]
+        groups = x.shape[1] // self.in_seg
+        x = x.reshape(b * groups, self.in_seg, w)  # (B, G*in_seg, W) -> (B*G, in_seg, W)
+        x = torch.cat([x, self._new_tokens(b * groups, generator)], dim=1)  # (B*G, T, W)
+        x = self._transform(x.reshape(b, -1, w))  # (B*G, T, W) -> (B, G*T, W)
+        x = x.reshape(b * groups, -1, w)[:, -self.out_seg:]  # keep the new tokens: (B*G, out_seg, W)
+        x = x.reshape(b, groups * self.out_seg, w).transpose(1, 2)  # -> (B, W, G*out_seg)
+        if self.kind == "decoder":
+            x = self.mapping(x)  # (B, W, 16 L) -> (B, P, 16 L)
+        return x
+
+
+class SAMEEncoder(nn.Module):
+    """``layers = [ResamplingBlock, Transpose, Linear(W, C), Transpose]`` (index slots as official)."""
+
+    def __init__(self, cfg: SAMEStageConfig, frame_features: int, latent_dim: int):
+        super().__init__()
+        self.layers = nn.ModuleList([
+            ResamplingBlock(cfg, "encoder", frame_features),
+            nn.Identity(),  # Transpose slot
+            nn.Linear(cfg.width, latent_dim),
+            nn.Identity(),  # Transpose slot
+        ])
+
+    def forward(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """frames: (B, P, F) -> (B, C, L)."""
+        x = self.layers[0](frames, generator)  # (B, W, L)
+        return self.layers[2](x.transpose(1, 2)).transpose(1, 2)  # (B, L, W) -> (B, L, C) -> (B, C, L)
+
+
+class SAMEDecoder(nn.Module):
+    """``layers = [Transpose, Linear(C, W), Transpose, ResamplingBlock]`` (index slots as official)."""
+
+    def __init__(self, cfg: SAMEStageConfig, frame_features: int, latent_dim: int):
+        super().__init__()
+        self.layers = nn.ModuleList([
+            nn.Identity(),  # Transpose slot
+            nn.Linear(latent_dim, cfg.width),
+            nn.Identity(),  # Transpose slot
+            ResamplingBlock(cfg, "decoder", frame_features),
+        ])
+
+    def forward(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """z: (B, C, L) -> frames (B, P, 16 L') with L' = L rounded up to the attention chunk."""
+        x = self.layers[1](z.transpose(1, 2)).transpose(1, 2)  # (B, L, C) -> (B, L, W) -> (B, W, L)
+        return self.layers[3](x, generator)
+
+
+class SoftNormBottleneck(nn.Module):
+    """``z = (x * scaling_factor + bias) / running_std``; decode undoes the std and, with
+    noise_regularize, adds ``randn * running_std * 1e-3`` (also at inference)."""
+
+    def __init__(self, dim: int, noise_regularize: bool, auto_scale: bool):
+        super().__init__()
+        self.noise_regularize = noise_regularize
+        self.scaling_factor = nn.Parameter(torch.ones(1, dim, 1))
+        self.bias = nn.Parameter(torch.zeros(1, dim, 1))
+        self.noise_scaling_factor = nn.Parameter(torch.ones(1, 0, 1))  # empty; present in the files
+        self.running_std = nn.Parameter(torch.ones(1), requires_grad=False) if auto_scale else None
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.scaling_factor + self.bias
+        return x / self.running_std if self.running_std is not None else x
+
+    def decode(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.running_std is not None:
+            z = z * self.running_std
+        if self.noise_regularize:
+            scale = self.running_std if self.running_std is not None else z.std(dim=-1, keepdim=True)
+            z = z + _randn(tuple(z.shape), generator, z) * scale * BOTTLENECK_NOISE_SCALE
+        return z
+
+
+class SAMEAutoencoder(nn.Module):
+    """SAME autoencoder: ``encode`` (B, A, S) audio at 44.1 kHz -> (B, C, L) latents, ``decode`` back.
+
+    State-dict keys are the official ``pretransform.model.*`` keys without that prefix.
+    """
+
+    def __init__(self, config: SAMEConfig):
+        super().__init__()
+        self.config = config
+        frame_features = config.io_channels * config.patch_size
+        self.encoder = SAMEEncoder(config.encoder, frame_features, config.latent_dim)
+        self.decoder = SAMEDecoder(config.decoder, frame_features, config.latent_dim)
+        self.bottleneck = SoftNormBottleneck(config.latent_dim, config.noise_regularize, config.auto_scale)
+        self._attention_backend = "sdpa"
+
+    # -- attention backend --
+
+    @property
+    def attention_backend(self) -> str:
+        return self._attention_backend
+
+    @attention_backend.setter
+    def attention_backend(self, backend: str) -> None:
+        """``"sdpa"`` (default, linear-memory window), ``"math"`` (dense reference), ``"flash"``
+        (CUDA + flash-attn) or ``"auto"``; applied to every attention module."""
+        backend = resolve_backend(backend, self.bottleneck.scaling_factor.device)
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.backend = backend
+        self._attention_backend = backend
+
+    # -- properties --
+
+    @property
+    def samples_per_latent(self) -> int:
+        return self.config.samples_per_latent
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.bottleneck.scaling_factor.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.bottleneck.scaling_factor.device
+
+    # -- single calls (one chunk) --
+
+    def _patch(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, A, S) -> (B, P, F); P index = channel * patch_size + offset."""
+        h = self.config.patch_size
+        audio = _pad_to_multiple(audio, h, dim=-1)
+        b, a, s = audio.shape
+        return audio.reshape(b, a, s // h, h).transpose(2, 3).reshape(b, a * h, s // h)  # b c (l h) -> b (c h) l
+
+    def _unpatch(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, P, F) -> (B, A, F * patch_size)."""
+        h, a = self.config.patch_size, self.config.io_channels
+        b, _, f = frames.shape
+        return frames.reshape(b, a, h, f).transpose(2, 3).reshape(b, a, f * h)  # b (c h) l -> b c (l h)
+
+    def _encode_once(self, audio: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.bottleneck.encode(self.encoder(self._patch(audio), generator))
+
+    def _decode_once(self, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        audio = self._unpatch(self.decoder(self.bottleneck.decode(latents, generator), generator))
+        return torch.tanh(audio) if self.config.soft_clip else audio
+
+    def _generator(self, generator: torch.Generator | None) -> torch.Generator:
+        if generator is not None:
+            return generator
+        fresh = torch.Generator(device=self.device)
+        fresh.seed()  # non-deterministic seed; the global RNG is left alone
+        return fresh
+
+    # -- public API --
+
+    def encode(self, audio: torch.Tensor, *, chunked: bool,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Encode 44.1 kHz audio (B, A, S) to latents (B, C, L).
+
+        S is zero-padded to a multiple of 4096 first, so L = ceil(S / 4096); SAME-S (chunked
+        attention) rounds an odd L up to even, as the reference does. With ``chunked`` and at least
+        128 latents, 128-latent chunks with hop 96 are encoded independently (the last one anchored
+        at the end) and their inner 16-latent edges trimmed. SAME-L draws mask noise from
+        ``generator`` once per chunk.
+        """
+        if audio.dim() != 3 or audio.shape[1] != self.config.io_channels or not audio.is_floating_point():
+            raise ValueError(
+                f"Stable Audio 3 SAME encode: audio must be a float tensor (batch, {self.config.io_channels}, "
+                f"samples) (got {tuple(audio.shape)}, {audio.dtype}). Duplicate mono to stereo first."
+            )
+        if audio.shape[-1] == 0:
+            raise ValueError("Stable Audio 3 SAME encode: audio has no samples (got 0, expected > 0).")
+        generator = self._generator(generator)
+        spl = self.samples_per_latent
+        audio = audio.to(self.dtype)  # the reference casts the input to the autoencoder's dtype
+        audio = _pad_to_multiple(audio, spl, dim=-1)
+        total = audio.shape[-1] // spl
+        if not chunked or total < CHUNK_LATENTS:
+            return self._encode_once(audio, generator)
+        starts = _chunk_starts(total, CHUNK_LATENTS, CHUNK_LATENTS - CHUNK_OVERLAP)
+        chunks = [self._encode_once(audio[..., s * spl:(s + CHUNK_LATENTS) * spl], generator) for s in starts]
+        out = chunks[0].new_zeros(*chunks[0].shape[:-1], total)
+        self._stitch(out, chunks, starts, total, scale=1)
+        return out
+
+    def decode(self, latents: torch.Tensor, *, chunked: bool, generator: torch.Generator | None = None,
+               on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Decode latents (B, C, L) to 44.1 kHz audio (B, A, L * 4096), in the module's dtype.
+
+        Stochastic, as in the reference: per call (per chunk when chunked) one bottleneck draw
+        (B, C, L) then one mask-noise draw (B * L, 16, W) from ``generator``. With ``chunked`` and
+        L >= 128, chunks as in ``encode``. ``on_chunk(i, n)`` is called after chunk i of n (1-based),
+        once with (1, 1) when unchunked. No clamp; SAME-S's internal even-length padding is cropped.
+        """
+        if latents.dim() != 3 or latents.shape[1] != self.config.latent_dim or not latents.is_floating_point():
+            raise ValueError(
+                f"Stable Audio 3 SAME decode: latents must be a float tensor (batch, {self.config.latent_dim}, "
+                f"frames) (got {tuple(latents.shape)}, {latents.dtype})."
+            )
+        if latents.shape[-1] == 0:
+            raise ValueError("Stable Audio 3 SAME decode: latents have no frames (got 0, expected > 0).")
+        generator = self._generator(generator)
+        latents = latents.to(self.dtype)  # the reference casts sampler output to the autoencoder's dtype
+        spl, total = self.samples_per_latent, latents.shape[-1]
+        if not chunked or total < CHUNK_LATENTS:
+            audio = self._decode_once(latents, generator)[..., :total * spl]
+            if on_chunk is not None:
+                on_chunk(1, 1)
+            return audio
+        starts = _chunk_starts(total, CHUNK_LATENTS, CHUNK_LATENTS - CHUNK_OVERLAP)
+        chunks = []
+        for i, s in enumerate(starts):
+            chunks.append(self._decode_once(latents[..., s:s + CHUNK_LATENTS], generator))
+            if on_chunk is not None:
+                on_chunk(i + 1, len(starts))
+        out = chunks[0].new_zeros(*chunks[0].shape[:-1], total * spl)
+        self._stitch(out, chunks, starts, total, scale=spl)
+        return out
+
+    @staticmethod
+    def _stitch(out: torch.Tensor, chunks: list[torch.Tensor], starts: list[int], total: int, scale: int) -> None:
+        """Write chunks into ``out`` (units: ``scale`` per latent), trimming half the overlap off
+        every edge that faces a neighbour; later chunks overwrite earlier ones."""
+        size, half = CHUNK_LATENTS * scale, (CHUNK_OVERLAP // 2) * scale
+        last = len(chunks) - 1
+        for i, (start, chunk) in enumerate(zip(starts, chunks)):
+            pos = (total - CHUNK_LATENTS) * scale if i == last else start * scale
+            left = 0 if i == 0 else half
+            right = size if i == last else size - half
+            out[..., pos + left:pos + right] = chunk[..., left:right]
