@@ -1,0 +1,253 @@
+"""One attention entry point with named backends, and the projection module used by DiT and SAME.
+
+Legend: B batch, H heads, N query tokens, M key tokens, D head dim (64 in every SA3 model).
+
+``attention(q, k, v, key_padding=..., window=..., backend=...)`` takes and returns (B, H, N, D).
+
+Backends:
+- ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``. A sliding window runs in query
+  chunks over a key halo, so memory is linear in the sequence length (no N x N mask).
+- ``"math"``: explicit softmax over a full dense mask. Slow and quadratic; the reference the
+  other backends are tested against.
+- ``"flash"``: flash-attn 2 (CUDA, fp16/bf16), varlen for key padding. Only when importable.
+
+Key padding has two semantics (``padding_mode``):
+- ``"exact"``: padded keys are excluded from the softmax, as flash-attn varlen does on CUDA (the
+  behaviour the models were trained with).
+- ``"reference"``: padded values are zeroed but padded keys keep their softmax mass. This is what
+  the official implementation does on every non-flash path (CPU, MPS), so the golden fixtures,
+  made on CPU, use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import DynamicTanh, RMSNorm, apply_rotary
+
+logger = logging.getLogger(__name__)
+
+PaddingMode = Literal["exact", "reference"]
+BACKENDS = ("auto", "sdpa", "math", "flash")
+PADDING_MODES = ("exact", "reference")
+WINDOW_CHUNK = 1024  # query tokens per chunk for the sliding-window SDPA path
+
+
+def _flash_module():
+    try:
+        import flash_attn  # noqa: F401 - optional CUDA dependency
+    except ImportError:
+        return None
+    return flash_attn
+
+
+def flash_available() -> bool:
+    return torch.cuda.is_available() and _flash_module() is not None
+
+
+def resolve_backend(backend: str | None, device: torch.device | str | None = None) -> str:
+    """Map ``None``/``"auto"`` to a concrete backend and validate explicit choices."""
+    if backend not in (None, *BACKENDS):
+        raise ValueError(f"Stable Audio 3: unknown attention backend {backend!r} (expected one of {BACKENDS}).")
+    is_cuda = device is not None and torch.device(device).type == "cuda"
+    if backend in (None, "auto"):
+        return "flash" if is_cuda and flash_available() else "sdpa"
+    if backend == "flash" and not flash_available():
+        raise RuntimeError(
+            "Stable Audio 3: attention='flash' needs a CUDA GPU and the flash-attn package "
+            "(pip install flash-attn). Use attention='sdpa' instead."
+        )
+    return backend
+
+
+# --- masks -----------------------------------------------------------------------------------
+
+
+def band_mask(n_q: int, n_k: int, window: tuple[int, int], q_offset: int = 0, k_offset: int = 0,
+              device=None) -> torch.Tensor:
+    """Boolean (n_q, n_k) mask: query i attends key j iff ``-left <= j - i <= right``."""
+    qi = torch.arange(q_offset, q_offset + n_q, device=device)[:, None]
+    kj = torch.arange(k_offset, k_offset + n_k, device=device)[None, :]
+    left, right = window
+    return (kj >= qi - left) & (kj <= qi + right)
+
+
+# --- backends --------------------------------------------------------------------------------
+
+
+def _math_attention(q, k, v, key_padding, window, padding_mode):
+    scale = q.shape[-1] ** -0.5
+    scores = torch.einsum("bhnd,bhmd->bhnm", q.float(), k.float()) * scale  # (B, H, N, M)
+    allowed = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device)
+    if window is not None:
+        allowed = band_mask(q.shape[-2], k.shape[-2], window, device=q.device)
+    allowed = allowed.expand(scores.shape)
+    if key_padding is not None:
+        if padding_mode == "exact":
+            allowed = allowed & key_padding[:, None, None, :]
+        else:
+            v = v * key_padding[:, None, :, None].to(v.dtype)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.einsum("bhnm,bhmd->bhnd", scores.softmax(dim=-1), v.float()).to(q.dtype)
+
+
+def _sdpa_windowed(q, k, v, window, chunk=WINDOW_CHUNK):
+    """Sliding-window attention in query chunks of ``chunk`` over keys ``[start-left, end+right)``;
+    peak memory O(N * (chunk + left + right))."""
+    n = q.shape[-2]
+    left, right = window
+    out = torch.empty_like(q)
+    for start in range(0, n, chunk):
+        end = min(start + chunk, n)
+        k0, k1 = max(0, start - left), min(n, end + right)
+        mask = band_mask(end - start, k1 - k0, window, q_offset=start, k_offset=k0, device=q.device)
+        out[..., start:end, :] = F.scaled_dot_product_attention(
+            q[..., start:end, :], k[..., k0:k1, :], v[..., k0:k1, :], attn_mask=mask
+        )
+    return out
+
+
+def _sdpa_attention(q, k, v, key_padding, window, padding_mode):
+    if key_padding is not None:
+        if padding_mode == "exact":
+            if window is not None:
+                raise ValueError("Stable Audio 3: key padding with a sliding window is not supported.")
+            mask = key_padding[:, None, None, :]  # (B, 1, 1, M)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        v = v * key_padding[:, None, :, None].to(v.dtype)  # reference: V-zeroing
+    if window is not None:
+        return _sdpa_windowed(q, k, v, window)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def _flash_attention(q, k, v, key_padding, window, padding_mode):
+    from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+    in_dtype = q.dtype
+    half = in_dtype if in_dtype in (torch.float16, torch.bfloat16) else torch.float16
+    q, k, v = (t.transpose(1, 2).to(half) for t in (q, k, v))  # (B, H, N, D) -> (B, N, H, D)
+    win = window if window is not None else (-1, -1)
+    if key_padding is None or padding_mode == "reference":
+        if key_padding is not None:
+            v = v * key_padding[:, :, None, None].to(v.dtype)
+        out = flash_attn_func(q, k, v, window_size=win)
+    else:
+        b, n, h, d = q.shape
+        lengths = key_padding.sum(dim=1, dtype=torch.int32)
+        # The DiT's padding is always a suffix, so valid tokens are a prefix of each row.
+        cu = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+        idx = key_padding.reshape(-1).nonzero(as_tuple=True)[0]
+        packed = [t.reshape(b * n, h, d)[idx] for t in (q, k, v)]
+        max_len = n  # an upper bound keeps this free of host syncs
+        out_packed = flash_attn_varlen_func(*packed, cu, cu, max_len, max_len, window_size=win)
+        out = torch.zeros(b * n, h, d, dtype=out_packed.dtype, device=out_packed.device)
+        out[idx] = out_packed
+        out = out.reshape(b, n, h, d)
+    return out.transpose(1, 2).to(in_dtype)
+
+
+_BACKEND_FNS: dict[str, Callable] = {"math": _math_attention, "sdpa": _sdpa_attention, "flash": _flash_attention}
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    key_padding: torch.Tensor | None = None,
+    window: tuple[int, int] | None = None,
+    backend: str = "sdpa",
+    padding_mode: PaddingMode = "exact",
+) -> torch.Tensor:
+    """Scaled dot-product attention, scale 1/sqrt(D), non-causal.
+
+    q: (B, H, N, D); k, v: (B, H, M, D); key_padding: (B, M) bool, True = valid key;
+    window: (left, right) tokens around each query (self-attention only, N == M).
+    Returns (B, H, N, D).
+    """
+    return _BACKEND_FNS[backend](q, k, v, key_padding, window, padding_mode)
+
+
+# --- projection module -----------------------------------------------------------------------
+
+
+def _qk_norm(kind: str, dim_heads: int) -> nn.Module:
+    if kind == "rms":
+        return RMSNorm(dim_heads, eps=1e-6)
+    if kind == "dyt":
+        return DynamicTanh(dim_heads)
+    raise ValueError(f"Stable Audio 3: unsupported qk_norm {kind!r} (expected 'rms' or 'dyt').")
+
+
+class Attention(nn.Module):
+    """Multi-head (optionally differential) self- or cross-attention with q/k norm.
+
+    Self-attention uses a fused ``to_qkv``; cross-attention (``dim_context`` given) uses ``to_q``
+    and ``to_kv``. Differential attention projects a second query/key pair and returns
+    ``attn(q, k, v) - attn(q2, k2, v)``: an unweighted difference with shared values and norms.
+    """
+
+    def __init__(self, dim: int, dim_heads: int = 64, dim_context: int | None = None,
+                 qk_norm: str = "rms", differential: bool = False):
+        super().__init__()
+        self.num_heads = dim // dim_heads
+        self.differential = differential
+        self.is_cross = dim_context is not None
+        n_q = 2 if differential else 1  # query projections (q, q2)
+        if self.is_cross:
+            self.to_q = nn.Linear(dim, dim * n_q, bias=False)
+            self.to_kv = nn.Linear(dim_context, dim_context * (n_q + 1), bias=False)  # k[, k2], v
+        else:
+            self.to_qkv = nn.Linear(dim, dim * (3 + 2 * differential), bias=False)
+        self.to_out = nn.Linear(dim, dim, bias=False)
+        self.q_norm = _qk_norm(qk_norm, dim_heads)
+        self.k_norm = _qk_norm(qk_norm, dim_heads)
+        self.backend = "sdpa"
+        self.padding_mode: PaddingMode = "exact"
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.num_heads, -1).transpose(1, 2)  # (B, N, H*D) -> (B, H, N, D)
+
+    def project_qk_v(self, x: torch.Tensor, context: torch.Tensor | None = None):
+        """Project to normalised (q, k, v), q and k stacked over the differential pair.
+
+        Returns q: (P, B, H, N, D), k: (P, B, H, M, D), v: (B, H, M, D) with P = 2 if differential.
+        """
+        if self.is_cross:
+            qs = self.to_q(x).chunk(2 if self.differential else 1, dim=-1)
+            kvs = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
+            ks, v = kvs[:-1], kvs[-1]
+        elif self.differential:
+            q, k, v, q2, k2 = self.to_qkv(x).chunk(5, dim=-1)
+            qs, ks = (q, q2), (k, k2)
+        else:
+            q, k, v = self.to_qkv(x).chunk(3, dim=-1)
+            qs, ks = (q,), (k,)
+        q = torch.stack([self._heads(t) for t in qs])
+        k = torch.stack([self._heads(t) for t in ks])
+        # the q/k norms run in the model dtype (not forced to fp32), as in the official code
+        return self.q_norm(q).to(q.dtype), self.k_norm(k).to(k.dtype), self._heads(v)
+
+    def attend(self, q, k, v, *, rotary: torch.Tensor | None = None, key_padding=None, window=None):
+        """Attention over projected heads; see ``project_qk_v`` for shapes. Returns (B, N, H*D)."""
+        if rotary is not None:
+            q = apply_rotary(q, rotary).to(v.dtype)
+            k = apply_rotary(k, rotary).to(v.dtype)
+        kw = dict(key_padding=key_padding, window=window, backend=self.backend, padding_mode=self.padding_mode)
+        out = attention(q[0], k[0], v, **kw)
+        if self.differential:
+            out = out - attention(q[1], k[1], v, **kw)
+        b, h, n, d = out.shape
+        return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))  # (B, H, N, D) -> (B, N, H*D)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *, rotary=None,
+                key_padding=None, window=None) -> torch.Tensor:
+        """x: (B, N, W); context: (B, M, Wc) for cross-attention. Returns (B, N, W)."""
+        q, k, v = self.project_qk_v(x, context)
+        return self.attend(q, k, v, rotary=rotary, key_padding=key_padding, window=window)

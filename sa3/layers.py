@@ -1,0 +1,136 @@
+"""Small building blocks shared by the DiT and SAME: norms, rotary embedding, GLU feed-forward,
+Fourier features.
+
+Legend: B batch, N tokens, H heads, D head dim, W model width, F feed-forward inner width.
+Module and parameter names follow the official checkpoints (`gamma`, `proj`, `ff.0`, ...), so
+state dicts load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SIN_PI = 3.14159265359  # the constant the official sinusoidal feed-forward uses (not math.pi)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a learned gain only.
+
+    ``force_fp32`` runs the reduction in float32 and casts back, as the DiT's main norms do.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, force_fp32: bool = False):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+        self.force_fp32 = force_fp32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.force_fp32:
+            return F.rms_norm(x, x.shape[-1:], weight=self.gamma, eps=self.eps)
+        out = F.rms_norm(x.float(), x.shape[-1:], weight=self.gamma.float(), eps=self.eps)
+        return out.to(x.dtype)
+
+
+class DynamicTanh(nn.Module):
+    """DyT: ``gamma * tanh(alpha * x) + beta`` with a scalar alpha (SAME's norm)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((1,), 4.0))
+        self.gamma = nn.Parameter(torch.ones(dim))
+        self.beta = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * torch.tanh(self.alpha * x) + self.beta
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary table for ``dim`` rotated features (the first ``dim`` of each head).
+
+    ``inv_freq`` is a persistent buffer because the official files contain it.
+    """
+
+    def __init__(self, dim: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))
+        self.register_buffer("inv_freq", inv_freq)
+
+    def table(self, seq_len: int, offset: int = 0) -> torch.Tensor:
+        """Angles for positions ``offset .. offset+seq_len-1``: (N, dim), float32."""
+        pos = torch.arange(offset, offset + seq_len, device=self.inv_freq.device, dtype=torch.float32)
+        # fp32 angles: positions up to ~70k (SAME-L) lose precision in half types
+        freqs = torch.outer(pos, self.inv_freq.float())  # (N, dim/2)
+        return torch.cat((freqs, freqs), dim=-1)  # (N, dim)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(t: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``freqs.shape[-1]`` features of ``t`` (partial, GPT-J style slice).
+
+    t: (..., N, D); freqs: (N, R) with R <= D. Computed in float32, returned in t's dtype.
+    """
+    out_dtype = t.dtype
+    rot_dim = freqs.shape[-1]
+    t = t.float()
+    rotated, passthrough = t[..., :rot_dim], t[..., rot_dim:]
+    rotated = rotated * freqs.cos() + rotate_half(rotated) * freqs.sin()
+    return torch.cat((rotated.to(out_dtype), passthrough.to(out_dtype)), dim=-1)
+
+
+class GLU(nn.Module):
+    """Gated in-projection: ``[value | gate] = proj(x)``, returns ``value * act(gate)``."""
+
+    def __init__(self, dim_in: int, dim_out: int, sinusoidal: bool = False):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+        self.sinusoidal = sinusoidal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)  # (B, N, 2F) -> 2 x (B, N, F)
+        act = torch.sin(SIN_PI * gate) if self.sinusoidal else F.silu(gate)
+        return value * act
+
+
+class FeedForward(nn.Module):
+    """GLU feed-forward. ``ff = [GLU, Identity, Linear, Identity]`` keeps the official key
+    indices (``ff.ff.0.proj``, ``ff.ff.2``)."""
+
+    def __init__(self, dim: int, mult: float = 4.0, sinusoidal: bool = False):
+        super().__init__()
+        inner = int(dim * mult)
+        self.ff = nn.Sequential(GLU(dim, inner, sinusoidal), nn.Identity(), nn.Linear(inner, dim), nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ff(x)
+
+
+def expo_fourier_features(
+    t: torch.Tensor, dim: int, min_freq: float = 0.5, max_freq: float = 10000.0
+) -> torch.Tensor:
+    """Exponentially spaced Fourier features ``[cos(2*pi*t*f_k) ; sin(2*pi*t*f_k)]``.
+
+    t: (B,) or (B, 1). Returns (B, dim) in t's dtype; computed in float32.
+    """
+    in_dtype = t.dtype
+    t = t.float()
+    if t.dim() == 1:
+        t = t.unsqueeze(-1)  # (B,) -> (B, 1)
+    ramp = torch.linspace(0, 1, dim // 2, device=t.device, dtype=torch.float32)
+    log_min, log_max = math.log(min_freq), math.log(max_freq)
+    freqs = torch.exp(ramp * (log_max - log_min) + log_min)
+    args = t * freqs * 2 * math.pi  # (B, dim/2)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(in_dtype)
+
+
+def mlp(dim_in: int, dim_hidden: int, dim_out: int, bias: bool) -> nn.Sequential:
+    """``Linear -> SiLU -> Linear`` (indices 0 and 2 hold the weights, as in the official files)."""
+    return nn.Sequential(nn.Linear(dim_in, dim_hidden, bias=bias), nn.SiLU(), nn.Linear(dim_hidden, dim_out, bias=bias))

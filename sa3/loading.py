@@ -1,0 +1,184 @@
+"""Find official model files (local folder or Hugging Face hub) and load them into our modules
+with strict key checking.
+
+An official model folder holds ``model_config.json``, ``model.safetensors`` (keys
+``model.model.*`` for the DiT, ``conditioner.*``, ``pretransform.model.*`` for SAME) and the
+``t5gemma-b-b-ul2/`` text-encoder folder. Standalone SAME folders hold bare SAME keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from .config import AUTOENCODER_REPOS, MODEL_REPOS
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "model_config.json"
+WEIGHTS_FILE = "model.safetensors"
+TEXT_FOLDER = "t5gemma-b-b-ul2"
+TEXT_FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer.model",
+              "tokenizer_config.json", "special_tokens_map.json"]
+CHECKPOINT_PREFIXES = {"dit": "model.model.", "conditioner": "conditioner.", "autoencoder": "pretransform.model."}
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def hub_download(repo_id: str, filenames: list[str], *, subfolder: str | None = None,
+                 cache_dir: str | Path | None = None, local_dir: str | Path | None = None) -> Path:
+    """Download files of a hub repo (honours HF_TOKEN, HF_HUB_OFFLINE and the HF cache) and return
+    the folder holding them. Optional files (tokenizer extras) may be missing."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError)
+
+    folder = None
+    for name in filenames:
+        try:
+            path = hf_hub_download(repo_id, name, subfolder=subfolder, cache_dir=cache_dir, local_dir=local_dir,
+                                   token=os.environ.get("HF_TOKEN"))
+        except GatedRepoError as e:
+            raise RuntimeError(
+                f"Stable Audio 3: {repo_id!r} is a gated model. Accept its license on huggingface.co/{repo_id} "
+                "and set HF_TOKEN (or run `huggingface-cli login`), then try again."
+            ) from e
+        except RepositoryNotFoundError as e:
+            raise RuntimeError(f"Stable Audio 3: hub repository {repo_id!r} not found (or no access: check HF_TOKEN).") from e
+        except EntryNotFoundError:
+            if name in (WEIGHTS_FILE, CONFIG_FILE, "config.json"):
+                raise RuntimeError(f"Stable Audio 3: {repo_id!r} has no file {name!r}.") from None
+            continue  # optional tokenizer files
+        except LocalEntryNotFoundError as e:
+            raise RuntimeError(
+                f"Stable Audio 3: {name!r} of {repo_id!r} is not in the local cache and downloading is not possible "
+                "(offline mode or no network). Download the model once with network access, or pass a local folder."
+            ) from e
+        folder = Path(path).parent
+    return folder
+
+
+def resolve_model_dir(name_or_path: str | Path, *, cache_dir: str | Path | None = None,
+                      local_dir: str | Path | None = None) -> Path:
+    """A local official folder, or one of the six model names downloaded from the hub."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise RuntimeError(
+                f"Stable Audio 3: {str(path)!r} has no {CONFIG_FILE}; expected an official model folder "
+                f"({CONFIG_FILE}, {WEIGHTS_FILE}, {TEXT_FOLDER}/)."
+            )
+        return path
+    name = str(name_or_path)
+    if name not in MODEL_REPOS:
+        raise ValueError(
+            f"Stable Audio 3: unknown model {name!r}: neither a folder nor one of {sorted(MODEL_REPOS)}."
+        )
+    folder = hub_download(MODEL_REPOS[name], [CONFIG_FILE, WEIGHTS_FILE], cache_dir=cache_dir, local_dir=local_dir)
+    return folder
+
+
+def resolve_text_dir(model_dir: Path, repo_id: str | None, subfolder: str | None, *,
+                     cache_dir=None, local_dir=None) -> Path:
+    """The model folder's own text-encoder subfolder, else the repo the config names."""
+    sub = subfolder or TEXT_FOLDER
+    local = model_dir / sub
+    if (local / "config.json").is_file():
+        return local
+    if repo_id is None:
+        raise RuntimeError(f"Stable Audio 3: text encoder folder {str(local)!r} is missing.")
+    return hub_download(repo_id, TEXT_FILES, subfolder=sub, cache_dir=cache_dir, local_dir=local_dir)
+
+
+def read_checkpoint(path: str | Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Read every tensor of a safetensors file, converting floating tensors to ``dtype``."""
+    path = Path(path)
+    if not path.is_file():
+        raise RuntimeError(f"Stable Audio 3: checkpoint {str(path)!r} does not exist.")
+    tensors = {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                t = f.get_tensor(key)
+                tensors[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        if isinstance(e, RuntimeError) and str(e).startswith("Stable Audio 3"):
+            raise
+        raise RuntimeError(f"Stable Audio 3: cannot read checkpoint {str(path)!r} ({e}).") from e
+    return tensors
+
+
+def split_checkpoint(state: dict[str, torch.Tensor], path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Split an official SA3 state dict into dit / conditioner / autoencoder parts (prefixes
+    stripped). Keys outside the three prefixes are an error."""
+    parts: dict[str, dict[str, torch.Tensor]] = {name: {} for name in CHECKPOINT_PREFIXES}
+    stray = []
+    for key, value in state.items():
+        for name, prefix in CHECKPOINT_PREFIXES.items():
+            if key.startswith(prefix):
+                parts[name][key[len(prefix):]] = value
+                break
+        else:
+            stray.append(key)
+    if stray:
+        raise RuntimeError(
+            f"Stable Audio 3: {str(path)!r} has {len(stray)} key(s) that belong to no SA3 part, e.g. {stray[:3]} "
+            "(is this a Stable Audio 3 checkpoint?)."
+        )
+    return parts
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, path: str | Path) -> nn.Module:
+    """Load ``state`` into ``module`` requiring the exact same keys and shapes; ``assign`` avoids a
+    second copy of the weights (build the module on the meta device)."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise RuntimeError(
+            f"Stable Audio 3: the {what} weights in {str(path)!r} do not match the model config: "
+            f"{len(missing)} missing key(s) {missing[:3]}, {len(unexpected)} unexpected key(s) {unexpected[:3]}."
+        )
+    wrong = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected if state[k].shape != expected[k].shape]
+    if wrong:
+        k, got, want = wrong[0]
+        raise RuntimeError(
+            f"Stable Audio 3: the {what} weights in {str(path)!r} have {len(wrong)} tensor(s) of the wrong shape, "
+            f"e.g. {k!r}: {got} (expected {want})."
+        )
+    module.load_state_dict(state, strict=True, assign=True)
+    return module.eval().requires_grad_(False)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RuntimeError(f"Stable Audio 3: cannot read {str(path)!r} ({e}).") from e
+
+
+def resolve_autoencoder_dir(name_or_path: str | Path, **hub_kwargs) -> Path:
+    """A local SAME folder (or a full SA3 folder), or 'same-s' / 'same-l' from the hub."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise RuntimeError(f"Stable Audio 3: {str(path)!r} has no {CONFIG_FILE}.")
+        return path
+    if str(name_or_path) not in AUTOENCODER_REPOS:
+        raise ValueError(
+            f"Stable Audio 3: unknown autoencoder {str(name_or_path)!r}: neither a folder nor one of "
+            f"{sorted(AUTOENCODER_REPOS)}."
+        )
+    return hub_download(AUTOENCODER_REPOS[str(name_or_path)], [CONFIG_FILE, WEIGHTS_FILE], **hub_kwargs)

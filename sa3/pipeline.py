@@ -1,0 +1,536 @@
+"""Generation as public stage functions, and ``StableAudioModel``, which composes them.
+
+Stages (each a function here, and a node in ComfyUI):
+1. ``StableAudioModel.from_pretrained``: DiT + conditioner + text encoder + SAME.
+2. ``encode_text``: prompts, negative prompts and durations -> ``TextConditioning``.
+3. ``plan_latents``: durations -> ``LatentPlan`` (latent length, padding mask, schedule lengths).
+4. ``encode_audio`` / ``build_inpaint_mask``: source audio -> latents; regions -> latent mask.
+5. ``make_generator`` / ``make_noise``: the one explicit RNG stream of a generation.
+6. ``sample``: schedule + sampler + CFG/APG -> latents.
+7. ``decode``: latents -> audio, zeroed past each item's valid region, clamped.
+
+Randomness follows the official order (spec 6.9): initial noise, SAME encoder noise (init audio
+then inpaint audio), sampler noise, decoder noise; all from one ``torch.Generator``, never from
+the global RNG, so a node graph and ``generate()`` give the same audio for the same seed.
+
+Legend: B batch, C latent channels, L latent frames, S audio samples, K context tokens (257).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import audio as audio_utils
+from .attention import PADDING_MODES, resolve_backend
+from .conditioners import Conditioner, TextEncoder
+from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig
+from .dit import DiT, DiTConditioning
+from .loading import (WEIGHTS_FILE, default_device, load_strict, read_checkpoint, resolve_model_dir,
+                      resolve_text_dir, split_checkpoint)
+from .same import SAMEAutoencoder, SAMEConfig
+from .sampling import SAMPLERS, build_schedule, get_sampler, guide, make_shift, model_evaluations
+
+logger = logging.getLogger(__name__)
+
+MAX_SEED = 2**63 - 1
+AudioInput = tuple  # (sample_rate, tensor (C, S) or numpy (S, C)), as in the official interface
+
+
+# --- input checks ----------------------------------------------------------------------------
+
+
+def _as_list(value, name: str, batch_size: int) -> list:
+    """Broadcast a scalar, or check a per-item list has ``batch_size`` entries."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != batch_size:
+            raise ValueError(
+                f"Stable Audio 3: {name} has {len(value)} entries but batch_size is {batch_size}; "
+                f"give one {name} per item or a single value."
+            )
+        return list(value)
+    return [value] * batch_size
+
+
+def check_durations(durations: Sequence[float], cfg: ModelConfig) -> list[float]:
+    out = []
+    for d in durations:
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d):
+            raise ValueError(f"Stable Audio 3: duration must be a number of seconds (got {d!r}).")
+        if not 0 < d <= cfg.max_duration:
+            raise ValueError(
+                f"Stable Audio 3: duration {d} s is outside the allowed range (0, {cfg.max_duration:.2f}] s "
+                f"for this {cfg.family} model."
+            )
+        out.append(float(d))
+    return out
+
+
+def check_regions(starts, ends, duration: float) -> list[tuple[float, float]]:
+    """Validate inpaint regions in seconds: scalars or equal-length lists, 0 <= start < end."""
+    if (starts is None) != (ends is None):
+        raise ValueError("Stable Audio 3: give both inpaint_mask_start_seconds and inpaint_mask_end_seconds.")
+    if starts is None:
+        return []
+    start_list, end_list = isinstance(starts, (list, tuple)), isinstance(ends, (list, tuple))
+    if start_list != end_list:
+        raise ValueError(
+            "Stable Audio 3: inpaint_mask_start_seconds and inpaint_mask_end_seconds must both be numbers or both "
+            f"be lists (got {type(starts).__name__} and {type(ends).__name__})."
+        )
+    starts, ends = (list(starts), list(ends)) if start_list else ([starts], [ends])
+    if len(starts) != len(ends):
+        raise ValueError(
+            f"Stable Audio 3: {len(starts)} inpaint start(s) but {len(ends)} end(s); give one end per start."
+        )
+    regions = []
+    for s, e in zip(starts, ends):
+        if not (0 <= s < e):
+            raise ValueError(
+                f"Stable Audio 3: inpaint region ({s} s, {e} s) is invalid: the end must be after the start "
+                "and the start must be >= 0."
+            )
+        if s >= duration:
+            raise ValueError(
+                f"Stable Audio 3: inpaint region ({s} s, {e} s) starts at or after the generated duration "
+                f"({duration} s)."
+            )
+        regions.append((float(s), float(e)))
+    return regions
+
+
+# --- stage 2: text ---------------------------------------------------------------------------
+
+
+@dataclass
+class TextConditioning:
+    """Conditioning tensors for a batch (on the DiT's device).
+
+    cross: (B, K, E) prompt embeddings + seconds token; global_cond: (B, E) seconds embedding;
+    negative_cross / negative_mask: (B, K, E) / (B, K), or None without a negative prompt.
+    """
+
+    cross: torch.Tensor
+    global_cond: torch.Tensor
+    durations: list[float]
+    prompts: list[str]
+    negative_cross: torch.Tensor | None = None
+    negative_mask: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.cross.shape[0]
+
+    def unconditional(self) -> torch.Tensor:
+        """Context of the CFG branch: the negative prompt with padded positions zeroed (the
+        official behaviour), or all zeros without a negative prompt."""
+        if self.negative_cross is None:
+            return torch.zeros_like(self.cross)
+        keep = self.negative_mask.to(torch.bool)[..., None]
+        return torch.where(keep, self.negative_cross, torch.zeros_like(self.negative_cross))
+
+
+def _encode_prompts(text_encoder: TextEncoder, conditioner: Conditioner, prompts: list[str], durations: list[float]):
+    device = conditioner.conditioners["prompt"].padding_embedding.device
+    hidden, mask = text_encoder(prompts)
+    hidden, mask = hidden.to(device), mask.to(device)
+    prompt_emb = conditioner.prompt(hidden, mask)  # (B, P, E)
+    seconds = conditioner.seconds(durations)  # (B, 1, E)
+    cross = torch.cat([prompt_emb, seconds.to(prompt_emb.dtype)], dim=1)  # (B, K, E)
+    cross_mask = torch.cat([mask.float(), torch.ones_like(mask[:, :1], dtype=torch.float32)], dim=1)  # (B, K)
+    return cross, cross_mask, seconds[:, 0]
+
+
+@torch.no_grad()
+def encode_text(text_encoder: TextEncoder, conditioner: Conditioner, prompts: Sequence[str],
+                durations: Sequence[float], negative_prompts: Sequence[str] | None = None) -> TextConditioning:
+    """Encode per-item prompts and durations (and optional negative prompts, which reuse the
+    durations) into DiT conditioning."""
+    prompts, durations = list(prompts), list(durations)
+    if not prompts:
+        raise ValueError("Stable Audio 3: at least one prompt is required.")
+    if len(durations) != len(prompts):
+        raise ValueError(f"Stable Audio 3: {len(prompts)} prompt(s) but {len(durations)} duration(s).")
+    for p in prompts + list(negative_prompts or []):
+        if not isinstance(p, str):
+            raise ValueError(f"Stable Audio 3: prompts must be strings (got {type(p).__name__}).")
+    cross, _, global_cond = _encode_prompts(text_encoder, conditioner, prompts, durations)
+    out = TextConditioning(cross=cross, global_cond=global_cond, durations=durations, prompts=prompts)
+    if negative_prompts is not None:
+        negative_prompts = list(negative_prompts)
+        if len(negative_prompts) != len(prompts):
+            raise ValueError(f"Stable Audio 3: {len(prompts)} prompt(s) but {len(negative_prompts)} negative prompt(s).")
+        out.negative_cross, out.negative_mask, _ = _encode_prompts(text_encoder, conditioner, negative_prompts, durations)
+    return out
+
+
+# --- stage 3: latent plan --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatentPlan:
+    """Sizes of one generation (spec 6.2, 6.8).
+
+    audio_samples: padded audio length S = latents * 4096; latents: L;
+    effective: (B,) latent lengths of the requested durations (the schedule's lengths);
+    valid: (B,) effective + 6 s headroom, clamped to L (the DiT's padding mask).
+    """
+
+    audio_samples: int
+    latents: int
+    effective: tuple[int, ...]
+    valid: tuple[int, ...]
+    durations: tuple[float, ...]
+
+    def padding_mask(self, device=None) -> torch.Tensor:
+        """(B, L) bool, True on valid latents."""
+        valid = torch.tensor(self.valid, device=device)
+        return torch.arange(self.latents, device=device)[None, :] < valid[:, None]
+
+
+def plan_latents(cfg: ModelConfig, durations: Sequence[float], padding_sec: float = DURATION_PADDING_SEC) -> LatentPlan:
+    """Latent length for a batch: ``align8192((max duration + 6 s) * sr)``, capped at the
+    model's ``sample_size`` (from its config, so medium reaches 380 s)."""
+    durations = check_durations(durations, cfg)
+    sr = cfg.sample_rate
+    n = int((max(durations) + padding_sec) * sr)
+    n = math.ceil(n / SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
+    n = math.ceil(n / LATENT_ALIGN) * LATENT_ALIGN
+    n = min(n, cfg.sample_size // LATENT_ALIGN * LATENT_ALIGN)
+    latents = n // SAMPLES_PER_LATENT
+    headroom = int(padding_sec * sr / SAMPLES_PER_LATENT)
+    effective = tuple(max(1, math.ceil(int(d * sr) / SAMPLES_PER_LATENT)) for d in durations)
+    valid = tuple(min(e + headroom, latents) for e in effective)
+    return LatentPlan(n, latents, effective, valid, tuple(durations))
+
+
+# --- stage 4: audio in -----------------------------------------------------------------------
+
+
+def prepare_audio(audio_input: AudioInput, sample_rate: int, length: int) -> torch.Tensor:
+    """(sample_rate, audio) -> (1, 2, length) float32 at the model rate: resample, then keep the
+    first ``length`` samples (zero-padded), then mono -> stereo (official order)."""
+    if not (isinstance(audio_input, (tuple, list)) and len(audio_input) == 2):
+        raise ValueError("Stable Audio 3: audio inputs must be a (sample_rate, audio) tuple.")
+    in_sr, data = audio_input
+    if torch.is_tensor(in_sr) or not isinstance(in_sr, (int, float)):
+        raise ValueError(
+            f"Stable Audio 3: audio input must be (sample_rate, audio) with an integer sample rate first "
+            f"(got {type(in_sr).__name__}); torchaudio.load returns (audio, sr), so swap it."
+        )
+    wav = audio_utils.as_channels_first(data).float()
+    if wav.shape[-1] == 0:
+        raise ValueError("Stable Audio 3: the audio input is empty.")
+    wav = audio_utils.resample(wav, int(in_sr), sample_rate)
+    wav = audio_utils.pad_crop(wav, length)
+    return audio_utils.to_stereo(wav[None])
+
+
+@torch.no_grad()
+def encode_audio(autoencoder: SAMEAutoencoder, audio: torch.Tensor, *, chunked: bool,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """(1, 2, S) audio -> (1, C, S / 4096) latents. SAME-L draws encoder noise from ``generator``."""
+    param = next(autoencoder.parameters())
+    return autoencoder.encode(audio.to(param.device, param.dtype), chunked=chunked, generator=generator)
+
+
+def build_inpaint_mask(plan: LatentPlan, regions: Sequence[tuple[float, float]], sample_rate: int,
+                       device=None) -> torch.Tensor:
+    """Latent keep-mask (1, 1, L): 1 = keep the source, 0 = generate.
+
+    Built at audio rate over ``[int(start * sr), int(end * sr))`` per region, zeroed past the
+    longest duration (the headroom is generated), then nearest-sampled at sample 4096 * j.
+    """
+    mask = torch.ones(1, plan.audio_samples, device=device)
+    for start, end in regions:
+        s = min(int(start * sample_rate), plan.audio_samples)
+        e = min(int(end * sample_rate), plan.audio_samples)
+        mask[:, s:e] = 0
+    mask[:, int(max(plan.durations) * sample_rate):] = 0
+    return F.interpolate(mask[:, None], size=plan.latents, mode="nearest")  # (1, 1, S) -> (1, 1, L)
+
+
+# --- stage 5: randomness ---------------------------------------------------------------------
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded like ``torch.manual_seed(seed)`` on ``device``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"Stable Audio 3: seed must be an integer in [0, {MAX_SEED}] or -1 (got {seed!r}).")
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def random_seed() -> int:
+    """A fresh seed for seed = -1 (drawn without touching torch's global RNG)."""
+    return random.SystemRandom().randint(0, 99998)
+
+
+def make_noise(batch_size: int, channels: int, latents: int, generator: torch.Generator,
+               device=None) -> torch.Tensor:
+    """The initial noise (B, C, L), float32: always the first draw of the stream."""
+    return torch.randn(batch_size, channels, latents, generator=generator, device=device or generator.device)
+
+
+# --- stage 6: sampling -----------------------------------------------------------------------
+
+
+def local_conditioning(batch_size: int, latents: int, channels: int, inpaint_latents: torch.Tensor | None,
+                       inpaint_mask: torch.Tensor | None, device=None) -> torch.Tensor:
+    """(B, 1 + C, L): the keep-mask and the masked source latents; zeros without inpainting."""
+    if inpaint_mask is None:
+        return torch.zeros(batch_size, 1 + channels, latents, device=device)
+    mask = inpaint_mask.to(device).expand(batch_size, 1, latents)
+    source = torch.zeros(batch_size, channels, latents, device=device) if inpaint_latents is None \
+        else inpaint_latents.to(device).expand(batch_size, -1, -1)
+    return torch.cat([mask, source * mask], dim=1)
+
+
+@torch.no_grad()
+def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPlan, *, cfg: ModelConfig,
+           steps: int = 8, cfg_scale: float = 1.0, apg_scale: float = 1.0, sampler_type: str | None = None,
+           init_latents: torch.Tensor | None = None, init_noise_level: float = 1.0,
+           local_cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
+           callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+           step_hooks: Sequence[Callable[[torch.Tensor], None]] = (), scale_phi: float = 0.0,
+           cfg_norm_threshold: float = 0.0, return_sigmas: bool = False):
+    """Run the sampler from ``noise`` (B, C, L) and return the final latents (B, C, L).
+
+    ``init_latents`` (1 or B, C, L) with ``init_noise_level`` < 1 starts from
+    ``init * (1 - level) + noise * level`` (audio-to-audio). ``local_cond`` is the inpainting
+    conditioning from ``local_conditioning``. ``callback(step, x, denoised)`` runs once per step;
+    ``step_hooks`` run before every DiT call with its t (B,) (LoRA timing).
+    """
+    sampler_type = sampler_type or cfg.default_sampler
+    sampler = get_sampler(sampler_type)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"Stable Audio 3: steps must be an integer >= 1 (got {steps!r}).")
+    if not 0.0 <= init_noise_level <= 1.0:
+        raise ValueError(f"Stable Audio 3: init_noise_level must be in [0, 1] (got {init_noise_level}).")
+    device, dtype = noise.device, dit.dtype
+    b = noise.shape[0]
+    padding_mask = plan.padding_mask(device)
+    if b != text.batch_size or b != len(plan.valid):
+        raise ValueError(f"Stable Audio 3: batch sizes differ (noise {b}, text {text.batch_size}, plan {len(plan.valid)}).")
+    local = local_conditioning(b, plan.latents, noise.shape[1], None, None, device) if local_cond is None else local_cond
+    cond = DiTConditioning(cross=text.cross.to(device, dtype), global_cond=text.global_cond.to(device, dtype),
+                           local=local.to(device, dtype), padding_mask=padding_mask)
+    guided = cfg_scale != 1.0
+    if guided:
+        uncond_cross = text.unconditional().to(device, dtype)
+        batch_cond = DiTConditioning(
+            cross=torch.cat([cond.cross, uncond_cross]), global_cond=cond.global_cond.repeat(2, 1),
+            local=cond.local.repeat(2, 1, 1), padding_mask=padding_mask.repeat(2, 1),
+        )
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.float()  # the DiT and guidance use float32 time (spec 4.2)
+        for hook in step_hooks:
+            hook(t)
+        x = x.to(dtype)
+        if not guided:
+            return dit(x, t, cond)
+        v_cond, v_uncond = dit(torch.cat([x, x]), torch.cat([t, t]), batch_cond).chunk(2)
+        v = guide(x, t, v_cond, v_uncond, cfg_scale=cfg_scale, apg_scale=apg_scale, padding_mask=padding_mask,
+                  norm_threshold=cfg_norm_threshold)
+        if scale_phi:
+            ratio = v_cond.std(dim=1, keepdim=True) / v.std(dim=1, keepdim=True)
+            v = scale_phi * v * ratio + (1 - scale_phi) * v
+        return v
+
+    sigma_max = 1.0
+    x = noise
+    if init_latents is not None:
+        sigma_max = float(init_noise_level)
+        x = init_latents.to(device) * (1 - sigma_max) + noise * sigma_max
+    x = x.to(dtype)
+    effective = torch.tensor(plan.effective, dtype=torch.float32, device=device)
+    sigmas = build_schedule(steps, sigma_max, make_shift(cfg.shift), effective)
+    out = sampler(velocity, x, sigmas, generator=generator, callback=callback)
+    return (out, sigmas) if return_sigmas else out
+
+
+def sampler_evaluations(sampler_type: str, steps: int) -> int:
+    return model_evaluations(sampler_type, steps)
+
+
+# --- stage 7: decode -------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def decode(autoencoder: SAMEAutoencoder, latents: torch.Tensor, plan: LatentPlan, *, chunked: bool,
+           generator: torch.Generator | None, on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """(B, C, L) latents -> (B, 2, L * 4096) float32 audio: samples past each item's valid
+    latents are zeroed, then clamped to [-1, 1]. Draws the decoder noise from ``generator``."""
+    param = next(autoencoder.parameters())
+    audio = autoencoder.decode(latents.to(param.device, param.dtype), chunked=chunked, generator=generator,
+                               on_chunk=on_chunk)
+    keep = plan.padding_mask(audio.device).repeat_interleave(SAMPLES_PER_LATENT, dim=-1)[:, None]  # (B, 1, S)
+    audio = audio * keep[..., : audio.shape[-1]].to(audio.dtype)
+    return audio.float().clamp(-1, 1)
+
+
+def trim_to_duration(audio: torch.Tensor, durations: Sequence[float], sample_rate: int) -> torch.Tensor:
+    """Crop to the duration when all items share it; mixed durations keep the padded length
+    (official behaviour; items are already silent past their own length + headroom)."""
+    if len(set(durations)) == 1:
+        return audio[..., : int(durations[0] * sample_rate)]
+    return audio
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype is None or dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32  # the official default
+    if isinstance(dtype, str):
+        if dtype not in names:
+            raise ValueError(f"Stable Audio 3: unknown dtype {dtype!r} (expected auto, fp32, fp16 or bf16).")
+        return names[dtype]
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"Stable Audio 3: unsupported dtype {dtype} (expected float32, float16 or bfloat16).")
+    return dtype
+
+
+class StableAudioModel:
+    """The official Stable Audio 3 Python interface (``from_pretrained`` / ``generate`` / LoRA)."""
+
+    def __init__(self, config: ModelConfig, dit: DiT, conditioner: Conditioner, text_encoder: TextEncoder,
+                 autoencoder: SAMEAutoencoder, device: torch.device, model_dir: Path | None = None):
+        self.config = config
+        self.dit = dit
+        self.conditioner = conditioner
+        self.text_encoder = text_encoder
+        self.autoencoder = autoencoder
+        self.device = device
+        self.model_dir = model_dir
+        self.sample_rate = config.sample_rate
+        self.lora = None  # sa3.lora.LoRAStack once load_lora() is called
+
+    # -- loading --
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
+                        dtype: str | torch.dtype | None = None, *, attention: str = "auto",
+                        padding_mode: str = "exact", text_dtype: str | torch.dtype | None = None,
+                        autoencoder_dtype: str | torch.dtype | None = "fp32",
+                        cache_dir: str | Path | None = None) -> "StableAudioModel":
+        """Load one of the six official models by name, or an official local folder.
+
+        dtype: DiT and conditioner precision ("auto": fp16 on CUDA, fp32 elsewhere, as official).
+        attention: "auto" | "sdpa" | "flash" | "math". padding_mode: "exact" (flash semantics,
+        as trained) or "reference" (the official CPU behaviour the golden fixtures pin).
+        text_dtype: T5Gemma precision (None keeps the checkpoint's, bf16 for official files).
+        autoencoder_dtype: SAME precision (fp32 by default: half precision hurts SAME attention).
+        """
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"Stable Audio 3: padding_mode must be one of {PADDING_MODES} (got {padding_mode!r}).")
+        device = torch.device(device) if device is not None else default_device()
+        backend = resolve_backend(attention, device)
+        model_dtype = _resolve_dtype(dtype, device)
+        model_dir = resolve_model_dir(name_or_path, cache_dir=cache_dir)
+        config = ModelConfig.from_file(model_dir / "model_config.json")
+        same_cfg = SAMEConfig.from_official(config.pretransform)
+        weights = model_dir / WEIGHTS_FILE
+        parts = split_checkpoint(read_checkpoint(weights), weights)
+
+        with torch.device("meta"):
+            dit = DiT(config.dit)
+            conditioner = Conditioner(config.text, config.seconds, config.cond_dim)
+            autoencoder = SAMEAutoencoder(same_cfg)
+        load_strict(dit, parts["dit"], "diffusion transformer", weights)
+        load_strict(conditioner, parts["conditioner"], "conditioner", weights)
+        load_strict(autoencoder, parts["autoencoder"], "SAME autoencoder", weights)
+        dit.to(device, model_dtype).set_attention(backend, padding_mode)
+        conditioner.to(device, model_dtype)
+        autoencoder.to(device, _resolve_dtype(autoencoder_dtype, device) if autoencoder_dtype else model_dtype)
+        autoencoder.attention_backend = backend
+
+        text_dir = resolve_text_dir(model_dir, config.text.model_path or config.text.repo_id, config.text.subfolder,
+                                    cache_dir=cache_dir)
+        text_encoder = TextEncoder.from_folder(text_dir, config.text,
+                                               dtype=_resolve_dtype(text_dtype, device) if text_dtype else None)
+        text_encoder.to(device)
+        logger.info("Stable Audio 3: loaded %s (%s, %s, attention=%s)", model_dir, config.family, model_dtype, backend)
+        return cls(config, dit, conditioner, text_encoder, autoencoder, device, model_dir)
+
+    # -- generation --
+
+    def generate(self, prompt: str | Sequence[str] | None = None, negative_prompt: str | Sequence[str] | None = None,
+                 duration: float | Sequence[float] = 120, steps: int = 8, cfg_scale: float = 1.0, seed: int = -1,
+                 batch_size: int = 1, init_audio: AudioInput | None = None, init_noise_level: float = 1.0,
+                 inpaint_audio: AudioInput | None = None, inpaint_mask_start_seconds=None,
+                 inpaint_mask_end_seconds=None, apg_scale: float = 1.0, sampler_type: str | None = None,
+                 return_latents: bool = False, chunked_decode: bool | None = None,
+                 truncate_output_to_duration: bool = True, duration_padding_sec: float = DURATION_PADDING_SEC,
+                 callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+                 on_decode_chunk: Callable[[int, int], None] | None = None, **sampler_kwargs) -> torch.Tensor:
+        """Generate audio; returns (B, 2, S) float32 at 44.1 kHz (or (B, C, L) latents).
+
+        Mirrors the official ``generate()``; extras: ``callback(step, x, denoised)`` per step,
+        ``on_decode_chunk(i, n)``, and ``scale_phi`` / ``cfg_norm_threshold`` sampler options.
+        """
+        # 0. check everything before any heavy work
+        if prompt is None:
+            raise ValueError("Stable Audio 3: prompt is required (a string or one string per batch item).")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Stable Audio 3: batch_size must be an integer >= 1 (got {batch_size!r}).")
+        prompts = _as_list(prompt, "prompt", batch_size)
+        negatives = None if negative_prompt is None else _as_list(negative_prompt, "negative_prompt", batch_size)
+        durations = check_durations(_as_list(duration, "duration", batch_size), self.config)
+        if sampler_type is not None and sampler_type not in SAMPLERS:
+            raise ValueError(f"Stable Audio 3: unknown sampler_type {sampler_type!r} (expected one of {SAMPLERS}).")
+        if not 0.0 <= init_noise_level <= 1.0:
+            raise ValueError(f"Stable Audio 3: init_noise_level must be in [0, 1] (got {init_noise_level}).")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"Stable Audio 3: steps must be an integer >= 1 (got {steps!r}).")
+        unknown = set(sampler_kwargs) - {"scale_phi", "cfg_norm_threshold"}
+        if unknown:
+            raise TypeError(f"Stable Audio 3: generate() got unexpected argument(s) {sorted(unknown)}.")
+        regions = check_regions(inpaint_mask_start_seconds, inpaint_mask_end_seconds, max(durations))
+        if regions and inpaint_audio is None:
+            raise ValueError("Stable Audio 3: inpaint regions need inpaint_audio.")
+        seed = random_seed() if seed == -1 else seed
+        generator = make_generator(seed, self.device)
+        plan = plan_latents(self.config, durations, duration_padding_sec)
+        sr = self.config.sample_rate
+        init_wav = prepare_audio(init_audio, sr, plan.audio_samples) if init_audio is not None else None
+        inpaint_wav = prepare_audio(inpaint_audio, sr, plan.audio_samples) if inpaint_audio is not None else None
+
+        # 1. initial noise: the first draw of the stream
+        noise = make_noise(batch_size, self.config.latent_channels, plan.latents, generator, self.device)
+        # 2. text and duration conditioning
+        text = encode_text(self.text_encoder, self.conditioner, prompts, durations, negatives)
+        # 3. source audio -> latents (init first, then inpaint: the official draw order)
+        chunked_encode = bool(self.config.pretransform.get("chunked", False))
+        init_latents = inpaint_latents = mask = None
+        if init_wav is not None:
+            init_latents = encode_audio(self.autoencoder, init_wav, chunked=chunked_encode, generator=generator)
+        if inpaint_wav is not None:
+            inpaint_latents = encode_audio(self.autoencoder, inpaint_wav, chunked=chunked_encode, generator=generator)
+            mask = build_inpaint_mask(plan, regions, sr, self.device)
+        local = local_conditioning(batch_size, plan.latents, self.config.latent_channels, inpaint_latents, mask,
+                                   self.device)
+        # 4. sample
+        latents = sample(self.dit, noise, text, plan, cfg=self.config, steps=steps, cfg_scale=cfg_scale,
+                         apg_scale=apg_scale, sampler_type=sampler_type, init_latents=init_latents,
+                         init_noise_level=init_noise_level, local_cond=local, generator=generator,
+                         callback=callback, step_hooks=self.step_hooks(), **sampler_kwargs)
+        if return_latents:
+            return latents
+        # 5. decode
+        chunked = chunked_encode if chunked_decode is None else bool(chunked_decode)
+        audio = decode(self.autoencoder, latents, plan, chunked=chunked, generator=generator, on_chunk=on_decode_chunk)
+        return trim_to_duration(audio, durations, sr) if truncate_output_to_duration else audio
+
+    def step_hooks(self) -> list[Callable[[torch.Tensor], None]]:
+        return [self.lora.on_step] if self.lora is not None else []
