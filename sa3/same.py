@@ -289,7 +289,8 @@ class WNConv1d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True):
         super().__init__()
         self.weight_g = nn.Parameter(torch.ones(out_channels, 1, 1))
-        self.weight_v = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size) * 0.02)
+        # placeholder values (real ones come from the checkpoint); uniform_ also works on the meta device
+        self.weight_v = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size).uniform_(-0.02, 0.02))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.padding = kernel_size // 2
 
@@ -337,7 +338,8 @@ class ResamplingBlock(nn.Module):
         in_ch, out_ch = (frame_features, width) if kind == "encoder" else (width, frame_features)
         kernel = 3 if cfg.conv_mapping else 1
         self.mapping = WNConv1d(in_ch, out_ch, kernel, cfg.mapping_bias) if in_ch != out_ch else nn.Identity()
-        self.new_tokens = nn.Parameter(1e-5 * torch.randn(1, 1 if cfg.variable_stride else self.out_seg, width))
+        slots = 1 if cfg.variable_stride else self.out_seg
+        self.new_tokens = nn.Parameter(torch.empty(1, slots, width).uniform_(-1e-5, 1e-5))  # placeholder, loaded
         self.transformers = nn.ModuleList(
             SAMEBlock(width, cfg.dim_heads, cfg.differential, cfg.ff_mult,
                       sinusoidal=(cfg.depth - i) < cfg.sinusoidal_blocks)
