@@ -534,3 +534,38 @@ class StableAudioModel:
 
     def step_hooks(self) -> list[Callable[[torch.Tensor], None]]:
         return [self.lora.on_step] if self.lora is not None else []
+
+    # -- LoRA (implemented in sa3.lora) --
+
+    def load_lora(self, paths: str | Path | Sequence[str | Path], svd_bases_path: str | Path | None = None) -> None:
+        """Stack LoRA files (official .safetensors or Lightning .ckpt) in order, after any loaded
+        before. A failed call leaves the model exactly as it was."""
+        from .lora import LoRAStack
+
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        stack = self.lora or LoRAStack(self.dit, self.conditioner)
+        stack.load(list(paths), svd_bases_path=svd_bases_path or self.config.svd_bases_path)
+        self.lora = stack
+
+    def set_lora_strength(self, strength: float, lora_index: int | None = None, target: str | None = None) -> None:
+        """Set the strength of one LoRA (``lora_index``) or all, for the DiT, the conditioner
+        (``target="dit"`` / ``"conditioner"``) or both. Applies from the next generation."""
+        self._require_lora().set_strength(strength, lora_index=lora_index, target=target)
+
+    def set_lora_options(self, lora_index: int, interval: tuple[float, float] | None = None,
+                         layer_filter: str | None = None) -> None:
+        """Per-LoRA extras of the official UI: active only while ``interval[0] <= t <= interval[1]``;
+        layers whose name contains any comma-separated ``layer_filter`` entry are disabled."""
+        self._require_lora().set_options(lora_index, interval=interval, layer_filter=layer_filter)
+
+    def unload_lora(self) -> None:
+        """Remove every LoRA and restore the base weights."""
+        if self.lora is not None:
+            self.lora.unload()
+        self.lora = None
+
+    def _require_lora(self):
+        if self.lora is None or len(self.lora) == 0:
+            raise ValueError("Stable Audio 3: no LoRA is loaded; call load_lora() first.")
+        return self.lora
