@@ -41,6 +41,7 @@ class TextEncoder(nn.Module):
         the official code runs with under transformers >= 5.
         """
         from transformers import AutoConfig, AutoTokenizer, T5GemmaEncoderModel
+        from transformers.utils import logging as hf_logging
 
         folder = Path(folder)
         if not (folder / "config.json").is_file():
@@ -48,8 +49,17 @@ class TextEncoder(nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(folder)
         config = AutoConfig.from_pretrained(folder)
         config.is_encoder_decoder = False
-        # transformers picks the attention backend, as in the official code
-        model = T5GemmaEncoderModel.from_pretrained(folder, config=config, dtype=dtype if dtype is not None else "auto")
+        # transformers picks the attention backend, as in the official code. Its load report
+        # lists the decoder weights we deliberately skip, so it is silenced.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            model = T5GemmaEncoderModel.from_pretrained(folder, config=config,
+                                                        dtype=dtype if dtype is not None else "auto")
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
         model.eval().requires_grad_(False)
         return cls(model, tokenizer, cfg.max_length)
 

@@ -1,0 +1,55 @@
+"""generate() against the official implementation's outputs on the tiny fixture models.
+
+Every non-LoRA case of the available pack runs (all 30 of both models with ../shared/fixtures,
+the committed tiny-small subset otherwise). LoRA cases live in tests/sa3/test_lora.py.
+Tolerance: 1.5e-5 absolute (fixtures README section 7); measured worst cases are ~6e-6 (small)
+and ~1.2e-5 (medium, cfg 7 amplifies the reference's own thread-count rounding).
+"""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import assert_matches_golden, case_id, cases, fixture_root, generate_kwargs, load_model
+
+GOLDEN_CASES = [c for c in cases() if c["kind"] != "lora"]
+
+
+@pytest.mark.skipif(not GOLDEN_CASES, reason="golden fixtures not found")
+@pytest.mark.parametrize("case", GOLDEN_CASES, ids=case_id)
+def test_generate_matches_reference(case):
+    torch.set_num_threads(2)
+    model = load_model(case["model"])
+    result = model.generate(**generate_kwargs(case))
+    assert_matches_golden(case, result)
+
+
+@pytest.mark.skipif(not GOLDEN_CASES, reason="golden fixtures not found")
+@pytest.mark.parametrize("case", [c for c in GOLDEN_CASES if c["case"] in ("t2a_cfg7_b2_neg", "a2a_noise0.5_sr48k")],
+                         ids=case_id)
+def test_stages_match_trace(case):
+    """Stage-level intermediates: tokens, conditioning, schedule, first noise, padding mask."""
+    from sa3 import pipeline as P
+    from sa3.sampling import build_schedule, make_shift
+
+    trace_path = fixture_root() / case["dir"] / "trace.safetensors"
+    if not trace_path.is_file():
+        pytest.skip("trace not in the committed subset")
+    trace = load_file(trace_path)
+    model = load_model(case["model"])
+    kw = case["generate_kwargs"]
+    b = kw.get("batch_size", 1)
+    prompts, durations = P._as_list(kw["prompt"], "prompt", b), P._as_list(kw["duration"], "duration", b)
+    ids, mask = model.text_encoder.tokenize(prompts)
+    assert torch.equal(ids, trace["t5.pos.input_ids"]) and torch.equal(mask, trace["t5.pos.attention_mask"])
+    text = P.encode_text(model.text_encoder, model.conditioner, prompts, durations)
+    torch.testing.assert_close(text.global_cond, trace["cond.pos.seconds_total.emb"][:, 0], rtol=0, atol=1.5e-5)
+    plan = P.plan_latents(model.config, durations)
+    assert plan.latents == case["latent_length"] and list(plan.valid) == case["valid_latents_per_item"]
+    assert torch.equal(plan.padding_mask(), trace["dit.cond.padding_mask"])
+    sigma_max = kw.get("init_noise_level", 1.0) if "init_audio" in kw else 1.0
+    sigmas = build_schedule(kw["steps"], sigma_max, make_shift(model.config.shift),
+                            torch.tensor(plan.effective, dtype=torch.float32))
+    torch.testing.assert_close(sigmas, trace["sched.sigmas"], rtol=0, atol=1e-7)
+    noise = P.make_noise(b, model.config.latent_channels, plan.latents, P.make_generator(kw["seed"]))
+    assert torch.equal(noise, trace["rng.000"])
