@@ -1,0 +1,137 @@
+"""Command line: ``python -m sa3 generate --model small-music --prompt "..." --duration 10 -o out.wav``.
+
+Runs the library's main job without ComfyUI. Flags follow the official ``stable-audio`` CLI; a
+batch writes ``name_0.wav``, ``name_1.wav``, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .sampling import SAMPLERS
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr (no dependency)."""
+
+    def __init__(self, label: str, total: int, stream=None, width: int = 30):
+        self.label, self.total, self.width = label, max(total, 1), width
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        filled = round(self.width * done / self.total)
+        elapsed = time.perf_counter() - self.start
+        self.stream.write(f"\r{self.label:<9} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
+                          f"{elapsed:5.1f}s")
+        if done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sa3", description="Stable Audio 3 inference without ComfyUI.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="text-to-audio, audio-to-audio, inpainting and continuation")
+    g.add_argument("--model", default="small-music", help="one of the six official names, or a local model folder")
+    g.add_argument("-p", "--prompt", nargs="+", required=True, help="prompt(s); several prompts make a batch")
+    g.add_argument("--negative-prompt", nargs="+", help="negative prompt(s), one or one per prompt")
+    g.add_argument("--duration", nargs="+", type=float, default=[10.0], help="seconds, one or one per prompt")
+    g.add_argument("--steps", type=int, default=8)
+    g.add_argument("--cfg-scale", type=float, default=1.0)
+    g.add_argument("--apg-scale", type=float, default=1.0, help="1 = APG (default), 0 = vanilla CFG")
+    g.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (printed)")
+    g.add_argument("--batch-size", type=int, help="items to generate (default: number of prompts)")
+    g.add_argument("--sampler", choices=SAMPLERS, help="default: pingpong (post-trained) / euler (base)")
+    g.add_argument("--init-audio", type=Path, help="WAV file for audio-to-audio")
+    g.add_argument("--init-noise-level", type=float, default=0.9, help="0..1; lower keeps more of the init audio")
+    g.add_argument("--inpaint-audio", type=Path, help="WAV file to inpaint or continue")
+    g.add_argument("--inpaint-start", type=float, action="append", help="region start in seconds (repeatable)")
+    g.add_argument("--inpaint-end", type=float, action="append", help="region end in seconds (repeatable)")
+    chunk = g.add_mutually_exclusive_group()
+    chunk.add_argument("--chunked-decode", dest="chunked_decode", action="store_true", default=None)
+    chunk.add_argument("--no-chunked-decode", dest="chunked_decode", action="store_false")
+    g.add_argument("--lora", type=Path, action="append", default=[], help="LoRA file (repeatable, stacked in order)")
+    g.add_argument("--lora-strength", type=float, action="append", default=[],
+                   help="strength per --lora (in order), or one value for all")
+    g.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    g.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flash", "math"])
+    g.add_argument("--padding-mode", default="exact", choices=["exact", "reference"],
+                   help="exact = flash-attn semantics (as trained); reference = official CPU numbers")
+    g.add_argument("-o", "--output", type=Path, default=Path("output.wav"))
+    g.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def run_generate(args: argparse.Namespace) -> list[Path]:
+    from . import audio as audio_utils
+    from .config import ModelConfig
+    from .loading import CONFIG_FILE, resolve_model_dir
+    from .pipeline import StableAudioModel, check_durations, random_seed
+    from .sampling import model_evaluations
+
+    batch = args.batch_size or len(args.prompt)
+    prompt = args.prompt[0] if len(args.prompt) == 1 else args.prompt
+    duration = args.duration[0] if len(args.duration) == 1 else args.duration
+    negative = None
+    if args.negative_prompt:
+        negative = args.negative_prompt[0] if len(args.negative_prompt) == 1 else args.negative_prompt
+    if (args.inpaint_start is None) != (args.inpaint_end is None):
+        raise SystemExit("error: --inpaint-start and --inpaint-end must be given together")
+    if args.inpaint_start and not args.inpaint_audio:
+        raise SystemExit("error: --inpaint-start/--inpaint-end need --inpaint-audio")
+    if args.lora_strength and len(args.lora_strength) not in (1, len(args.lora)):
+        raise SystemExit("error: give one --lora-strength, or one per --lora")
+
+    # check the request against the model's config before loading any weights
+    model_dir = resolve_model_dir(args.model)
+    check_durations(args.duration, ModelConfig.from_file(model_dir / CONFIG_FILE))
+    model = StableAudioModel.from_pretrained(model_dir, device=args.device, dtype=args.dtype,
+                                             attention=args.attention, padding_mode=args.padding_mode)
+    if args.lora:
+        model.load_lora(args.lora)
+        for i, s in enumerate(args.lora_strength):
+            model.set_lora_strength(s, lora_index=None if len(args.lora_strength) == 1 else i)
+    seed = random_seed() if args.seed == -1 else args.seed
+    kwargs = dict(prompt=prompt, negative_prompt=negative, duration=duration, steps=args.steps,
+                  cfg_scale=args.cfg_scale, apg_scale=args.apg_scale, seed=seed, batch_size=batch,
+                  sampler_type=args.sampler, chunked_decode=args.chunked_decode)
+    if args.init_audio:
+        kwargs.update(init_audio=audio_utils.read_wav(args.init_audio), init_noise_level=args.init_noise_level)
+    if args.inpaint_audio:
+        starts, ends = args.inpaint_start or [], args.inpaint_end or []
+        kwargs.update(inpaint_audio=audio_utils.read_wav(args.inpaint_audio),
+                      inpaint_mask_start_seconds=starts if len(starts) > 1 else (starts[0] if starts else None),
+                      inpaint_mask_end_seconds=ends if len(ends) > 1 else (ends[0] if ends else None))
+
+    steps_bar = ProgressBar("sampling", model_evaluations(args.sampler or model.config.default_sampler, args.steps))
+    decode_bar: dict[str, ProgressBar] = {}
+
+    def on_chunk(i: int, n: int) -> None:
+        decode_bar.setdefault("bar", ProgressBar("decoding", n)).update(i)
+
+    audio = model.generate(**kwargs, callback=lambda i, x, d: steps_bar.update(i + 1), on_decode_chunk=on_chunk)
+    print(f"seed: {seed}", file=sys.stderr)
+    outputs = []
+    for i, item in enumerate(audio.cpu()):
+        path = args.output if batch == 1 else args.output.with_name(f"{args.output.stem}_{i}{args.output.suffix}")
+        audio_utils.write_wav(path, item, model.sample_rate)
+        outputs.append(path)
+        print(f"wrote {path}", file=sys.stderr)
+    return outputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        run_generate(args)
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
