@@ -1,0 +1,265 @@
+"""Queue an API-format workflow on a running ComfyUI, follow its progress, download the audio.
+
+    python -m sa3.comfy_run workflows/api/text_to_audio.json --server 127.0.0.1:8188 \\
+        --set prompt="warm analog pad" --set seed=42 -o out/
+
+``--set name=value`` sets every input called ``name``; ``--set 6.name=value`` only node 6's.
+Values are parsed as JSON when they can be (numbers, true/false, lists), else kept as text.
+Progress comes from ComfyUI's websocket (a small built-in client, no extra dependency); if the
+websocket cannot be opened, the runner polls ``/history`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import socket
+import struct
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+
+class ComfyError(RuntimeError):
+    """A failure to report to the user (no traceback)."""
+
+
+# --- workflow edits --------------------------------------------------------------------------
+
+
+def parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(prompt: dict, overrides: list[str]) -> dict:
+    """Apply ``name=value`` / ``node.name=value`` to an API-format prompt (a copy)."""
+    prompt = json.loads(json.dumps(prompt))
+    for item in overrides:
+        if "=" not in item:
+            raise ComfyError(f"--set {item!r}: expected name=value or node_id.name=value.")
+        key, raw = item.split("=", 1)
+        node_id, _, name = key.rpartition(".")
+        value = parse_value(raw)
+        targets = [node_id] if node_id else [n for n, node in prompt.items() if name in node.get("inputs", {})]
+        if node_id and node_id not in prompt:
+            raise ComfyError(f"--set {item!r}: the workflow has no node {node_id!r} (nodes: {sorted(prompt)}).")
+        if not targets or (node_id and name not in prompt[node_id].get("inputs", {})):
+            raise ComfyError(f"--set {item!r}: no node of the workflow has an input named {name!r}.")
+        for n in targets:
+            if isinstance(prompt[n]["inputs"][name], list):
+                raise ComfyError(f"--set {item!r}: input {name!r} of node {n} is a link, not a value.")
+            prompt[n]["inputs"][name] = value
+    return prompt
+
+
+def load_workflow(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ComfyError(f"cannot read workflow {str(path)!r}: {e}") from e
+    if "nodes" in data and "links" in data:
+        raise ComfyError(f"{str(path)!r} is a UI-format workflow; use the API-format file (workflows/api/).")
+    if not all(isinstance(v, dict) and "class_type" in v for v in data.values()):
+        raise ComfyError(f"{str(path)!r} is not an API-format workflow (node id -> {{class_type, inputs}}).")
+    return data
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+class ComfyClient:
+    def __init__(self, server: str, timeout: float = 30.0):
+        self.server = server if "://" in server else f"http://{server}"
+        self.timeout = timeout
+        self.client_id = uuid.uuid4().hex
+
+    def _request(self, path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.server + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as e:
+            payload = e.read()
+            try:
+                detail = json.loads(payload)
+            except json.JSONDecodeError:
+                detail = payload.decode(errors="replace")
+            raise ComfyError(format_rejection(detail) if isinstance(detail, dict) else f"HTTP {e.code}: {detail}") from None
+        except (urllib.error.URLError, ConnectionError, socket.timeout) as e:
+            raise ComfyError(f"cannot reach ComfyUI at {self.server} ({getattr(e, 'reason', e)}). Is it running? "
+                             "Start it with `python main.py --listen 127.0.0.1` or pass --server HOST:PORT.") from None
+
+    def queue(self, prompt: dict) -> str:
+        reply = json.loads(self._request("/prompt", {"prompt": prompt, "client_id": self.client_id}))
+        return reply["prompt_id"]
+
+    def history(self, prompt_id: str) -> dict:
+        return json.loads(self._request(f"/history/{prompt_id}")).get(prompt_id, {})
+
+    def download(self, entry: dict) -> bytes:
+        query = urllib.parse.urlencode({k: entry.get(k, "") for k in ("filename", "subfolder", "type")})
+        return self._request(f"/view?{query}")
+
+
+def format_rejection(detail: dict) -> str:
+    """ComfyUI's validation answer (error + node_errors) as readable lines."""
+    err = detail.get("error", {})
+    lines = [f"ComfyUI rejected the workflow: {err.get('message', err) if isinstance(err, dict) else err}"]
+    if isinstance(err, dict) and err.get("details"):
+        lines.append(f"  {err['details']}")
+    for node_id, node in (detail.get("node_errors") or {}).items():
+        for e in node.get("errors", []):
+            lines.append(f"  node {node_id} ({node.get('class_type')}): {e.get('message')}: {e.get('details')}")
+    return "\n".join(lines)
+
+
+# --- websocket (RFC 6455, text frames only) -----------------------------------------------------
+
+
+class WebSocket:
+    def __init__(self, url: str, timeout: float):
+        parsed = urllib.parse.urlparse(url)
+        self.sock = socket.create_connection((parsed.hostname, parsed.port or 80), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        header = b""
+        while b"\r\n\r\n" not in header:
+            chunk = self.sock.recv(1024)
+            if not chunk:
+                raise ConnectionError("websocket handshake closed")
+            header += chunk
+        if b" 101 " not in header.split(b"\r\n", 1)[0]:
+            raise ConnectionError("websocket handshake refused")
+        self.buffer = header.split(b"\r\n\r\n", 1)[1]
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("websocket closed")
+            self.buffer += chunk
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+    def receive(self) -> str | None:
+        """The next text message (binary preview frames are skipped); None when closed."""
+        while True:
+            b0, b1 = self._read(2)
+            opcode, length = b0 & 0x0F, b1 & 0x7F
+            if length == 126:
+                length = struct.unpack(">H", self._read(2))[0]
+            elif length == 127:
+                length = struct.unpack(">Q", self._read(8))[0]
+            payload = self._read(length)
+            if opcode == 0x8:
+                return None
+            if opcode == 0x1:
+                return payload.decode()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+def wait_with_websocket(client: ComfyClient, prompt_id: str, out=sys.stderr, timeout: float = 3600) -> None:
+    ws_url = client.server.replace("http", "ws", 1) + f"/ws?clientId={client.client_id}"
+    ws = WebSocket(ws_url, timeout)
+    try:
+        while True:
+            text = ws.receive()
+            if text is None:
+                raise ConnectionError("websocket closed before the prompt finished")
+            msg = json.loads(text)
+            data = msg.get("data", {})
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            kind = msg.get("type")
+            if kind == "executing" and data.get("node") is not None:
+                out.write(f"\nnode {data['node']} running")
+            elif kind == "progress":
+                out.write(f"\rnode {data.get('node')}: {data['value']}/{data['max']}   ")
+            elif kind == "execution_error":
+                raise ComfyError(f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
+                                 f"{data.get('exception_type')}: {data.get('exception_message')}")
+            elif kind == "execution_interrupted":
+                raise ComfyError("the prompt was interrupted")
+            elif kind == "execution_success" or (kind == "executing" and data.get("node") is None):
+                out.write("\n")
+                return
+            out.flush()
+    finally:
+        ws.close()
+
+
+def wait_with_polling(client: ComfyClient, prompt_id: str, timeout: float = 3600, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.history(prompt_id).get("status", {})
+        if status.get("completed") or status.get("status_str") in ("success", "error"):
+            return
+        time.sleep(interval)
+    raise ComfyError(f"the prompt did not finish within {timeout:.0f} s")
+
+
+def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, timeout: float = 3600,
+        out=sys.stderr) -> list[Path]:
+    prompt = apply_overrides(load_workflow(workflow), overrides)
+    client = ComfyClient(server)
+    prompt_id = client.queue(prompt)
+    out.write(f"queued {prompt_id} on {client.server}\n")
+    try:
+        wait_with_websocket(client, prompt_id, out=out, timeout=timeout)
+    except (OSError, ConnectionError):
+        wait_with_polling(client, prompt_id, timeout=timeout)
+    entry = client.history(prompt_id)
+    status = entry.get("status", {})
+    if status.get("status_str") == "error":
+        errors = [m[1] for m in status.get("messages", []) if m[0] == "execution_error"]
+        detail = errors[0] if errors else {}
+        raise ComfyError(f"node {detail.get('node_id')} ({detail.get('node_type')}) failed: "
+                         f"{detail.get('exception_message', 'see the ComfyUI log')}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for node_output in entry.get("outputs", {}).values():
+        for item in node_output.get("audio", []):
+            path = output_dir / item["filename"]
+            path.write_bytes(client.download(item))
+            saved.append(path)
+            out.write(f"saved {path}\n")
+    if not saved:
+        out.write("the workflow produced no audio output (add a SaveAudio or PreviewAudio node)\n")
+    return saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sa3.comfy_run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("workflow", type=Path, help="API-format workflow JSON (workflows/api/*.json)")
+    parser.add_argument("--server", default="127.0.0.1:8188", help="ComfyUI address HOST:PORT")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[NODE.]NAME=VALUE")
+    parser.add_argument("-o", "--output-dir", type=Path, default=Path("."), help="where to save the audio")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
+    args = parser.parse_args(argv)
+    try:
+        run(args.workflow, args.server, args.overrides, args.output_dir, args.timeout)
+    except ComfyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
