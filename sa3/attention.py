@@ -214,28 +214,48 @@ class Attention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.num_heads, -1).transpose(1, 2)  # (B, N, H*D) -> (B, H, N, D)
 
+    def _normed(self, qs, ks):
+        """Stack the (differential) pair over a new leading dim and apply the q/k norms."""
+        q = torch.stack([self._heads(t) for t in qs]) if qs is not None else None  # P x (B, H, N, D)
+        k = torch.stack([self._heads(t) for t in ks]) if ks is not None else None
+        # the q/k norms run in the model dtype (not forced to fp32), as in the official code
+        q = self.q_norm(q).to(q.dtype) if q is not None else None
+        k = self.k_norm(k).to(k.dtype) if k is not None else None
+        return q, k
+
+    def project_q(self, x: torch.Tensor) -> torch.Tensor:
+        """Cross-attention queries: (B, N, W) -> normalised q (P, B, H, N, D)."""
+        q, _ = self._normed(self.to_q(x).chunk(2 if self.differential else 1, dim=-1), None)
+        return q
+
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys/values: (B, M, Wc) -> normalised k (P, B, H, M, D), v (B, H, M, D).
+
+        They depend only on the context and the weights, so the DiT computes them once per
+        generation (``DiT.prepare``)."""
+        kvs = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
+        _, k = self._normed(None, kvs[:-1])
+        return k, self._heads(kvs[-1])
+
     def project_qk_v(self, x: torch.Tensor, context: torch.Tensor | None = None):
         """Project to normalised (q, k, v), q and k stacked over the differential pair.
 
         Returns q: (P, B, H, N, D), k: (P, B, H, M, D), v: (B, H, M, D) with P = 2 if differential.
         """
         if self.is_cross:
-            qs = self.to_q(x).chunk(2 if self.differential else 1, dim=-1)
-            kvs = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
-            ks, v = kvs[:-1], kvs[-1]
-        elif self.differential:
+            return (self.project_q(x), *self.project_kv(context))
+        if self.differential:
             q, k, v, q2, k2 = self.to_qkv(x).chunk(5, dim=-1)
             qs, ks = (q, q2), (k, k2)
         else:
             q, k, v = self.to_qkv(x).chunk(3, dim=-1)
             qs, ks = (q,), (k,)
-        q = torch.stack([self._heads(t) for t in qs])
-        k = torch.stack([self._heads(t) for t in ks])
-        # the q/k norms run in the model dtype (not forced to fp32), as in the official code
-        return self.q_norm(q).to(q.dtype), self.k_norm(k).to(k.dtype), self._heads(v)
+        q, k = self._normed(qs, ks)
+        return q, k, self._heads(v)
 
-    def attend(self, q, k, v, *, rotary: torch.Tensor | None = None, key_padding=None, window=None):
-        """Attention over projected heads; see ``project_qk_v`` for shapes. Returns (B, N, H*D)."""
+    def attend(self, q, k, v, *, rotary=None, key_padding=None, window=None):
+        """Attention over projected heads; see ``project_qk_v`` for shapes. ``rotary`` is an
+        (N, R) angle table or its ``(cos, sin)``. Returns (B, N, H*D)."""
         if rotary is not None:
             q = apply_rotary(q, rotary).to(v.dtype)
             k = apply_rotary(k, rotary).to(v.dtype)
@@ -247,7 +267,11 @@ class Attention(nn.Module):
         return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))  # (B, H, N, D) -> (B, N, H*D)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *, rotary=None,
-                key_padding=None, window=None) -> torch.Tensor:
-        """x: (B, N, W); context: (B, M, Wc) for cross-attention. Returns (B, N, W)."""
-        q, k, v = self.project_qk_v(x, context)
+                key_padding=None, window=None, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x: (B, N, W); context: (B, M, Wc) for cross-attention, or ``kv`` from ``project_kv``
+        already computed. Returns (B, N, W)."""
+        if kv is not None:
+            q, (k, v) = self.project_q(x), kv
+        else:
+            q, k, v = self.project_qk_v(x, context)
         return self.attend(q, k, v, rotary=rotary, key_padding=key_padding, window=window)

@@ -12,14 +12,17 @@ D model width, K context tokens (257), Cl local-conditioning channels (1 + C).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .attention import Attention
 from .config import DiTConfig
-from .layers import FeedForward, RMSNorm, RotaryEmbedding, expo_fourier_features, mlp
+from .layers import FeedForward, RMSNorm, RotaryEmbedding, expo_fourier_features, mlp, rotary_cos_sin
+
+logger = logging.getLogger(__name__)
 
 ROTARY_DIMS = 32  # rotary covers the first 32 of the 64 head dims
 
@@ -37,6 +40,38 @@ class DiTConditioning:
     padding_mask: torch.Tensor | None = None
 
 
+def _tensor_signature(t: torch.Tensor) -> tuple:
+    """Identity of a weight's current value: object, storage and in-place version counter."""
+    try:
+        version = t._version
+    except RuntimeError:  # inference-mode tensors keep no version counter
+        version = None
+    return id(t), t.data_ptr(), version, t.dtype, t.device
+
+
+@dataclass
+class DiTCache:
+    """Step-independent DiT quantities for one conditioning, computed once per ``sample()`` call
+    by ``DiT.prepare`` instead of at every step. Bit-identical to recomputing them.
+
+    context: (B, K, D) projected cross tokens; global_embed: (B, D) before the timestep term;
+    cross_kv: per layer (k (P, B, H, K, D), v (B, H, K, D)) of the cross-attention;
+    local_embeds: per layer (B, T, D), or (1, T, D) broadcast when the local conditioning is all
+    zeros (no inpainting); rotary: (cos, sin) (N, R); key_padding: (B, N) bool or None.
+    ``signature`` records the weights used (object id, storage, version): when a LoRA changes
+    any of them between steps, ``DiT.forward`` recomputes the cache.
+    """
+
+    cond: DiTConditioning
+    signature: tuple
+    context: torch.Tensor
+    global_embed: torch.Tensor
+    cross_kv: list = field(default_factory=list)
+    local_embeds: list = field(default_factory=list)
+    rotary: tuple | None = None
+    key_padding: torch.Tensor | None = None
+
+
 class DiTBlock(nn.Module):
     """adaLN self-attention, unmodulated cross-attention, local add, adaLN feed-forward."""
 
@@ -52,8 +87,9 @@ class DiTBlock(nn.Module):
         self.ff = FeedForward(d, mult=cfg.ff_mult)
         self.to_local_embed = mlp(cfg.local_add_cond_dim, d, d, bias=True)
 
-    def forward(self, h, *, context, modulation, local, rotary, key_padding, num_memory):
-        """h: (B, N, D); context: (B, K, D); modulation: (B, 6D); local: (B, T, Cl)."""
+    def forward(self, h, *, cross_kv, modulation, local_emb, rotary, key_padding, num_memory):
+        """h: (B, N, D); cross_kv: cached (k, v) of the context; modulation: (B, 6D);
+        local_emb: (B, T, D) or (1, T, D), this layer's ``to_local_embed`` output."""
         mods = (self.to_scale_shift_gate + modulation).unsqueeze(1).chunk(6, dim=-1)  # 6 x (B, 1, D)
         scale_sa, shift_sa, gate_sa, scale_ff, shift_ff, gate_ff = mods
 
@@ -61,10 +97,9 @@ class DiTBlock(nn.Module):
         y = self.self_attn(y, rotary=rotary, key_padding=key_padding)
         h = h + y * torch.sigmoid(1 - gate_sa)  # the official gate is sigmoid(1 - g)
 
-        h = h + self.cross_attn(self.cross_attend_norm(h), context)
+        h = h + self.cross_attn(self.cross_attend_norm(h), kv=cross_kv)
 
-        local_emb = self.to_local_embed(local)  # (B, T, D); memory tokens receive nothing
-        h = torch.cat([h[:, :num_memory], h[:, num_memory:] + local_emb], dim=1)
+        h[:, num_memory:] += local_emb  # memory tokens receive nothing; h is a fresh tensor here
 
         y = self.ff_norm(h) * (1 + scale_ff) + shift_ff
         return h + self.ff(y) * torch.sigmoid(1 - gate_ff)
@@ -84,20 +119,15 @@ class ContinuousTransformer(nn.Module):
         self.global_cond_embedder = mlp(d, d, 6 * d, bias=True)
         self.layers = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
 
-    def forward(self, x, *, context, global_embed, local, padding_mask):
+    def forward(self, x, *, global_embed, cache: DiTCache):
         """x: (B, T, C) -> (B, T, C)."""
         b = x.shape[0]
         h = self.project_in(x)  # (B, T, D)
         h = torch.cat([self.memory_tokens.expand(b, -1, -1), h], dim=1)  # (B, N, D)
-        rotary = self.rotary_pos_emb.table(h.shape[1])  # memory tokens take positions 0..M-1
         modulation = self.global_cond_embedder(global_embed)  # (B, 6D)
-        key_padding = None
-        if padding_mask is not None:
-            memory_valid = padding_mask.new_ones(b, self.num_memory)
-            key_padding = torch.cat([memory_valid, padding_mask], dim=1)  # (B, N)
-        for layer in self.layers:
-            h = layer(h, context=context, modulation=modulation, local=local, rotary=rotary,
-                      key_padding=key_padding, num_memory=self.num_memory)
+        for layer, cross_kv, local_emb in zip(self.layers, cache.cross_kv, cache.local_embeds):
+            h = layer(h, cross_kv=cross_kv, modulation=modulation, local_emb=local_emb, rotary=cache.rotary,
+                      key_padding=cache.key_padding, num_memory=self.num_memory)
         return self.project_out(h[:, self.num_memory:])
 
 
@@ -125,20 +155,70 @@ class DiT(nn.Module):
             if isinstance(module, Attention):
                 module.backend, module.padding_mode = backend, padding_mode
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: DiTConditioning) -> torch.Tensor:
-        """x: (B, C, T) noisy latents; t: (B,) noise level in [0, 1]. Returns v: (B, C, T)."""
+    def _cached_modules(self) -> list[nn.Module]:
+        """Modules whose weights the cache depends on (looked up afresh: LoRA may swap them)."""
+        mods = [self.to_cond_embed, self.to_global_embed, self.transformer.rotary_pos_emb]
+        for layer in self.transformer.layers:
+            mods += [layer.cross_attn.to_kv, layer.cross_attn.k_norm, layer.to_local_embed]
+        return mods
+
+    def cache_signature(self) -> tuple:
+        """Identity and version of every weight ``prepare`` reads; changes when any is replaced,
+        re-assigned or modified in place (e.g. LoRA merging at a step boundary)."""
+        sig = []
+        for module in self._cached_modules():
+            sig.append(id(module))
+            sig.extend(_tensor_signature(t) for t in (*module.parameters(), *module.buffers()))
+        return tuple(sig)
+
+    @torch.no_grad()
+    def prepare(self, cond: DiTConditioning) -> DiTCache:
+        """Compute the step-independent quantities for ``cond`` once (see ``DiTCache``)."""
+        dtype = self.dtype
+        tr = self.transformer
+        num_memory = tr.num_memory
+        context = self.to_cond_embed(cond.cross.to(dtype))  # (B, K, D)
+        global_embed = self.to_global_embed(cond.global_cond.to(dtype))  # (B, D)
+        local = cond.local.to(dtype)
+        b, _, n_latents = local.shape
+        if b > 1 and not bool(local.any()):  # no inpainting: every item gets the same embeddings
+            # (a single-frame shortcut would change the GEMM's rounding; one item's rows do not)
+            local = local[:1]  # (B, Cl, T) -> (1, Cl, T), broadcast over the batch when added
+        local = local.transpose(1, 2)  # (B, Cl, T) -> (B, T, Cl)
+        key_padding = None
+        if cond.padding_mask is not None:
+            memory_valid = cond.padding_mask.new_ones(b, num_memory)
+            key_padding = torch.cat([memory_valid, cond.padding_mask], dim=1)  # (B, N)
+        # memory tokens take positions 0..M-1; fp32 angles, cos/sin computed once for all layers
+        rotary = rotary_cos_sin(tr.rotary_pos_emb.table(num_memory + n_latents))
+        return DiTCache(
+            cond=cond, signature=self.cache_signature(), context=context, global_embed=global_embed,
+            cross_kv=[layer.cross_attn.project_kv(context) for layer in tr.layers],
+            local_embeds=[layer.to_local_embed(local) for layer in tr.layers],
+            rotary=rotary, key_padding=key_padding,
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: DiTConditioning,
+                cache: DiTCache | None = None) -> torch.Tensor:
+        """x: (B, C, T) noisy latents; t: (B,) noise level in [0, 1]. Returns v: (B, C, T).
+
+        ``cache`` from ``prepare(cond)`` skips the step-independent work; it is refreshed in
+        place when a weight it used has changed since (LoRA step hooks).
+        """
+        if cache is None:
+            cache = self.prepare(cond)
+        elif cache.cond is not cond:
+            raise ValueError("Stable Audio 3: DiT cache was prepared for a different conditioning.")
+        elif cache.signature != self.cache_signature():
+            logger.debug("Stable Audio 3: DiT weights changed, recomputing the step cache")
+            cache.__dict__.update(self.prepare(cond).__dict__)
         dtype = self.dtype
         x = x.to(dtype)
         t = t.float()  # the official code keeps t in fp32 until the features (then model dtype)
-        context = self.to_cond_embed(cond.cross.to(dtype))  # (B, K, D)
-        global_embed = self.to_global_embed(cond.global_cond.to(dtype))  # (B, D)
         t_features = expo_fourier_features(t.to(dtype)[:, None], self.config.timestep_features_dim)
-        global_embed = global_embed + self.to_timestep_embed(t_features)
-        local = cond.local.to(dtype).transpose(1, 2)  # (B, Cl, T) -> (B, T, Cl)
+        global_embed = cache.global_embed + self.to_timestep_embed(t_features)
 
         x = self.preprocess_conv(x) + x
-        out = self.transformer(x.transpose(1, 2), context=context, global_embed=global_embed,
-                               local=local, padding_mask=cond.padding_mask)  # (B, T, C)
+        out = self.transformer(x.transpose(1, 2), global_embed=global_embed, cache=cache)  # (B, T, C)
         out = out.transpose(1, 2)  # (B, T, C) -> (B, C, T)
         return self.postprocess_conv(out) + out
-

@@ -73,16 +73,23 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(t: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate the first ``freqs.shape[-1]`` features of ``t`` (partial, GPT-J style slice).
+def rotary_cos_sin(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Precompute ``(cos, sin)`` of a rotary table once, for reuse across layers and steps."""
+    return freqs.cos(), freqs.sin()
 
-    t: (..., N, D); freqs: (N, R) with R <= D. Computed in float32, returned in t's dtype.
+
+def apply_rotary(t: torch.Tensor, freqs: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate the first ``R`` features of ``t`` (partial, GPT-J style slice).
+
+    t: (..., N, D); freqs: (N, R) angles with R <= D, or their ``(cos, sin)`` from
+    ``rotary_cos_sin`` (same values, computed once). Computed in float32, returned in t's dtype.
     """
+    cos, sin = rotary_cos_sin(freqs) if torch.is_tensor(freqs) else freqs
     out_dtype = t.dtype
-    rot_dim = freqs.shape[-1]
+    rot_dim = cos.shape[-1]
     t = t.float()
     rotated, passthrough = t[..., :rot_dim], t[..., rot_dim:]
-    rotated = rotated * freqs.cos() + rotate_half(rotated) * freqs.sin()
+    rotated = rotated * cos + rotate_half(rotated) * sin
     return torch.cat((rotated.to(out_dtype), passthrough.to(out_dtype)), dim=-1)
 
 

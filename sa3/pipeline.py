@@ -329,14 +329,19 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
             local=cond.local.repeat(2, 1, 1), padding_mask=padding_mask.repeat(2, 1),
         )
 
+    # step-independent DiT work (context K/V, local embeddings, rotary) once per call; the DiT
+    # refreshes the cache itself if a step hook (LoRA) changes a weight it depends on
+    dit_cond = batch_cond if guided else cond
+    cache = dit.prepare(dit_cond)
+
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = t.float()  # the DiT and guidance use float32 time (spec 4.2)
         for hook in step_hooks:
             hook(t)
         x = x.to(dtype)
         if not guided:
-            return dit(x, t, cond)
-        v_cond, v_uncond = dit(torch.cat([x, x]), torch.cat([t, t]), batch_cond).chunk(2)
+            return dit(x, t, cond, cache=cache)
+        v_cond, v_uncond = dit(torch.cat([x, x]), torch.cat([t, t]), batch_cond, cache=cache).chunk(2)
         v = guide(x, t, v_cond, v_uncond, cfg_scale=cfg_scale, apg_scale=apg_scale, padding_mask=padding_mask,
                   norm_threshold=cfg_norm_threshold)
         if scale_phi:
