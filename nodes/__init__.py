@@ -1,0 +1,26 @@
+"""ComfyUI nodes for Stable Audio 3 (V3 API): the extension and its entry point."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .conditioning import SA3TextEncode
+from .decode import SA3Decode
+from .latents import SA3EmptyLatent, SA3EncodeAudio, SA3InpaintMask
+from .loaders import SA3LoraLoader, SA3LoraStrength, SA3ModelLoader, register_folder
+from .sampling import SA3Sampler
+
+NODES: list[type[io.ComfyNode]] = [
+    SA3ModelLoader, SA3LoraLoader, SA3LoraStrength, SA3TextEncode, SA3EmptyLatent, SA3EncodeAudio, SA3InpaintMask,
+    SA3Sampler, SA3Decode,
+]
+
+
+class StableAudio3Extension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        register_folder()
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> StableAudio3Extension:
+    return StableAudio3Extension()

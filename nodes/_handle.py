@@ -1,0 +1,101 @@
+"""What travels on the pack's custom sockets: the model handle and the text conditioning.
+
+``SA3Handle`` is an immutable description: the loaded ``StableAudioModel`` (shared by every handle
+derived from one loader output, never copied), the ComfyUI patchers that move its parts, and the
+LoRA stack this branch of the graph asked for. LoRA nodes return a *new* handle with a longer or
+re-weighted stack, so the loader's cached output is never changed. The stack is put onto the
+shared modules by ``sync_loras`` right before a node runs them; it is a no-op when the modules
+already carry exactly that stack, so an unchanged graph does not reload anything.
+
+No ComfyUI import here: the patchers are opaque objects made by ``comfy_models``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ._sa3 import ModelConfig, StableAudioModel
+
+SVD_BASES_FILE = "svd_bases.safetensors"  # -XS LoRA bases, looked up beside the LoRA file
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One LoRA of a stack: file and per-target strengths (1.0 = as trained)."""
+
+    path: str
+    strength_dit: float = 1.0
+    strength_conditioner: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+@dataclass(frozen=True)
+class SA3Handle:
+    model: StableAudioModel
+    name: str  # what the loader was given (folder or official name), for messages
+    patchers: dict = field(compare=False, hash=False)  # "text" / "dit" / "autoencoder" -> ModelPatcher
+    loras: tuple[LoraSpec, ...] = ()
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.config.sample_rate
+
+    def with_loras(self, loras) -> "SA3Handle":
+        return replace(self, loras=tuple(loras))
+
+
+@dataclass(frozen=True)
+class SA3Conditioning:
+    """Encoded text of one side (positive or negative) for B items, on the intermediate device.
+
+    cross: (B, K, E) prompt tokens + seconds token; global_cond: (B, E); mask: (B, K) or None.
+    ``prompts``/``durations`` are kept so a single-item conditioning can be re-encoded for a
+    larger batch exactly as ``generate(batch_size=...)`` encodes it.
+    """
+
+    kind: str  # "positive" | "negative" | "none" (no negative prompt: zeros)
+    prompts: tuple[str, ...]
+    durations: tuple[float, ...]
+    cross: torch.Tensor | None
+    global_cond: torch.Tensor | None
+    mask: torch.Tensor | None
+    family: str
+    partner_prompts: tuple[str, ...] | None = None  # the other side's prompts (re-encoding)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.prompts)
+
+
+def _applied(model: StableAudioModel) -> tuple[LoraSpec, ...]:
+    return getattr(model, "_sa3_nodes_loras", ())
+
+
+def sync_loras(handle: SA3Handle) -> None:
+    """Make the shared modules carry exactly ``handle.loras`` (files and strengths)."""
+    model, wanted = handle.model, handle.loras
+    current = _applied(model)
+    if current == wanted:
+        return
+    same_files = [s.path for s in current] == [s.path for s in wanted]
+    if not same_files:
+        model.unload_lora()
+        model._sa3_nodes_loras = ()
+        if wanted:
+            bases = next((Path(s.path).parent / SVD_BASES_FILE for s in wanted
+                          if (Path(s.path).parent / SVD_BASES_FILE).is_file()), None)
+            model.load_lora([s.path for s in wanted], svd_bases_path=bases)
+    for i, spec in enumerate(wanted):
+        model.set_lora_strength(spec.strength_dit, lora_index=i, target="dit")
+        model.set_lora_strength(spec.strength_conditioner, lora_index=i, target="conditioner")
+    model._sa3_nodes_loras = wanted

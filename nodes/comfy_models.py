@@ -1,0 +1,106 @@
+"""The one place that talks to ComfyUI's model management.
+
+The library's three parts are wrapped in separate ``ModelPatcher`` objects so ComfyUI loads,
+offloads and accounts for them like its own models: the text part (T5Gemma + conditioner), the
+DiT, and the SAME autoencoder. Devices and dtypes are ComfyUI's choices (``--cpu``,
+``--gpu-only``, ``--cpu-vae``, ``--fp16-unet``...) unless the loader node overrides the dtype.
+Progress bars and interrupts also go through here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+import torch
+from comfy.cli_args import args
+from torch import nn
+
+from ._handle import SA3Handle
+from ._sa3 import StableAudioModel, pipeline
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class _Part(nn.Module):
+    """A plain container, so ModelPatcher can set ``.device`` and its bookkeeping attributes
+    without touching the library modules (some expose a read-only ``device`` property)."""
+
+    def __init__(self, device: torch.device, **modules: nn.Module):
+        super().__init__()
+        for name, module in modules.items():
+            self.add_module(name, module)
+        self.device = device
+
+
+def _dit_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision != "auto":
+        return PRECISIONS[precision]
+    # ComfyUI's pick for diffusion models (fp32 on CPU, fp16/bf16 on GPUs, --*-unet flags win)
+    return mm.unet_dtype(device, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+
+
+def _text_dtype() -> torch.dtype | None:
+    # Only ComfyUI's explicit flags; otherwise the checkpoint's own dtype (ComfyUI's default of
+    # fp16 assumes its cast-on-the-fly layers, which T5Gemma here does not use).
+    for flag, dtype in (("fp16_text_enc", torch.float16), ("bf16_text_enc", torch.bfloat16),
+                        ("fp32_text_enc", torch.float32)):
+        if getattr(args, flag, False):
+            return dtype
+    return None
+
+
+def _autoencoder_dtype(device: torch.device) -> torch.dtype:
+    # fp32 unless --fp16-vae / --bf16-vae: half precision hurts SAME attention
+    return mm.vae_dtype(device, allowed_dtypes=[])
+
+
+def load_model(folder: str | Path, name: str, precision: str, attention: str, padding_mode: str) -> SA3Handle:
+    """Load an official folder on ComfyUI's offload device and wrap its parts in patchers."""
+    dit_device, dit_offload = mm.get_torch_device(), mm.unet_offload_device()
+    text_device, text_offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
+    vae_device, vae_offload = mm.vae_device(), mm.vae_offload_device()
+    model = StableAudioModel.from_pretrained(
+        folder, device=dit_offload, dtype=_dit_dtype(precision, dit_device), attention=attention,
+        padding_mode=padding_mode, text_dtype=_text_dtype(), autoencoder_dtype=_autoencoder_dtype(vae_device))
+    # the backend was resolved for the offload device; resolve it again for where the parts run
+    model.dit.set_attention(pipeline.resolve_backend(attention, dit_device), padding_mode)
+    model.autoencoder.attention_backend = pipeline.resolve_backend(attention, vae_device)
+    patchers = {
+        "text": comfy.model_patcher.ModelPatcher(
+            _Part(dit_offload, text_encoder=model.text_encoder, conditioner=model.conditioner),
+            load_device=text_device, offload_device=text_offload),
+        "dit": comfy.model_patcher.ModelPatcher(_Part(dit_offload, dit=model.dit), load_device=dit_device,
+                                                offload_device=dit_offload),
+        "autoencoder": comfy.model_patcher.ModelPatcher(_Part(dit_offload, autoencoder=model.autoencoder),
+                                                        load_device=vae_device, offload_device=vae_offload),
+    }
+    return SA3Handle(model=model, name=name, patchers=patchers)
+
+
+def load_parts(handle: SA3Handle, *parts: str) -> torch.device:
+    """Move the named parts to their load devices (offloading others as ComfyUI sees fit) and
+    return the load device of the first one."""
+    patchers = [handle.patchers[p] for p in parts]
+    mm.load_models_gpu(patchers)
+    return patchers[0].load_device
+
+
+def intermediate_device() -> torch.device:
+    """Where node outputs (LATENT, AUDIO, conditioning) live between nodes."""
+    return mm.intermediate_device()
+
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's interrupt exception if Cancel / POST /interrupt was requested."""
+    mm.throw_exception_if_processing_interrupted()
+
+
+def progress_bar(total: int):
+    """A ComfyUI progress bar (``update_absolute(value, total)``) for the running node."""
+    return comfy.utils.ProgressBar(total)

@@ -1,0 +1,68 @@
+"""Decode node: SA3 latent -> ComfyUI AUDIO, continuing the sampler's random stream."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from . import comfy_models
+from ._adapters import RNG, error, make_audio, read_latent, restore_generator
+from ._sa3 import pipeline
+from .loaders import _require_model
+from .types import CATEGORY, SA3Model
+
+NODE = "Decode"
+FALLBACK_SEED = 0  # decoder noise for latents that did not come from SA3 Sampler
+CHUNKING = {"auto": None, "on": True, "off": False}
+
+
+class SA3Decode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SA3Decode",
+            display_name="SA3 Decode",
+            category=CATEGORY,
+            description="Decodes SA3 latents to 44.1 kHz stereo AUDIO with SAME, silencing each item past its "
+                        "duration and trimming to the duration. Continues the sampler's random stream, so the "
+                        "result equals the official generate().",
+            inputs=[
+                SA3Model.Input("model", tooltip="The SA3 model whose SAME autoencoder decodes."),
+                io.Latent.Input("latent", tooltip="Latents from SA3 Sampler (or SA3 Encode Audio for a round trip)."),
+                io.Combo.Input("chunked", options=list(CHUNKING), default="auto",
+                               tooltip="Decode in overlapping 128-frame chunks (less memory for long audio). auto: "
+                                       "the model's setting, as generate() does."),
+                io.Boolean.Input("trim", default=True,
+                                 tooltip="Cut the 6 s headroom off when all items share one duration (as generate() "
+                                         "does); mixed durations keep the padded length."),
+            ],
+            outputs=[io.Audio.Output(display_name="audio",
+                                     tooltip="AUDIO: float32 (batch, 2, samples) at 44100 Hz on the CPU.")],
+        )
+
+    @classmethod
+    def execute(cls, model, latent, chunked, trim) -> io.NodeOutput:
+        handle = _require_model(model, NODE)
+        config = handle.config
+        samples, durations = read_latent(latent, NODE, "latent", config.latent_channels)
+        plan = pipeline.plan_latents(config, durations)
+        if samples.shape[-1] != plan.latents:
+            raise ValueError(error(NODE, f"latent has {samples.shape[-1]} frames but {durations} s needs "
+                                         f"{plan.latents} (expected a latent of this model). Decode the output of "
+                                         "SA3 Sampler or SA3 Encode Audio."))
+        device = comfy_models.load_parts(handle, "autoencoder")
+        saved = latent.get(RNG)
+        generator = restore_generator(saved) if saved is not None else pipeline.make_generator(FALLBACK_SEED, device)
+        use_chunks = CHUNKING[chunked]
+        if use_chunks is None:
+            use_chunks = bool(config.pretransform.get("chunked", False))
+        bar = comfy_models.progress_bar(1)
+
+        def on_chunk(i: int, n: int) -> None:
+            bar.update_absolute(i, n)
+            comfy_models.check_interrupt()
+
+        audio = pipeline.decode(handle.model.autoencoder, samples, plan, chunked=use_chunks, generator=generator,
+                                on_chunk=on_chunk)
+        if trim:
+            audio = pipeline.trim_to_duration(audio, durations, config.sample_rate)
+        return io.NodeOutput(make_audio(audio, config.sample_rate))

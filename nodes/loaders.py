@@ -1,0 +1,244 @@
+"""Loader nodes: the SA3 model (official folders under ``models/stable_audio_3``), LoRA stacking
+and LoRA strengths."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import folder_paths
+from comfy_api.latest import io
+
+from . import comfy_models
+from ._adapters import error
+from ._handle import LoraSpec, SA3Handle, sync_loras
+from ._sa3 import CONFIG_FILE, MODEL_REPOS, TEXT_FOLDER, WEIGHTS_FILE, ModelConfig, loading, pipeline
+from .types import CATEGORY, SA3Model
+
+logger = logging.getLogger(__name__)
+
+FOLDER = "stable_audio_3"  # models/stable_audio_3/<name>/{model_config.json, model.safetensors, t5gemma-b-b-ul2/}
+PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
+ATTENTIONS = ["auto", "sdpa", "flash", "math"]
+PADDING_MODES = list(pipeline.PADDING_MODES)
+LORA_TARGETS = {"dit and conditioner": None, "dit": "dit", "conditioner": "conditioner"}
+
+
+# --- model folders ----------------------------------------------------------------------------
+
+
+def register_folder() -> None:
+    """Add ``models/stable_audio_3`` to ComfyUI's folders (kept beside any extra_model_paths entry)."""
+    default = os.path.join(folder_paths.models_dir, FOLDER)
+    if FOLDER in folder_paths.folder_names_and_paths:
+        paths = folder_paths.folder_names_and_paths[FOLDER][0]
+        if default not in paths:
+            paths.append(default)
+    else:
+        folder_paths.folder_names_and_paths[FOLDER] = ([default], set())
+
+
+def _model_folders() -> dict[str, Path]:
+    """Official-layout folders (one or two levels deep) in every stable_audio_3 path, by name."""
+    register_folder()
+    found: dict[str, Path] = {}
+    for base in folder_paths.get_folder_paths(FOLDER):
+        base = Path(base)
+        if not base.is_dir():
+            continue
+        for config in sorted(list(base.glob(f"*/{CONFIG_FILE}")) + list(base.glob(f"*/*/{CONFIG_FILE}"))):
+            name = config.parent.relative_to(base).as_posix()
+            found.setdefault(name, config.parent)
+    return found
+
+
+def model_choices() -> list[str]:
+    found = _model_folders()
+    return sorted(found) + [name for name in MODEL_REPOS if name not in found]
+
+
+def _download_target(name: str) -> Path:
+    return Path(folder_paths.models_dir) / FOLDER / name
+
+
+def _check_model_name(model_name: str, download: bool) -> str | None:
+    """None when the choice can be loaded, else the message for the user."""
+    folder = _model_folders().get(model_name)
+    if folder is None:
+        if model_name not in MODEL_REPOS:
+            return error("Model Loader", f"model_name {model_name!r} is not a model folder (got {model_name!r}, "
+                                         f"expected a folder in models/{FOLDER}/ or one of {list(MODEL_REPOS)}). "
+                                         "Refresh the node list after adding files.")
+        if not download:
+            return error("Model Loader", f"model_name {model_name!r} is not downloaded (got no "
+                                         f"{_download_target(model_name)}/{CONFIG_FILE}, expected {CONFIG_FILE}, "
+                                         f"{WEIGHTS_FILE} and {TEXT_FOLDER}/ there). Put the files of "
+                                         f"huggingface.co/{MODEL_REPOS[model_name]} there, or turn on download.")
+        return None
+    try:
+        ModelConfig.from_file(folder / CONFIG_FILE)
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:
+        return error("Model Loader", f"model_name {model_name!r} is not a Stable Audio 3 model (got "
+                                     f"{folder / CONFIG_FILE}: {e}). Pick an official SA3 folder.")
+    if not (folder / WEIGHTS_FILE).is_file():
+        return error("Model Loader", f"model_name {model_name!r} has no weights (got no {folder / WEIGHTS_FILE}, "
+                                     f"expected {WEIGHTS_FILE} beside {CONFIG_FILE}). Copy the checkpoint there.")
+    return None
+
+
+def _resolve(model_name: str, download: bool) -> Path:
+    message = _check_model_name(model_name, download)
+    if message is not None:
+        raise ValueError(message)
+    folder = _model_folders().get(model_name)
+    if folder is not None:
+        return folder
+    target = _download_target(model_name)
+    logger.info("Stable Audio 3: downloading %s into %s", MODEL_REPOS[model_name], target)
+    return _hub_download(model_name, target)
+
+
+def _hub_download(name: str, target: Path) -> Path:
+    """Fetch an official model into ``target`` in the official layout (needs huggingface_hub)."""
+    target.mkdir(parents=True, exist_ok=True)
+    folder = loading.resolve_model_dir(name, local_dir=target)
+    config = ModelConfig.from_file(folder / CONFIG_FILE)
+    loading.resolve_text_dir(folder, config.text.model_path or config.text.repo_id, config.text.subfolder,
+                             local_dir=target)
+    return folder
+
+
+class SA3ModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SA3ModelLoader",
+            display_name="SA3 Model Loader",
+            category=CATEGORY,
+            description="Loads a Stable Audio 3 model (DiT, T5Gemma text encoder, SAME autoencoder) from "
+                        f"models/{FOLDER}/<name>/ in the official layout, or downloads one of the six official "
+                        "models there when download is on. Each part is managed by ComfyUI's model management.",
+            inputs=[
+                io.Combo.Input("model_name", options=model_choices(),
+                               tooltip=f"A folder in models/{FOLDER}/ holding {CONFIG_FILE}, {WEIGHTS_FILE} and "
+                                       f"{TEXT_FOLDER}/, or an official name (small-music, small-sfx, medium and "
+                                       "their -base versions)."),
+                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                               tooltip="DiT and conditioner precision. auto: ComfyUI's choice for the device "
+                                       "(fp32 on CPU, fp16/bf16 on GPU). SAME stays fp32 unless --fp16-vae/--bf16-vae."),
+                io.Combo.Input("attention", options=ATTENTIONS, default="auto",
+                               tooltip="Attention backend. auto: flash-attn on CUDA when installed, else PyTorch "
+                                       "SDPA. math is the slow dense reference."),
+                io.Combo.Input("padding_mode", options=PADDING_MODES, default="exact",
+                               tooltip="How padded frames are masked: exact (as trained, flash semantics) or "
+                                       "reference (the official CPU behaviour, for bit-level comparisons)."),
+                io.Boolean.Input("download", default=False,
+                                 tooltip=f"Allow downloading an official model from Hugging Face into "
+                                         f"models/{FOLDER}/<name>/ when it is missing (gated: accept the license "
+                                         "and set HF_TOKEN)."),
+            ],
+            outputs=[SA3Model.Output(display_name="model",
+                                     tooltip="The loaded Stable Audio 3 model for the SA3 nodes.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model_name=None, download=None) -> bool | str:
+        if model_name is None:
+            return True
+        return _check_model_name(model_name, bool(download)) or True
+
+    @classmethod
+    def execute(cls, model_name, precision, attention, padding_mode, download) -> io.NodeOutput:
+        folder = _resolve(model_name, download)
+        return io.NodeOutput(comfy_models.load_model(folder, model_name, precision, attention, padding_mode))
+
+
+# --- LoRA -------------------------------------------------------------------------------------
+
+
+def _require_model(model, node: str) -> SA3Handle:
+    if not isinstance(model, SA3Handle):
+        raise ValueError(error(node, f"model is not an SA3 model (got {type(model).__name__}, expected the "
+                                     "output of SA3 Model Loader). Connect SA3 Model Loader."))
+    return model
+
+
+class SA3LoraLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SA3LoraLoader",
+            display_name="SA3 LoRA Loader",
+            category=CATEGORY,
+            description="Adds a LoRA from models/loras to the model's LoRA chain (chain several of these nodes to "
+                        "stack LoRAs in order). Returns a new model; the loader's output is left unchanged.",
+            inputs=[
+                SA3Model.Input("model", tooltip="The SA3 model (from the loader or another LoRA node)."),
+                io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
+                               tooltip="A Stable Audio 3 LoRA file (.safetensors or Lightning .ckpt) in models/loras. "
+                                       "-XS LoRAs use svd_bases.safetensors from the same folder."),
+                io.Float.Input("strength_dit", default=1.0, min=-10.0, max=10.0, step=0.01,
+                               tooltip="Strength on the diffusion transformer; 1 = as trained, 0 = off."),
+                io.Float.Input("strength_conditioner", default=1.0, min=-10.0, max=10.0, step=0.01,
+                               tooltip="Strength on the conditioner (the seconds embedding); 1 = as trained."),
+            ],
+            outputs=[SA3Model.Output(display_name="model", tooltip="The model with this LoRA appended to its chain.")],
+        )
+
+    @classmethod
+    def execute(cls, model, lora_name, strength_dit, strength_conditioner) -> io.NodeOutput:
+        handle = _require_model(model, "LoRA Loader")
+        path = folder_paths.get_full_path("loras", lora_name)
+        if path is None:
+            raise ValueError(error("LoRA Loader", f"lora_name {lora_name!r} is not in models/loras (got "
+                                                  f"{lora_name!r}, expected one of the listed files). Refresh the "
+                                                  "node list."))
+        new = handle.with_loras(handle.loras + (LoraSpec(path, float(strength_dit), float(strength_conditioner)),))
+        try:
+            sync_loras(new)  # fail here, naming the file, rather than in the sampler
+        except ValueError as e:
+            raise ValueError(error("LoRA Loader", f"lora_name {lora_name!r} does not fit {handle.name!r} ({e}). "
+                                                  "Use a LoRA trained for this model.")) from e
+        return io.NodeOutput(new)
+
+
+class SA3LoraStrength(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SA3LoraStrength",
+            display_name="SA3 LoRA Strength",
+            category=CATEGORY,
+            description="Changes the strength of one LoRA of the chain (or all) for the DiT, the conditioner or "
+                        "both. Returns a new model; upstream outputs are left unchanged.",
+            inputs=[
+                SA3Model.Input("model", tooltip="An SA3 model with at least one LoRA."),
+                io.Int.Input("lora_index", default=0, min=0, max=64,
+                              tooltip="Position in the chain: 1 = the first LoRA loaded, 2 = the second...; 0 = all."),
+                io.Combo.Input("target", options=list(LORA_TARGETS), default="dit and conditioner",
+                               tooltip="Which strengths to set: the DiT's, the conditioner's, or both."),
+                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01,
+                               tooltip="The new strength; 1 = as trained, 0 = off."),
+            ],
+            outputs=[SA3Model.Output(display_name="model", tooltip="The model with the new LoRA strength(s).")],
+        )
+
+    @classmethod
+    def execute(cls, model, lora_index, target, strength) -> io.NodeOutput:
+        handle = _require_model(model, "LoRA Strength")
+        n = len(handle.loras)
+        if n == 0:
+            raise ValueError(error("LoRA Strength", "model has no LoRA (got 0 LoRAs, expected at least 1). Put SA3 "
+                                                    "LoRA Loader before this node."))
+        if not 0 <= lora_index <= n:
+            raise ValueError(error("LoRA Strength", f"lora_index {lora_index} is out of range (got {lora_index}, "
+                                                    f"expected 0..{n} for {n} LoRA(s)). Use 0 for all."))
+        part = LORA_TARGETS[target]
+        loras = list(handle.loras)
+        for i, spec in enumerate(loras):
+            if lora_index in (0, i + 1):
+                loras[i] = LoraSpec(spec.path,
+                                    float(strength) if part in (None, "dit") else spec.strength_dit,
+                                    float(strength) if part in (None, "conditioner") else spec.strength_conditioner)
+        return io.NodeOutput(handle.with_loras(loras))

@@ -1,0 +1,174 @@
+"""The sampler node, owner of the generation's random stream.
+
+One ``torch.Generator`` seeded with ``seed`` makes every random draw of a generation in the
+official order (``StableAudioModel.generate``): initial noise, SAME encoder noise (init source
+then inpaint source), sampler noise; its state after sampling rides in the output LATENT
+(``sa3_rng``) and SA3 Decode continues it for the decoder noise. Source audio therefore reaches
+the sampler with its waveform (``sa3_source`` from SA3 Encode Audio): when the SAME encoder draws
+noise (SAME-L) or the source was encoded at another length, the sampler encodes it here at the
+right point of the stream, so the graph gives the same audio as ``generate()`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from . import comfy_models
+from ._adapters import RNG, SOURCE, check_regions, error, make_latent, read_latent, save_generator
+from ._handle import SA3Conditioning, sync_loras
+from ._sa3 import SAMPLERS, pipeline
+from .latents import encode_sources
+from .loaders import _require_model
+from .types import CATEGORY, SA3InpaintMask, SA3Model
+from .types import SA3Conditioning as SA3ConditioningType
+
+NODE = "Sampler"
+DEFAULT_SAMPLER = "default for the model"
+
+
+def _side(cond, name: str, kinds: tuple[str, ...]) -> SA3Conditioning:
+    if not isinstance(cond, SA3Conditioning) or cond.kind not in kinds:
+        got = cond.kind if isinstance(cond, SA3Conditioning) else type(cond).__name__
+        raise ValueError(error(NODE, f"{name} is not {'/'.join(kinds)} SA3 conditioning (got {got}). Connect the "
+                                     f"{name} output of SA3 Text Encode."))
+    return cond
+
+
+def _broadcast(values: tuple, batch: int, name: str) -> list:
+    if len(values) == batch:
+        return list(values)
+    if len(values) == 1:
+        return list(values) * batch
+    raise ValueError(error(NODE, f"{name} has {len(values)} items but the latent has {batch} (expected 1 or {batch}). "
+                                 f"Set SA3 Empty Latent batch_size to {len(values)} or give one prompt per item."))
+
+
+def text_conditioning(handle, positive, negative, durations: list[float], batch: int) -> pipeline.TextConditioning:
+    """Both sides for ``batch`` items. A side encoded for one item is encoded again for the whole
+    batch (as ``generate(batch_size=...)`` does; repeating the tensors would differ in the last bits)."""
+    positive = _side(positive, "positive", ("positive",))
+    negative = _side(negative, "negative", ("negative", "none")) if negative is not None else None
+    for side in (positive, negative):
+        if side is not None and _broadcast(side.durations, batch, side.kind) != durations:
+            raise ValueError(error(NODE, f"the {side.kind} conditioning was encoded for {list(side.durations)} s but "
+                                         f"the latent is planned for {durations} s (expected the same). Set the same "
+                                         "duration on SA3 Text Encode and SA3 Empty Latent."))
+    prompts = _broadcast(positive.prompts, batch, "positive")
+    has_negative = negative is not None and negative.kind == "negative"
+    negatives = _broadcast(negative.prompts, batch, "negative") if has_negative else None
+    if positive.batch_size == batch and (not has_negative or negative.batch_size == batch):
+        return pipeline.TextConditioning(
+            cross=positive.cross, global_cond=positive.global_cond, durations=durations, prompts=prompts,
+            negative_cross=negative.cross if has_negative else None,
+            negative_mask=negative.mask if has_negative else None)
+    sync_loras(handle)
+    comfy_models.load_parts(handle, "text")
+    model = handle.model
+    return pipeline.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
+
+
+def source_latents(handle, latent, plan, generator, name: str) -> torch.Tensor:
+    """(1 or B, C, L) latents of a source, encoded here from its waveform when needed (see module doc)."""
+    cfg, autoencoder = handle.config, handle.model.autoencoder
+    samples, _ = read_latent(latent, NODE, name, cfg.latent_channels)
+    sources = latent.get(SOURCE)
+    draws = autoencoder.config.encoder.mask_noise > 0  # SAME-L: the encoder takes noise from the stream
+    if sources is not None and (draws or samples.shape[-1] != plan.latents):
+        return encode_sources(handle, [(s["sample_rate"], s["waveform"]) for s in sources], plan, generator)
+    if samples.shape[-1] != plan.latents:
+        raise ValueError(error(NODE, f"{name} has {samples.shape[-1]} frames but the latent has {plan.latents} "
+                                     "(expected the same). Encode the source with SA3 Encode Audio, connecting the "
+                                     "SA3 Empty Latent to its latent input."))
+    return samples.to(generator.device, autoencoder.dtype)
+
+
+class SA3Sampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SA3Sampler",
+            display_name="SA3 Sampler",
+            category=CATEGORY,
+            description="Rectified-flow sampling of Stable Audio 3: text-to-audio from an empty latent, "
+                        "audio-to-audio with init_latent, inpainting/continuation with inpaint_mask + "
+                        "inpaint_source. With the same inputs and seed the audio equals the official generate().",
+            inputs=[
+                SA3Model.Input("model", tooltip="The SA3 model (with its LoRAs)."),
+                SA3ConditioningType.Input("positive", tooltip="Positive conditioning from SA3 Text Encode."),
+                io.Latent.Input("latent", tooltip="SA3 Empty Latent: sets the batch, the length and the durations. "
+                                                  "Its values are not used."),
+                io.Int.Input("seed", default=0, min=0, max=pipeline.MAX_SEED, control_after_generate=True,
+                             tooltip="Seed of every random draw (noise, SAME, sampler, decoder)."),
+                io.Int.Input("steps", default=8, min=1, max=1000,
+                             tooltip="Sampling steps. Distilled models (small-music, small-sfx, medium): 8. Base "
+                                     "models (*-base): about 50."),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="Classifier-free guidance scale; 1 = off (distilled models). Base models: "
+                                       "about 7. Above 1 the negative prompt is used."),
+                io.Combo.Input("sampler", options=[DEFAULT_SAMPLER, *SAMPLERS], default=DEFAULT_SAMPLER,
+                               tooltip="Sampler. Default: pingpong for distilled models, euler for base models."),
+                io.Float.Input("apg_scale", default=1.0, min=0.0, max=10.0, step=0.05,
+                               tooltip="Adaptive projected guidance: 1 = plain CFG; other values re-weight the "
+                                       "guidance component parallel to the prediction. Used when cfg > 1."),
+                SA3ConditioningType.Input("negative", optional=True,
+                                          tooltip="Negative conditioning from SA3 Text Encode (used when cfg > 1). "
+                                                  "Unconnected: no negative prompt."),
+                io.Latent.Input("init_latent", optional=True,
+                                tooltip="Audio-to-audio: the source from SA3 Encode Audio. The sampler starts from it, "
+                                        "noised to init_noise_level."),
+                io.Float.Input("init_noise_level", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Audio-to-audio strength: 1 = ignore init_latent, 0 = keep it as is; about "
+                                       "0.5-0.8 keeps the structure and changes the style."),
+                SA3InpaintMask.Input("inpaint_mask", optional=True,
+                                     tooltip="Regions to regenerate, from SA3 Inpaint Mask (needs inpaint_source)."),
+                io.Latent.Input("inpaint_source", optional=True,
+                                tooltip="Inpainting/continuation: the source from SA3 Encode Audio. Without "
+                                        "inpaint_mask the whole source is kept up to the duration."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent",
+                                      tooltip="The sampled latents, plus the random stream's state for SA3 Decode.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, latent, seed, steps, cfg, sampler, apg_scale, negative=None, init_latent=None,
+                init_noise_level=1.0, inpaint_mask=None, inpaint_source=None) -> io.NodeOutput:
+        handle = _require_model(model, NODE)
+        config = handle.config
+        samples, durations = read_latent(latent, NODE, "latent", config.latent_channels)
+        if inpaint_mask is not None and inpaint_source is None:
+            raise ValueError(error(NODE, "inpaint_mask is connected but inpaint_source is not (expected both). Connect "
+                                         "the source audio through SA3 Encode Audio to inpaint_source."))
+        batch = samples.shape[0]
+        plan = pipeline.plan_latents(config, durations)
+        if samples.shape[-1] != plan.latents:
+            raise ValueError(error(NODE, f"latent has {samples.shape[-1]} frames but {durations} s needs "
+                                         f"{plan.latents} (expected an SA3 Empty Latent of this model). Re-create it."))
+        regions = []
+        if inpaint_mask is not None:
+            regions = list(inpaint_mask["regions"])
+            check_regions(regions, max(durations), NODE, "inpaint_mask")
+        text = text_conditioning(handle, positive, negative, durations, batch)
+
+        device = handle.patchers["dit"].load_device
+        generator = pipeline.make_generator(seed, device)
+        noise = pipeline.make_noise(batch, config.latent_channels, plan.latents, generator, device)
+        init = inpaint = mask = None
+        if init_latent is not None:
+            init = source_latents(handle, init_latent, plan, generator, "init_latent")
+        if inpaint_source is not None:
+            inpaint = source_latents(handle, inpaint_source, plan, generator, "inpaint_source")
+            mask = pipeline.build_inpaint_mask(plan, regions, config.sample_rate, device)
+        local = pipeline.local_conditioning(batch, plan.latents, config.latent_channels, inpaint, mask, device)
+
+        sync_loras(handle)
+        comfy_models.load_parts(handle, "dit")
+        bar = comfy_models.progress_bar(steps)
+        hooks = [lambda t: comfy_models.check_interrupt(), *handle.model.step_hooks()]
+        out = pipeline.sample(
+            handle.model.dit, noise, text, plan, cfg=config, steps=steps, cfg_scale=cfg, apg_scale=apg_scale,
+            sampler_type=None if sampler == DEFAULT_SAMPLER else sampler, init_latents=init,
+            init_noise_level=init_noise_level, local_cond=local, generator=generator,
+            callback=lambda i, x, denoised: bar.update_absolute(i + 1, steps), step_hooks=hooks)
+        result = out.to(comfy_models.intermediate_device(), torch.float32)
+        return io.NodeOutput(make_latent(result, durations, config.sample_rate, **{RNG: save_generator(generator)}))
