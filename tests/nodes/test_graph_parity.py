@@ -1,0 +1,174 @@
+"""Every node's ``execute`` chained as a ComfyUI graph gives the same audio as ``generate()``,
+bit for bit, on both tiny fixture models (SAME-S small, SAME-L medium)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import fixture_root
+from tests.nodes.conftest import load_handle, load_reference, nodes
+
+MODELS = ["tiny-small", "tiny-medium"]
+DEFAULT = "default for the model"
+
+
+def _wave(seconds: float, sr: int, channels: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(channels, int(seconds * sr), generator=g) * 2 - 1) * 0.5
+
+
+def _audio(wave: torch.Tensor, sr: int) -> dict:
+    return {"waveform": wave[None], "sample_rate": sr}
+
+
+def run_graph(h, *, prompt="a dog barking", negative_prompt="", duration=3.0, durations="", per_line=False,
+              batch_size=1, seed=7, steps=4, cfg=1.0, sampler=DEFAULT, apg_scale=1.0, init_audio=None,
+              init_noise_level=1.0, inpaint_audio=None, mask_mode=None, regions="", keep_seconds=0.0,
+              connect_negative=True, chunked="auto"):
+    """Loader output -> Text Encode -> Empty Latent -> [Encode Audio, Inpaint Mask] -> Sampler -> Decode."""
+    pos, neg = nodes.SA3TextEncode.execute(model=h, prompt=prompt, negative_prompt=negative_prompt, duration=duration,
+                                           one_prompt_per_line=per_line, durations=durations).args
+    (latent,) = nodes.SA3EmptyLatent.execute(model=h, duration=duration, batch_size=batch_size,
+                                             durations=durations).args
+    extra = {}
+    if init_audio is not None:
+        (extra["init_latent"],) = nodes.SA3EncodeAudio.execute(model=h, audio=init_audio, latent=latent).args
+        extra["init_noise_level"] = init_noise_level
+    if inpaint_audio is not None:
+        (extra["inpaint_source"],) = nodes.SA3EncodeAudio.execute(model=h, audio=inpaint_audio, latent=latent).args
+    if mask_mode is not None:
+        (extra["inpaint_mask"],) = nodes.SA3InpaintMask.execute(latent=latent, mode=mask_mode, regions=regions,
+                                                               keep_seconds=keep_seconds).args
+    if connect_negative:
+        extra["negative"] = neg
+    (sampled,) = nodes.SA3Sampler.execute(model=h, positive=pos, latent=latent, seed=seed, steps=steps, cfg=cfg,
+                                          sampler=sampler, apg_scale=apg_scale, **extra).args
+    (audio,) = nodes.SA3Decode.execute(model=h, latent=sampled, chunked=chunked, trim=True).args
+    return audio
+
+
+def assert_same(audio: dict, expected: torch.Tensor) -> None:
+    assert audio["sample_rate"] == 44100
+    wav = audio["waveform"]
+    assert wav.dtype == torch.float32 and wav.device.type == "cpu" and wav.shape[1] == 2
+    assert wav.shape == expected.shape
+    assert torch.equal(wav, expected), f"max abs diff {(wav - expected).abs().max().item():.3g}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_text_to_audio(name):
+    h, ref = load_handle(name), load_reference(name)
+    assert_same(run_graph(h), ref.generate("a dog barking", duration=3.0, steps=4, seed=7))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_text_to_audio_cfg_negative_apg_sampler(name):
+    h, ref = load_handle(name), load_reference(name)
+    audio = run_graph(h, negative_prompt="low quality", cfg=3.0, apg_scale=0.5, sampler="euler", seed=11)
+    expected = ref.generate("a dog barking", negative_prompt="low quality", duration=3.0, steps=4, seed=11,
+                            cfg_scale=3.0, apg_scale=0.5, sampler_type="euler")
+    assert_same(audio, expected)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batch_of_one_prompt(name):
+    h, ref = load_handle(name), load_reference(name)
+    audio = run_graph(h, batch_size=2, negative_prompt="hiss", cfg=2.0, seed=3)
+    expected = ref.generate("a dog barking", negative_prompt="hiss", duration=3.0, steps=4, seed=3, batch_size=2,
+                            cfg_scale=2.0)
+    assert_same(audio, expected)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_per_batch_prompts_and_durations(name):
+    h, ref = load_handle(name), load_reference(name)
+    audio = run_graph(h, prompt="rain on a roof\n\n  a cat purring  \n", per_line=True, durations="2, 3.5",
+                      batch_size=2, negative_prompt="noise", cfg=2.0, seed=5)
+    expected = ref.generate(["rain on a roof", "a cat purring"], negative_prompt="noise", duration=[2.0, 3.5],
+                            batch_size=2, steps=4, seed=5, cfg_scale=2.0)
+    assert_same(audio, expected)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_audio_to_audio(name):
+    h, ref = load_handle(name), load_reference(name)
+    wave = _wave(2.5, 32000, 1, seed=1)  # mono at another rate
+    audio = run_graph(h, init_audio=_audio(wave, 32000), init_noise_level=0.7, seed=9)
+    expected = ref.generate("a dog barking", duration=3.0, steps=4, seed=9, init_audio=(32000, wave),
+                            init_noise_level=0.7)
+    assert_same(audio, expected)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_inpaint_regions(name):
+    h, ref = load_handle(name), load_reference(name)
+    wave = _wave(3.0, 44100, 2, seed=2)
+    audio = run_graph(h, inpaint_audio=_audio(wave, 44100), mask_mode="regions", regions="0.5-1.0, 2-2.5", seed=4)
+    expected = ref.generate("a dog barking", duration=3.0, steps=4, seed=4, inpaint_audio=(44100, wave),
+                            inpaint_mask_start_seconds=[0.5, 2.0], inpaint_mask_end_seconds=[1.0, 2.5])
+    assert_same(audio, expected)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_continuation(name):
+    h, ref = load_handle(name), load_reference(name)
+    wave = _wave(1.5, 48000, 2, seed=3)
+    audio = run_graph(h, duration=4.0, inpaint_audio=_audio(wave, 48000), mask_mode="continuation",
+                      keep_seconds=1.5, seed=6)
+    expected = ref.generate("a dog barking", duration=4.0, steps=4, seed=6, inpaint_audio=(48000, wave),
+                            inpaint_mask_start_seconds=1.5, inpaint_mask_end_seconds=4.0)
+    assert_same(audio, expected)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_audio_to_audio_and_inpaint_together(name):
+    """Both sources: the SAME-L encoder draws come init first, then inpaint, as in generate()."""
+    h, ref = load_handle(name), load_reference(name)
+    a, b = _wave(3.0, 44100, 2, seed=4), _wave(3.0, 22050, 1, seed=5)
+    audio = run_graph(h, init_audio=_audio(a, 44100), init_noise_level=0.8, inpaint_audio=_audio(b, 22050),
+                      mask_mode="regions", regions="1-2", seed=8)
+    expected = ref.generate("a dog barking", duration=3.0, steps=4, seed=8, init_audio=(44100, a),
+                            init_noise_level=0.8, inpaint_audio=(22050, b), inpaint_mask_start_seconds=1.0,
+                            inpaint_mask_end_seconds=2.0)
+    assert_same(audio, expected)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_lora_stack(name):
+    pytest.importorskip("sa3.lora")
+    h, ref = load_handle(name), load_reference(name)
+    loras = fixture_root() / "loras" / name
+    if not (loras / "lora.safetensors").is_file():
+        pytest.skip(f"no LoRA fixtures for {name}")
+    first, second = f"{name}/lora.safetensors", f"{name}/dora-rows.safetensors"
+    (m1,) = nodes.SA3LoraLoader.execute(model=h, lora_name=first, strength_dit=0.8, strength_conditioner=1.0).args
+    (m2,) = nodes.SA3LoraLoader.execute(model=m1, lora_name=second, strength_dit=1.0, strength_conditioner=0.5).args
+    (m3,) = nodes.SA3LoraStrength.execute(model=m2, lora_index=2, target="dit", strength=0.6).args
+    assert h.loras == () and len(m1.loras) == 1 and m2.loras[1].strength_dit == 1.0  # upstream outputs unchanged
+    audio = run_graph(m3, seed=12)
+    try:
+        ref.load_lora([loras / "lora.safetensors", loras / "dora-rows.safetensors"])
+        ref.set_lora_strength(0.8, lora_index=0, target="dit")
+        ref.set_lora_strength(1.0, lora_index=0, target="conditioner")
+        ref.set_lora_strength(0.6, lora_index=1, target="dit")
+        ref.set_lora_strength(0.5, lora_index=1, target="conditioner")
+        expected = ref.generate("a dog barking", duration=3.0, steps=4, seed=12)
+    finally:
+        ref.unload_lora()
+    assert_same(audio, expected)
+    # the loader's own output still generates without LoRA (the shared modules are re-synced)
+    assert_same(run_graph(h), ref.generate("a dog barking", duration=3.0, steps=4, seed=7))
+
+
+@pytest.mark.parametrize("chunked", ["auto", "off"])
+def test_long_decode_chunked_and_not(chunked, record):
+    """7 s needs 130 latent frames: past the 128-frame chunk size, so 'auto' decodes in chunks."""
+    h, ref = load_handle("tiny-medium"), load_reference("tiny-medium")
+    audio = run_graph(h, duration=7.0, steps=2, chunked=chunked, seed=2)
+    expected = ref.generate("a dog barking", duration=7.0, steps=2, seed=2,
+                            chunked_decode=None if chunked == "auto" else False)
+    assert_same(audio, expected)
+    decode_updates = record.progress[2:]  # after the two sampler steps
+    assert decode_updates[-1][0] == decode_updates[-1][1]
+    assert len(decode_updates) == (2 if chunked == "auto" else 1)
