@@ -182,6 +182,11 @@ class Audio(ComfyTypeIO):
     pass
 
 
+@comfytype("IMAGE")
+class Image(ComfyTypeIO):
+    pass
+
+
 class Hidden(str, Enum):
     unique_id = "UNIQUE_ID"
     prompt = "PROMPT"
@@ -360,7 +365,8 @@ def install(models_dir: str) -> Recorder:
     cpu = torch.device("cpu")
     io = types.ModuleType("comfy_api.latest._io")
     for name in ("Input", "WidgetInput", "Output", "ComfyTypeIO", "comfytype", "Custom", "Boolean", "Int", "Float",
-                 "String", "Combo", "Latent", "Audio", "Hidden", "Schema", "ComfyNode", "NodeOutput", "NumberDisplay"):
+                 "String", "Combo", "Latent", "Audio", "Image", "Hidden", "Schema", "ComfyNode", "NodeOutput",
+                 "NumberDisplay"):
         setattr(io, name, globals()[name])
     latest = types.ModuleType("comfy_api.latest")
     latest.io, latest.ui, latest.ComfyExtension = io, types.ModuleType("comfy_api.latest._ui"), ComfyExtension
