@@ -11,7 +11,8 @@ from ._adapters import (DURATIONS, SOURCE, check_durations, check_regions, error
 from ._sa3 import pipeline
 from .conditioning import MAX_SECONDS
 from .loaders import _require_model
-from .types import CATEGORY, SA3InpaintMask, SA3Model
+from .types import CATEGORY, SA3Model
+from .types import SA3InpaintMask as SA3InpaintMaskType
 
 ENCODE_SEED = 0  # the encode node's own SAME-L noise; the sampler re-draws it from the seed's stream
 
@@ -152,9 +153,9 @@ class SA3InpaintMask(io.ComfyNode):
                                tooltip="Continuation mode: seconds of the source to keep from the start; everything "
                                        "after is generated up to the latent's duration."),
             ],
-            outputs=[SA3InpaintMask.Output(display_name="inpaint_mask",
-                                           tooltip="The regions to regenerate; connect to SA3 Sampler's inpaint_mask "
-                                                   "together with inpaint_source.")],
+            outputs=[SA3InpaintMaskType.Output(display_name="inpaint_mask",
+                                               tooltip="The regions to regenerate; connect to SA3 Sampler's inpaint_mask "
+                                                       "together with inpaint_source.")],
         )
 
     @classmethod

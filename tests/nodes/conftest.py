@@ -81,7 +81,14 @@ def record(monkeypatch):
             self.current = min(value, self.total)
             rec.progress.append((self.current, self.total))
 
+    original_load = mm.load_models_gpu
+
+    def load_models_gpu(models, *args, **kwargs):
+        rec.loads.append(list(models))
+        return original_load(models, *args, **kwargs)
+
     monkeypatch.setattr(comfy.utils, "ProgressBar", Bar)
+    monkeypatch.setattr(mm, "load_models_gpu", load_models_gpu)
     monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted", check)
     return rec
 
