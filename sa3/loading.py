@@ -57,15 +57,15 @@ def hub_download(repo_id: str, filenames: list[str], *, subfolder: str | None = 
             ) from e
         except RepositoryNotFoundError as e:
             raise RuntimeError(f"Stable Audio 3: hub repository {repo_id!r} not found (or no access: check HF_TOKEN).") from e
-        except EntryNotFoundError:
-            if name in (WEIGHTS_FILE, CONFIG_FILE, "config.json"):
-                raise RuntimeError(f"Stable Audio 3: {repo_id!r} has no file {name!r}.") from None
-            continue  # optional tokenizer files
-        except LocalEntryNotFoundError as e:
+        except LocalEntryNotFoundError as e:  # subclass of EntryNotFoundError, so caught first
             raise RuntimeError(
                 f"Stable Audio 3: {name!r} of {repo_id!r} is not in the local cache and downloading is not possible "
                 "(offline mode or no network). Download the model once with network access, or pass a local folder."
             ) from e
+        except EntryNotFoundError:
+            if name in (WEIGHTS_FILE, CONFIG_FILE, "config.json"):
+                raise RuntimeError(f"Stable Audio 3: {repo_id!r} has no file {name!r}.") from None
+            continue  # optional tokenizer files
         folder = Path(path).parent
     return folder
 
