@@ -22,14 +22,29 @@ PACK = "sa3_pack"  # module name the pack is imported under (ComfyUI uses the fo
 
 
 def _use_real_comfyui() -> bool:
+    """Real ComfyUI modules when importable here (directly or from COMFYUI_PATH with its
+    dependencies installed in this interpreter); otherwise the stand-in."""
     path = os.environ.get("COMFYUI_PATH")
-    if path and importlib.util.find_spec("comfy") is None and Path(path, "comfy").is_dir():
+    added = bool(path) and importlib.util.find_spec("comfy") is None and Path(path, "comfy").is_dir()
+    if added:
         sys.path.append(path)
     if importlib.util.find_spec("comfy") is None:
         return False
-    from comfy.cli_args import args
+    try:
+        from comfy.cli_args import args
 
-    args.cpu = True  # before comfy.model_management is imported: decides its devices
+        args.cpu = True  # before comfy.model_management is imported: decides its devices
+        import comfy.model_management  # noqa: F401
+        import comfy_api.latest  # noqa: F401
+        import folder_paths  # noqa: F401
+    except ImportError as e:  # ComfyUI's own dependencies are missing in this interpreter
+        print(f"tests/nodes: ComfyUI at {path} is not importable here ({e}); using the stand-in modules")
+        for name in [m for m in sys.modules if m.split(".")[0] in ("comfy", "comfy_api", "comfy_execution",
+                                                                  "folder_paths", "utils", "app")]:
+            del sys.modules[name]
+        if added:
+            sys.path.remove(path)
+        return False
     return True
 
 

@@ -1,0 +1,214 @@
+"""The pack in a real ComfyUI server: loads without import errors, every node is in /object_info,
+a text-to-audio graph queued with POST /prompt writes an audio file, a rerun reuses the loaded
+model, a bad widget value is refused at validation, and POST /interrupt stops a long run and
+leaves the server usable.
+
+Needs a ComfyUI checkout: ``COMFYUI_PATH=/path/to/ComfyUI`` and, when ComfyUI lives in another
+virtual environment, ``COMFYUI_PYTHON=/path/to/venv/bin/python``. Skipped otherwise. The server
+runs on the CPU on a free loopback port with its own output folder; the pack is linked into a
+temporary custom_nodes folder and the tiny fixture models are found through
+``--extra-model-paths-config``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, fixture_root
+
+COMFYUI = os.environ.get("COMFYUI_PATH")
+PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
+PACK_DIR = "ComfyUI-StableAudio3"
+NODE_IDS = ["SA3ModelLoader", "SA3LoraLoader", "SA3LoraStrength", "SA3TextEncode", "SA3EmptyLatent",
+            "SA3EncodeAudio", "SA3InpaintMask", "SA3Sampler", "SA3Decode"]
+
+pytestmark = pytest.mark.skipif(
+    not COMFYUI or not Path(COMFYUI, "main.py").is_file(),
+    reason="real-ComfyUI check skipped: set COMFYUI_PATH to a ComfyUI checkout (and COMFYUI_PYTHON to its "
+           "interpreter) to run it",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, tmp: Path):
+        root = fixture_root()
+        if root is None or not (root / "tiny-small").is_dir():
+            pytest.skip("tiny-small fixture model not found (set SA3_FIXTURES)")
+        custom = tmp / "custom_nodes"
+        custom.mkdir()
+        (custom / PACK_DIR).symlink_to(REPO, target_is_directory=True)
+        config = tmp / "extra_model_paths.yaml"
+        config.write_text(f"sa3_test:\n  base_path: {root}\n  stable_audio_3: .\n  loras: loras\n"
+                          f"sa3_test_nodes:\n  custom_nodes: {custom}\n")
+        self.output = tmp / "output"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / "comfyui.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+             "--extra-model-paths-config", str(config), "--output-directory", str(self.output)],
+            cwd=COMFYUI, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            body = r.read()
+            return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+    def post(self, path: str, payload: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                body = r.read()
+                return r.status, (json.loads(body) if body else {})
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            try:
+                self.get("/object_info/SaveAudio")
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.5)
+        pytest.fail(f"ComfyUI did not answer within {timeout} s:\n{self.log()[-4000:]}")
+
+    def run(self, prompt: dict, timeout: float = 300) -> dict:
+        status, body = self.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+        assert status == 200, body
+        prompt_id = body["prompt_id"]
+        end = time.time() + timeout
+        while time.time() < end:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
+                if history[prompt_id]["status"]["status_str"] in ("success", "error"):
+                    return history[prompt_id]
+            time.sleep(0.25)
+        pytest.fail(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("comfyui"))
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def t2a_graph(seed: int = 7, steps: int = 4, duration: float = 2.0, prompt: str = "a dog barking",
+              per_line: bool = False) -> dict:
+    return {
+        "1": {"class_type": "SA3ModelLoader", "inputs": {"model_name": "tiny-small", "precision": "auto",
+                                                          "attention": "auto", "padding_mode": "exact",
+                                                          "download": False}},
+        "2": {"class_type": "SA3TextEncode", "inputs": {"model": ["1", 0], "prompt": prompt, "negative_prompt": "",
+                                                         "duration": duration, "one_prompt_per_line": per_line,
+                                                         "durations": ""}},
+        "3": {"class_type": "SA3EmptyLatent", "inputs": {"model": ["1", 0], "duration": duration, "batch_size": 1,
+                                                          "durations": ""}},
+        "4": {"class_type": "SA3Sampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 1],
+                                                      "latent": ["3", 0], "seed": seed, "steps": steps, "cfg": 1.0,
+                                                      "sampler": "default for the model", "apg_scale": 1.0,
+                                                      "init_noise_level": 1.0}},
+        "5": {"class_type": "SA3Decode", "inputs": {"model": ["1", 0], "latent": ["4", 0], "chunked": "auto",
+                                                     "trim": True}},
+        "6": {"class_type": "SaveAudio", "inputs": {"audio": ["5", 0], "filename_prefix": "sa3_e2e"}},
+    }
+
+
+def test_pack_loads_and_every_node_is_listed(server):
+    log = server.log()
+    assert "IMPORT FAILED" not in log, log[-4000:]
+    assert PACK_DIR in log  # listed in the import-times summary
+    info = server.get("/object_info")
+    missing = [n for n in NODE_IDS if n not in info]
+    assert not missing, f"not in /object_info: {missing}"
+    for node_id in NODE_IDS:
+        assert info[node_id]["category"] == "audio/stable audio 3"
+    kind, options = info["SA3ModelLoader"]["input"]["required"]["model_name"]
+    assert "tiny-small" in (options["options"] if kind == "COMBO" else kind)  # V3 combo / V1 list layout
+
+
+def test_text_to_audio_writes_a_file_and_reruns_without_reloading(server):
+    entry = server.run(t2a_graph(seed=7))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+    (saved,) = entry["outputs"]["6"]["audio"]
+    path = server.output / saved.get("subfolder", "") / saved["filename"]
+    assert path.is_file() and path.stat().st_size > 1000
+    data = server.get(f"/view?filename={saved['filename']}&subfolder={saved.get('subfolder', '')}&type=output")
+    assert data[:4] == b"fLaC"
+    # a new seed re-runs sampler + decode only: the loader's cached output is reused
+    entry = server.run(t2a_graph(seed=8))
+    assert entry["status"]["status_str"] == "success"
+    cached = next(m[1]["nodes"] for m in entry["status"]["messages"] if m[0] == "execution_cached")
+    assert {"1", "2", "3"} <= set(cached)
+    assert server.log().count("Stable Audio 3: loaded") == 1
+
+
+def test_bad_input_is_refused_at_validation_naming_the_input(server):
+    status, body = server.post("/prompt", {"prompt": t2a_graph(prompt="\n  \n", per_line=True)})
+    assert status == 400
+    errors = body["node_errors"]["2"]["errors"]
+    assert errors[0]["type"] == "custom_validation_failed"
+    assert "Stable Audio 3 Text Encode: prompt has no non-empty line" in errors[0]["details"]
+
+
+def test_interrupt_stops_a_long_run_and_the_server_stays_usable(server):
+    status, body = server.post("/prompt", {"prompt": t2a_graph(seed=21, steps=1000, duration=60.0)})
+    assert status == 200, body
+    prompt_id = body["prompt_id"]
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it runs, then give it time to reach the sampler
+        running = server.get("/queue")["queue_running"]
+        if any(item[1] == prompt_id for item in running):
+            break
+        time.sleep(0.1)
+    time.sleep(3.0)
+    started = time.time()
+    server.post("/interrupt", {})
+    history = {}
+    while time.time() < deadline and prompt_id not in history:
+        history = server.get(f"/history/{prompt_id}")
+        time.sleep(0.1)
+    stopped_after = time.time() - started
+    status = history[prompt_id]["status"]
+    assert any(m[0] == "execution_interrupted" for m in status["messages"]), status
+    assert stopped_after < 10, f"interrupt took {stopped_after:.1f} s"
+    entry = server.run(t2a_graph(seed=22))
+    assert entry["status"]["status_str"] == "success"
