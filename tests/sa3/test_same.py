@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -23,30 +22,22 @@ import torch.nn.functional as F
 
 from sa3.attention import Attention, attention
 from sa3.same import CHUNK_LATENTS, SAMEAutoencoder, SAMEConfig
+from tests.conftest import fixture_root
 
 TOL = 1.5e-5  # fixtures README section 7
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "pretransform.model."
-MODELS = ("tiny-small", "tiny-medium")
 
 
-# --- fixture location (to be centralised in tests/conftest.py) -------------------------------
+# --- fixtures (located by tests/conftest.py) -------------------------------------------------
 
-
-def _fixture_root() -> Path | None:
-    """SA3_FIXTURES, then <repo>/../shared/fixtures, then <repo>/tests/fixtures."""
-    candidates = [os.environ.get("SA3_FIXTURES"), REPO.parent / "shared" / "fixtures", REPO / "tests" / "fixtures"]
-    for cand in candidates:
-        if cand and (Path(cand) / "manifest.json").is_file():
-            return Path(cand)
-    return None
-
-
-FIXTURES = _fixture_root()
+FIXTURES = fixture_root()
 needs_fixtures = pytest.mark.skipif(
     FIXTURES is None,
     reason="SA3 golden fixtures not found (set SA3_FIXTURES, or place them at ../shared/fixtures or tests/fixtures)",
 )
+# the committed subset has tiny-small only; ../shared/fixtures has both
+MODELS = tuple(m for m in ("tiny-small", "tiny-medium") if FIXTURES is not None and (FIXTURES / m).is_dir())
 
 
 @functools.lru_cache(maxsize=None)
