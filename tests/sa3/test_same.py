@@ -25,7 +25,6 @@ from sa3.same import CHUNK_LATENTS, SAMEAutoencoder, SAMEConfig
 from tests.conftest import fixture_root
 
 TOL = 1.5e-5  # fixtures README section 7
-REPO = Path(__file__).resolve().parents[2]
 PREFIX = "pretransform.model."
 
 
