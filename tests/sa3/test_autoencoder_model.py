@@ -1,7 +1,6 @@
 """AutoencoderModel: SAME alone, from a full SA3 folder or a standalone SAME folder."""
 
 import json
-import shutil
 
 import pytest
 import torch
