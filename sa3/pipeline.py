@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
