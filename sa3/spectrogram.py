@@ -54,6 +54,11 @@ COLORMAPS: dict[str, tuple[tuple[float, float, float], ...]] = {
     "gray": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
 
+HEIGHT_RANGE = (64, 4096)  # allowed total image height, pixels
+WIDTH_RANGE = (128, 16384)  # allowed total image width, pixels
+PX_PER_SECOND_RANGE = (1.0, 2000.0)  # allowed plot columns per second
+DB_FLOOR_RANGE = (-200.0, -1.0)  # allowed db_floor, dB
+
 BACKGROUND = (0.09, 0.09, 0.10)  # margins
 WAVE_BACKGROUND = (0.05, 0.05, 0.06)  # behind the waveform
 WAVE_COLOR = (0.55, 0.78, 0.98)  # waveform min/max envelope
@@ -171,32 +176,36 @@ class SpectrogramOptions:
     normalize: bool = False  # top of the scale = each item's loudest band (else 0 dBFS)
     waveform: bool = True  # draw the waveform strip above the spectrogram
     n_mels: int = 128  # mel bands
-    n_fft: int = 4096  # STFT window (93 ms at 44.1 kHz; resolves the low mel bands)
+    n_fft: int = 2048  # STFT window (46 ms at 44.1 kHz)
     region_label: str = "regenerated"  # legend text for shaded regions
 
     def check(self, sample_rate: int) -> SpectrogramOptions:
         """Validate against ``sample_rate``; returns self."""
-        def bad(what: str, got, expected: str) -> ValueError:
-            return ValueError(f"Stable Audio 3 spectrogram: {what} (got {got!r}, expected {expected}).")
+        def bad(what: str, got, expected: str, fix: str) -> ValueError:
+            return ValueError(f"Stable Audio 3 spectrogram: {what} (got {got!r}, expected {expected}). {fix}.")
 
-        if not isinstance(sample_rate, int) or sample_rate <= 0:
-            raise bad("invalid sample rate", sample_rate, "a positive integer in Hz")
-        if not 64 <= self.height <= 4096:
-            raise bad("height out of range", self.height, "64..4096 pixels")
-        if self.width is None and (self.px_per_second is None or not 1 <= self.px_per_second <= 2000):
-            raise bad("width or px_per_second needed", self.px_per_second, "1..2000 columns per second")
-        if self.width is not None and not 128 <= self.width <= 16384:
-            raise bad("width out of range", self.width, "128..16384 pixels")
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
+            raise bad("invalid sample rate", sample_rate, "a positive integer in Hz", "Pass the audio's sample rate")
+        if not HEIGHT_RANGE[0] <= self.height <= HEIGHT_RANGE[1]:
+            raise bad("height out of range", self.height, "%d..%d pixels" % HEIGHT_RANGE, "Change height")
+        if self.width is None and (self.px_per_second is None
+                                   or not PX_PER_SECOND_RANGE[0] <= self.px_per_second <= PX_PER_SECOND_RANGE[1]):
+            raise bad("px_per_second out of range", self.px_per_second,
+                      "%g..%g columns per second" % PX_PER_SECOND_RANGE, "Set px_per_second or a width")
+        if self.width is not None and not WIDTH_RANGE[0] <= self.width <= WIDTH_RANGE[1]:
+            raise bad("width out of range", self.width, "%d..%d pixels" % WIDTH_RANGE, "Change width")
         if self.colormap not in COLORMAPS:
-            raise bad("unknown colour map", self.colormap, f"one of {sorted(COLORMAPS)}")
+            raise bad("unknown colour map", self.colormap, f"one of {sorted(COLORMAPS)}", "Pick a listed colour map")
         nyquist = sample_rate / 2
         fmax = nyquist if self.fmax is None else self.fmax
         if not (0 <= self.fmin < fmax <= nyquist):
-            raise bad("invalid frequency range", (self.fmin, fmax), f"0 <= fmin < fmax <= {nyquist:g} Hz")
-        if not -200 <= self.db_floor < 0:
-            raise bad("db_floor out of range", self.db_floor, "-200..-1 dB")
+            raise bad("invalid frequency range", (self.fmin, fmax), f"0 <= fmin < fmax <= {nyquist:g} Hz",
+                      "Lower fmin or raise fmax (0 = up to half the sample rate)")
+        if not DB_FLOOR_RANGE[0] <= self.db_floor <= DB_FLOOR_RANGE[1]:
+            raise bad("db_floor out of range", self.db_floor, "%g..%g dB" % DB_FLOOR_RANGE, "Change db_floor")
         if not 8 <= self.n_mels <= 512 or self.n_fft < 64 or self.n_fft & (self.n_fft - 1):
-            raise bad("invalid STFT size", (self.n_mels, self.n_fft), "8..512 mels and a power-of-two n_fft >= 64")
+            raise bad("invalid STFT size", (self.n_mels, self.n_fft), "8..512 mels and a power-of-two n_fft >= 64",
+                      "Use the defaults (128 mels, n_fft 2048)")
         return self
 
     def resolved_fmax(self, sample_rate: int) -> float:
@@ -317,7 +326,7 @@ def mel_filterbank(n_freqs: int, fmin: float, fmax: float, n_mels: int, sample_r
     return mel_filterbank_torch(n_freqs, fmin, fmax, n_mels, sample_rate)
 
 
-def mel_spectrogram_db(audio: torch.Tensor, sample_rate: int, *, n_fft: int = 4096, hop: int = 1024,
+def mel_spectrogram_db(audio: torch.Tensor, sample_rate: int, *, n_fft: int = 2048, hop: int = 512,
                        n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None) -> torch.Tensor:
     """(B, C, S) audio -> (B, M, N) mel power in dBFS (channels averaged in power), N = S // hop + 1.
 
@@ -361,7 +370,7 @@ def _spectrogram_panel(audio: torch.Tensor, sample_rate: int, options: Spectrogr
     """(B, C, S) -> (B, rows, cols, 3) colours of the spectrogram box."""
     rows, cols = layout.spec_y1 - layout.spec_y0, layout.plot_width
     s = audio.shape[-1]
-    hop = int(min(max(s // (2 * cols), 64), options.n_fft // 2))  # about two frames per column
+    hop = int(min(max(s // cols, 64), options.n_fft // 2))  # about one frame per column
     db = mel_spectrogram_db(audio, sample_rate, n_fft=options.n_fft, hop=hop, n_mels=options.n_mels,
                             fmin=layout.fmin, fmax=layout.fmax)  # (B, M, N)
     power = _resize_time(10.0 ** (db / 10.0), cols)  # average power, not dB, over merged frames
@@ -452,25 +461,6 @@ def regions_from_mask(mask: torch.Tensor, seconds_per_frame: float) -> list[list
     return out
 
 
-def parse_regions(text: str) -> list[Region]:
-    """"1.5-4, 10-12.25" -> [(1.5, 4.0), (10.0, 12.25)]; empty text -> []."""
-    regions = []
-    for part in (p.strip() for p in text.replace(";", ",").split(",")):
-        if not part:
-            continue
-        bounds = part.split("-")
-        try:
-            start, end = (float(v) for v in bounds)
-        except ValueError:
-            raise ValueError(f"Stable Audio 3 spectrogram: cannot read region {part!r} (got {text!r}, expected "
-                             "'start-end' in seconds separated by commas, e.g. '2-4, 10-12.5'). Fix the text.") from None
-        if not 0 <= start < end:
-            raise ValueError(f"Stable Audio 3 spectrogram: invalid region {part!r} (got start {start:g}, end "
-                             f"{end:g}, expected 0 <= start < end). Swap or fix the bounds.")
-        regions.append((start, end))
-    return regions
-
-
 # --- the picture -------------------------------------------------------------------------------
 
 
@@ -493,11 +483,11 @@ def render_spectrogram(audio: torch.Tensor, sample_rate: int, options: Spectrogr
     options = replace(options or SpectrogramOptions(), **overrides).check(sample_rate)
     if not torch.is_tensor(audio) or audio.dim() not in (2, 3) or not audio.is_floating_point():
         raise ValueError(f"Stable Audio 3 spectrogram: audio must be a float tensor (batch, channels, samples) "
-                         f"(got {getattr(audio, 'shape', type(audio).__name__)}).")
+                         f"(got {getattr(audio, 'shape', type(audio).__name__)}). Pass the AUDIO waveform.")
     audio = audio[None] if audio.dim() == 2 else audio  # (B, C, S)
     if audio.shape[-1] < 2:
         raise ValueError(f"Stable Audio 3 spectrogram: audio is too short (got {audio.shape[-1]} samples, "
-                         "expected at least 2).")
+                         "expected at least 2). Pass longer audio.")
     audio = torch.nan_to_num(audio.float())
     b, _, s = audio.shape
     per_item = normalize_regions(regions, b)
@@ -585,7 +575,8 @@ def preview_from_latents(autoencoder, latents: torch.Tensor, *, sample_rate: int
 def image_to_png_bytes(image: torch.Tensor) -> bytes:
     """(H, W, 3) float [0, 1] -> PNG file bytes (8-bit RGB), with only the standard library."""
     if image.dim() != 3 or image.shape[-1] != 3:
-        raise ValueError(f"Stable Audio 3 spectrogram: PNG needs one (H, W, 3) image (got {tuple(image.shape)}).")
+        raise ValueError(f"Stable Audio 3 spectrogram: PNG needs one image (got {tuple(image.shape)}, expected "
+                         "(H, W, 3)). Pass a single image, e.g. images[0].")
     h, w = image.shape[:2]
     pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # (H, W, 3)
     raw = torch.cat([torch.zeros(h, 1, dtype=torch.uint8), pixels.reshape(h, w * 3)], dim=1)  # filter byte 0
@@ -608,5 +599,5 @@ def save_png(image: torch.Tensor, path: str | Path) -> Path:
 __all__ = [
     "COLORMAPS", "FONT_5X7", "Layout", "SpectrogramOptions", "apply_colormap", "compute_layout", "draw_text",
     "image_to_png_bytes", "mel_filterbank", "mel_filterbank_torch", "mel_spectrogram_db", "normalize_regions",
-    "parse_regions", "preview_from_latents", "regions_from_mask", "render_spectrogram", "save_png", "text_size",
+    "preview_from_latents", "regions_from_mask", "render_spectrogram", "save_png", "text_size",
 ]
