@@ -73,7 +73,6 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
     from .config import ModelConfig
     from .loading import CONFIG_FILE, resolve_model_dir
     from .pipeline import StableAudioModel, check_durations, random_seed
-    from .sampling import model_evaluations
 
     batch = args.batch_size or len(args.prompt)
     prompt = args.prompt[0] if len(args.prompt) == 1 else args.prompt
@@ -109,7 +108,7 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
                       inpaint_mask_start_seconds=starts if len(starts) > 1 else (starts[0] if starts else None),
                       inpaint_mask_end_seconds=ends if len(ends) > 1 else (ends[0] if ends else None))
 
-    steps_bar = ProgressBar("sampling", model_evaluations(args.sampler or model.config.default_sampler, args.steps))
+    steps_bar = ProgressBar("sampling", args.steps)  # the callback runs once per step, whatever the sampler
     decode_bar: dict[str, ProgressBar] = {}
 
     def on_chunk(i: int, n: int) -> None:

@@ -36,7 +36,7 @@ from .dit import DiT, DiTConditioning
 from .loading import (WEIGHTS_FILE, default_device, load_strict, read_checkpoint, resolve_model_dir,
                       resolve_text_dir, split_checkpoint)
 from .same import SAMEAutoencoder, SAMEConfig
-from .sampling import SAMPLERS, build_schedule, get_sampler, guide, make_shift, model_evaluations
+from .sampling import SAMPLERS, build_schedule, get_sampler, guide, make_shift
 
 logger = logging.getLogger(__name__)
 
@@ -359,10 +359,6 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
     sigmas = build_schedule(steps, sigma_max, make_shift(cfg.shift), effective)
     out = sampler(velocity, x, sigmas, generator=generator, callback=callback)
     return (out, sigmas) if return_sigmas else out
-
-
-def sampler_evaluations(sampler_type: str, steps: int) -> int:
-    return model_evaluations(sampler_type, steps)
 
 
 # --- stage 7: decode -------------------------------------------------------------------------

@@ -236,7 +236,3 @@ def get_sampler(name: str):
         raise ValueError(f"Stable Audio 3: unknown sampler_type {name!r} (expected one of {SAMPLERS}).")
     return _SAMPLER_FNS[name]
 
-
-def model_evaluations(sampler: str, steps: int) -> int:
-    """DiT calls a sampler makes for ``steps`` steps (for progress reporting)."""
-    return 4 * steps if sampler == "rk4" else steps
