@@ -38,6 +38,18 @@ class _Part(nn.Module):
         self.device = device
 
 
+class SA3TextParts(_Part):
+    """T5Gemma + conditioner (named so ComfyUI's "Requested to load ..." log says what moves)."""
+
+
+class SA3DiffusionTransformer(_Part):
+    """The DiT."""
+
+
+class SA3Autoencoder(_Part):
+    """SAME."""
+
+
 def _dit_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision != "auto":
         return PRECISIONS[precision]
@@ -73,11 +85,11 @@ def load_model(folder: str | Path, name: str, precision: str, attention: str, pa
     model.autoencoder.attention_backend = pipeline.resolve_backend(attention, vae_device)
     patchers = {
         "text": comfy.model_patcher.ModelPatcher(
-            _Part(dit_offload, text_encoder=model.text_encoder, conditioner=model.conditioner),
+            SA3TextParts(dit_offload, text_encoder=model.text_encoder, conditioner=model.conditioner),
             load_device=text_device, offload_device=text_offload),
-        "dit": comfy.model_patcher.ModelPatcher(_Part(dit_offload, dit=model.dit), load_device=dit_device,
+        "dit": comfy.model_patcher.ModelPatcher(SA3DiffusionTransformer(dit_offload, dit=model.dit), load_device=dit_device,
                                                 offload_device=dit_offload),
-        "autoencoder": comfy.model_patcher.ModelPatcher(_Part(dit_offload, autoencoder=model.autoencoder),
+        "autoencoder": comfy.model_patcher.ModelPatcher(SA3Autoencoder(dit_offload, autoencoder=model.autoencoder),
                                                         load_device=vae_device, offload_device=vae_offload),
     }
     return SA3Handle(model=model, name=name, patchers=patchers)

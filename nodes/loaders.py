@@ -197,7 +197,7 @@ class SA3LoraLoader(io.ComfyNode):
         new = handle.with_loras(handle.loras + (LoraSpec(path, float(strength_dit), float(strength_conditioner)),))
         try:
             sync_loras(new)  # fail here, naming the file, rather than in the sampler
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:  # sa3's LoRALoadError is a RuntimeError
             raise ValueError(error("LoRA Loader", f"lora_name {lora_name!r} does not fit {handle.name!r} ({e}). "
                                                   "Use a LoRA trained for this model.")) from e
         return io.NodeOutput(new)

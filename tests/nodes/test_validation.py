@@ -1,0 +1,188 @@
+"""Bad input fails at validation or at the first line of execute, with a message that names the
+input and follows "Stable Audio 3 <node>: <what> (got X, expected Y). <fix>."."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.nodes.conftest import folder_paths, load_handle, nodes
+
+SMALL = "tiny-small"
+
+
+def _encode(h, **kw):
+    args = dict(model=h, prompt="a dog", negative_prompt="", duration=2.0, one_prompt_per_line=False, durations="")
+    args.update(kw)
+    return nodes.SA3TextEncode.execute(**args).args
+
+
+def _latent(h, **kw):
+    args = dict(model=h, duration=2.0, batch_size=1, durations="")
+    args.update(kw)
+    return nodes.SA3EmptyLatent.execute(**args).args[0]
+
+
+def _sample(h, pos, latent, **kw):
+    args = dict(model=h, positive=pos, latent=latent, seed=0, steps=2, cfg=1.0, sampler="default for the model",
+                apg_scale=1.0)
+    args.update(kw)
+    return nodes.SA3Sampler.execute(**args).args[0]
+
+
+# --- text encode ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prompt=" \n\n", one_prompt_per_line=True),
+     "Stable Audio 3 Text Encode: prompt has no non-empty line (got an empty prompt list, expected at least one "
+     "prompt)."),
+    (dict(prompt="a\nb\nc", negative_prompt="x\ny", one_prompt_per_line=True),
+     "Stable Audio 3 Text Encode: negative_prompt has 2 lines but prompt has 3 (expected 1 or 3)."),
+    (dict(prompt="a\nb", durations="1, 2, 3", one_prompt_per_line=True),
+     "Stable Audio 3 Text Encode: durations has 3 values but prompt has 2 item(s) (expected 1 or 2)."),
+    (dict(durations="10, ten"),
+     "Stable Audio 3 Text Encode: durations must be numbers of seconds separated by commas (got 'ten' in "
+     "'10, ten', expected e.g. '10, 20, 5.5')."),
+])
+def test_text_encode_validation(kwargs, message):
+    args = dict(prompt="a", negative_prompt="", one_prompt_per_line=False, durations="")
+    args.update({k: v for k, v in kwargs.items() if k in args})
+    result = nodes.SA3TextEncode.validate_inputs(**args)
+    assert isinstance(result, str) and result.startswith(message), result
+    with pytest.raises(ValueError, match="^" + message[:40]):
+        _encode(load_handle(SMALL), **kwargs)
+
+
+def test_text_encode_duration_over_model_maximum():
+    with pytest.raises(ValueError) as e:
+        _encode(load_handle(SMALL), duration=200.0)
+    assert str(e.value) == ("Stable Audio 3 Text Encode: duration 200 s is outside this model's range (got 200, "
+                            "expected 0 < seconds <= 120.00). Choose a shorter duration.")
+
+
+def test_linked_inputs_pass_validation():
+    assert nodes.SA3TextEncode.validate_inputs(prompt=None, negative_prompt=None) is True
+    assert nodes.SA3EmptyLatent.validate_inputs(durations=None) is True
+    assert nodes.SA3InpaintMask.validate_inputs(mode="regions", regions=None) is True
+
+
+# --- empty latent / inpaint mask ---------------------------------------------------------------
+
+
+def test_empty_latent_matches_generate_sizes():
+    h = load_handle(SMALL)
+    latent = _latent(h, duration=3.0, batch_size=2)
+    assert latent["type"] == "audio" and latent["sa3_durations"] == [3.0, 3.0]
+    assert latent["samples"].shape == (2, h.config.latent_channels, 98)  # ceil((3 + 6) s * 44100 / 8192) * 2
+    assert not latent["samples"].any()
+    with pytest.raises(ValueError, match="durations has 3 values but batch_size is 2"):
+        _latent(h, batch_size=2, durations="1, 2, 3")
+    with pytest.raises(ValueError, match=r"duration 130 s is outside this model's range"):
+        _latent(h, duration=130.0)
+
+
+@pytest.mark.parametrize("regions, message", [
+    ("", "regions is empty (got no region, expected at least one 'start-end'). Add a region such as '2-4'."),
+    ("3-1", "region 3-1 s in regions is empty or reversed (got start 3, end 1, expected 0 <= start < end)."),
+    ("2-2", "region 2-2 s in regions is empty or reversed"),
+    ("1-2, 5-6", "region 5-6 s in regions starts outside the audio (got start 5 s, expected < the 4 s duration)."),
+    ("1 to x", "regions entry '1 to x' is not a region (got '1 to x', expected 'start-end' in seconds"),
+])
+def test_inpaint_mask_errors(regions, message):
+    latent = _latent(load_handle(SMALL), duration=4.0)
+    with pytest.raises(ValueError) as e:
+        nodes.SA3InpaintMask.execute(latent=latent, mode="regions", regions=regions, keep_seconds=0.0)
+    assert str(e.value).startswith("Stable Audio 3 Inpaint Mask: " + message), str(e.value)
+    if "outside" not in message:  # needs the duration: only known when the node runs
+        assert nodes.SA3InpaintMask.validate_inputs(mode="regions", regions=regions).startswith(
+            "Stable Audio 3 Inpaint Mask: " + message)
+
+
+def test_inpaint_mask_regions_and_continuation():
+    latent = _latent(load_handle(SMALL), duration=4.0)
+    (mask,) = nodes.SA3InpaintMask.execute(latent=latent, mode="regions", regions="0.5-1\n2 - 3.5; 3.8..9",
+                                           keep_seconds=0.0).args
+    assert mask["regions"] == [(0.5, 1.0), (2.0, 3.5), (3.8, 9.0)]
+    (mask,) = nodes.SA3InpaintMask.execute(latent=latent, mode="continuation", regions="", keep_seconds=1.5).args
+    assert mask["regions"] == [(1.5, 4.0)]
+    with pytest.raises(ValueError, match=r"keep_seconds 4 leaves nothing to generate \(got 4 s, expected < the 4 s"):
+        nodes.SA3InpaintMask.execute(latent=latent, mode="continuation", regions="", keep_seconds=4.0)
+
+
+# --- sampler -----------------------------------------------------------------------------------
+
+
+def test_sampler_input_errors():
+    h = load_handle(SMALL)
+    pos, neg = _encode(h, duration=2.0)
+    latent = _latent(h, duration=3.0)
+    with pytest.raises(ValueError, match=r"the positive conditioning was encoded for \[2.0\] s but the latent is "
+                                         r"planned for \[3.0\] s \(expected the same\)"):
+        _sample(h, pos, latent)
+    pos3, _ = _encode(h, prompt="a\nb\nc", one_prompt_per_line=True, duration=3.0)
+    with pytest.raises(ValueError, match=r"positive has 3 items but the latent has 2 \(expected 1 or 2\)"):
+        _sample(h, pos3, _latent(h, duration=3.0, batch_size=2))
+    with pytest.raises(ValueError, match="inpaint_mask is connected but inpaint_source is not"):
+        _sample(h, pos, _latent(h), inpaint_mask={"regions": [(0.5, 1.0)], "durations": [2.0]})
+    core_latent = {"samples": torch.zeros(1, 64, 22), "type": "audio"}  # core EmptyLatentAudio
+    with pytest.raises(ValueError, match=r"latent has the wrong shape for this model \(got \(1, 64, 22\)"):
+        _sample(h, pos, core_latent)
+    with pytest.raises(ValueError, match=r"model is not an SA3 model \(got str"):
+        _sample("not a model", pos, latent)
+    with pytest.raises(ValueError, match="negative is not negative/none SA3 conditioning"):
+        _sample(h, pos, _latent(h), negative=pos)
+
+
+def test_encode_audio_rejects_non_audio():
+    with pytest.raises(ValueError, match=r"Stable Audio 3 Encode Audio: audio waveform has shape \(1, 3, 10\)"):
+        nodes.SA3EncodeAudio.execute(model=load_handle(SMALL), audio={"waveform": torch.zeros(1, 3, 10),
+                                                                      "sample_rate": 44100})
+
+
+# --- loaders -----------------------------------------------------------------------------------
+
+
+def test_loader_names_missing_and_foreign_models(tmp_path):
+    message = nodes.SA3ModelLoader.validate_inputs(model_name="medium-base", download=False)
+    if message is not True:  # (unless someone has the real model installed)
+        assert message.startswith("Stable Audio 3 Model Loader: model_name 'medium-base' is not downloaded")
+        assert "stabilityai/stable-audio-3-medium-base" in message and "turn on download" in message
+    assert nodes.SA3ModelLoader.validate_inputs(model_name="no-such-model", download=True).startswith(
+        "Stable Audio 3 Model Loader: model_name 'no-such-model' is not a model folder")
+    foreign = tmp_path / "other-model"
+    foreign.mkdir()
+    (foreign / "model_config.json").write_text(json.dumps({"model_type": "diffusion_cond", "sample_rate": 44100}))
+    folder_paths.add_model_folder_path("stable_audio_3", str(tmp_path))
+    try:
+        message = nodes.SA3ModelLoader.validate_inputs(model_name="other-model", download=False)
+        assert message.startswith("Stable Audio 3 Model Loader: model_name 'other-model' is not a Stable Audio 3 "
+                                  "model (got ")
+        assert "not a Stable Audio 3 generation model" in message
+        with pytest.raises(ValueError, match="is not a Stable Audio 3 model"):
+            nodes.SA3ModelLoader.execute(model_name="other-model", precision="auto", attention="auto",
+                                         padding_mode="exact", download=False)
+    finally:
+        folder_paths.folder_names_and_paths["stable_audio_3"][0].remove(str(tmp_path))
+
+
+def test_lora_errors():
+    pytest.importorskip("sa3.lora")
+    small = load_handle(SMALL)
+    with pytest.raises(ValueError, match=r"Stable Audio 3 LoRA Strength: model has no LoRA \(got 0 LoRAs"):
+        nodes.SA3LoraStrength.execute(model=small, lora_index=0, target="dit", strength=0.5)
+    (with_lora,) = nodes.SA3LoraLoader.execute(model=small, lora_name="tiny-small/lora.safetensors", strength_dit=1.0,
+                                               strength_conditioner=1.0).args
+    with pytest.raises(ValueError, match=r"lora_index 2 is out of range \(got 2, expected 0..1 for 1 LoRA"):
+        nodes.SA3LoraStrength.execute(model=with_lora, lora_index=2, target="dit", strength=0.5)
+    with pytest.raises(ValueError, match="lora_name 'missing.safetensors' is not in models/loras"):
+        nodes.SA3LoraLoader.execute(model=small, lora_name="missing.safetensors", strength_dit=1.0,
+                                    strength_conditioner=1.0)
+    medium = load_handle("tiny-medium")
+    with pytest.raises(ValueError, match=r"Stable Audio 3 LoRA Loader: lora_name 'tiny-small/lora.safetensors' does "
+                                         r"not fit 'tiny-medium' \("):
+        nodes.SA3LoraLoader.execute(model=medium, lora_name="tiny-small/lora.safetensors", strength_dit=1.0,
+                                    strength_conditioner=1.0)
+    assert medium.model.lora is None or len(medium.model.lora) == 0  # nothing half-applied
