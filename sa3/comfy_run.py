@@ -224,7 +224,8 @@ def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, tim
     try:
         wait_with_websocket(client, prompt_id, out=out, timeout=timeout)
     except (OSError, ConnectionError):
-        wait_with_polling(client, prompt_id, timeout=timeout)
+        pass
+    wait_with_polling(client, prompt_id, timeout=timeout)  # the history is written just after the last ws message
     entry = client.history(prompt_id)
     status = entry.get("status", {})
     if status.get("status_str") == "error":
