@@ -22,6 +22,7 @@ from .latents import encode_sources
 from .loaders import _require_model
 from .types import CATEGORY, SA3InpaintMask, SA3Model
 from .types import SA3Conditioning as SA3ConditioningType
+from .visualize import PREVIEW_SECONDS, make_preview_callback
 
 NODE = "Sampler"
 DEFAULT_SAMPLER = "default for the model"
@@ -125,6 +126,10 @@ class SA3Sampler(io.ComfyNode):
                 io.Latent.Input("inpaint_source", optional=True,
                                 tooltip="Inpainting/continuation: the source from SA3 Encode Audio. Without "
                                         "inpaint_mask the whole source is kept up to the duration."),
+                io.Int.Input("preview_every", default=0, min=0, max=1000, optional=True,
+                             tooltip=f"Live preview: every N steps, show a spectrogram of the first "
+                                     f"{PREVIEW_SECONDS:g} s of the current estimate on this node. 0 = off. Costs "
+                                     "one short SAME decode per preview; the result is identical either way."),
             ],
             outputs=[io.Latent.Output(display_name="latent",
                                       tooltip="The sampled latents, plus the random stream's state for SA3 Decode.")],
@@ -132,7 +137,7 @@ class SA3Sampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, latent, seed, steps, cfg, sampler, apg_scale, negative=None, init_latent=None,
-                init_noise_level=1.0, inpaint_mask=None, inpaint_source=None) -> io.NodeOutput:
+                init_noise_level=1.0, inpaint_mask=None, inpaint_source=None, preview_every=0) -> io.NodeOutput:
         handle = _require_model(model, NODE)
         config = handle.config
         samples, durations = read_latent(latent, NODE, "latent", config.latent_channels)
@@ -169,6 +174,6 @@ class SA3Sampler(io.ComfyNode):
             handle.model.dit, noise, text, plan, cfg=config, steps=steps, cfg_scale=cfg, apg_scale=apg_scale,
             sampler_type=None if sampler == DEFAULT_SAMPLER else sampler, init_latents=init,
             init_noise_level=init_noise_level, local_cond=local, generator=generator,
-            callback=lambda i, x, denoised: bar.update_absolute(i + 1, steps), step_hooks=hooks)
+            callback=make_preview_callback(handle, preview_every, steps, bar), step_hooks=hooks)
         result = out.to(comfy_models.intermediate_device(), torch.float32)
         return io.NodeOutput(make_latent(result, durations, config.sample_rate, **{RNG: save_generator(generator)}))
