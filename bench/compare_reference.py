@@ -1,0 +1,139 @@
+"""Our pipeline vs the official implementation on the same random full-size weights and inputs,
+in one process: time and peak RSS per stage (text encode, sampling, decode) and their ratios.
+
+    SA3_OFFICIAL_PATH=/path/to/stable-audio-3 python bench/compare_reference.py \
+        [--durations 5 30 120] [--steps 8] [--dtype fp32|bf16] [--model DIR]
+
+``SA3_OFFICIAL_PATH`` is a checkout of Stability-AI/stable-audio-3 (the folder holding the
+``stable_audio_3`` package); without it, or if it does not import, only our figures are printed.
+The official model runs fp32 on CPU (its ``model_half`` is forced off without CUDA); ``--dtype``
+sets ours. Ours runs with ``padding_mode="reference"`` (the official CPU semantics), so at fp32 the
+two outputs must agree, which is printed too. Each implementation is loaded, warmed up with one
+short generation, timed once per duration, then freed before the other one loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generate import STAGES, StageMonitor, fmt_table, load_ours, run_stages, wrap  # noqa: E402
+
+
+def load_official(model_dir: Path, monitor: StageMonitor):
+    """The official StableAudioModel built from a local folder (its from_pretrained only takes hub
+    names): load_diffusion_cond + the StableAudioModel constructor, exactly as from_pretrained."""
+    from stable_audio_3.loading_utils import load_diffusion_cond
+    from stable_audio_3.model import StableAudioModel as OfficialModel
+
+    monitor.reset()
+    monitor.stage("load")
+    t0 = time.perf_counter()
+    cfg = json.loads((model_dir / "model_config.json").read_text())
+    inner = load_diffusion_cond(cfg, str(model_dir / "model.safetensors"), device="cpu", model_half=False)
+    inner.use_lora, inner.lora_names = False, []
+    model = OfficialModel(inner, cfg, "cpu", False)
+    load_time = time.perf_counter() - t0
+    monitor.stage(None)
+    wrap(inner.conditioner, "forward", monitor, "text", "sampling")
+    wrap(inner.pretransform, "decode", monitor, "decode", None)
+    return model, load_time, monitor.peak.get("load", 0)
+
+
+def import_official() -> bool:
+    path = os.environ.get("SA3_OFFICIAL_PATH")
+    if not path:
+        return False
+    sys.path.insert(0, path)
+    try:
+        import stable_audio_3  # noqa: F401
+    except ImportError as e:
+        print(f"official package not importable from {path!r} ({e}); printing our figures only")
+        return False
+    return True
+
+
+def bench(label, load, monitor, args):
+    model, load_time, load_peak = load(monitor)
+    run_stages(model.generate, monitor, [min(args.durations)], args.steps, repeats=0)  # warm-up
+    results = run_stages(model.generate, monitor, args.durations, args.steps, repeats=0)
+    outputs = {d: r.pop("output") for d, r in results.items()}
+    del model
+    gc.collect()
+    return {"label": label, "load_time": load_time, "load_peak": load_peak, "results": results}, outputs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model folder (default: random full-size small-music under /tmp)")
+    parser.add_argument("--durations", type=float, nargs="+", default=[5, 30, 120])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--dtype", default="fp32", help="our DiT/conditioner dtype: fp32, bf16, fp16")
+    parser.add_argument("--text-dtype", default=None, help="our T5Gemma dtype (default: the checkpoint's, bf16)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--official-first", action="store_true", help="run the official model first")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.model is None:
+        from _random_model import random_model_dir
+
+        args.model = random_model_dir("small-music")
+    model_dir = Path(args.model)
+    have_official = import_official()
+    monitor = StageMonitor()
+
+    def ours(mon):
+        return load_ours(model_dir, args.dtype, mon, text_dtype=args.text_dtype, padding_mode="reference",
+                         attention="sdpa")
+
+    runs = [("sa3", ours)] + ([("official", lambda mon: load_official(model_dir, mon))] if have_official else [])
+    if args.official_first:
+        runs.reverse()
+    stats, outs = {}, {}
+    for label, load in runs:
+        stats[label], outs[label] = bench(label, load, monitor, args)
+    monitor.close()
+
+    gb = 1e9
+    print(f"model {model_dir}, steps {args.steps}, threads {torch.get_num_threads()}, our dtype {args.dtype}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    header = ["impl", "duration_s", "total_s"] + [f"{s}_s" for s in STAGES] + [f"{s}_peak_GB" for s in STAGES]
+    rows = [tuple(header)]
+    for label, st in stats.items():
+        rows.append((label, "load", f"{st['load_time']:.2f}", "", "", "", "", f"{st['load_peak'] / gb:.2f}", ""))
+        for d, r in st["results"].items():
+            rows.append((label, f"{d:g}", f"{r['total']:.2f}", *(f"{r['t_' + s]:.2f}" for s in STAGES),
+                         *(f"{r['rss_' + s] / gb:.2f}" for s in STAGES)))
+    print(fmt_table(rows))
+    if "official" in stats:
+        o, s = stats["official"], stats["sa3"]
+        rows = [("duration_s", "speedup_total", *(f"speedup_{x}" for x in STAGES), "peak_ratio", "max_abs_diff", "rel_l2")]
+        rows.append(("load", f"{o['load_time'] / s['load_time']:.2f}", "", "", "", f"{s['load_peak'] / o['load_peak']:.2f}",
+                     "", ""))
+        for d in args.durations:
+            ro, rs = o["results"][d], s["results"][d]
+            peak_o = max(ro["rss_" + x] for x in STAGES)
+            peak_s = max(rs["rss_" + x] for x in STAGES)
+            a, b = outs["sa3"][d].float(), outs["official"][d].float()
+            same = a.shape == b.shape
+            diff = f"{(a - b).abs().max().item():.2e}" if same else f"shapes {tuple(a.shape)} vs {tuple(b.shape)}"
+            rel = f"{((a - b).norm() / b.norm()).item():.2e}" if same else ""
+            rows.append((f"{d:g}", f"{ro['total'] / rs['total']:.2f}",
+                         *(f"{ro['t_' + x] / max(rs['t_' + x], 1e-9):.2f}" for x in STAGES),
+                         f"{peak_s / peak_o:.2f}", diff, rel))
+        print("official / sa3 time (>1: we are faster); sa3 / official peak RSS (<1: we use less)")
+        print(fmt_table(rows))
+    print(f"process peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gb:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
