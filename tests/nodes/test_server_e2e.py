@@ -161,6 +161,8 @@ def test_pack_loads_and_every_node_is_listed(server):
     assert not missing, f"not in /object_info: {missing}"
     for node_id in NODE_IDS:
         assert info[node_id]["category"] == "audio/stable audio 3"
+    page = server.get(f"/extensions/{PACK_DIR}/docs/SA3Sampler.md")  # per-node help (WEB_DIRECTORY)
+    assert page.startswith(b"# SA3 Sampler")
     kind, options = info["SA3ModelLoader"]["input"]["required"]["model_name"]
     assert "tiny-small" in (options["options"] if kind == "COMBO" else kind)  # V3 combo / V1 list layout
 
