@@ -1,0 +1,254 @@
+"""Lint of the shipped workflows (no ComfyUI needed): ``workflows/*.json`` (UI format) and
+``workflows/api/*.json`` (API format) against the pack's node schemas and the checked-in list of
+core nodes (``tests/data/core_nodes.json``).
+
+Every file parses; only known node types are used; every input has a value of the right type and
+range (combo values valid, links type-compatible, the nodes' own ``validate_inputs`` pass); the UI
+and API files of a pair describe the same graph. The conversion itself is tested on small graphs.
+After changing a UI workflow, regenerate its API twin with ``python workflows/check_workflows.py --write``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "workflows"))
+import check_workflows as cw  # noqa: E402
+
+MODES = ["text_to_audio", "text_to_audio_negative_cfg", "batch_prompts_durations", "audio_to_audio",
+         "inpaint_one_region", "inpaint_two_regions", "continuation", "lora_stack", "base_euler_50_steps"]
+
+
+@pytest.fixture(scope="module")
+def pack_nodes():
+    return cw.load_pack_nodes()
+
+
+@pytest.fixture(scope="module")
+def schemas(pack_nodes):
+    return cw.local_schemas(pack_nodes)
+
+
+def ui(name: str) -> dict:
+    return cw.read_json(cw.WORKFLOWS / f"{name}.json")
+
+
+def api(name: str) -> dict:
+    return cw.read_json(cw.API_DIR / f"{name}.json")
+
+
+def nodes_of(workflow: dict, kind: str) -> list[dict]:
+    return [n for n in workflow["nodes"] if n["type"] == kind]
+
+
+def widgets(workflow: dict, schemas: dict, kind: str) -> dict:
+    """Widget name -> value of the (first) node of this type in a UI workflow."""
+    node = nodes_of(workflow, kind)[0]
+    return {name: value for name, value in zip(cw.widget_layout(schemas[kind]), node["widgets_values"])
+            if name not in (cw.CONTROL, cw.EXTRA)}
+
+
+# --- the shipped files ------------------------------------------------------------------------
+
+
+def test_every_mode_has_a_ui_and_an_api_workflow():
+    assert cw.workflow_names() == sorted(MODES)
+    assert sorted(p.stem for p in cw.API_DIR.glob("*.json")) == sorted(MODES)
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_files_parse_as_their_format(name):
+    data = ui(name)
+    assert data["version"] == cw.UI_VERSION and isinstance(data["nodes"], list) and isinstance(data["links"], list)
+    prompt = api(name)
+    assert prompt and all(isinstance(n, dict) and "class_type" in n and "inputs" in n for n in prompt.values())
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_only_known_node_types(name, schemas):
+    known = set(schemas) | cw.FRONTEND_ONLY
+    assert {n["type"] for n in ui(name)["nodes"]} <= known
+    assert {n["class_type"] for n in api(name).values()} <= set(schemas)
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_ui_workflow_matches_the_schemas(name, schemas):
+    data = ui(name)
+    assert cw.validate_ui(data, schemas) + cw.validate_ui_outputs(data) == []
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_api_workflow_values_are_valid(name, schemas, pack_nodes):
+    assert cw.validate_api(api(name), schemas, pack_nodes) == []
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_ui_and_api_describe_the_same_graph(name, schemas):
+    assert cw.ui_to_api(ui(name), schemas) == api(name), "run: python workflows/check_workflows.py --write"
+
+
+def test_check_all_reports_no_problem(schemas, pack_nodes):
+    report = cw.check_all(schemas, pack_nodes)
+    assert report and all(problems == [] for problems in report.values()), report
+
+
+# --- what each workflow is for ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_defaults_point_at_the_official_model(name, schemas):
+    loader = widgets(ui(name), schemas, "SA3ModelLoader")
+    assert loader["model_name"] == ("small-music-base" if name.startswith("base") else "small-music")
+    assert loader["download"] is True  # a new user's first run fetches the model
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_audio_goes_in_and_out_through_core_nodes(name, schemas):
+    data = ui(name)
+    outs = nodes_of(data, "SaveAudio") + nodes_of(data, "PreviewAudio")
+    assert len(outs) == 1
+    takes_audio = name.startswith(("audio_to", "inpaint", "continuation"))
+    assert len(nodes_of(data, "LoadAudio")) == (1 if takes_audio else 0)
+    assert nodes_of(data, "Note"), "a short note on the canvas explains what to change"
+    if "SA3Spectrogram" in schemas:
+        assert len(nodes_of(data, "SA3Spectrogram")) == 1 and len(nodes_of(data, "PreviewImage")) == 1
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_text_and_latent_durations_agree(name, schemas):
+    data = ui(name)
+    text, latent = widgets(data, schemas, "SA3TextEncode"), widgets(data, schemas, "SA3EmptyLatent")
+    assert text["duration"] == latent["duration"] and text["durations"] == latent["durations"]
+
+
+def test_mode_specific_settings(schemas):
+    neg = widgets(ui("text_to_audio_negative_cfg"), schemas, "SA3Sampler")
+    assert neg["cfg"] > 1 and widgets(ui("text_to_audio_negative_cfg"), schemas, "SA3TextEncode")["negative_prompt"]
+    assert "negative" in api("text_to_audio_negative_cfg")["4"]["inputs"]
+
+    text = widgets(ui("batch_prompts_durations"), schemas, "SA3TextEncode")
+    latent = widgets(ui("batch_prompts_durations"), schemas, "SA3EmptyLatent")
+    lines = [line for line in text["prompt"].splitlines() if line.strip()]
+    assert text["one_prompt_per_line"] and len(lines) == latent["batch_size"] == len(text["durations"].split(","))
+
+    assert widgets(ui("audio_to_audio"), schemas, "SA3Sampler")["init_noise_level"] < 1
+    assert "init_latent" in api("audio_to_audio")["4"]["inputs"]
+
+    one = widgets(ui("inpaint_one_region"), schemas, "SA3InpaintMask")
+    two = widgets(ui("inpaint_two_regions"), schemas, "SA3InpaintMask")
+    cont = widgets(ui("continuation"), schemas, "SA3InpaintMask")
+    assert one["mode"] == two["mode"] == "regions" and cont["mode"] == "continuation"
+    assert len(one["regions"].split(",")) == 1 and len(two["regions"].split(",")) == 2
+    for name in ("inpaint_one_region", "inpaint_two_regions", "continuation"):
+        inputs = api(name)["4"]["inputs"]
+        assert "inpaint_mask" in inputs and "inpaint_source" in inputs
+
+    loras = nodes_of(ui("lora_stack"), "SA3LoraLoader")
+    assert len(loras) == 2
+    first, second = sorted(loras, key=lambda n: n["id"])
+    assert api("lora_stack")[str(second["id"])]["inputs"]["model"] == [str(first["id"]), 0]
+    strengths = [dict(zip(cw.widget_layout(schemas["SA3LoraLoader"]), n["widgets_values"])) for n in (first, second)]
+    assert any(s["strength_dit"] != s["strength_conditioner"] for s in strengths)  # per-target strengths
+
+    base = widgets(ui("base_euler_50_steps"), schemas, "SA3Sampler")
+    assert (base["sampler"], base["steps"], base["cfg"]) == ("euler", 50, 7.0)
+
+
+def test_seed_keeps_its_frontend_control_value(schemas):
+    node = nodes_of(ui("text_to_audio"), "SA3Sampler")[0]
+    layout = cw.widget_layout(schemas["SA3Sampler"])
+    assert layout[:2] == ["seed", cw.CONTROL]
+    assert node["widgets_values"][1] in cw.CONTROL_VALUES
+    assert "control_after_generate" not in json.dumps(api("text_to_audio"))
+
+
+# --- the checker catches what it should ---------------------------------------------------------
+
+
+def test_widget_layout_follows_input_order_and_frontend_extras(schemas):
+    assert cw.widget_layout(schemas["SaveAudio"]) == ["filename_prefix", cw.EXTRA]
+    assert cw.widget_layout(schemas["LoadAudio"]) == ["audio", cw.EXTRA, cw.EXTRA]
+    assert cw.widget_layout(schemas["PreviewImage"]) == []
+    layout = cw.widget_layout(schemas["SA3TextEncode"])
+    assert layout == ["prompt", "negative_prompt", "duration", "one_prompt_per_line", "durations"]
+    assert "model" not in layout  # sockets take no slot
+
+
+def test_ui_to_api_drops_notes_and_frontend_values(schemas):
+    prompt = cw.ui_to_api(ui("text_to_audio"), schemas)
+    assert not any(n["class_type"] in cw.FRONTEND_ONLY for n in prompt.values())
+    save = next(n for n in prompt.values() if n["class_type"] == "SaveAudio")
+    assert set(save["inputs"]) == {"audio", "filename_prefix"}
+
+
+def test_ui_to_api_takes_a_widget_turned_into_a_linked_input(schemas):
+    data = copy.deepcopy(ui("text_to_audio"))
+    sampler = nodes_of(data, "SA3Sampler")[0]
+    data["last_link_id"] += 1
+    link_id = data["last_link_id"]
+    sampler["inputs"].append({"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": link_id})
+    data["links"].append([link_id, 3, 0, sampler["id"], len(sampler["inputs"]) - 1, "INT"])
+    prompt = cw.ui_to_api(data, schemas)
+    assert prompt[str(sampler["id"])]["inputs"]["steps"] == ["3", 0]
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda p: p["4"]["inputs"].update(steps=0), "smaller than the minimum"),
+    (lambda p: p["4"]["inputs"].update(steps=8.5), "is not an INT"),
+    (lambda p: p["4"]["inputs"].update(cfg=True), "is not a FLOAT"),
+    (lambda p: p["4"]["inputs"].update(sampler="ddim"), "not in"),
+    (lambda p: p["3"]["inputs"].update(duration=1000.0), "bigger than the maximum"),
+    (lambda p: p["4"]["inputs"].update(latent=["2", 0]), "is linked to a SA3_CONDITIONING output"),
+    (lambda p: p["4"]["inputs"].update(latent=["99", 0]), "links to missing node"),
+    (lambda p: p["4"]["inputs"].update(latent=["3", 5]), "which has 1"),
+    (lambda p: p["4"]["inputs"].pop("steps"), "required input 'steps' is missing"),
+    (lambda p: p["4"]["inputs"].update(stepz=8), "unknown input 'stepz'"),
+    (lambda p: p["2"]["inputs"].update(durations="10, abc"), "validate_inputs says"),
+    (lambda p: p["4"].update(class_type="SA3Nope"), "unknown node type"),
+    (lambda p: [p.pop(k) for k in ("6", "8") if k in p], "no output node"),
+])
+def test_validate_api_reports_bad_values(schemas, pack_nodes, edit, expected):
+    prompt = copy.deepcopy(api("text_to_audio"))
+    edit(prompt)
+    problems = cw.validate_api(prompt, schemas, pack_nodes)
+    assert any(expected in p for p in problems), problems
+
+
+def test_validate_ui_reports_broken_structure(schemas):
+    data = copy.deepcopy(ui("text_to_audio"))
+    sampler = nodes_of(data, "SA3Sampler")[0]
+    sampler["widgets_values"] = sampler["widgets_values"][:-2]
+    assert any("widgets_values" in p for p in cw.validate_ui(data, schemas))
+
+    data = copy.deepcopy(ui("text_to_audio"))
+    data["links"][0][5] = "AUDIO"
+    assert any("type" in p for p in cw.validate_ui(data, schemas))
+
+    data = copy.deepcopy(ui("text_to_audio"))
+    nodes_of(data, "SA3Sampler")[0]["widgets_values"][1] = "sometimes"
+    assert any("control_after_generate" in p for p in cw.validate_ui(data, schemas))
+
+    data = copy.deepcopy(ui("text_to_audio"))
+    data["last_node_id"] = 1
+    assert any("last_node_id" in p for p in cw.validate_ui(data, schemas))
+
+
+def test_ui_to_api_refuses_unknown_nodes(schemas):
+    data = copy.deepcopy(ui("text_to_audio"))
+    nodes_of(data, "SA3Decode")[0]["type"] = "SA3Nope"
+    with pytest.raises(cw.WorkflowError, match="unknown node type"):
+        cw.ui_to_api(data, schemas)
+
+
+def test_core_node_list_is_what_the_workflows_use(schemas):
+    used = {n["type"] for name in MODES for n in ui(name)["nodes"]}
+    core = set(cw.core_schemas())
+    assert used - set(cw.load_pack_nodes()) - cw.FRONTEND_ONLY <= core
+    listed = json.loads(cw.CORE_NODES.read_text())
+    assert set(listed["frontend_only"]) == cw.FRONTEND_ONLY

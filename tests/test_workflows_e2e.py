@@ -1,0 +1,350 @@
+"""End to end: every API workflow of ``workflows/api`` on a real ComfyUI, on the tiny fixture models.
+
+Needs a ComfyUI checkout (0.3.64 or newer) and an interpreter with its requirements:
+
+    COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/comfy-venv/bin/python \\
+        python -m pytest tests/test_workflows_e2e.py -v -rs
+
+Skipped (with the reason) when COMFYUI_PATH is not set. The test starts its own server with
+``--cpu`` on a free local port (``COMFYUI_E2E_PORT`` to choose one), loading only this checkout
+as a custom node pack, with a temporary models folder where ``stable_audio_3/small-music`` and
+``stable_audio_3/small-music-base`` are the tiny-small fixture and the workflows' LoRA names are
+fixture LoRAs, so the workflows run unchanged (only durations are shortened, through the same
+``--set`` overrides ``python -m sa3.comfy_run`` offers). Each run must write audio of the planned
+length (read from the FLAC header); bad graphs must come back as ComfyUI validation errors
+(HTTP 400 with node_errors), not as tracebacks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import wave
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, fixture_root
+
+sys.path.insert(0, str(REPO / "workflows"))
+import check_workflows as cw  # noqa: E402
+from sa3 import comfy_run  # noqa: E402
+
+COMFYUI = os.environ.get("COMFYUI_PATH")
+PACK_NAME = "sa3_e2e_pack"  # the checkout's name in the temporary custom_nodes folder
+SAMPLE_RATE = 44100
+SOURCE_SECONDS = 12.0  # length of the generated LoadAudio input
+E2E_SECONDS = "6"  # the durations the runs use (the workflows' own 10-30 s work too, only slower)
+LORA_FILES = {"sa3-style-lora.safetensors": "lora.safetensors", "sa3-detail-lora.safetensors": "dora-cols.safetensors"}
+MODEL_NAMES = ("small-music", "small-music-base")
+START_TIMEOUT = 180
+RUN_TIMEOUT = 900
+
+pytestmark = pytest.mark.skipif(
+    not COMFYUI, reason="COMFYUI_PATH is not set: set it to a ComfyUI checkout (and COMFYUI_PYTHON to its interpreter) "
+                        "to run the end-to-end workflow test")
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def flac_info(data: bytes) -> tuple[int, int, int]:
+    """(sample_rate, channels, total samples per channel) from a FLAC file's STREAMINFO block."""
+    if data[:4] != b"fLaC":
+        raise ValueError(f"not a FLAC file (starts with {data[:4]!r})")
+    header = data[4:8]
+    if header[0] & 0x7F != 0:
+        raise ValueError("the first FLAC metadata block is not STREAMINFO")
+    info = data[8:8 + 34]
+    # bytes 10..17: 20 bits sample rate, 3 bits channels - 1, 5 bits bits-per-sample - 1, 36 bits total samples
+    packed = int.from_bytes(info[10:18], "big")
+    sample_rate = packed >> 44
+    channels = ((packed >> 41) & 0x7) + 1
+    total = packed & ((1 << 36) - 1)
+    return sample_rate, channels, total
+
+
+def write_wav(path: Path, seconds: float, sample_rate: int = SAMPLE_RATE) -> None:
+    """A stereo 16-bit test tone (two sines) for LoadAudio."""
+    n = int(seconds * sample_rate)
+    frames = bytearray()
+    for i in range(n):
+        t = i / sample_rate
+        left = 0.3 * math.sin(2 * math.pi * 220.0 * t)
+        right = 0.3 * math.sin(2 * math.pi * 330.0 * t)
+        frames += struct.pack("<hh", int(left * 32767), int(right * 32767))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(bytes(frames))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def expected_samples(prompt: dict) -> list[int]:
+    """Per output file, the length SA3 Decode gives: the duration when all items share it, else the
+    padded plan length (``sa3.pipeline.plan_latents``)."""
+    from sa3.config import ModelConfig
+    from sa3.pipeline import plan_latents
+
+    latent = next(n["inputs"] for n in prompt.values() if n["class_type"] == "SA3EmptyLatent")
+    durations = [float(d) for d in latent["durations"].replace(",", " ").split()] or \
+        [float(latent["duration"])] * latent["batch_size"]
+    if len(durations) == 1:
+        durations = durations * latent["batch_size"]
+    if len(set(durations)) == 1:
+        return [int(durations[0] * SAMPLE_RATE)] * len(durations)
+    config = ModelConfig.from_file(fixture_root() / "tiny-small" / "model_config.json")
+    return [plan_latents(config, durations).audio_samples] * len(durations)
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, root: Path, port: int):
+        self.root, self.port = root, port
+        self.address = f"127.0.0.1:{port}"
+        self.url = f"http://{self.address}"
+        self.log_path = root / "comfyui.log"
+        self.proc: subprocess.Popen | None = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, python: str, comfyui: Path, config: Path) -> None:
+        dirs = {name: self.root / name for name in ("input", "output", "temp", "user")}
+        cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--extra-model-paths-config", str(config), "--disable-all-custom-nodes",
+               "--whitelist-custom-nodes", PACK_NAME, "--database-url", "sqlite:///:memory:",
+               "--input-directory", str(dirs["input"]), "--output-directory", str(dirs["output"]),
+               "--temp-directory", str(dirs["temp"]), "--user-directory", str(dirs["user"])]
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, cwd=comfyui, stdout=self.log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/system_stats", timeout=2):
+                    return
+            except (urllib.error.URLError, ConnectionError, socket.timeout):
+                time.sleep(0.5)
+        raise RuntimeError(f"ComfyUI did not answer within {START_TIMEOUT} s:\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self.log_file.close()
+
+
+def prepare_root(root: Path) -> Path:
+    """Temporary custom_nodes / models / input folders; returns the extra_model_paths config."""
+    fixtures = fixture_root()
+    if fixtures is None or not (fixtures / "tiny-small").is_dir():
+        pytest.skip("tiny-small fixture not found (set SA3_FIXTURES)")
+    (root / "custom_nodes").mkdir(parents=True)
+    (root / "custom_nodes" / PACK_NAME).symlink_to(REPO, target_is_directory=True)
+    models = root / "models" / "stable_audio_3"
+    models.mkdir(parents=True)
+    for name in MODEL_NAMES:
+        (models / name).symlink_to(fixtures / "tiny-small", target_is_directory=True)
+    loras = root / "models" / "loras"
+    loras.mkdir(parents=True)
+    for name, source in LORA_FILES.items():
+        shutil.copyfile(fixtures / "loras" / "tiny-small" / source, loras / name)
+    for name in ("input", "output", "temp", "user"):
+        (root / name).mkdir()
+    write_wav(root / "input" / "sa3_input.wav", SOURCE_SECONDS)
+    config = root / "extra_model_paths.yaml"
+    config.write_text(f"sa3_e2e:\n    base_path: {root}\n    custom_nodes: custom_nodes\n"
+                      f"    stable_audio_3: models/stable_audio_3\n    loras: models/loras\n")
+    return config
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    comfyui = Path(COMFYUI)
+    if not (comfyui / "main.py").is_file():
+        pytest.fail(f"COMFYUI_PATH={COMFYUI!r} is not a ComfyUI checkout (no main.py)")
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    root = tmp_path_factory.mktemp("comfyui-e2e")
+    config = prepare_root(root)
+    port = int(os.environ.get("COMFYUI_E2E_PORT", 0)) or free_port()
+    srv = Server(root, port)
+    try:
+        srv.start(python, comfyui, config)
+        yield srv
+    finally:
+        srv.stop()
+        if os.environ.get("SA3_E2E_KEEP_LOG"):
+            shutil.copyfile(srv.log_path, os.environ["SA3_E2E_KEEP_LOG"])
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def test_pack_loads_without_errors(server):
+    log = server.log()
+    assert "IMPORT FAILED" not in log, log[-4000:]
+    status, info = http_json(f"{server.url}/object_info")
+    assert status == 200
+    pack = cw.load_pack_nodes()
+    missing = sorted(set(pack) - set(info))
+    assert not missing, f"nodes missing from /object_info: {missing}\n{log[-4000:]}"
+
+
+def test_schemas_match_the_local_view(server):
+    """What the CI tests see through the ComfyUI stand-in equals what the real server serves
+    (input order, types, options and ranges; file-list combos excepted)."""
+    real = cw.server_schemas(server.address)
+    local = cw.local_schemas()
+    for name in cw.load_pack_nodes():
+        assert real[name]["input_order"] == local[name]["input_order"], name
+        assert real[name]["output"] == local[name]["output"], name
+        assert real[name]["output_name"] == local[name]["output_name"], name
+        for section, inputs in local[name]["input"].items():
+            for inp, (kind, opts) in inputs.items():
+                real_kind, real_opts = real[name]["input"][section][inp]
+                assert real_kind == kind, (name, inp)
+                for key in ("default", "min", "max", "control_after_generate", "forceInput"):
+                    assert real_opts.get(key) == opts.get(key), (name, inp, key)
+                if inp not in local[name].get("file_list", []) and inp != "model_name":
+                    assert real_opts.get("options") == opts.get("options"), (name, inp)
+    for name, entry in cw.core_schemas().items():
+        assert real[name]["input_order"].get("required") == entry["input_order"]["required"], name
+        assert real[name]["output"] == entry["output"], name
+
+
+def test_every_workflow_pair_checks_against_the_server(server):
+    report = cw.check_all(cw.server_schemas(server.address), None)
+    assert report and all(not problems for problems in report.values()), report
+
+
+def test_templates_list_the_ui_workflows_only(server):
+    status, templates = http_json(f"{server.url}/workflow_templates")
+    assert status == 200
+    assert sorted(templates.get(PACK_NAME, [])) == cw.workflow_names()
+    with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{PACK_NAME}/text_to_audio.json") as resp:
+        assert "nodes" in json.loads(resp.read())
+
+
+@pytest.mark.parametrize("name", cw.workflow_names())
+def test_workflow_runs_to_audio_of_the_planned_length(server, name, tmp_path):
+    path = cw.API_DIR / f"{name}.json"
+    prompt = comfy_run.load_workflow(path)
+    overrides = []
+    for node_id, node in prompt.items():
+        inputs = node["inputs"]
+        if "duration" in inputs and not isinstance(inputs["duration"], list):
+            overrides.append(f"{node_id}.duration={E2E_SECONDS}")
+        if inputs.get("durations"):  # per-item lists: keep them mixed, but short
+            overrides.append(f'{node_id}.durations="3, 6, 4.5"')
+        if node["class_type"] == "SA3InpaintMask":
+            regions = "1-2" if "," not in inputs["regions"] else "1-2, 3.5-5"
+            overrides += [f'{node_id}.regions="{regions}"', f"{node_id}.keep_seconds=2"]
+    prompt = comfy_run.apply_overrides(prompt, overrides)
+    edited = tmp_path / f"{name}.json"
+    edited.write_text(json.dumps(prompt))
+    log = io.StringIO()
+    saved = comfy_run.run(edited, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=log)
+    expected = expected_samples(prompt)
+    assert len(saved) == len(expected), f"{name}: {len(saved)} files for {len(expected)} items\n{log.getvalue()}"
+    for file, samples in zip(sorted(saved), expected):
+        rate, channels, total = flac_info(file.read_bytes())
+        assert (rate, channels, total) == (SAMPLE_RATE, 2, samples), f"{name}: {file.name}"
+    assert "node" in log.getvalue()  # progress came through the websocket
+
+
+def _queue(server, prompt: dict) -> tuple[int, dict]:
+    return http_json(f"{server.url}/prompt", {"prompt": prompt})
+
+
+@pytest.mark.parametrize("node_id, field, value, error_type", [
+    ("4", "steps", 0, "value_smaller_than_min"),
+    ("4", "steps", 5000, "value_bigger_than_max"),
+    ("3", "duration", 1000.0, "value_bigger_than_max"),
+    ("2", "durations", "10, abc", "custom_validation_failed"),
+    ("11", "regions", "8-4", "custom_validation_failed"),
+])
+def test_bad_graph_gets_a_validation_error(server, node_id, field, value, error_type):
+    prompt = cw.read_json(cw.API_DIR / ("inpaint_one_region.json" if node_id == "11" else "text_to_audio.json"))
+    prompt[node_id]["inputs"][field] = value
+    status, body = _queue(server, prompt)
+    assert status == 400, body
+    assert body["error"]["type"] == "prompt_outputs_failed_validation"
+    errors = body["node_errors"][node_id]["errors"]
+    # a failing validate_inputs is reported once per input it takes (ComfyUI's way)
+    assert {e["type"] for e in errors} == {error_type}, errors
+    assert "Traceback" not in json.dumps(body)
+    message = comfy_run.format_rejection(body)
+    assert f"node {node_id} (" in message
+
+
+def test_bad_link_and_missing_input_are_rejected(server):
+    prompt = cw.read_json(cw.API_DIR / "text_to_audio.json")
+    prompt["4"]["inputs"]["latent"] = ["2", 0]  # SA3_CONDITIONING into LATENT
+    del prompt["4"]["inputs"]["steps"]
+    status, body = _queue(server, prompt)
+    assert status == 400, body
+    types = {e["type"] for e in body["node_errors"]["4"]["errors"]}
+    assert types == {"return_type_mismatch", "required_input_missing"}, body
+
+
+def test_bad_combo_value_is_refused(server, tmp_path):
+    """ComfyUI 0.3.64 checks combo values only for V1 list-typed inputs, not for V3 io.Combo: a
+    wrong sampler name is refused at validation by newer ComfyUI, else by the node when it runs;
+    either way the user gets a message naming the input, not a traceback."""
+    prompt = cw.read_json(cw.API_DIR / "text_to_audio.json")
+    prompt["4"]["inputs"]["sampler"] = "ddim"
+    status, body = _queue(server, prompt)
+    if status == 400:
+        assert {e["type"] for e in body["node_errors"]["4"]["errors"]} <= {"value_not_in_list",
+                                                                         "custom_validation_failed"}, body
+        return
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(prompt))
+    with pytest.raises(comfy_run.ComfyError, match="ddim"):
+        comfy_run.run(path, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=io.StringIO())
+
+
+def test_runtime_error_is_reported_not_raised(server, tmp_path):
+    """A region past the audio passes validation (the duration is only known at run time) and fails
+    in the node: the runner reports ComfyUI's execution error in one line."""
+    prompt = cw.read_json(cw.API_DIR / "inpaint_one_region.json")
+    prompt = comfy_run.apply_overrides(prompt, ["duration=4", "11.regions=\"8-9\""])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(prompt))
+    with pytest.raises(comfy_run.ComfyError, match="SA3InpaintMask.*starts outside the audio"):
+        comfy_run.run(path, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=io.StringIO())

@@ -1,0 +1,498 @@
+"""Check the pack's workflows and regenerate their API-format twins.
+
+Every ``workflows/<name>.json`` is a UI-format workflow (what ComfyUI saves and loads by
+drag-and-drop); ``workflows/api/<name>.json`` is the same graph in API format (what
+``POST /prompt`` and ``python -m sa3.comfy_run`` take). This module converts UI -> API the way the
+ComfyUI frontend does (graphToPrompt), using the node schemas:
+
+* ``widgets_values`` holds one value per widget input, in ``input_order`` (required, then
+  optional), sockets taking no slot; an INT with ``control_after_generate`` is followed by the
+  frontend-only control value ("randomize", ...); some core nodes get trailing frontend-only
+  widgets (the audio player of LoadAudio / SaveAudio / PreviewAudio, see ``tests/data/core_nodes.json``).
+* Notes (``Note``, ``MarkdownNote``) exist only in the editor and are dropped.
+
+It also validates both formats against the schemas (types, ranges, combo values, links), as
+ComfyUI's ``validate_prompt`` would, plus the nodes' own ``validate_inputs``.
+
+    python workflows/check_workflows.py            # check every pair; exit 1 on a problem
+    python workflows/check_workflows.py --write    # regenerate workflows/api/*.json from the UI files
+    python workflows/check_workflows.py --server 127.0.0.1:8188   # schemas from a running ComfyUI
+
+Schemas: the pack's own nodes from ``define_schema()`` (through the ComfyUI stand-in of
+``tests/nodes`` when ComfyUI is not importable), core nodes from ``tests/data/core_nodes.json``;
+or all of them from a server's ``/object_info``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / "workflows"
+API_DIR = WORKFLOWS / "api"
+CORE_NODES = REPO / "tests" / "data" / "core_nodes.json"
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+FRONTEND_ONLY = {"Note", "MarkdownNote"}  # editor-only nodes: never sent to the server
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+CONTROL = "<control_after_generate>"  # placeholder name of the frontend's seed control slot
+EXTRA = "<frontend widget>"  # placeholder name of a trailing frontend-only widget
+MODE_ACTIVE, MODE_MUTED, MODE_BYPASS = 0, 2, 4
+UI_VERSION = 0.4
+PACK_FILE_LISTS = {"SA3LoraLoader": ["lora_name"]}  # combos listing the user's files (models/loras)
+
+
+# --- schemas ----------------------------------------------------------------------------------
+
+
+def schema_info(node_cls) -> dict:
+    """A V3 node class as its ``/object_info`` entry (the parts this module reads)."""
+    schema = node_cls.GET_SCHEMA()
+    inputs: dict[str, dict] = {"required": {}}
+    for inp in schema.inputs or []:
+        opts = inp.as_dict()
+        opts.pop("optional", None)
+        inputs.setdefault("optional" if inp.optional else "required", {})[inp.id] = [str(inp.io_type), opts]
+    outputs = schema.outputs or []
+    return {
+        "input": inputs,
+        "input_order": {k: list(v) for k, v in inputs.items()},
+        "output": [str(o.io_type) for o in outputs],
+        "output_name": [o.display_name or str(o.io_type) for o in outputs],
+        "output_node": bool(schema.is_output_node),
+        "display_name": schema.display_name or schema.node_id,
+        "frontend_widgets": 0,
+    }
+
+
+def load_pack_nodes() -> dict[str, type]:
+    """The pack's node classes by id, imported as the node tests import them (real ComfyUI or the stand-in)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    conftest = importlib.import_module("tests.nodes.conftest")
+    return {cls.GET_SCHEMA().node_id: cls for cls in conftest.nodes.NODES}
+
+
+def core_schemas() -> dict[str, dict]:
+    data = json.loads(CORE_NODES.read_text())
+    return {name: entry for name, entry in data["nodes"].items()}
+
+
+def local_schemas(pack_nodes: dict[str, type] | None = None) -> dict[str, dict]:
+    """Core nodes from the checked-in list plus the pack's nodes from their schemas."""
+    pack_nodes = load_pack_nodes() if pack_nodes is None else pack_nodes
+    schemas = core_schemas()
+    schemas.update({name: schema_info(cls) for name, cls in pack_nodes.items()})
+    for name, inputs in PACK_FILE_LISTS.items():
+        if name in schemas:
+            schemas[name]["file_list"] = inputs
+    return schemas
+
+
+def server_schemas(server: str) -> dict[str, dict]:
+    """Every node of a running ComfyUI, from ``GET /object_info`` (frontend extras from the core list)."""
+    base = server if "://" in server else f"http://{server}"
+    with urllib.request.urlopen(f"{base}/object_info", timeout=60) as resp:
+        schemas = json.loads(resp.read())
+    for name, entry in core_schemas().items():
+        if name in schemas:
+            schemas[name]["frontend_widgets"] = entry.get("frontend_widgets", 0)
+            schemas[name]["file_list"] = entry.get("file_list", [])
+    for name, inputs in PACK_FILE_LISTS.items():
+        if name in schemas:
+            schemas[name]["file_list"] = inputs
+    return schemas
+
+
+def _spec(info: dict, name: str) -> tuple[str, dict] | None:
+    for section in ("required", "optional"):
+        spec = info["input"].get(section, {}).get(name)
+        if spec is not None:
+            kind = spec[0]
+            opts = spec[1] if len(spec) > 1 else {}
+            if isinstance(kind, list):  # V1 combo: the options list is the type
+                kind, opts = "COMBO", {**opts, "options": kind}
+            return kind, opts
+    return None
+
+
+def _ordered_inputs(info: dict) -> list[tuple[str, bool]]:
+    """(name, optional) for every input in input_order (required, then optional)."""
+    order = info.get("input_order") or {k: list(v) for k, v in info["input"].items()}
+    return [(n, False) for n in order.get("required", [])] + [(n, True) for n in order.get("optional", [])]
+
+
+def is_widget(kind: str, opts: dict) -> bool:
+    return kind in WIDGET_TYPES and not opts.get("forceInput")
+
+
+def widget_layout(info: dict) -> list[str]:
+    """The meaning of each ``widgets_values`` slot: input names, CONTROL or EXTRA."""
+    layout = []
+    for name, _ in _ordered_inputs(info):
+        kind, opts = _spec(info, name)
+        if not is_widget(kind, opts):
+            continue
+        layout.append(name)
+        if opts.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed")):
+            layout.append(CONTROL)
+    return layout + [EXTRA] * info.get("frontend_widgets", 0)
+
+
+def socket_inputs(info: dict) -> list[tuple[str, str, bool]]:
+    """(name, type, optional) of the inputs drawn as sockets."""
+    out = []
+    for name, optional in _ordered_inputs(info):
+        kind, opts = _spec(info, name)
+        if not is_widget(kind, opts):
+            out.append((name, kind, optional))
+    return out
+
+
+def types_match(output_type: str, input_type: str) -> bool:
+    """ComfyUI's link type rule: equal, "*" on either side, or one comma-union inside the other."""
+    if output_type == "*" or input_type == "*":
+        return True
+    a, b = set(output_type.split(",")), set(input_type.split(","))
+    return a <= b or b <= a
+
+
+# --- UI -> API --------------------------------------------------------------------------------
+
+
+class WorkflowError(ValueError):
+    """A workflow that cannot be converted or does not validate."""
+
+
+def ui_to_api(ui: dict, schemas: dict[str, dict]) -> dict:
+    """The API-format prompt the frontend would queue for this UI workflow."""
+    links = {link[0]: link for link in ui.get("links", [])}
+    nodes = {node["id"]: node for node in ui["nodes"]}
+    prompt: dict[str, dict] = {}
+    for node in sorted(ui["nodes"], key=lambda n: n["id"]):
+        kind = node["type"]
+        if kind in FRONTEND_ONLY or node.get("mode", MODE_ACTIVE) == MODE_MUTED:
+            continue
+        if node.get("mode", MODE_ACTIVE) != MODE_ACTIVE:
+            raise WorkflowError(f"node {node['id']} ({kind}): mode {node['mode']} (bypass) is not supported here")
+        info = schemas.get(kind)
+        if info is None:
+            raise WorkflowError(f"node {node['id']}: unknown node type {kind!r}")
+        values = node.get("widgets_values") or []
+        if isinstance(values, dict):
+            raise WorkflowError(f"node {node['id']} ({kind}): widgets_values must be a list")
+        inputs: dict = {}
+        for name, value in zip(widget_layout(info), values):
+            if name not in (CONTROL, EXTRA):
+                inputs[name] = value
+        for slot in node.get("inputs", []):
+            link_id = slot.get("link")
+            if link_id is None:
+                continue
+            link = links.get(link_id)
+            if link is None:
+                raise WorkflowError(f"node {node['id']} ({kind}): input {slot['name']!r} uses missing link {link_id}")
+            source = nodes.get(link[1])
+            if source is None or source.get("mode", MODE_ACTIVE) == MODE_MUTED:
+                continue
+            inputs[slot["name"]] = [str(link[1]), link[2]]
+        prompt[str(node["id"])] = {
+            "inputs": inputs,
+            "class_type": kind,
+            "_meta": {"title": node.get("title") or info.get("display_name") or kind},
+        }
+    return prompt
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def check_value(kind: str, opts: dict, value, where: str, file_list: bool = False) -> list[str]:
+    """Problems of one widget value, the way ComfyUI's validate_inputs sees them."""
+    problems = []
+    if kind == "INT":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return [f"{where}: {value!r} is not an INT"]
+    elif kind == "FLOAT":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return [f"{where}: {value!r} is not a FLOAT"]
+    elif kind == "STRING":
+        if not isinstance(value, str):
+            return [f"{where}: {value!r} is not a STRING"]
+    elif kind == "BOOLEAN":
+        if not isinstance(value, bool):
+            return [f"{where}: {value!r} is not a BOOLEAN"]
+    elif kind == "COMBO":
+        if file_list:  # options come from the user's folders: only the shape can be checked
+            if not isinstance(value, str) or "." not in value.rsplit("/", 1)[-1]:
+                problems.append(f"{where}: {value!r} is not a file name")
+        elif value not in opts.get("options", []):
+            problems.append(f"{where}: {value!r} not in {opts.get('options')}")
+        return problems
+    if kind in ("INT", "FLOAT"):
+        if opts.get("min") is not None and value < opts["min"]:
+            problems.append(f"{where}: {value!r} is smaller than the minimum {opts['min']}")
+        if opts.get("max") is not None and value > opts["max"]:
+            problems.append(f"{where}: {value!r} is bigger than the maximum {opts['max']}")
+    return problems
+
+
+def validate_api(prompt: dict, schemas: dict[str, dict], pack_nodes: dict[str, type] | None = None) -> list[str]:
+    """Everything ComfyUI's validate_prompt would reject, plus unknown inputs and the pack's validate_inputs."""
+    problems = []
+    if not isinstance(prompt, dict) or not prompt:
+        return ["not an API-format prompt (an object of node id -> {class_type, inputs})"]
+    has_output = False
+    for node_id, node in prompt.items():
+        where = f"node {node_id}"
+        kind = node.get("class_type") if isinstance(node, dict) else None
+        if kind not in schemas:
+            problems.append(f"{where}: unknown node type {kind!r}")
+            continue
+        info = schemas[kind]
+        where = f"node {node_id} ({kind})"
+        has_output |= bool(info.get("output_node"))
+        inputs = node.get("inputs", {})
+        known = {name for name, _ in _ordered_inputs(info)}
+        for name in inputs:
+            if name not in known:
+                problems.append(f"{where}: unknown input {name!r}")
+        linked = {}
+        for name, optional in _ordered_inputs(info):
+            spec_kind, opts = _spec(info, name)
+            if name not in inputs:
+                if not optional:
+                    problems.append(f"{where}: required input {name!r} is missing")
+                continue
+            value = inputs[name]
+            if isinstance(value, list):
+                if len(value) != 2 or not isinstance(value[0], str) or not isinstance(value[1], int):
+                    problems.append(f"{where}: input {name!r} is a bad link {value!r}")
+                    continue
+                source = prompt.get(value[0])
+                if source is None or source.get("class_type") not in schemas:
+                    problems.append(f"{where}: input {name!r} links to missing node {value[0]!r}")
+                    continue
+                outputs = schemas[source["class_type"]]["output"]
+                if not 0 <= value[1] < len(outputs):
+                    problems.append(f"{where}: input {name!r} links to output {value[1]} of node {value[0]} "
+                                    f"({source['class_type']}), which has {len(outputs)}")
+                    continue
+                if not types_match(outputs[value[1]], spec_kind):
+                    problems.append(f"{where}: input {name!r} ({spec_kind}) is linked to a "
+                                    f"{outputs[value[1]]} output")
+                linked[name] = value
+                continue
+            if not is_widget(spec_kind, opts):
+                problems.append(f"{where}: socket input {name!r} has a value {value!r} instead of a link")
+                continue
+            problems += check_value(spec_kind, opts, value, f"{where} input {name!r}",
+                                    file_list=name in info.get("file_list", []))
+        if pack_nodes and kind in pack_nodes:
+            problems += _own_validation(pack_nodes[kind], inputs, linked, where)
+    if not has_output:
+        problems.append("the prompt has no output node (SaveAudio, PreviewAudio, ...)")
+    return problems
+
+
+def _own_validation(node_cls, inputs: dict, linked: dict, where: str) -> list[str]:
+    """The node's ``validate_inputs`` as ComfyUI calls it: widget values, None for linked inputs."""
+    fn = getattr(node_cls, "validate_inputs", None)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return []
+    if not params:
+        return []
+    kwargs = {name: (None if name in linked else inputs.get(name)) for name in params if name != "kwargs"}
+    try:
+        result = fn(**kwargs)
+    except NotImplementedError:
+        return []
+    return [] if result is True else [f"{where}: validate_inputs says {result!r}"]
+
+
+def validate_ui(ui: dict, schemas: dict[str, dict]) -> list[str]:
+    """Structure of a UI workflow: nodes, sockets, widgets_values and links agree with the schemas."""
+    problems = []
+    for key in ("last_node_id", "last_link_id", "nodes", "links", "version"):
+        if key not in ui:
+            problems.append(f"missing top-level key {key!r}")
+    if problems:
+        return problems
+    if ui["version"] != UI_VERSION:
+        problems.append(f"version is {ui['version']!r}, expected {UI_VERSION}")
+    ids = [n["id"] for n in ui["nodes"]]
+    if len(set(ids)) != len(ids):
+        problems.append(f"duplicate node ids {sorted(ids)}")
+    if ids and ui["last_node_id"] < max(ids):
+        problems.append(f"last_node_id {ui['last_node_id']} < the largest node id {max(ids)}")
+    link_ids = [link[0] for link in ui["links"]]
+    if len(set(link_ids)) != len(link_ids):
+        problems.append("duplicate link ids")
+    if link_ids and ui["last_link_id"] < max(link_ids):
+        problems.append(f"last_link_id {ui['last_link_id']} < the largest link id {max(link_ids)}")
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    for node in ui["nodes"]:
+        problems += _check_ui_node(node, schemas)
+    for link in ui["links"]:
+        problems += _check_ui_link(link, nodes, schemas)
+    return problems
+
+
+def _check_ui_node(node: dict, schemas: dict[str, dict]) -> list[str]:
+    kind = node.get("type")
+    where = f"node {node.get('id')} ({kind})"
+    problems = [f"{where}: missing {key!r}" for key in ("id", "type", "pos", "size", "inputs", "outputs",
+                                                          "properties", "widgets_values") if key not in node]
+    if problems:
+        return problems
+    if kind in FRONTEND_ONLY:
+        if node["inputs"] or node["outputs"] or len(node["widgets_values"]) != 1 \
+                or not isinstance(node["widgets_values"][0], str):
+            problems.append(f"{where}: a note has no sockets and one text value")
+        return problems
+    info = schemas.get(kind)
+    if info is None:
+        return [f"{where}: unknown node type"]
+    if node["properties"].get("Node name for S&R") != kind:
+        problems.append(f"{where}: properties['Node name for S&R'] should be {kind!r}")
+    sockets = socket_inputs(info)
+    slots = {s["name"]: s for s in node["inputs"]}
+    widget_slots = {s["name"] for s in node["inputs"] if "widget" in s}
+    for name, socket_type, _ in sockets:
+        if name not in slots:
+            problems.append(f"{where}: socket {name!r} is not listed in inputs")
+        elif slots[name]["type"] != socket_type:
+            problems.append(f"{where}: socket {name!r} has type {slots[name]['type']!r}, expected {socket_type!r}")
+    extra = set(slots) - {name for name, _, _ in sockets} - widget_slots
+    if extra:
+        problems.append(f"{where}: inputs {sorted(extra)} are not sockets of {kind}")
+    outputs = node["outputs"]
+    if [o["type"] for o in outputs] != info["output"]:
+        problems.append(f"{where}: output types {[o['type'] for o in outputs]} != {info['output']}")
+    layout = widget_layout(info)
+    values = node["widgets_values"]
+    needed = len([n for n in layout if n != EXTRA])
+    if not needed <= len(values) <= len(layout):
+        problems.append(f"{where}: {len(values)} widgets_values, expected {needed}"
+                        + (f" to {len(layout)}" if len(layout) != needed else "") + f" for {layout}")
+        return problems
+    for name, value in zip(layout, values):
+        if name == CONTROL:
+            if value not in CONTROL_VALUES:
+                problems.append(f"{where}: control_after_generate value {value!r} not in {sorted(CONTROL_VALUES)}")
+        elif name != EXTRA and not (name in slots and slots[name].get("link") is not None):
+            spec_kind, opts = _spec(info, name)
+            problems += check_value(spec_kind, opts, value, f"{where} widget {name!r}",
+                                    file_list=name in info.get("file_list", []))
+    return problems
+
+
+def _check_ui_link(link: list, nodes: dict, schemas: dict[str, dict]) -> list[str]:
+    if not (isinstance(link, list) and len(link) == 6):
+        return [f"link {link!r}: expected [id, from_node, from_slot, to_node, to_slot, type]"]
+    link_id, src_id, src_slot, dst_id, dst_slot, link_type = link
+    where = f"link {link_id}"
+    src, dst = nodes.get(src_id), nodes.get(dst_id)
+    if src is None or dst is None:
+        return [f"{where}: connects missing node {src_id if src is None else dst_id}"]
+    problems = []
+    if not 0 <= src_slot < len(src["outputs"]) or link_id not in (src["outputs"][src_slot].get("links") or []):
+        problems.append(f"{where}: not listed in output {src_slot} of node {src_id}")
+    elif src["outputs"][src_slot]["type"] != link_type:
+        problems.append(f"{where}: type {link_type!r} != output type {src['outputs'][src_slot]['type']!r}")
+    if not 0 <= dst_slot < len(dst["inputs"]) or dst["inputs"][dst_slot].get("link") != link_id:
+        problems.append(f"{where}: not the link of input {dst_slot} of node {dst_id}")
+    elif not types_match(link_type, dst["inputs"][dst_slot]["type"]):
+        problems.append(f"{where}: a {link_type} link into {dst['inputs'][dst_slot]['type']} input "
+                        f"{dst['inputs'][dst_slot]['name']!r} of node {dst_id}")
+    for node in (src, dst):
+        if node["type"] not in schemas:
+            problems.append(f"{where}: node {node['id']} has an unknown type")
+    return problems
+
+
+def validate_ui_outputs(ui: dict) -> list[str]:
+    """Each output's ``links`` list names only links that start at that output."""
+    links = {link[0]: link for link in ui["links"]}
+    problems = []
+    for node in ui["nodes"]:
+        for slot, out in enumerate(node.get("outputs", [])):
+            for link_id in out.get("links") or []:
+                link = links.get(link_id)
+                if link is None or link[1] != node["id"] or link[2] != slot:
+                    problems.append(f"node {node['id']} output {slot}: link {link_id} does not start here")
+    return problems
+
+
+# --- the workflow files -----------------------------------------------------------------------
+
+
+def workflow_names() -> list[str]:
+    return sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def check_all(schemas: dict[str, dict], pack_nodes: dict[str, type] | None,
+              write: bool = False) -> dict[str, list[str]]:
+    """Problems per workflow name (empty lists when all is well); ``write`` regenerates the API files first."""
+    report: dict[str, list[str]] = {}
+    api_names = {p.stem for p in API_DIR.glob("*.json")}
+    for name in workflow_names():
+        ui = read_json(WORKFLOWS / f"{name}.json")
+        problems = validate_ui(ui, schemas) + validate_ui_outputs(ui)
+        try:
+            converted = ui_to_api(ui, schemas)
+        except WorkflowError as e:
+            report[name] = problems + [str(e)]
+            continue
+        api_path = API_DIR / f"{name}.json"
+        if write:
+            API_DIR.mkdir(exist_ok=True)
+            write_json(api_path, converted)
+        if not api_path.is_file():
+            problems.append(f"no API twin {api_path.relative_to(REPO)} (run with --write)")
+        else:
+            api = read_json(api_path)
+            problems += validate_api(api, schemas, pack_nodes)
+            if api != converted:
+                problems.append(f"{api_path.relative_to(REPO)} differs from the UI workflow (run with --write)")
+        report[name] = problems
+    for orphan in sorted(api_names - set(workflow_names())):
+        report[f"api/{orphan}"] = ["API workflow without a UI twin"]
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true", help="regenerate workflows/api/*.json from the UI files")
+    parser.add_argument("--server", help="take node schemas from a running ComfyUI (HOST:PORT)")
+    args = parser.parse_args(argv)
+    pack_nodes = None if args.server else load_pack_nodes()
+    schemas = server_schemas(args.server) if args.server else local_schemas(pack_nodes)
+    report = check_all(schemas, pack_nodes, write=args.write)
+    failed = False
+    for name, problems in report.items():
+        print(f"{'FAIL' if problems else 'ok  '} {name}")
+        for p in problems:
+            print(f"       {p}")
+        failed |= bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
