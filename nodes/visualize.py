@@ -15,8 +15,6 @@ Legend: B batch, C channels, S samples, L latent frames, H/W image height/width.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from comfy_api.latest import io
 
@@ -28,8 +26,6 @@ if __package__ and "." in __package__:  # <pack>.nodes: the library is <pack>.sa
     from ..sa3 import spectrogram
 else:
     from sa3 import spectrogram
-
-logger = logging.getLogger(__name__)
 
 NODE = "Spectrogram"
 PREVIEW_SECONDS = 6.0  # seconds of audio decoded per live preview (cost grows with it)
@@ -101,7 +97,8 @@ class SA3Spectrogram(io.ComfyNode):
                                         "e.g. '2-4, 8.5-10'."),
             ],
             outputs=[io.Image.Output(display_name="image",
-                                     tooltip="IMAGE (batch, height, width, 3), values 0..1: one spectrogram per clip.")],
+                                     tooltip="IMAGE (batch, height, width, 3), values 0..1: one spectrogram per "
+                                             "clip.")],
         )
 
     @classmethod

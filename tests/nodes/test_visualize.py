@@ -12,7 +12,6 @@ import math
 import pytest
 import torch
 
-from tests.conftest import REPO  # noqa: F401  (puts the repository on sys.path)
 from tests.nodes.conftest import PACK, load_handle, nodes
 from tests.nodes.test_graph_parity import run_graph
 
