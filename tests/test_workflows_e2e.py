@@ -10,7 +10,8 @@ Skipped (with the reason) when COMFYUI_PATH is not set. The test starts its own 
 as a custom node pack, with a temporary models folder where ``stable_audio_3/small-music`` and
 ``stable_audio_3/small-music-base`` are the tiny-small fixture and the workflows' LoRA names are
 fixture LoRAs, so the workflows run unchanged (only durations are shortened, through the same
-``--set`` overrides ``python -m sa3.comfy_run`` offers). Each run must write audio of the planned
+``--set`` overrides ``python -m sa3.comfy_run`` offers; ``SA3_E2E_FULL=1`` runs them exactly as
+shipped). Each run must write audio of the planned
 length (read from the FLAC header); bad graphs must come back as ComfyUI validation errors
 (HTTP 400 with node_errors), not as tracebacks.
 """
@@ -45,6 +46,7 @@ PACK_NAME = "sa3_e2e_pack"  # the checkout's name in the temporary custom_nodes 
 SAMPLE_RATE = 44100
 SOURCE_SECONDS = 12.0  # length of the generated LoadAudio input
 E2E_SECONDS = "6"  # the durations the runs use (the workflows' own 10-30 s work too, only slower)
+FULL = os.environ.get("SA3_E2E_FULL") == "1"  # run the workflows exactly as shipped (their own durations)
 LORA_FILES = {"sa3-style-lora.safetensors": "lora.safetensors", "sa3-detail-lora.safetensors": "dora-cols.safetensors"}
 MODEL_NAMES = ("small-music", "small-music-base")
 START_TIMEOUT = 180
@@ -265,7 +267,7 @@ def test_workflow_runs_to_audio_of_the_planned_length(server, name, tmp_path):
     path = cw.API_DIR / f"{name}.json"
     prompt = comfy_run.load_workflow(path)
     overrides = []
-    for node_id, node in prompt.items():
+    for node_id, node in ([] if FULL else prompt.items()):
         inputs = node["inputs"]
         if "duration" in inputs and not isinstance(inputs["duration"], list):
             overrides.append(f"{node_id}.duration={E2E_SECONDS}")
