@@ -14,6 +14,7 @@ from .loaders import _require_model
 from .types import CATEGORY, SA3Model
 from .types import SA3InpaintMask as SA3InpaintMaskType
 
+MASK_MODES = ["regions", "continuation"]
 ENCODE_SEED = 0  # the encode node's own SAME-L noise; the sampler re-draws it from the seed's stream
 
 
@@ -143,7 +144,7 @@ class SA3InpaintMask(io.ComfyNode):
                         "everything after it, also past the source's end).",
             inputs=[
                 io.Latent.Input("latent", tooltip="The SA3 Empty Latent of the generation (gives the duration)."),
-                io.Combo.Input("mode", options=["regions", "continuation"], default="regions",
+                io.Combo.Input("mode", options=MASK_MODES, default="regions",
                                tooltip="regions: regenerate the listed regions. continuation: keep 0..keep_seconds of "
                                        "the source and generate the rest."),
                 io.String.Input("regions", default="2-4",
@@ -160,6 +161,9 @@ class SA3InpaintMask(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, mode=None, regions=None):
+        if mode is not None and mode not in MASK_MODES:
+            return error("Inpaint Mask", f"mode {mode!r} is unknown (got {mode!r}, expected one of {MASK_MODES}). "
+                                         "Pick regions or continuation.")
         if mode != "regions" or regions is None:
             return True
         try:

@@ -101,6 +101,12 @@ def test_inpaint_mask_errors(regions, message):
             "Stable Audio 3 Inpaint Mask: " + message)
 
 
+def test_inpaint_mask_unknown_mode():
+    assert nodes.SA3InpaintMask.validate_inputs(mode="everything", regions="1-2") == (
+        "Stable Audio 3 Inpaint Mask: mode 'everything' is unknown (got 'everything', expected one of ['regions', "
+        "'continuation']). Pick regions or continuation.")
+
+
 def test_inpaint_mask_regions_and_continuation():
     latent = _latent(load_handle(SMALL), duration=4.0)
     (mask,) = nodes.SA3InpaintMask.execute(latent=latent, mode="regions", regions="0.5-1\n2 - 3.5; 3.8..9",
