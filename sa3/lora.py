@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +27,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .lora_files import SLOT, LoRAFile, LoRALoadError, _fail, read_lora_file, read_svd_bases, selected
+from .lora_files import (SLOT, LoRAFile, LoRALoadError, expand_brackets, file_error, read_lora_file, read_svd_bases,
+                         selected)
 
 logger = logging.getLogger(__name__)
 
@@ -209,22 +211,22 @@ class LoRAStack:
         """Match one file to the model; build its fp32 tensors. Mutates nothing of the model."""
         unknown = [f.keys[key] for key in f.layers if key not in self._candidates]
         if unknown:
-            raise _fail(f.path, f"{len(unknown)} layer(s) match no layer of this model (got {unknown[:3]!r}; "
-                        f"expected names like 'model.transformer.layers.0.self_attn.to_qkv'{SLOT}...)",
-                        "The LoRA was made for another model variant (e.g. medium vs small); use one made for it")
+            raise file_error(f.path, f"{len(unknown)} layer(s) match no layer of this model (got {unknown[:3]!r}; "
+                             f"expected names like 'model.transformer.layers.0.self_attn.to_qkv'{SLOT}...)",
+                             "The LoRA was made for another model variant (e.g. medium vs small); use one made for it")
         official = {key: OFFICIAL_PREFIX[key[0]] + key[1] for key in self._candidates}
         chosen = [key for key in self._candidates if selected(official[key], f.include, f.exclude)]
         outside = [f.keys[key] for key in f.layers if key not in chosen]
         if outside:
-            raise _fail(f.path, f"{len(outside)} layer(s) are outside the file's own include/exclude rules "
-                        f"(got {outside[:3]!r}; include={f.include}, exclude={f.exclude})",
-                        "The file's config and tensors disagree; re-export the LoRA")
+            raise file_error(f.path, f"{len(outside)} layer(s) are outside the file's own include/exclude rules "
+                             f"(got {outside[:3]!r}; include={f.include}, exclude={f.exclude})",
+                             "The file's config and tensors disagree; re-export the LoRA")
         idle = [official[key] for key in chosen if key not in f.layers]
         if idle:
             logger.warning("Stable Audio 3 LoRA: %s has no tensors for %d selected layer(s) (e.g. %r); "
                            "they stay unadapted", f.path.name, len(idle), idle[0])
         if not f.layers:
-            raise _fail(f.path, "no layer of this model is adapted", "Check the file's include/exclude rules")
+            raise file_error(f.path, "no layer of this model is adapted", "Check the file's include/exclude rules")
 
         layers = {}
         for key, params in f.layers.items():
@@ -238,9 +240,9 @@ class LoRAStack:
                         "lora_dropout_mask": (1, i)}
             for p, t in params.items():
                 if tuple(t.shape) != expected[p]:
-                    raise _fail(f.path, f"shape mismatch for {f.keys[key] + SLOT + p!r} (got {tuple(t.shape)}, "
-                                f"expected {expected[p]} for the model's layer of weight {tuple(weight.shape)})",
-                                "The LoRA was made for another model variant (e.g. medium vs small)")
+                    raise file_error(f.path, f"shape mismatch for {f.keys[key] + SLOT + p!r} (got {tuple(t.shape)}, "
+                                     f"expected {expected[p]} for the model's layer of weight {tuple(weight.shape)})",
+                                     "The LoRA was made for another model variant (e.g. medium vs small)")
             layers[key] = self._layer_tensors(f, key, params, weight, bases, svd_cache)
         return _LoRA(file=replace(f, layers={}), layers=layers)
 
@@ -265,9 +267,9 @@ class LoRAStack:
             u, v = bases[name]
             o, i = weight.shape[0], weight[0].numel()
             if u.shape[0] != o or v.shape[0] != i or u.shape[1] < f.rank or v.shape[1] < f.rank:
-                raise _fail(f.path, f"SVD bases for {name!r} have shapes {tuple(u.shape)}/{tuple(v.shape)} "
-                            f"(expected ({o}, >={f.rank}) / ({i}, >={f.rank}))",
-                            "Use the svd_bases file made for this model")
+                raise file_error(f.path, f"SVD bases for {name!r} have shapes {tuple(u.shape)}/{tuple(v.shape)} "
+                                 f"(expected ({o}, >={f.rank}) / ({i}, >={f.rank}))",
+                                 "Use the svd_bases file made for this model")
             return u[:, : f.rank], v[:, : f.rank]
         if key not in svd_cache:  # one SVD per layer and load call, sliced per rank
             rank = min(weight.shape[0], weight[0].numel())
@@ -280,16 +282,17 @@ class LoRAStack:
     def set_strength(self, strength: float, lora_index: int | None = None, target: str | None = None) -> None:
         """Strength of one LoRA (``lora_index``) or all, for ``target`` "dit", "conditioner" or
         both (None). 1 is the trained effect; the new weights are written now."""
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength):
             raise ValueError(f"Stable Audio 3 LoRA: strength must be a finite number (got {strength!r}).")
+        strength = float(strength)
         if target not in (None, *PARTS):
             raise ValueError(f"Stable Audio 3 LoRA: target must be None, 'dit' or 'conditioner' (got {target!r}).")
         parts = PARTS if target is None else (target,)
         dirty = set()
         for lora in self._select(lora_index):
             for part in parts:
-                if lora.strength[part] != float(strength):
-                    lora.strength[part] = float(strength)
+                if lora.strength[part] != strength:
+                    lora.strength[part] = strength
                     dirty.update(key for key in lora.layers if key[0] == part)
         self._refresh(dirty)
 
@@ -310,8 +313,6 @@ class LoRAStack:
             interval = (lo, hi)
         if layer_filter is not None and not isinstance(layer_filter, str):
             raise ValueError(f"Stable Audio 3 LoRA: layer_filter must be a string (got {layer_filter!r}).")
-        from .lora_files import expand_brackets
-
         lora.interval = interval
         lora.bounds32 = None if interval is None else (_fp32(interval[0]), _fp32(interval[1]))
         lora.layer_filter = (layer_filter or "").strip()

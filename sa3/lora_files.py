@@ -60,7 +60,8 @@ class LoRALoadError(RuntimeError):
     """A LoRA file cannot be read or does not fit the model; the model is left unchanged."""
 
 
-def _fail(path: Path | str, what: str, fix: str) -> LoRALoadError:
+def file_error(path: Path | str, what: str, fix: str) -> LoRALoadError:
+    """The one error shape: ``Stable Audio 3 LoRA: <what> in '<file>'. <fix>.``"""
     return LoRALoadError(f"Stable Audio 3 LoRA: {what} in {str(path)!r}. {fix}")
 
 
@@ -132,8 +133,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             tensors = {key: f.get_tensor(key) for key in f.keys()}
             metadata = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for broken headers/data
-        raise _fail(path, f"the safetensors file cannot be read ({type(e).__name__}: {e})",
-                    "The file is corrupted or incomplete; download or export it again") from e
+        raise file_error(path, f"the safetensors file cannot be read ({type(e).__name__}: {e})",
+                         "The file is corrupted or incomplete; download or export it again") from e
     raw = metadata.get("lora_config")
     if raw is None:
         logger.info("Stable Audio 3 LoRA: %s has no lora_config metadata; assuming plain lora, rank from tensors", path)
@@ -141,8 +142,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise _fail(path, f"the 'lora_config' metadata is not valid JSON ({e})",
-                    "Re-export the LoRA with the official trainer") from e
+        raise file_error(path, f"the 'lora_config' metadata is not valid JSON ({e})",
+                         "Re-export the LoRA with the official trainer") from e
     return tensors, config
 
 
@@ -150,20 +151,20 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise _fail(path, "the checkpoint needs pickle code execution to load (refused: weights_only=True)",
-                    "Only load checkpoints you trust; convert it to .safetensors with the official "
-                    "convert_lora_ckpt_to_safetensors, or re-save it holding only tensors and plain types") from e
+        raise file_error(path, "the checkpoint needs pickle code execution to load (refused: weights_only=True)",
+                         "Only load checkpoints you trust; convert it to .safetensors with the official "
+                         "convert_lora_ckpt_to_safetensors, or re-save it holding only tensors and plain types") from e
     except Exception as e:  # zip/EOF/runtime errors of a broken file
-        raise _fail(path, f"the checkpoint cannot be read ({type(e).__name__}: {e})",
-                    "The file is corrupted or incomplete, or not a torch checkpoint") from e
+        raise file_error(path, f"the checkpoint cannot be read ({type(e).__name__}: {e})",
+                         "The file is corrupted or incomplete, or not a torch checkpoint") from e
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         got = sorted(ckpt)[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise _fail(path, f"the checkpoint has no 'state_dict' dict (got {got})",
-                    "Expected a Lightning LoRA checkpoint {'state_dict', 'lora_config'}")
+        raise file_error(path, f"the checkpoint has no 'state_dict' dict (got {got})",
+                         "Expected a Lightning LoRA checkpoint {'state_dict', 'lora_config'}")
     config = ckpt.get("lora_config") or {}
     if not isinstance(config, dict):
-        raise _fail(path, f"'lora_config' is not a dict (got {type(config).__name__})",
-                    "Expected {rank, alpha, adapter_type, include, exclude}")
+        raise file_error(path, f"'lora_config' is not a dict (got {type(config).__name__})",
+                         "Expected {rank, alpha, adapter_type, include, exclude}")
     return ckpt["state_dict"], config
 
 
@@ -174,8 +175,8 @@ def _rules(path: Path, config: dict, key: str) -> tuple[str, ...] | None:
     if isinstance(value, str):
         value = [value]  # the official code would iterate its characters; a one-rule list is meant
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise _fail(path, f"lora_config[{key!r}] must be a list of strings (got {value!r})",
-                    "Fix the LoRA's config")
+        raise file_error(path, f"lora_config[{key!r}] must be a list of strings (got {value!r})",
+                         "Fix the LoRA's config")
     return tuple(value)
 
 
@@ -189,7 +190,7 @@ def _tensor_rank(param: str, tensor: torch.Tensor) -> int | None:
 
 def _resolve_type(path: Path, raw: object, tensors: dict[str, torch.Tensor]) -> str:
     if not isinstance(raw, str):
-        raise _fail(path, f"adapter_type must be a string (got {raw!r})", f"Use one of {sorted(ADAPTER_PARAMS)}")
+        raise file_error(path, f"adapter_type must be a string (got {raw!r})", f"Use one of {sorted(ADAPTER_PARAMS)}")
     if raw == LEGACY_DORA:
         for key, t in tensors.items():  # the first magnitude decides, as in the official loader
             if key.endswith(".magnitude"):
@@ -198,8 +199,9 @@ def _resolve_type(path: Path, raw: object, tensors: dict[str, torch.Tensor]) -> 
                 break
         return "dora-rows"
     if raw not in ADAPTER_PARAMS:
-        raise _fail(path, f"unknown adapter_type {raw!r} (expected one of {sorted(ADAPTER_PARAMS) + [LEGACY_DORA]})",
-                    "The file was made by an unsupported trainer or a newer version; update the node pack")
+        known = sorted(ADAPTER_PARAMS) + [LEGACY_DORA]
+        raise file_error(path, f"unknown adapter_type {raw!r} (expected one of {known})",
+                         "The file was made by an unsupported trainer or a newer version; update the node pack")
     return raw
 
 
@@ -220,16 +222,17 @@ def read_lora_file(path: str | Path) -> LoRAFile:
     """Read and check one official LoRA file (see the module docstring for the formats)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise _fail(path, "the file does not exist", "Check the path")
+        raise file_error(path, "the file does not exist", "Check the path")
     if path.suffix.lower() == ".safetensors":
         tensors, config = _read_safetensors(path)
     else:
         tensors, config = _read_checkpoint(path)
     if not tensors:
-        raise _fail(path, "the file holds no tensors", "Expected LoRA tensors (lora_A/lora_B, M_xs, ...)")
+        raise file_error(path, "the file holds no tensors", "Expected LoRA tensors (lora_A/lora_B, M_xs, ...)")
     bad = [k for k, v in tensors.items() if not isinstance(k, str) or not torch.is_tensor(v)]
     if bad:
-        raise _fail(path, f"state_dict entries that are not tensors (got {bad[:3]!r})", "Expected LoRA tensors only")
+        raise file_error(path, f"state_dict entries that are not tensors (got {bad[:3]!r})",
+                         "Expected LoRA tensors only")
     unknown_cfg = sorted(set(config) - set(CONFIG_KEYS))
     if unknown_cfg:
         logger.debug("Stable Audio 3 LoRA: %s: ignoring lora_config keys %s", path, unknown_cfg)
@@ -248,20 +251,21 @@ def read_lora_file(path: str | Path) -> LoRAFile:
             continue
         target, param, layer = split
         if not tensor.is_floating_point():
-            raise _fail(path, f"tensor {key!r} has dtype {tensor.dtype} (expected a float dtype)", "The file is corrupted")
+            raise file_error(path, f"tensor {key!r} has dtype {tensor.dtype} (expected a float dtype)",
+                             "The file is corrupted")
         if param == "magnitude" and tensor.dim() == 2:
             tensor = tensor.squeeze()  # legacy 2-D DoRA magnitudes
         layers.setdefault(target, {})[param] = tensor.float()  # fp16 file values -> fp32, as official
         prefixes[target] = layer
     if unconsumed:
-        raise _fail(path, f"{len(unconsumed)} tensor(s) are not {adapter_type} LoRA parameters "
-                    f"(got {unconsumed[:3]!r}; expected '<layer>{SLOT}<param>' with param in {list(wanted)})",
-                    "The file is not an SA3 LoRA of this adapter type, or its metadata is wrong")
+        raise file_error(path, f"{len(unconsumed)} tensor(s) are not {adapter_type} LoRA parameters "
+                         f"(got {unconsumed[:3]!r}; expected '<layer>{SLOT}<param>' with param in {list(wanted)})",
+                         "The file is not an SA3 LoRA of this adapter type, or its metadata is wrong")
     for target, params in layers.items():
         missing = [p for p in wanted if p not in params]
         if missing:
-            raise _fail(path, f"layer {prefixes[target]!r} lacks {missing} (got {sorted(params)})",
-                        "The file is incomplete or corrupted; export it again")
+            raise file_error(path, f"layer {prefixes[target]!r} lacks {missing} (got {sorted(params)})",
+                             "The file is incomplete or corrupted; export it again")
 
     ranks = sorted({r for params in layers.values() for p, t in params.items()
                     if (r := _tensor_rank(p, t)) is not None})
@@ -270,21 +274,21 @@ def read_lora_file(path: str | Path) -> LoRAFile:
         rank = int(rank)  # JSON written by other tools may say 4.0
     if rank is None:
         if len(ranks) != 1:
-            raise _fail(path, f"cannot infer one rank from the tensors (got ranks {ranks})",
-                        "Per-layer ranks are not supported; add 'rank' to lora_config")
+            raise file_error(path, f"cannot infer one rank from the tensors (got ranks {ranks})",
+                             "Per-layer ranks are not supported; add 'rank' to lora_config")
         rank = ranks[0]
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-        raise _fail(path, f"lora_config rank must be a positive integer (got {rank!r})", "Fix the LoRA's config")
+        raise file_error(path, f"lora_config rank must be a positive integer (got {rank!r})", "Fix the LoRA's config")
     for target, params in layers.items():
         for p, t in params.items():
             r = _tensor_rank(p, t)
             if r is not None and r != rank:
-                raise _fail(path, f"rank mismatch: {prefixes[target] + SLOT + p!r} has rank {r} "
-                            f"(shape {tuple(t.shape)}; expected rank {rank} from lora_config)",
-                            "The file's config and tensors disagree; re-export the LoRA")
+                raise file_error(path, f"rank mismatch: {prefixes[target] + SLOT + p!r} has rank {r} "
+                                 f"(shape {tuple(t.shape)}; expected rank {rank} from lora_config)",
+                                 "The file's config and tensors disagree; re-export the LoRA")
         if "M_xs" in params and params["M_xs"].shape != (rank, rank):
-            raise _fail(path, f"{prefixes[target] + SLOT}M_xs has shape {tuple(params['M_xs'].shape)} "
-                        f"(expected ({rank}, {rank}))", "The file is corrupted")
+            raise file_error(path, f"{prefixes[target] + SLOT}M_xs has shape {tuple(params['M_xs'].shape)} "
+                             f"(expected ({rank}, {rank}))", "The file is corrupted")
     alpha = config.get("alpha")
     alpha = float(rank if alpha is None else alpha)
     dropout = float(config.get("dropout") or 0.0)
@@ -300,7 +304,7 @@ def read_svd_bases(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tens
     ``weight name -> {"U", "V"}``."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise _fail(path, "the SVD bases file does not exist", "Check svd_bases_path")
+        raise file_error(path, "the SVD bases file does not exist", "Check svd_bases_path")
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -312,7 +316,7 @@ def read_svd_bases(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tens
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
             bases = {n: (d["U"], d["V"]) for n, d in raw.items()}
     except Exception as e:
-        raise _fail(path, f"the SVD bases cannot be read ({type(e).__name__}: {e})",
-                    "Expected the official svd_bases dict (weight name -> {'U', 'V'}) or a .safetensors "
-                    "with '<weight name>.U' / '.V' keys") from e
+        raise file_error(path, f"the SVD bases cannot be read ({type(e).__name__}: {e})",
+                         "Expected the official svd_bases dict (weight name -> {'U', 'V'}) or a .safetensors "
+                         "with '<weight name>.U' / '.V' keys") from e
     return {n: (u.float(), v.float()) for n, (u, v) in bases.items()}

@@ -228,7 +228,8 @@ def test_target_changes_only_its_part(tiny):
     info = model.lora.describe()[0]
     assert (info.strength_dit, info.strength_conditioner) == (0.0, 1.0)
 
-    with pytest.raises(ValueError, match=r"Stable Audio 3 LoRA: target must be None, 'dit' or 'conditioner' \(got 'vae'\)"):
+    with pytest.raises(ValueError,
+                       match=r"Stable Audio 3 LoRA: target must be None, 'dit' or 'conditioner' \(got 'vae'\)"):
         model.set_lora_strength(1.0, target="vae")
     with pytest.raises(ValueError, match=r"lora_index out of range \(got 3, expected 0..0"):
         model.set_lora_strength(1.0, lora_index=3)
@@ -377,7 +378,8 @@ def _bad_files(root: Path, name: str, tmp: Path) -> dict[str, tuple[Path, str]]:
                            extra={"model.transformer.project_in.parametrizations.weight.0.lora_A": torch.zeros(4, 3)}),
                   r"shape mismatch for 'model\.transformer\.project_in\.parametrizations\.weight\.0\.lora_A' "
                   r"\(got \(4, 3\), expected \(4, 32\)"),
-        "incomplete": (_rewrite(lora, tmp / "incomplete.safetensors", drop=lambda k: k.endswith("to_out.parametrizations.weight.0.lora_B")),
+        "incomplete": (_rewrite(lora, tmp / "incomplete.safetensors",
+                                drop=lambda k: k.endswith("to_out.parametrizations.weight.0.lora_B")),
                        r"lacks \['lora_B'\]"),
         "foreign param": (_rewrite(lora, tmp / "foreign.safetensors",
                                    extra={"model.preprocess_conv.parametrizations.weight.0.lora_up": torch.zeros(2)}),
@@ -469,7 +471,8 @@ def test_include_exclude_from_file(tiny):
                      if k.endswith(".weight") and not torch.equal(now[k], snap[k]))
     manifest_entry = [e for e in json.loads((fixture_root() / "manifest.json").read_text())["loras"][name]
                       if e["name"] == "bora"][0]
-    want = sorted(m.removeprefix("model.model.").removeprefix("conditioner.") for m in manifest_entry["adapted_modules"])
+    want = sorted(m.removeprefix("model.model.").removeprefix("conditioner.")
+                  for m in manifest_entry["adapted_modules"])
     assert changed == want
 
 
