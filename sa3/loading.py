@@ -102,17 +102,54 @@ def resolve_text_dir(model_dir: Path, repo_id: str | None, subfolder: str | None
     return hub_download(repo_id, TEXT_FILES, subfolder=sub, cache_dir=cache_dir, local_dir=local_dir)
 
 
-def read_checkpoint(path: str | Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Read every tensor of a safetensors file, converting floating tensors to ``dtype``."""
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _read_converted(fh, data_start: int, info: dict, dtype: torch.dtype) -> torch.Tensor:
+    """Read one tensor with plain file reads (no memory map) and convert it: only the converted
+    copy stays resident, the file's pages never count towards this process's memory."""
+    begin, end = info["data_offsets"]
+    raw = torch.empty(end - begin, dtype=torch.uint8)
+    fh.seek(data_start + begin)
+    if fh.readinto(memoryview(raw.numpy())) != end - begin:
+        raise RuntimeError("truncated tensor data")
+    return raw.view(_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"]).to(dtype)
+
+
+def read_checkpoint(path: str | Path, dtype: torch.dtype | None = None,
+                    dtype_by_prefix: dict[str, torch.dtype] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file.
+
+    Tensors kept in their stored dtype are zero-copy memory-mapped views: nothing is read until
+    used, and parts never used (the SAME encoder for text-to-audio) never become resident.
+    Floating tensors converted (``dtype`` for all, or ``dtype_by_prefix`` for keys starting with
+    a prefix) are read with plain file reads into the converted copy, so loading a bf16 model
+    from an fp32 file never holds the fp32 weights as well.
+    """
     path = Path(path)
     if not path.is_file():
         raise RuntimeError(f"Stable Audio 3: checkpoint {str(path)!r} does not exist.")
+    rules = dict(dtype_by_prefix or {})
     tensors = {}
     try:
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(header_len))
+            header.pop("__metadata__", None)
+            targets = {}
+            for key, info in header.items():
+                want = next((d for prefix, d in rules.items() if key.startswith(prefix)), dtype)
+                stored = _SAFETENSORS_DTYPES.get(info["dtype"])
+                if want is not None and stored is not None and stored.is_floating_point and stored != want:
+                    targets[key] = want
+            for key, want in targets.items():
+                tensors[key] = _read_converted(fh, 8 + header_len, header[key], want)
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():
-                t = f.get_tensor(key)
-                tensors[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+                if key not in tensors:
+                    tensors[key] = f.get_tensor(key)  # memory-mapped, zero-copy
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         if isinstance(e, RuntimeError) and str(e).startswith("Stable Audio 3"):
             raise

@@ -442,7 +442,10 @@ class StableAudioModel:
         config = ModelConfig.from_file(model_dir / "model_config.json")
         same_cfg = SAMEConfig.from_official(config.pretransform)
         weights = model_dir / WEIGHTS_FILE
-        parts = split_checkpoint(read_checkpoint(weights), weights)
+        # weights kept in the file's dtype stay memory-mapped; converted ones are read straight into
+        # their new dtype (no transient fp32 copy); the autoencoder is converted below if asked
+        convert = {} if device.type != "cpu" else {"model.model.": model_dtype, "conditioner.": model_dtype}
+        parts = split_checkpoint(read_checkpoint(weights, dtype_by_prefix=convert), weights)
 
         with torch.device("meta"):
             dit = DiT(config.dit)
