@@ -24,11 +24,18 @@ SVD_BASES_FILE = "svd_bases.safetensors"  # -XS LoRA bases, looked up beside the
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """One LoRA of a stack: file and per-target strengths (1.0 = as trained)."""
+    """One LoRA of a stack: file, per-target strengths (1.0 = as trained) and the official UI's
+    extras: the noise interval it is active in (None: always) and the DiT layers it leaves alone."""
 
     path: str
     strength_dit: float = 1.0
     strength_conditioner: float = 1.0
+    interval: tuple[float, float] | None = None  # active while interval[0] <= t <= interval[1]
+    layer_filter: str = ""  # comma-separated DiT layer-name parts where this LoRA is off
+
+    @property
+    def options(self) -> tuple:
+        return (self.interval, self.layer_filter)
 
     @property
     def name(self) -> str:
@@ -77,17 +84,20 @@ class SA3Conditioning:
         return len(self.prompts)
 
 
-def _applied(model: StableAudioModel) -> tuple[LoraSpec, ...]:
+def _applied(model: StableAudioModel) -> tuple[LoraSpec, ...] | None:
+    """The stack the modules carry; None when unknown (a failed sync)."""
     return getattr(model, "_sa3_nodes_loras", ())
 
 
 def sync_loras(handle: SA3Handle) -> None:
-    """Make the shared modules carry exactly ``handle.loras`` (files and strengths)."""
+    """Make the shared modules carry exactly ``handle.loras`` (files, strengths, intervals and
+    layer filters); options are re-applied only for LoRAs whose options differ from what the
+    modules carry (a freshly loaded LoRA carries none)."""
     model, wanted = handle.model, handle.loras
     current = _applied(model)
     if current == wanted:
         return
-    same_files = [s.path for s in current] == [s.path for s in wanted]
+    same_files = current is not None and [s.path for s in current] == [s.path for s in wanted]
     if not same_files:
         model.unload_lora()
         model._sa3_nodes_loras = ()
@@ -95,7 +105,14 @@ def sync_loras(handle: SA3Handle) -> None:
             bases = next((Path(s.path).parent / SVD_BASES_FILE for s in wanted
                           if (Path(s.path).parent / SVD_BASES_FILE).is_file()), None)
             model.load_lora([s.path for s in wanted], svd_bases_path=bases)
-    for i, spec in enumerate(wanted):
-        model.set_lora_strength(spec.strength_dit, lora_index=i, target="dit")
-        model.set_lora_strength(spec.strength_conditioner, lora_index=i, target="conditioner")
+        current = tuple(LoraSpec(s.path) for s in wanted)  # as loaded: no interval, no filter
+    try:
+        for i, spec in enumerate(wanted):
+            if spec.options != current[i].options:
+                model.set_lora_options(i, interval=spec.interval, layer_filter=spec.layer_filter)
+            model.set_lora_strength(spec.strength_dit, lora_index=i, target="dit")
+            model.set_lora_strength(spec.strength_conditioner, lora_index=i, target="conditioner")
+    except Exception:
+        model._sa3_nodes_loras = None  # half applied: the next sync reloads the whole stack
+        raise
     model._sa3_nodes_loras = wanted

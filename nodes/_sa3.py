@@ -12,11 +12,13 @@ if __package__ and "." in __package__:  # <pack>.nodes: the library is <pack>.sa
     from ..sa3 import audio, loading, pipeline  # noqa: F401
     from ..sa3.config import MODEL_REPOS, SAMPLES_PER_LATENT, ModelConfig  # noqa: F401
     from ..sa3.loading import CONFIG_FILE, TEXT_FOLDER, WEIGHTS_FILE  # noqa: F401
+    from ..sa3.lora_files import expand_brackets  # noqa: F401
     from ..sa3.sampling import SAMPLERS  # noqa: F401
 else:  # top-level ``nodes``: the library is installed or on sys.path
     from sa3 import audio, loading, pipeline  # noqa: F401
     from sa3.config import MODEL_REPOS, SAMPLES_PER_LATENT, ModelConfig  # noqa: F401
     from sa3.loading import CONFIG_FILE, TEXT_FOLDER, WEIGHTS_FILE  # noqa: F401
+    from sa3.lora_files import expand_brackets  # noqa: F401
     from sa3.sampling import SAMPLERS  # noqa: F401
 
 StableAudioModel = pipeline.StableAudioModel

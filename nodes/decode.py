@@ -7,6 +7,7 @@ from comfy_api.latest import io
 from . import comfy_models
 from ._adapters import RNG, error, make_audio, read_latent, restore_generator
 from ._sa3 import pipeline
+from ._validate import require_widgets, widget_error
 from .loaders import _require_model
 from .types import CATEGORY, SA3Model
 
@@ -40,8 +41,13 @@ class SA3Decode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, chunked=None) -> bool | str:
+        return widget_error(cls, NODE, chunked=chunked) or True
+
+    @classmethod
     def execute(cls, model, latent, chunked, trim) -> io.NodeOutput:
         handle = _require_model(model, NODE)
+        require_widgets(cls, NODE, chunked=chunked)
         config = handle.config
         samples, durations = read_latent(latent, NODE, "latent", config.latent_channels)
         plan = pipeline.plan_latents(config, durations)

@@ -9,6 +9,7 @@ from . import comfy_models
 from ._adapters import (DURATIONS, SOURCE, check_durations, check_regions, error, make_latent, parse_durations,
                         parse_regions, read_audio, read_latent)
 from ._sa3 import pipeline
+from ._validate import require_widgets, widget_error
 from .conditioning import MAX_SECONDS
 from .loaders import _require_model
 from .types import CATEGORY, SA3Model
@@ -161,9 +162,9 @@ class SA3InpaintMask(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, mode=None, regions=None):
-        if mode is not None and mode not in MASK_MODES:
-            return error("Inpaint Mask", f"mode {mode!r} is unknown (got {mode!r}, expected one of {MASK_MODES}). "
-                                         "Pick regions or continuation.")
+        message = widget_error(cls, "Inpaint Mask", mode=mode)
+        if message is not None:
+            return message
         if mode != "regions" or regions is None:
             return True
         try:
@@ -174,6 +175,7 @@ class SA3InpaintMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent, mode, regions, keep_seconds) -> io.NodeOutput:
+        require_widgets(cls, "Inpaint Mask", mode=mode)
         if not isinstance(latent, dict) or DURATIONS not in latent:
             raise ValueError(error("Inpaint Mask", "latent carries no SA3 durations (expected the output of SA3 Empty "
                                                    "Latent). Connect SA3 Empty Latent."))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import folder_paths
@@ -13,7 +14,8 @@ from comfy_api.latest import io
 from . import comfy_models
 from ._adapters import error
 from ._handle import LoraSpec, SA3Handle, sync_loras
-from ._sa3 import CONFIG_FILE, MODEL_REPOS, TEXT_FOLDER, WEIGHTS_FILE, ModelConfig, loading, pipeline
+from ._validate import require_widgets, widget_error
+from ._sa3 import CONFIG_FILE, MODEL_REPOS, TEXT_FOLDER, WEIGHTS_FILE, ModelConfig, expand_brackets, loading, pipeline
 from .types import CATEGORY, SA3Model
 
 logger = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 ATTENTIONS = ["auto", "sdpa", "flash", "math"]
 PADDING_MODES = list(pipeline.PADDING_MODES)
 LORA_TARGETS = {"dit and conditioner": None, "dit": "dit", "conditioner": "conditioner"}
+ALWAYS = (0.0, 1.0)  # t_from, t_to of a LoRA active at every step
 
 
 # --- model folders ----------------------------------------------------------------------------
@@ -77,14 +80,25 @@ def _check_model_name(model_name: str, download: bool) -> str | None:
                                          f"huggingface.co/{MODEL_REPOS[model_name]} there, or turn on download.")
         return None
     try:
-        ModelConfig.from_file(folder / CONFIG_FILE)
+        config = ModelConfig.from_file(folder / CONFIG_FILE)
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         return error("Model Loader", f"model_name {model_name!r} is not a Stable Audio 3 model (got "
                                      f"{folder / CONFIG_FILE}: {e}). Pick an official SA3 folder.")
     if not (folder / WEIGHTS_FILE).is_file():
         return error("Model Loader", f"model_name {model_name!r} has no weights (got no {folder / WEIGHTS_FILE}, "
                                      f"expected {WEIGHTS_FILE} beside {CONFIG_FILE}). Copy the checkpoint there.")
+    text, repo = _text_folder(folder, config)
+    if not (text / "config.json").is_file() and not (download and repo):
+        where = f" of huggingface.co/{repo}" if repo else ""
+        return error("Model Loader", f"model_name {model_name!r} has no text encoder (got no {text}/config.json, "
+                                     f"expected the {text.name}/ folder{where} beside {WEIGHTS_FILE}). Copy that "
+                                     f"folder there{', or turn on download' if repo else ''}.")
     return None
+
+
+def _text_folder(folder: Path, config) -> tuple[Path, str | None]:
+    """The T5Gemma folder the model reads and the hub repo that holds it (None: local only)."""
+    return folder / (config.text.subfolder or TEXT_FOLDER), config.text.model_path or config.text.repo_id
 
 
 def _resolve(model_name: str, download: bool) -> Path:
@@ -93,6 +107,10 @@ def _resolve(model_name: str, download: bool) -> Path:
         raise ValueError(message)
     folder = _model_folders().get(model_name)
     if folder is not None:
+        text, repo = _text_folder(folder, ModelConfig.from_file(folder / CONFIG_FILE))
+        if not (text / "config.json").is_file():  # download is on (checked above): fetch it into the folder
+            logger.info("Stable Audio 3: downloading the text encoder of %s into %s", repo, text)
+            loading.resolve_text_dir(folder, repo, text.name, local_dir=folder)
         return folder
     target = _download_target(model_name)
     logger.info("Stable Audio 3: downloading %s into %s", MODEL_REPOS[model_name], target)
@@ -143,13 +161,17 @@ class SA3ModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_name=None, download=None) -> bool | str:
-        if model_name is None:
-            return True
-        return _check_model_name(model_name, bool(download)) or True
+    def validate_inputs(cls, model_name=None, precision=None, attention=None, padding_mode=None,
+                        download=None) -> bool | str:
+        message = widget_error(cls, "Model Loader", precision=precision, attention=attention,
+                               padding_mode=padding_mode)
+        if message is None and model_name is not None:
+            message = _check_model_name(model_name, bool(download))
+        return message or True
 
     @classmethod
     def execute(cls, model_name, precision, attention, padding_mode, download) -> io.NodeOutput:
+        require_widgets(cls, "Model Loader", precision=precision, attention=attention, padding_mode=padding_mode)
         folder = _resolve(model_name, download)
         return io.NodeOutput(comfy_models.load_model(folder, model_name, precision, attention, padding_mode))
 
@@ -164,6 +186,21 @@ def _require_model(model, node: str) -> SA3Handle:
     return model
 
 
+def _lora_interval(t_from: float, t_to: float) -> tuple[float, float] | None:
+    """The LoRA's active noise interval; None for the whole range (no per-step switching)."""
+    if (float(t_from), float(t_to)) == ALWAYS:
+        return None
+    return (float(t_from), float(t_to))
+
+
+def _unmatched_filters(dit, layer_filter: str) -> list[str]:
+    """layer_filter entries (as written) that match no layer name of the DiT (sa3's matching:
+    lower-cased substrings, [a-b] ranges expanded)."""
+    names = [name for name, _ in dit.named_modules() if name]
+    entries = [e.strip() for e in layer_filter.split(",") if e.strip()]
+    return [e for e in entries if not any(x in n for x in expand_brackets(e.lower()) for n in names)]
+
+
 class SA3LoraLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -172,35 +209,87 @@ class SA3LoraLoader(io.ComfyNode):
             display_name="SA3 LoRA Loader",
             category=CATEGORY,
             description="Adds a LoRA from models/loras to the model's LoRA chain (chain several of these nodes to "
-                        "stack LoRAs in order). Returns a new model; the loader's output is left unchanged.",
+                        "stack LoRAs in order). Returns a new model; the loader's output is left unchanged. "
+                        "Optionally limit the LoRA to part of the sampling (t_from..t_to) or keep it off some layers "
+                        "(layer_filter).",
             inputs=[
                 SA3Model.Input("model", tooltip="The SA3 model (from the loader or another LoRA node)."),
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
                                tooltip="A Stable Audio 3 LoRA file (.safetensors or Lightning .ckpt) in models/loras. "
                                        "-XS LoRAs use svd_bases.safetensors from the same folder."),
                 io.Float.Input("strength_dit", default=1.0, min=-10.0, max=10.0, step=0.01,
-                               tooltip="Strength on the diffusion transformer; 1 = as trained, 0 = off."),
+                               tooltip="Strength on the diffusion transformer (the sound itself); 1 = as trained, "
+                                       "0 = off, negative values push away from the LoRA's style."),
                 io.Float.Input("strength_conditioner", default=1.0, min=-10.0, max=10.0, step=0.01,
-                               tooltip="Strength on the conditioner (the seconds embedding); 1 = as trained."),
+                               tooltip="Strength on the conditioner (how the requested seconds are embedded); "
+                                       "1 = as trained, 0 = off."),
+                io.Float.Input("t_from", default=ALWAYS[0], min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="Start of the noise range where this LoRA is active (t runs from 1 = pure "
+                                       "noise at the first step to 0 = finished audio; the LoRA applies while "
+                                       "t_from <= t <= t_to). Raise it (e.g. 0.5) to apply the LoRA only early in "
+                                       "sampling (high t), where it shapes the structure: rhythm, arrangement, "
+                                       "form. 0 with t_to 1 = always."),
+                io.Float.Input("t_to", default=ALWAYS[1], min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="End of the noise range where this LoRA is active (0..1, at least t_from). "
+                                       "Lower it (e.g. 0.5) to apply the LoRA only late in sampling (low t), where "
+                                       "it shapes the texture: timbre, mix, detail, over the base model's "
+                                       "structure. 1 = from the first step."),
+                io.String.Input("layer_filter", default="", optional=True,
+                                tooltip="Layers of the diffusion transformer where this LoRA is switched off: "
+                                        "comma-separated parts of layer names, e.g. 'cross_attn' (the base model "
+                                        "reads the prompt), 'self_attn', 'ff', or 'transformer.layers.[0-3]' (the "
+                                        "first four blocks; [a-b] is a range). Empty: every layer."),
             ],
             outputs=[SA3Model.Output(display_name="model", tooltip="The model with this LoRA appended to its chain.")],
         )
 
     @classmethod
-    def execute(cls, model, lora_name, strength_dit, strength_conditioner) -> io.NodeOutput:
+    def validate_inputs(cls, t_from=None, t_to=None) -> bool | str:
+        # lora_name (a list of the user's files) is checked first thing in execute: the shipped
+        # workflows name LoRAs the user supplies, and their lint runs validate_inputs without them.
+        message = widget_error(cls, "LoRA Loader", t_from=t_from, t_to=t_to)
+        if message is None and t_from is not None and t_to is not None and t_from > t_to:
+            message = _interval_message(t_from, t_to)
+        return message or True
+
+    @classmethod
+    def execute(cls, model, lora_name, strength_dit, strength_conditioner, t_from=ALWAYS[0], t_to=ALWAYS[1],
+                layer_filter="") -> io.NodeOutput:
         handle = _require_model(model, "LoRA Loader")
-        path = folder_paths.get_full_path("loras", lora_name)
-        if path is None:
-            raise ValueError(error("LoRA Loader", f"lora_name {lora_name!r} is not in models/loras (got "
-                                                  f"{lora_name!r}, expected one of the listed files). Refresh the "
-                                                  "node list."))
-        new = handle.with_loras(handle.loras + (LoraSpec(path, float(strength_dit), float(strength_conditioner)),))
+        require_widgets(cls, "LoRA Loader", t_from=t_from, t_to=t_to)
+        message = _check_lora_name(lora_name)
+        if message is not None:
+            raise ValueError(message)
+        if t_from > t_to:
+            raise ValueError(_interval_message(t_from, t_to))
+        unmatched = _unmatched_filters(handle.model.dit, layer_filter or "")
+        if unmatched:
+            raise ValueError(error("LoRA Loader", f"layer_filter entry {unmatched[0]!r} matches no layer of the "
+                                                  f"model (got {layer_filter!r}, expected parts of layer names such "
+                                                  "as 'cross_attn', 'self_attn', 'ff' or 'transformer.layers.0'). "
+                                                  "Fix the spelling or clear layer_filter."))
+        spec = LoraSpec(folder_paths.get_full_path("loras", lora_name), float(strength_dit),
+                        float(strength_conditioner), interval=_lora_interval(t_from, t_to),
+                        layer_filter=(layer_filter or "").strip())
+        new = handle.with_loras(handle.loras + (spec,))
         try:
             sync_loras(new)  # fail here, naming the file, rather than in the sampler
         except (ValueError, RuntimeError) as e:  # sa3's LoRALoadError is a RuntimeError
             raise ValueError(error("LoRA Loader", f"lora_name {lora_name!r} does not fit {handle.name!r} ({e}). "
                                                   "Use a LoRA trained for this model.")) from e
         return io.NodeOutput(new)
+
+
+def _check_lora_name(lora_name: str) -> str | None:
+    if folder_paths.get_full_path("loras", lora_name) is None:
+        return error("LoRA Loader", f"lora_name {lora_name!r} is not in models/loras (got {lora_name!r}, expected "
+                                    "one of the listed files). Refresh the node list.")
+    return None
+
+
+def _interval_message(t_from: float, t_to: float) -> str:
+    return error("LoRA Loader", f"t_from {t_from:g} is above t_to {t_to:g} (got t_from {t_from:g}, t_to {t_to:g}, "
+                                "expected t_from <= t_to). Swap the two values.")
 
 
 class SA3LoraStrength(io.ComfyNode):
@@ -225,8 +314,13 @@ class SA3LoraStrength(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, target=None) -> bool | str:
+        return widget_error(cls, "LoRA Strength", target=target) or True
+
+    @classmethod
     def execute(cls, model, lora_index, target, strength) -> io.NodeOutput:
         handle = _require_model(model, "LoRA Strength")
+        require_widgets(cls, "LoRA Strength", target=target)
         n = len(handle.loras)
         if n == 0:
             raise ValueError(error("LoRA Strength", "model has no LoRA (got 0 LoRAs, expected at least 1). Put SA3 "
@@ -238,7 +332,7 @@ class SA3LoraStrength(io.ComfyNode):
         loras = list(handle.loras)
         for i, spec in enumerate(loras):
             if lora_index in (0, i + 1):
-                loras[i] = LoraSpec(spec.path,
-                                    float(strength) if part in (None, "dit") else spec.strength_dit,
-                                    float(strength) if part in (None, "conditioner") else spec.strength_conditioner)
+                dit = float(strength) if part in (None, "dit") else spec.strength_dit
+                conditioner = float(strength) if part in (None, "conditioner") else spec.strength_conditioner
+                loras[i] = replace(spec, strength_dit=dit, strength_conditioner=conditioner)  # options stay
         return io.NodeOutput(handle.with_loras(loras))

@@ -18,6 +18,7 @@ from . import comfy_models
 from ._adapters import RNG, SOURCE, check_regions, error, make_latent, read_latent, save_generator
 from ._handle import SA3Conditioning, sync_loras
 from ._sa3 import SAMPLERS, pipeline
+from ._validate import require_widgets, widget_error
 from .latents import encode_sources
 from .loaders import _require_model
 from .types import CATEGORY, SA3Model
@@ -137,9 +138,14 @@ class SA3Sampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, sampler=None) -> bool | str:
+        return widget_error(cls, NODE, sampler=sampler) or True
+
+    @classmethod
     def execute(cls, model, positive, latent, seed, steps, cfg, sampler, apg_scale, negative=None, init_latent=None,
                 init_noise_level=1.0, inpaint_mask=None, inpaint_source=None, preview_every=0) -> io.NodeOutput:
         handle = _require_model(model, NODE)
+        require_widgets(cls, NODE, sampler=sampler)
         config = handle.config
         samples, durations = read_latent(latent, NODE, "latent", config.latent_channels)
         if inpaint_mask is not None and inpaint_source is None:

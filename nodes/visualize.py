@@ -20,6 +20,7 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error, parse_regions, read_audio
+from ._validate import require_widgets, widget_error
 from .types import CATEGORY, SA3InpaintMask
 
 if __package__ and "." in __package__:  # <pack>.nodes: the library is <pack>.sa3 (see _sa3.py)
@@ -102,7 +103,10 @@ class SA3Spectrogram(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, regions=None, fmin=None, fmax=None, width=None):
+    def validate_inputs(cls, regions=None, fmin=None, fmax=None, width=None, colormap=None):
+        message = widget_error(cls, NODE, width=width, fmin=fmin, fmax=fmax, colormap=colormap)
+        if message is not None:
+            return message
         if width is not None and 0 < width < spectrogram.WIDTH_RANGE[0]:
             return error(NODE, f"width {width} is too small (got {width}, expected 0 or >= "
                                f"{spectrogram.WIDTH_RANGE[0]}). Raise width or set 0 to use px_per_second.")
@@ -119,6 +123,7 @@ class SA3Spectrogram(io.ComfyNode):
     @classmethod
     def execute(cls, audio, height, width, px_per_second, colormap, fmin, fmax, db_floor, normalize, waveform,
                 inpaint_mask=None, regions="") -> io.NodeOutput:
+        require_widgets(cls, NODE, colormap=colormap)
         items = read_audio(audio, NODE, "audio")  # [(sr, (C, S))]
         sample_rate = items[0][0]
         waves = torch.stack([wav for _, wav in items])  # (B, C, S)

@@ -191,6 +191,41 @@ def test_bad_input_is_refused_at_validation_naming_the_input(server):
     assert "Stable Audio 3 Text Encode: prompt has no non-empty line" in errors[0]["details"]
 
 
+def test_unknown_combo_value_is_refused_at_validation(server):
+    """ComfyUI 0.3.64 does not check V3 combo values itself; the node's validate_inputs does."""
+    graph = t2a_graph()
+    graph["4"]["inputs"]["sampler"] = "ddim"
+    status, body = server.post("/prompt", {"prompt": graph})
+    assert status == 400, body
+    (error,) = body["node_errors"]["4"]["errors"]
+    assert error["type"] == "custom_validation_failed" and error["extra_info"]["input_name"] == "sampler"
+    assert error["details"] == (
+        "sampler - Stable Audio 3 Sampler: sampler 'ddim' is not one of its choices (got 'ddim', expected one of "
+        "['default for the model', 'pingpong', 'euler', 'dpmpp', 'rk4']). Pick a value from the list.")
+
+
+def _lora_graph(**options) -> dict:
+    graph = t2a_graph(seed=3)
+    inputs = {"model": ["1", 0], "lora_name": "tiny-small/lora.safetensors", "strength_dit": 1.0,
+              "strength_conditioner": 1.0, **options}
+    graph["7"] = {"class_type": "SA3LoraLoader", "inputs": inputs}
+    for node in ("2", "3", "4", "5"):
+        graph[node]["inputs"]["model"] = ["7", 0]
+    return graph
+
+
+def test_lora_interval_and_layer_filter(server):
+    if not (fixture_root() / "loras" / "tiny-small" / "lora.safetensors").is_file():
+        pytest.skip("no LoRA fixtures")
+    status, body = server.post("/prompt", {"prompt": _lora_graph(t_from=0.9, t_to=0.2)})
+    assert status == 400, body
+    messages = [e["details"] for e in body["node_errors"]["7"]["errors"]]
+    assert any("t_from 0.9 is above t_to 0.2" in m for m in messages), messages
+    entry = server.run(_lora_graph(t_from=0.5, t_to=1.0, layer_filter="cross_attn"))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+    assert entry["outputs"]["6"]["audio"]
+
+
 def test_interrupt_stops_a_long_run_and_the_server_stays_usable(server):
     status, body = server.post("/prompt", {"prompt": t2a_graph(seed=21, steps=1000, duration=60.0)})
     assert status == 200, body

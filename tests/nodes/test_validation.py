@@ -103,8 +103,8 @@ def test_inpaint_mask_errors(regions, message):
 
 def test_inpaint_mask_unknown_mode():
     assert nodes.SA3InpaintMask.validate_inputs(mode="everything", regions="1-2") == (
-        "Stable Audio 3 Inpaint Mask: mode 'everything' is unknown (got 'everything', expected one of ['regions', "
-        "'continuation']). Pick regions or continuation.")
+        "Stable Audio 3 Inpaint Mask: mode 'everything' is not one of its choices (got 'everything', expected one of "
+        "['regions', 'continuation']). Pick a value from the list.")
 
 
 def test_inpaint_mask_regions_and_continuation():
