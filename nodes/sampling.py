@@ -112,8 +112,10 @@ class SA3Sampler(io.ComfyNode):
                 io.Combo.Input("sampler", options=[DEFAULT_SAMPLER, *SAMPLERS], default=DEFAULT_SAMPLER,
                                tooltip="Sampler. Default: pingpong for distilled models, euler for base models."),
                 io.Float.Input("apg_scale", default=1.0, min=0.0, max=10.0, step=0.05,
-                               tooltip="Adaptive projected guidance: 1 = plain CFG; other values re-weight the "
-                                       "guidance component parallel to the prediction. Used when cfg > 1."),
+                               tooltip="Adaptive projected guidance (used when cfg > 1). 1 = APG, the official "
+                                       "default: only the part of the guidance orthogonal to the prediction is "
+                                       "applied, which avoids harsh over-saturation at high cfg; 0 = plain CFG; "
+                                       "values in between blend the two."),
                 SA3ConditioningType.Input("negative", optional=True,
                                           tooltip="Negative conditioning from SA3 Text Encode (used when cfg > 1). "
                                                   "Unconnected: no negative prompt."),
