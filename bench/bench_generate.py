@@ -134,14 +134,19 @@ def fmt_table(rows: list[tuple]) -> str:
     return "\n".join("  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """Options shared with compare_reference.py: which model, durations, steps, our precision."""
     parser.add_argument("--model", help="model folder (default: random full-size small-music under /tmp)")
     parser.add_argument("--durations", type=float, nargs="+", default=[5, 30, 120])
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--dtype", default="fp32", help="DiT/conditioner dtype: fp32, bf16, fp16")
-    parser.add_argument("--text-dtype", default=None, help="T5Gemma dtype (default: the checkpoint's)")
+    parser.add_argument("--dtype", default="fp32", help="our DiT/conditioner dtype: fp32, bf16, fp16")
+    parser.add_argument("--text-dtype", default=None, help="our T5Gemma dtype (default: the checkpoint's, bf16)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_args(parser)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per duration after a warm-up (0: no warm-up)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

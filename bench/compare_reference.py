@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import STAGES, StageMonitor, fmt_table, load_ours, run_stages, wrap  # noqa: E402
+from bench_generate import STAGES, StageMonitor, add_run_args, fmt_table, load_ours, run_stages, wrap  # noqa: E402
 
 
 def load_official(model_dir: Path, monitor: StageMonitor):
@@ -74,12 +74,7 @@ def bench(label, load, monitor, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model folder (default: random full-size small-music under /tmp)")
-    parser.add_argument("--durations", type=float, nargs="+", default=[5, 30, 120])
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--dtype", default="fp32", help="our DiT/conditioner dtype: fp32, bf16, fp16")
-    parser.add_argument("--text-dtype", default=None, help="our T5Gemma dtype (default: the checkpoint's, bf16)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    add_run_args(parser)
     parser.add_argument("--official-first", action="store_true", help="run the official model first")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
