@@ -38,9 +38,11 @@ def default_device() -> torch.device:
 
 
 def hub_download(repo_id: str, filenames: list[str], *, subfolder: str | None = None,
-                 cache_dir: str | Path | None = None, local_dir: str | Path | None = None) -> Path:
+                 cache_dir: str | Path | None = None, local_dir: str | Path | None = None,
+                 download: bool = True) -> Path:
     """Download files of a hub repo (honours HF_TOKEN, HF_HUB_OFFLINE and the HF cache) and return
-    the folder holding them. Optional files (tokenizer extras) may be missing."""
+    the folder holding them. Optional files (tokenizer extras) may be missing. ``download=False``
+    only looks in the local cache."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError)
@@ -49,7 +51,7 @@ def hub_download(repo_id: str, filenames: list[str], *, subfolder: str | None = 
     for name in filenames:
         try:
             path = hf_hub_download(repo_id, name, subfolder=subfolder, cache_dir=cache_dir, local_dir=local_dir,
-                                   token=os.environ.get("HF_TOKEN"))
+                                   token=os.environ.get("HF_TOKEN"), local_files_only=not download)
         except GatedRepoError as e:
             raise RuntimeError(
                 f"Stable Audio 3: {repo_id!r} is a gated model. Accept its license on huggingface.co/{repo_id} "
@@ -71,7 +73,7 @@ def hub_download(repo_id: str, filenames: list[str], *, subfolder: str | None = 
 
 
 def resolve_model_dir(name_or_path: str | Path, *, cache_dir: str | Path | None = None,
-                      local_dir: str | Path | None = None) -> Path:
+                      local_dir: str | Path | None = None, download: bool = True) -> Path:
     """A local official folder, or one of the six model names downloaded from the hub."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -86,20 +88,22 @@ def resolve_model_dir(name_or_path: str | Path, *, cache_dir: str | Path | None 
         raise ValueError(
             f"Stable Audio 3: unknown model {name!r}: neither a folder nor one of {sorted(MODEL_REPOS)}."
         )
-    folder = hub_download(MODEL_REPOS[name], [CONFIG_FILE, WEIGHTS_FILE], cache_dir=cache_dir, local_dir=local_dir)
-    return folder
+    return hub_download(MODEL_REPOS[name], [CONFIG_FILE, WEIGHTS_FILE], cache_dir=cache_dir, local_dir=local_dir,
+                        download=download)
 
 
 def resolve_text_dir(model_dir: Path, repo_id: str | None, subfolder: str | None, *,
-                     cache_dir=None, local_dir=None) -> Path:
-    """The model folder's own text-encoder subfolder, else the repo the config names."""
+                     cache_dir=None, local_dir=None, download: bool = True) -> Path:
+    """The model folder's own text-encoder subfolder, else the repo the config names (from the
+    local cache only with ``download=False``)."""
     sub = subfolder or TEXT_FOLDER
     local = model_dir / sub
     if (local / "config.json").is_file():
         return local
     if repo_id is None:
         raise RuntimeError(f"Stable Audio 3: text encoder folder {str(local)!r} is missing.")
-    return hub_download(repo_id, TEXT_FILES, subfolder=sub, cache_dir=cache_dir, local_dir=local_dir)
+    return hub_download(repo_id, TEXT_FILES, subfolder=sub, cache_dir=cache_dir, local_dir=local_dir,
+                        download=download)
 
 
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

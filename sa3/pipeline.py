@@ -424,7 +424,7 @@ class StableAudioModel:
                         dtype: str | torch.dtype | None = None, *, attention: str = "auto",
                         padding_mode: str = "exact", text_dtype: str | torch.dtype | None = None,
                         autoencoder_dtype: str | torch.dtype | None = "fp32",
-                        cache_dir: str | Path | None = None) -> "StableAudioModel":
+                        cache_dir: str | Path | None = None, download: bool = True) -> "StableAudioModel":
         """Load one of the six official models by name, or an official local folder.
 
         dtype: DiT and conditioner precision ("auto": fp16 on CUDA, fp32 elsewhere, as official).
@@ -432,13 +432,14 @@ class StableAudioModel:
         as trained) or "reference" (the official CPU behaviour the golden fixtures pin).
         text_dtype: T5Gemma precision (None keeps the checkpoint's, bf16 for official files).
         autoencoder_dtype: SAME precision (fp32 by default: half precision hurts SAME attention).
+        download: fetch missing official files from the hub (False: local folders and cache only).
         """
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"Stable Audio 3: padding_mode must be one of {PADDING_MODES} (got {padding_mode!r}).")
         device = torch.device(device) if device is not None else default_device()
         backend = resolve_backend(attention, device)
         model_dtype = _resolve_dtype(dtype, device)
-        model_dir = resolve_model_dir(name_or_path, cache_dir=cache_dir)
+        model_dir = resolve_model_dir(name_or_path, cache_dir=cache_dir, download=download)
         config = ModelConfig.from_file(model_dir / "model_config.json")
         same_cfg = SAMEConfig.from_official(config.pretransform)
         weights = model_dir / WEIGHTS_FILE
@@ -460,7 +461,7 @@ class StableAudioModel:
         autoencoder.attention_backend = backend
 
         text_dir = resolve_text_dir(model_dir, config.text.model_path or config.text.repo_id, config.text.subfolder,
-                                    cache_dir=cache_dir)
+                                    cache_dir=cache_dir, download=download)
         text_encoder = TextEncoder.from_folder(text_dir, config.text,
                                                dtype=_resolve_dtype(text_dtype, device) if text_dtype else None)
         text_encoder.to(device)

@@ -23,11 +23,8 @@ import json
 import math
 import os
 import shutil
-import socket
 import struct
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import wave
@@ -35,26 +32,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.comfy_server import PACK_NAME, ComfyServer, requires_comfyui
 from tests.conftest import REPO, fixture_root
 
 sys.path.insert(0, str(REPO / "workflows"))
 import check_workflows as cw  # noqa: E402
 from sa3 import comfy_run  # noqa: E402
 
-COMFYUI = os.environ.get("COMFYUI_PATH")
-PACK_NAME = "sa3_e2e_pack"  # the checkout's name in the temporary custom_nodes folder
 SAMPLE_RATE = 44100
 SOURCE_SECONDS = 12.0  # length of the generated LoadAudio input
 E2E_SECONDS = "6"  # the durations the runs use (the workflows' own 10-30 s work too, only slower)
 FULL = os.environ.get("SA3_E2E_FULL") == "1"  # run the workflows exactly as shipped (their own durations)
 LORA_FILES = {"sa3-style-lora.safetensors": "lora.safetensors", "sa3-detail-lora.safetensors": "dora-cols.safetensors"}
 MODEL_NAMES = ("small-music", "small-music-base")
-START_TIMEOUT = 180
 RUN_TIMEOUT = 900
 
-pytestmark = pytest.mark.skipif(
-    not COMFYUI, reason="COMFYUI_PATH is not set: set it to a ComfyUI checkout (and COMFYUI_PYTHON to its interpreter) "
-                        "to run the end-to-end workflow test")
+pytestmark = requires_comfyui
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -92,22 +85,6 @@ def write_wav(path: Path, seconds: float, sample_rate: int = SAMPLE_RATE) -> Non
         w.writeframes(bytes(frames))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_json(url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def expected_samples(prompt: dict) -> list[int]:
     """Per output file, the length SA3 Decode gives: the duration when all items share it, else the
     padded plan length (``sa3.pipeline.plan_latents``)."""
@@ -128,56 +105,11 @@ def expected_samples(prompt: dict) -> list[int]:
 # --- the server -------------------------------------------------------------------------------
 
 
-class Server:
-    def __init__(self, root: Path, port: int):
-        self.root, self.port = root, port
-        self.address = f"127.0.0.1:{port}"
-        self.url = f"http://{self.address}"
-        self.log_path = root / "comfyui.log"
-        self.proc: subprocess.Popen | None = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self, python: str, comfyui: Path, config: Path) -> None:
-        dirs = {name: self.root / name for name in ("input", "output", "temp", "user")}
-        cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--extra-model-paths-config", str(config), "--disable-all-custom-nodes",
-               "--whitelist-custom-nodes", PACK_NAME, "--database-url", "sqlite:///:memory:",
-               "--input-directory", str(dirs["input"]), "--output-directory", str(dirs["output"]),
-               "--temp-directory", str(dirs["temp"]), "--user-directory", str(dirs["user"])]
-        self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=comfyui, stdout=self.log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/system_stats", timeout=2):
-                    return
-            except (urllib.error.URLError, ConnectionError, socket.timeout):
-                time.sleep(0.5)
-        raise RuntimeError(f"ComfyUI did not answer within {START_TIMEOUT} s:\n{self.log()[-4000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None:
-            self.log_file.close()
-
-
-def prepare_root(root: Path) -> Path:
-    """Temporary custom_nodes / models / input folders; returns the extra_model_paths config."""
+def prepare_models(root: Path) -> dict[str, Path]:
+    """Model folders where the workflows' names are the tiny fixtures; writes the LoadAudio input."""
     fixtures = fixture_root()
     if fixtures is None or not (fixtures / "tiny-small").is_dir():
         pytest.skip("tiny-small fixture not found (set SA3_FIXTURES)")
-    (root / "custom_nodes").mkdir(parents=True)
-    (root / "custom_nodes" / PACK_NAME).symlink_to(REPO, target_is_directory=True)
     models = root / "models" / "stable_audio_3"
     models.mkdir(parents=True)
     for name in MODEL_NAMES:
@@ -186,28 +118,16 @@ def prepare_root(root: Path) -> Path:
     loras.mkdir(parents=True)
     for name, source in LORA_FILES.items():
         shutil.copyfile(fixtures / "loras" / "tiny-small" / source, loras / name)
-    for name in ("input", "output", "temp", "user"):
-        (root / name).mkdir()
-    write_wav(root / "input" / "sa3_input.wav", SOURCE_SECONDS)
-    config = root / "extra_model_paths.yaml"
-    config.write_text(f"sa3_e2e:\n    base_path: {root}\n    custom_nodes: custom_nodes\n"
-                      f"    stable_audio_3: models/stable_audio_3\n    loras: models/loras\n")
-    return config
+    return {"stable_audio_3": models, "loras": loras}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    comfyui = Path(COMFYUI)
-    if not (comfyui / "main.py").is_file():
-        pytest.fail(f"COMFYUI_PATH={COMFYUI!r} is not a ComfyUI checkout (no main.py)")
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     root = tmp_path_factory.mktemp("comfyui-e2e")
-    config = prepare_root(root)
-    port = int(os.environ.get("COMFYUI_E2E_PORT", 0)) or free_port()
-    srv = Server(root, port)
+    srv = ComfyServer(root, prepare_models(root))
+    write_wav(srv.dirs["input"] / "sa3_input.wav", SOURCE_SECONDS)
     try:
-        srv.start(python, comfyui, config)
-        yield srv
+        yield srv.start()
     finally:
         srv.stop()
         if os.environ.get("SA3_E2E_KEEP_LOG"):
@@ -220,8 +140,7 @@ def server(tmp_path_factory):
 def test_pack_loads_without_errors(server):
     log = server.log()
     assert "IMPORT FAILED" not in log, log[-4000:]
-    status, info = http_json(f"{server.url}/object_info")
-    assert status == 200
+    info = server.get("/object_info")
     pack = cw.load_pack_nodes()
     missing = sorted(set(pack) - set(info))
     assert not missing, f"nodes missing from /object_info: {missing}\n{log[-4000:]}"
@@ -255,8 +174,7 @@ def test_every_workflow_pair_checks_against_the_server(server):
 
 
 def test_templates_list_the_ui_workflows_only(server):
-    status, templates = http_json(f"{server.url}/workflow_templates")
-    assert status == 200
+    templates = server.get("/workflow_templates")
     assert sorted(templates.get(PACK_NAME, [])) == cw.workflow_names()
     with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{PACK_NAME}/text_to_audio.json") as resp:
         assert "nodes" in json.loads(resp.read())
@@ -290,7 +208,7 @@ def test_workflow_runs_to_audio_of_the_planned_length(server, name, tmp_path):
 
 
 def _queue(server, prompt: dict) -> tuple[int, dict]:
-    return http_json(f"{server.url}/prompt", {"prompt": prompt})
+    return server.post("/prompt", {"prompt": prompt})
 
 
 @pytest.mark.parametrize("node_id, field, value, error_type", [

@@ -13,120 +13,27 @@ temporary custom_nodes folder and the tiny fixture models are found through
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, fixture_root
+from tests.comfy_server import PACK_NAME, ComfyServer, requires_comfyui
+from tests.conftest import fixture_root
 
-COMFYUI = os.environ.get("COMFYUI_PATH")
-PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
-PACK_DIR = "ComfyUI-StableAudio3"
 NODE_IDS = ["SA3ModelLoader", "SA3LoraLoader", "SA3LoraStrength", "SA3TextEncode", "SA3EmptyLatent",
-            "SA3EncodeAudio", "SA3InpaintMask", "SA3Sampler", "SA3Decode"]
+            "SA3EncodeAudio", "SA3InpaintMask", "SA3Sampler", "SA3Decode", "SA3Spectrogram"]
 
-pytestmark = pytest.mark.skipif(
-    not COMFYUI or not Path(COMFYUI, "main.py").is_file(),
-    reason="real-ComfyUI check skipped: set COMFYUI_PATH to a ComfyUI checkout (and COMFYUI_PYTHON to its "
-           "interpreter) to run it",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, tmp: Path):
-        root = fixture_root()
-        if root is None or not (root / "tiny-small").is_dir():
-            pytest.skip("tiny-small fixture model not found (set SA3_FIXTURES)")
-        custom = tmp / "custom_nodes"
-        custom.mkdir()
-        (custom / PACK_DIR).symlink_to(REPO, target_is_directory=True)
-        config = tmp / "extra_model_paths.yaml"
-        config.write_text(f"sa3_test:\n  base_path: {root}\n  stable_audio_3: .\n  loras: loras\n"
-                          f"sa3_test_nodes:\n  custom_nodes: {custom}\n")
-        self.output = tmp / "output"
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / "comfyui.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-             "--extra-model-paths-config", str(config), "--output-directory", str(self.output)],
-            cwd=COMFYUI, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=30) as r:
-            body = r.read()
-            return json.loads(body) if r.headers.get_content_type() == "application/json" else body
-
-    def post(self, path: str, payload: dict) -> tuple[int, dict]:
-        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                body = r.read()
-                return r.status, (json.loads(body) if body else {})
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        end = time.time() + timeout
-        while time.time() < end:
-            if self.proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            try:
-                self.get("/object_info/SaveAudio")
-                return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.5)
-        pytest.fail(f"ComfyUI did not answer within {timeout} s:\n{self.log()[-4000:]}")
-
-    def run(self, prompt: dict, timeout: float = 300) -> dict:
-        status, body = self.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
-        assert status == 200, body
-        prompt_id = body["prompt_id"]
-        end = time.time() + timeout
-        while time.time() < end:
-            history = self.get(f"/history/{prompt_id}")
-            if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
-                if history[prompt_id]["status"]["status_str"] in ("success", "error"):
-                    return history[prompt_id]
-            time.sleep(0.25)
-        pytest.fail(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log()[-4000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+pytestmark = requires_comfyui
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("comfyui"))
+    root = fixture_root()
+    if root is None or not (root / "tiny-small").is_dir():
+        pytest.skip("tiny-small fixture model not found (set SA3_FIXTURES)")
+    srv = ComfyServer(tmp_path_factory.mktemp("comfyui"), {"stable_audio_3": root, "loras": root / "loras"})
     try:
-        srv.wait_ready()
-        yield srv
+        yield srv.start()
     finally:
         srv.stop()
 
@@ -155,13 +62,13 @@ def t2a_graph(seed: int = 7, steps: int = 4, duration: float = 2.0, prompt: str 
 def test_pack_loads_and_every_node_is_listed(server):
     log = server.log()
     assert "IMPORT FAILED" not in log, log[-4000:]
-    assert PACK_DIR in log  # listed in the import-times summary
+    assert PACK_NAME in log  # listed in the import-times summary
     info = server.get("/object_info")
     missing = [n for n in NODE_IDS if n not in info]
     assert not missing, f"not in /object_info: {missing}"
     for node_id in NODE_IDS:
         assert info[node_id]["category"] == "audio/stable audio 3"
-    page = server.get(f"/extensions/{PACK_DIR}/docs/SA3Sampler.md")  # per-node help (WEB_DIRECTORY)
+    page = server.get(f"/extensions/{PACK_NAME}/docs/SA3Sampler.md")  # per-node help (WEB_DIRECTORY)
     assert page.startswith(b"# SA3 Sampler")
     kind, options = info["SA3ModelLoader"]["input"]["required"]["model_name"]
     assert "tiny-small" in (options["options"] if kind == "COMBO" else kind)  # V3 combo / V1 list layout
@@ -171,7 +78,7 @@ def test_text_to_audio_writes_a_file_and_reruns_without_reloading(server):
     entry = server.run(t2a_graph(seed=7))
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
     (saved,) = entry["outputs"]["6"]["audio"]
-    path = server.output / saved.get("subfolder", "") / saved["filename"]
+    path = server.dirs["output"] / saved.get("subfolder", "") / saved["filename"]
     assert path.is_file() and path.stat().st_size > 1000
     data = server.get(f"/view?filename={saved['filename']}&subfolder={saved.get('subfolder', '')}&type=output")
     assert data[:4] == b"fLaC"

@@ -208,8 +208,10 @@ def test_hub_download_is_used_for_names(tmp_path, monkeypatch):
     folder = _copy_model(tmp_path)
     calls = []
 
-    def fake_download(repo_id, filename, subfolder=None, cache_dir=None, local_dir=None, token=None):
+    def fake_download(repo_id, filename, subfolder=None, cache_dir=None, local_dir=None, token=None,
+                      local_files_only=False):
         calls.append((repo_id, filename, subfolder, token))
+        assert not local_files_only
         return str(folder / (f"{subfolder}/" if subfolder else "") / filename)
 
     import huggingface_hub
@@ -221,6 +223,27 @@ def test_hub_download_is_used_for_names(tmp_path, monkeypatch):
     assert ("stabilityai/stable-audio-3-small-music", "model.safetensors", None, "hf_test") in calls
     assert model.model_dir == folder
     assert _gen(model).shape == (1, 2, 22050)
+
+
+def test_download_false_only_reads_the_local_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    seen = []
+
+    def cache_only(repo_id, filename, local_files_only=False, **kwargs):
+        seen.append(local_files_only)
+        raise LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", cache_only)
+    with pytest.raises(RuntimeError, match=r"not in the local cache and downloading is not possible"):
+        StableAudioModel.from_pretrained("small-music", device="cpu", download=False)
+    assert seen == [True]
+    folder = _copy_model(tmp_path)
+    shutil.rmtree(folder / "t5gemma-b-b-ul2")
+    with pytest.raises(RuntimeError, match=r"not in the local cache"):
+        StableAudioModel.from_pretrained(folder, device="cpu", download=False)
+    assert seen == [True, True]
 
 
 def test_gated_and_offline_errors(monkeypatch):
