@@ -271,6 +271,15 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int, dim: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(shape)], dim=dim)
 
 
+def _check_input(x: torch.Tensor, stage: str, name: str, channels: int, axis: str, fix: str = "") -> None:
+    """A float (batch, channels, length > 0) tensor, or a ValueError naming the argument."""
+    if x.dim() != 3 or x.shape[1] != channels or not x.is_floating_point():
+        raise ValueError(f"Stable Audio 3 SAME {stage}: {name} must be a float tensor (batch, {channels}, {axis}) "
+                         f"(got {tuple(x.shape)}, {x.dtype}).{fix}")
+    if x.shape[-1] == 0:
+        raise ValueError(f"Stable Audio 3 SAME {stage}: {name} has no {axis} (got 0, expected > 0).")
+
+
 def _chunk_starts(total: int, chunk: int, hop: int) -> list[int]:
     """Chunk starts every ``hop``, plus a last chunk anchored at ``total - chunk``."""
     starts = list(range(0, total - chunk + 1, hop))
@@ -548,13 +557,8 @@ class SAMEAutoencoder(nn.Module):
         at the end) and their inner 16-latent edges trimmed. SAME-L draws mask noise from
         ``generator`` once per chunk.
         """
-        if audio.dim() != 3 or audio.shape[1] != self.config.io_channels or not audio.is_floating_point():
-            raise ValueError(
-                f"Stable Audio 3 SAME encode: audio must be a float tensor (batch, {self.config.io_channels}, "
-                f"samples) (got {tuple(audio.shape)}, {audio.dtype}). Duplicate mono to stereo first."
-            )
-        if audio.shape[-1] == 0:
-            raise ValueError("Stable Audio 3 SAME encode: audio has no samples (got 0, expected > 0).")
+        _check_input(audio, "encode", "audio", self.config.io_channels, "samples",
+                     " Duplicate mono to stereo first.")
         generator = self._generator(generator)
         spl = self.samples_per_latent
         audio = audio.to(self.dtype)  # the reference casts the input to the autoencoder's dtype
@@ -577,13 +581,7 @@ class SAMEAutoencoder(nn.Module):
         L >= 128, chunks as in ``encode``. ``on_chunk(i, n)`` is called after chunk i of n (1-based),
         once with (1, 1) when unchunked. No clamp; SAME-S's internal even-length padding is cropped.
         """
-        if latents.dim() != 3 or latents.shape[1] != self.config.latent_dim or not latents.is_floating_point():
-            raise ValueError(
-                f"Stable Audio 3 SAME decode: latents must be a float tensor (batch, {self.config.latent_dim}, "
-                f"frames) (got {tuple(latents.shape)}, {latents.dtype})."
-            )
-        if latents.shape[-1] == 0:
-            raise ValueError("Stable Audio 3 SAME decode: latents have no frames (got 0, expected > 0).")
+        _check_input(latents, "decode", "latents", self.config.latent_dim, "frames")
         generator = self._generator(generator)
         latents = latents.to(self.dtype)  # the reference casts sampler output to the autoencoder's dtype
         spl, total = self.samples_per_latent, latents.shape[-1]
