@@ -299,7 +299,7 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
            local_cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
            callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
            step_hooks: Sequence[Callable[[torch.Tensor], None]] = (), scale_phi: float = 0.0,
-           cfg_norm_threshold: float = 0.0, return_sigmas: bool = False):
+           cfg_norm_threshold: float = 0.0) -> torch.Tensor:
     """Run the sampler from ``noise`` (B, C, L) and return the final latents (B, C, L).
 
     ``init_latents`` (1 or B, C, L) with ``init_noise_level`` < 1 starts from
@@ -357,8 +357,7 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
     x = x.to(dtype)
     effective = torch.tensor(plan.effective, dtype=torch.float32, device=device)
     sigmas = build_schedule(steps, sigma_max, make_shift(cfg.shift), effective)
-    out = sampler(velocity, x, sigmas, generator=generator, callback=callback)
-    return (out, sigmas) if return_sigmas else out
+    return sampler(velocity, x, sigmas, generator=generator, callback=callback)
 
 
 # --- stage 7: decode -------------------------------------------------------------------------
