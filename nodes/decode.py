@@ -60,7 +60,7 @@ class SA3Decode(io.ComfyNode):
         generator = restore_generator(saved) if saved is not None else pipeline.make_generator(FALLBACK_SEED, device)
         use_chunks = CHUNKING[chunked]
         if use_chunks is None:
-            use_chunks = bool(config.pretransform.get("chunked", False))
+            use_chunks = handle.model.autoencoder.config.chunked
         bar = comfy_models.progress_bar(1)
 
         def on_chunk(i: int, n: int) -> None:

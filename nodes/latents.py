@@ -82,7 +82,7 @@ def encode_sources(handle, sources, plan, generator) -> torch.Tensor:
     """Encode source audio items ``[(sr, (C, S))]`` at the plan's length, as ``generate()`` does:
     prepare (resample, pad/crop, stereo), then SAME encode drawing from ``generator``."""
     model, cfg = handle.model, handle.config
-    chunked = bool(cfg.pretransform.get("chunked", False))
+    chunked = model.autoencoder.config.chunked
     comfy_models.load_parts(handle, "autoencoder")
     out = []
     for source in sources:

@@ -515,7 +515,7 @@ class StableAudioModel:
         # 2. text and duration conditioning
         text = encode_text(self.text_encoder, self.conditioner, prompts, durations, negatives)
         # 3. source audio -> latents (init first, then inpaint: the official draw order)
-        chunked_encode = bool(self.config.pretransform.get("chunked", False))
+        chunked_encode = self.autoencoder.config.chunked  # the checkpoint's default
         init_latents = inpaint_latents = mask = None
         if init_wav is not None:
             init_latents = encode_audio(self.autoencoder, init_wav, chunked=chunked_encode, generator=generator)
