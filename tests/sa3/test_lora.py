@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from sa3 import lora as L
 from sa3.lora import LoRALoadError, LoRAStack, adapt_weight
 from sa3.lora_files import expand_brackets, matches_any, read_lora_file
-from tests.conftest import (GOLDEN_ATOL, GOLDEN_ATOL_XS, assert_matches_golden, case_id, cases, fixture_root,
+from tests.conftest import (GOLDEN_ATOL, GOLDEN_ATOL_XS, assert_matches_golden, case_id, cases, manifest,
                             load_model, require_fixtures)
 
 MODELS = ("tiny-small", "tiny-medium")
@@ -469,7 +469,7 @@ def test_include_exclude_from_file(tiny):
     now = _snapshot(model)
     changed = sorted(k.split(".", 1)[1].removesuffix(".weight") for k in snap
                      if k.endswith(".weight") and not torch.equal(now[k], snap[k]))
-    manifest_entry = [e for e in json.loads((fixture_root() / "manifest.json").read_text())["loras"][name]
+    manifest_entry = [e for e in manifest()["loras"][name]
                       if e["name"] == "bora"][0]
     want = sorted(m.removeprefix("model.model.").removeprefix("conditioner.")
                   for m in manifest_entry["adapted_modules"])

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from sa3.attention import Attention, attention
 from sa3.same import CHUNK_LATENTS, SAMEAutoencoder, SAMEConfig
-from tests.conftest import fixture_root
+from tests.conftest import fixture_root, manifest
 
 TOL = 1.5e-5  # fixtures README section 7
 PREFIX = "pretransform.model."
@@ -38,20 +38,15 @@ needs_fixtures = pytest.mark.skipif(
 MODELS = tuple(m for m in ("tiny-small", "tiny-medium") if FIXTURES is not None and (FIXTURES / m).is_dir())
 
 
-@functools.lru_cache(maxsize=None)
-def _manifest() -> dict:
-    return json.loads((FIXTURES / "manifest.json").read_text())
-
-
 def _cases(select) -> list:
     if FIXTURES is None:
         return []
-    return [pytest.param(c["model"], c["case"], id=f"{c['model']}/{c['case']}") for c in _manifest()["cases"]
+    return [pytest.param(c["model"], c["case"], id=f"{c['model']}/{c['case']}") for c in manifest()["cases"]
             if select(c)]
 
 
 def _case(model: str, name: str) -> dict:
-    return next(c for c in _manifest()["cases"] if c["model"] == model and c["case"] == name)
+    return next(c for c in manifest()["cases"] if c["model"] == model and c["case"] == name)
 
 
 @functools.lru_cache(maxsize=None)
