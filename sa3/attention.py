@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DynamicTanh, RMSNorm, apply_rotary
+from .layers import DynamicTanh, Linear, RMSNorm, apply_rotary
 
 logger = logging.getLogger(__name__)
 
@@ -200,11 +200,11 @@ class Attention(nn.Module):
         self.is_cross = dim_context is not None
         n_q = 2 if differential else 1  # query projections (q, q2)
         if self.is_cross:
-            self.to_q = nn.Linear(dim, dim * n_q, bias=False)
-            self.to_kv = nn.Linear(dim_context, dim_context * (n_q + 1), bias=False)  # k[, k2], v
+            self.to_q = Linear(dim, dim * n_q, bias=False)
+            self.to_kv = Linear(dim_context, dim_context * (n_q + 1), bias=False)  # k[, k2], v
         else:
-            self.to_qkv = nn.Linear(dim, dim * (3 + 2 * differential), bias=False)
-        self.to_out = nn.Linear(dim, dim, bias=False)
+            self.to_qkv = Linear(dim, dim * (3 + 2 * differential), bias=False)
+        self.to_out = Linear(dim, dim, bias=False)
         self.q_norm = _qk_norm(qk_norm, dim_heads)
         self.k_norm = _qk_norm(qk_norm, dim_heads)
         self.backend = "sdpa"

@@ -20,7 +20,7 @@ from torch import nn
 
 from .attention import Attention
 from .config import DiTConfig
-from .layers import FeedForward, RMSNorm, RotaryEmbedding, expo_fourier_features, mlp, rotary_cos_sin
+from .layers import FeedForward, Linear, RMSNorm, RotaryEmbedding, expo_fourier_features, mlp, rotary_cos_sin
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ class ContinuousTransformer(nn.Module):
         super().__init__()
         d = cfg.embed_dim
         self.num_memory = cfg.num_memory_tokens
-        self.project_in = nn.Linear(cfg.io_channels, d, bias=False)
-        self.project_out = nn.Linear(d, cfg.io_channels, bias=False)
+        self.project_in = Linear(cfg.io_channels, d, bias=False)
+        self.project_out = Linear(d, cfg.io_channels, bias=False)
         self.rotary_pos_emb = RotaryEmbedding(max(cfg.dim_heads // 2, ROTARY_DIMS))
         self.memory_tokens = nn.Parameter(torch.zeros(cfg.num_memory_tokens, d))
         self.global_cond_embedder = mlp(d, d, 6 * d, bias=True)

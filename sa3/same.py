@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, resolve_backend
-from .layers import DynamicTanh, FeedForward, RotaryEmbedding
+from .layers import DynamicTanh, FeedForward, Linear, RotaryEmbedding
 
 SAMPLE_RATE = 44100
 CHUNK_LATENTS = 128  # chunked encode/decode: latents per chunk (reference default)
@@ -418,7 +418,7 @@ class SAMEEncoder(nn.Module):
         self.layers = nn.ModuleList([
             ResamplingBlock(cfg, "encoder", frame_features),
             nn.Identity(),  # Transpose slot
-            nn.Linear(cfg.width, latent_dim),
+            Linear(cfg.width, latent_dim),
             nn.Identity(),  # Transpose slot
         ])
 
@@ -435,7 +435,7 @@ class SAMEDecoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([
             nn.Identity(),  # Transpose slot
-            nn.Linear(latent_dim, cfg.width),
+            Linear(latent_dim, cfg.width),
             nn.Identity(),  # Transpose slot
             ResamplingBlock(cfg, "decoder", frame_features),
         ])

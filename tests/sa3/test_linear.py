@@ -1,0 +1,65 @@
+"""sa3.layers.linear: the oneDNN route for float32 CPU inference is F.linear up to fp32 rounding."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sa3 import layers
+from sa3.layers import Linear, linear, set_onednn_linear
+
+
+@pytest.fixture
+def onednn_default():
+    yield
+    set_onednn_linear(True)
+
+
+def _inputs(shape, fan_out=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g)
+    return x, torch.randn(fan_out, shape[-1], generator=g), torch.randn(fan_out, generator=g)
+
+
+@pytest.mark.skipif(layers._onednn_linear is None, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("shape", [(1, 32), (7, 96), (2, 5, 64), (2, 3, 5, 32)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_onednn_route_matches_f_linear(shape, with_bias):
+    x, w, b = _inputs(shape)
+    b = b if with_bias else None
+    with torch.inference_mode():
+        got, ref = linear(x, w, b), F.linear(x.double(), w.double(), None if b is None else b.double())
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(layers._onednn_linear is None, reason="this torch build has no oneDNN")
+def test_onednn_route_takes_strided_inputs():
+    x, w, b = _inputs((3, 64, 10))
+    x = x.transpose(1, 2)  # (3, 10, 64), not contiguous
+    with torch.inference_mode():
+        torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+def test_disabled_is_f_linear_bit_for_bit(onednn_default):
+    x, w, b = _inputs((4, 9, 64))
+    set_onednn_linear(False)
+    with torch.inference_mode():
+        assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+
+
+def test_other_dtypes_and_autograd_use_f_linear():
+    x, w, b = _inputs((4, 64))
+    with torch.inference_mode():
+        xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
+        assert torch.equal(linear(xb, wb, bb), F.linear(xb, wb, bb))
+    layer = Linear(64, 48)
+    out = layer(x.requires_grad_())
+    out.sum().backward()  # the oneDNN op has no autograd formula: training must fall back
+    assert layer.weight.grad is not None and x.grad is not None
+
+
+def test_linear_keeps_the_nn_linear_state_dict():
+    ours, ref = Linear(8, 4), torch.nn.Linear(8, 4)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert isinstance(ours, torch.nn.Linear)  # LoRA targets nn.Linear layers
