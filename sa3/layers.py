@@ -38,8 +38,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``F.linear``, through oneDNN for float32 CPU inference (see ``set_onednn_linear``)."""
     if (_use_onednn and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
-        # oneDNN rejects some strided layouts; F.linear would copy such inputs as well
-        return _onednn_linear(x.contiguous(), weight.contiguous(), bias, "none", [], "")
+        return _onednn_linear(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
 
