@@ -142,6 +142,17 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="fp32", help="our DiT/conditioner dtype: fp32, bf16, fp16")
     parser.add_argument("--text-dtype", default=None, help="our T5Gemma dtype (default: the checkpoint's, bf16)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--low-memory", action="store_true", help="our low_memory mode (release idle parts)")
+    parser.add_argument("--blas-linear", action="store_true",
+                        help="our fp32 CPU linears through F.linear (MKL) instead of oneDNN")
+
+
+def configure_ours(args) -> dict:
+    """Apply the run options to sa3; returns the extra from_pretrained kwargs."""
+    from sa3.layers import set_onednn_linear
+
+    set_onednn_linear(not args.blas_linear)
+    return {"text_dtype": args.text_dtype, "low_memory": args.low_memory}
 
 
 def main():
@@ -156,14 +167,15 @@ def main():
         args.model = random_model_dir("small-music")
 
     monitor = StageMonitor()
-    model, load_time, load_peak = load_ours(args.model, args.dtype, monitor, text_dtype=args.text_dtype)
+    model, load_time, load_peak = load_ours(args.model, args.dtype, monitor, **configure_ours(args))
     results = run_stages(model.generate, monitor, args.durations, args.steps, repeats=args.repeats)
     gb = 1e9
     rows = [("duration_s", "total_s", "text_s", "sampling_s", "decode_s", "peak_rss_GB")]
     for d, r in results.items():
         rows.append((f"{d:g}", f"{r['total']:.2f}", f"{r['t_text']:.2f}", f"{r['t_sampling']:.2f}", f"{r['t_decode']:.2f}",
                      f"{max(r['rss_text'], r['rss_sampling'], r['rss_decode']) / gb:.2f}"))
-    print(f"sa3 generate, {args.model}, dtype={args.dtype}, steps={args.steps}, threads={torch.get_num_threads()}")
+    print(f"sa3 generate, {args.model}, dtype={args.dtype}, steps={args.steps}, threads={torch.get_num_threads()}, "
+          f"low_memory={args.low_memory}, linear={'blas' if args.blas_linear else 'onednn'}")
     print(f"load: {load_time:.2f} s, peak RSS {load_peak / gb:.2f} GB")
     print(fmt_table(rows))
     print(f"process peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gb:.2f} GB")

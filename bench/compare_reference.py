@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import STAGES, StageMonitor, add_run_args, fmt_table, load_ours, run_stages, wrap  # noqa: E402
+from bench_generate import (STAGES, StageMonitor, add_run_args, configure_ours, fmt_table, load_ours,  # noqa: E402
+                            run_stages, wrap)
 
 
 def load_official(model_dir: Path, monitor: StageMonitor):
@@ -87,8 +88,8 @@ def main():
     monitor = StageMonitor()
 
     def ours(mon):
-        return load_ours(model_dir, args.dtype, mon, text_dtype=args.text_dtype, padding_mode="reference",
-                         attention="sdpa")
+        return load_ours(model_dir, args.dtype, mon, padding_mode="reference", attention="sdpa",
+                         **configure_ours(args))
 
     runs = [("sa3", ours)] + ([("official", lambda mon: load_official(model_dir, mon))] if have_official else [])
     if args.official_first:
@@ -100,6 +101,7 @@ def main():
 
     gb = 1e9
     print(f"model {model_dir}, steps {args.steps}, threads {torch.get_num_threads()}, our dtype {args.dtype}, "
+          f"low_memory {args.low_memory}, linear {'blas' if args.blas_linear else 'onednn'}, "
           f"load average {os.getloadavg()[0]:.1f}")
     header = ["impl", "duration_s", "total_s"] + [f"{s}_s" for s in STAGES] + [f"{s}_peak_GB" for s in STAGES]
     rows = [tuple(header)]

@@ -56,7 +56,7 @@ class DiTCache:
 
     context: (B, K, D) projected cross tokens; global_embed: (B, D) before the timestep term;
     cross_kv: per layer (k (P, B, H, K, D), v (B, H, K, D)) of the cross-attention;
-    local_embeds: per layer (B, T, D), or (1, T, D) broadcast when the local conditioning is all
+    local_embeds: per layer (B, T, D), or (1, 1, D) broadcast when the local conditioning is all
     zeros (no inpainting); rotary: (cos, sin) (N, R); key_padding: (B, N) bool or None.
     ``signature`` records the weights used (object id, storage, version): when a LoRA changes
     any of them between steps, ``DiT.forward`` recomputes the cache.
@@ -70,6 +70,14 @@ class DiTCache:
     local_embeds: list = field(default_factory=list)
     rotary: tuple | None = None
     key_padding: torch.Tensor | None = None
+
+
+def _collapse_equal_rows(emb: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) -> (B, 1, D) when every frame's row is identical (no inpainting: the local
+    conditioning is all zeros), so the per-layer cache is O(D) instead of O(T*D); the broadcast
+    add is bit-identical because the rows are checked equal, not assumed."""
+    first = emb[:, :1]
+    return first.clone() if torch.equal(emb, first.expand_as(emb)) else emb
 
 
 class DiTBlock(nn.Module):
@@ -89,7 +97,7 @@ class DiTBlock(nn.Module):
 
     def forward(self, h, *, cross_kv, modulation, local_emb, rotary, key_padding, num_memory):
         """h: (B, N, D); cross_kv: cached (k, v) of the context; modulation: (B, 6D);
-        local_emb: (B, T, D) or (1, T, D), this layer's ``to_local_embed`` output."""
+        local_emb: (B, T, D), or (1, 1, D) broadcast, this layer's ``to_local_embed`` output."""
         mods = (self.to_scale_shift_gate + modulation).unsqueeze(1).chunk(6, dim=-1)  # 6 x (B, 1, D)
         scale_sa, shift_sa, gate_sa, scale_ff, shift_ff, gate_ff = mods
 
@@ -194,7 +202,7 @@ class DiT(nn.Module):
         return DiTCache(
             cond=cond, signature=self.cache_signature(), context=context, global_embed=global_embed,
             cross_kv=[layer.cross_attn.project_kv(context) for layer in tr.layers],
-            local_embeds=[layer.to_local_embed(local) for layer in tr.layers],
+            local_embeds=[_collapse_equal_rows(layer.to_local_embed(local)) for layer in tr.layers],
             rotary=rotary, key_padding=key_padding,
         )
 

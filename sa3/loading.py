@@ -8,9 +8,13 @@ An official model folder holds ``model_config.json``, ``model.safetensors`` (key
 
 from __future__ import annotations
 
+import bisect
+import ctypes
 import json
 import logging
+import mmap
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -159,6 +163,61 @@ def read_checkpoint(path: str | Path, dtype: torch.dtype | None = None,
             raise
         raise RuntimeError(f"Stable Audio 3: cannot read checkpoint {str(path)!r} ({e}).") from e
     return tensors
+
+
+_MADV_DONTNEED = 4  # Linux
+
+
+def _private_file_mappings() -> list[tuple[int, int]]:
+    """(start, end) of this process's private file mappings, sorted (Linux /proc/self/maps)."""
+    ranges = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[1].endswith("p") and fields[5].startswith("/"):
+                start, end = (int(v, 16) for v in fields[0].split("-"))
+                ranges.append((start, end))
+    return sorted(ranges)
+
+
+def release_mapped_weights(module: nn.Module) -> int:
+    """Drop the resident pages of ``module``'s memory-mapped weights from this process (Linux).
+
+    Only weights that are still exactly what the checkpoint file holds qualify: contiguous
+    tensors inside a private file mapping whose in-place version counter is 0 (never written:
+    a LoRA merge or any ``copy_`` makes a weight ineligible, since dropping written pages of a
+    private mapping would restore the file's values). The next access reads the pages again from
+    the page cache (or disk), so this trades a little time at the next use for a lower peak
+    resident memory while other stages run. Returns the number of bytes released.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    if hasattr(libc, "malloc_trim"):  # glibc: hand freed heap memory (the last stage's activations) back
+        libc.malloc_trim(0)
+    mappings = _private_file_mappings()
+    starts = [start for start, _ in mappings]
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page = mmap.PAGESIZE
+    released, seen = 0, set()
+    for t in (*module.parameters(), *module.buffers()):
+        if t.device.type != "cpu" or not t.is_contiguous() or t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        try:
+            if t._version != 0:
+                continue
+        except RuntimeError:  # inference-mode tensors keep no version counter: unknown, keep them
+            continue
+        begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+        i = bisect.bisect_right(starts, begin) - 1
+        if i < 0 or end > mappings[i][1]:
+            continue  # not (entirely) a file mapping: an ordinary allocation
+        first, last = -(-begin // page) * page, end // page * page  # whole pages inside the tensor
+        if last > first and madvise(first, last - first, _MADV_DONTNEED) == 0:
+            released += last - first
+    return released
 
 
 def split_checkpoint(state: dict[str, torch.Tensor], path: str | Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -33,8 +33,8 @@ from .attention import PADDING_MODES, resolve_backend
 from .conditioners import Conditioner, TextEncoder
 from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig
 from .dit import DiT, DiTConditioning
-from .loading import (WEIGHTS_FILE, default_device, load_strict, read_checkpoint, resolve_model_dir,
-                      resolve_text_dir, split_checkpoint)
+from .loading import (WEIGHTS_FILE, default_device, load_strict, read_checkpoint, release_mapped_weights,
+                      resolve_model_dir, resolve_text_dir, split_checkpoint)
 from .same import SAMEAutoencoder, SAMEConfig
 from .sampling import SAMPLERS, build_schedule, get_sampler, guide, make_shift
 
@@ -405,7 +405,8 @@ class StableAudioModel:
     """The official Stable Audio 3 Python interface (``from_pretrained`` / ``generate`` / LoRA)."""
 
     def __init__(self, config: ModelConfig, dit: DiT, conditioner: Conditioner, text_encoder: TextEncoder,
-                 autoencoder: SAMEAutoencoder, device: torch.device, model_dir: Path | None = None):
+                 autoencoder: SAMEAutoencoder, device: torch.device, model_dir: Path | None = None,
+                 low_memory: bool = False):
         self.config = config
         self.dit = dit
         self.conditioner = conditioner
@@ -415,6 +416,7 @@ class StableAudioModel:
         self.model_dir = model_dir
         self.sample_rate = config.sample_rate
         self.lora = None  # sa3.lora.LoRAStack once load_lora() is called
+        self.low_memory = low_memory  # see from_pretrained
 
     # -- loading --
 
@@ -423,7 +425,8 @@ class StableAudioModel:
                         dtype: str | torch.dtype | None = None, *, attention: str = "auto",
                         padding_mode: str = "exact", text_dtype: str | torch.dtype | None = None,
                         autoencoder_dtype: str | torch.dtype | None = "fp32",
-                        cache_dir: str | Path | None = None, download: bool = True) -> "StableAudioModel":
+                        cache_dir: str | Path | None = None, download: bool = True,
+                        low_memory: bool = False) -> "StableAudioModel":
         """Load one of the six official models by name, or an official local folder.
 
         dtype: DiT and conditioner precision ("auto": fp16 on CUDA, fp32 elsewhere, as official).
@@ -432,6 +435,10 @@ class StableAudioModel:
         text_dtype: T5Gemma precision (None keeps the checkpoint's, bf16 for official files).
         autoencoder_dtype: SAME precision (fp32 by default: half precision hurts SAME attention).
         download: fetch missing official files from the hub (False: local folders and cache only).
+        low_memory: after each stage of ``generate``, drop that part's memory-mapped weights from
+        RAM (text encoder after encoding, SAME after encoding/decoding, DiT after sampling), so
+        peak memory is the largest part instead of the sum; they are re-read from the page cache
+        at the next use. Linux, CPU, weights kept in the file's dtype and not LoRA-merged.
         """
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"Stable Audio 3: padding_mode must be one of {PADDING_MODES} (got {padding_mode!r}).")
@@ -465,7 +472,7 @@ class StableAudioModel:
                                                dtype=_resolve_dtype(text_dtype, device) if text_dtype else None)
         text_encoder.to(device)
         logger.info("Stable Audio 3: loaded %s (%s, %s, attention=%s)", model_dir, config.family, model_dtype, backend)
-        return cls(config, dit, conditioner, text_encoder, autoencoder, device, model_dir)
+        return cls(config, dit, conditioner, text_encoder, autoencoder, device, model_dir, low_memory)
 
     # -- generation --
 
@@ -514,6 +521,7 @@ class StableAudioModel:
         noise = make_noise(batch_size, self.config.latent_channels, plan.latents, generator, self.device)
         # 2. text and duration conditioning
         text = encode_text(self.text_encoder, self.conditioner, prompts, durations, negatives)
+        self._release(self.text_encoder)
         # 3. source audio -> latents (init first, then inpaint: the official draw order)
         chunked_encode = self.autoencoder.config.chunked  # the checkpoint's default
         init_latents = inpaint_latents = mask = None
@@ -524,17 +532,25 @@ class StableAudioModel:
             mask = build_inpaint_mask(plan, regions, sr, self.device)
         local = local_conditioning(batch_size, plan.latents, self.config.latent_channels, inpaint_latents, mask,
                                    self.device)
+        if init_wav is not None or inpaint_wav is not None:
+            self._release(self.autoencoder)
         # 4. sample
         latents = sample(self.dit, noise, text, plan, cfg=self.config, steps=steps, cfg_scale=cfg_scale,
                          apg_scale=apg_scale, sampler_type=sampler_type, init_latents=init_latents,
                          init_noise_level=init_noise_level, local_cond=local, generator=generator,
                          callback=callback, step_hooks=self.step_hooks(), **sampler_kwargs)
+        self._release(self.dit)
         if return_latents:
             return latents
         # 5. decode
         chunked = chunked_encode if chunked_decode is None else bool(chunked_decode)
         audio = decode(self.autoencoder, latents, plan, chunked=chunked, generator=generator, on_chunk=on_decode_chunk)
+        self._release(self.autoencoder)
         return trim_to_duration(audio, durations, sr) if truncate_output_to_duration else audio
+
+    def _release(self, part: torch.nn.Module) -> None:
+        if self.low_memory and self.device.type == "cpu":
+            release_mapped_weights(part)
 
     def step_hooks(self) -> list[Callable[[torch.Tensor], None]]:
         return [self.lora.on_step] if self.lora is not None else []
