@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flash", "math"])
     g.add_argument("--padding-mode", default="exact", choices=["exact", "reference"],
                    help="exact = flash-attn semantics (as trained); reference = official CPU numbers")
+    g.add_argument("--low-memory", action="store_true",
+                   help="CPU: keep only the running stage's weights in RAM (peak = largest part, not the sum)")
     g.add_argument("-o", "--output", type=Path, default=Path("output.wav"))
     g.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -91,7 +93,8 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
     model_dir = resolve_model_dir(args.model)
     check_durations(args.duration, ModelConfig.from_file(model_dir / CONFIG_FILE))
     model = StableAudioModel.from_pretrained(model_dir, device=args.device, dtype=args.dtype,
-                                             attention=args.attention, padding_mode=args.padding_mode)
+                                             attention=args.attention, padding_mode=args.padding_mode,
+                                             low_memory=args.low_memory)
     if args.lora:
         model.load_lora(args.lora)
         for i, s in enumerate(args.lora_strength):

@@ -17,6 +17,7 @@ from torch import nn
 SIN_PI = 3.14159265359  # the constant the official sinusoidal feed-forward uses (not math.pi)
 FF_BLOCK_ROWS = 512  # feed-forward rows per block in inference (see FeedForward.forward)
 
+ONEDNN_MIN_WEIGHTS = 1 << 18  # layers with fewer weights keep F.linear (see set_onednn_linear)
 _onednn_linear = None
 if torch.backends.mkldnn.is_available():
     _onednn_linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
@@ -29,7 +30,9 @@ def set_onednn_linear(enabled: bool) -> None:
 
     Both are plain fp32 GEMMs that differ only in rounding (~1e-6 relative). oneDNN picks its
     kernels by instruction set, MKL by CPU vendor: on AMD CPUs with AVX-512 MKL runs AVX2 code
-    and oneDNN measured about 2x faster (bench/RESULTS.md).
+    and oneDNN measured about 2x faster (bench/RESULTS.md). Only layers with at least
+    ``ONEDNN_MIN_WEIGHTS`` weights take oneDNN (every large layer of the official models): for
+    small layers the call overhead dominates, and they keep the official code's rounding.
     """
     global _use_onednn
     _use_onednn = bool(enabled) and _onednn_linear is not None
@@ -38,6 +41,7 @@ def set_onednn_linear(enabled: bool) -> None:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear``, through oneDNN for float32 CPU inference (see ``set_onednn_linear``)."""
     if (_use_onednn and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and weight.numel() >= ONEDNN_MIN_WEIGHTS
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
         return _onednn_linear(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)

@@ -25,6 +25,21 @@ def test_generate_matches_reference(case):
 
 
 @pytest.mark.skipif(not GOLDEN_CASES, reason="golden fixtures not found")
+@pytest.mark.parametrize("case", [c for c in GOLDEN_CASES if c["model"] == "tiny-small"], ids=case_id)
+def test_onednn_route_matches_reference(case, monkeypatch):
+    """The tiny models' layers are below ONEDNN_MIN_WEIGHTS; route all of them through oneDNN
+    (as the full-size models' large layers are) and compare with the official outputs again."""
+    from sa3 import layers
+
+    if layers._onednn_linear is None:
+        pytest.skip("this torch build has no oneDNN")
+    monkeypatch.setattr(layers, "ONEDNN_MIN_WEIGHTS", 0)
+    torch.set_num_threads(2)
+    model = load_model(case["model"])
+    assert_matches_golden(case, model.generate(**generate_kwargs(case)))
+
+
+@pytest.mark.skipif(not GOLDEN_CASES, reason="golden fixtures not found")
 @pytest.mark.parametrize("case", [c for c in GOLDEN_CASES if c["case"] in ("t2a_cfg7_b2_neg", "a2a_noise0.5_sr48k")],
                          ids=case_id)
 def test_stages_match_trace(case):

@@ -26,7 +26,8 @@ def test_cli_inpaint_round_trip(tmp_path):
                  "-o", str(src)]) == 0
     out = tmp_path / "out.wav"
     assert main(["generate", "--model", str(model), "-p", "pad", "--duration", "1", "--steps", "1", "--seed", "1",
-                 "--inpaint-audio", str(src), "--inpaint-start", "0.5", "--inpaint-end", "1", "-o", str(out)]) == 0
+                 "--inpaint-audio", str(src), "--inpaint-start", "0.5", "--inpaint-end", "1", "--low-memory",
+                 "-o", str(out)]) == 0
     with wave.open(str(out)) as f:
         assert f.getnframes() == 44100
 

@@ -14,20 +14,24 @@ def onednn_default():
     set_onednn_linear(True)
 
 
-def _inputs(shape, fan_out=48, seed=0):
+def _inputs(shape, fan_out=layers.ONEDNN_MIN_WEIGHTS // 64, seed=0):
+    """x of ``shape`` and a layer large enough for the oneDNN route (fan_in = shape[-1])."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(*shape, generator=g)
     return x, torch.randn(fan_out, shape[-1], generator=g), torch.randn(fan_out, generator=g)
 
 
 @pytest.mark.skipif(layers._onednn_linear is None, reason="this torch build has no oneDNN")
-@pytest.mark.parametrize("shape", [(1, 32), (7, 96), (2, 5, 64), (2, 3, 5, 32)])
+@pytest.mark.parametrize("shape", [(1, 64), (7, 96), (2, 5, 64), (2, 3, 5, 64)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_onednn_route_matches_f_linear(shape, with_bias):
+def test_onednn_route_matches_f_linear(shape, with_bias, monkeypatch):
     x, w, b = _inputs(shape)
     b = b if with_bias else None
+    calls, op = [], layers._onednn_linear
+    monkeypatch.setattr(layers, "_onednn_linear", lambda *a: calls.append(1) or op(*a))
     with torch.inference_mode():
         got, ref = linear(x, w, b), F.linear(x.double(), w.double(), None if b is None else b.double())
+    assert calls, "the oneDNN route was not taken"
     assert got.dtype == torch.float32 and got.shape == ref.shape
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
 
@@ -47,12 +51,18 @@ def test_disabled_is_f_linear_bit_for_bit(onednn_default):
         assert torch.equal(linear(x, w, b), F.linear(x, w, b))
 
 
+def test_small_layers_keep_f_linear():
+    x, w, b = _inputs((9, 16), fan_out=16)  # 256 weights
+    with torch.inference_mode():
+        assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+
+
 def test_other_dtypes_and_autograd_use_f_linear():
     x, w, b = _inputs((4, 64))
     with torch.inference_mode():
         xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
         assert torch.equal(linear(xb, wb, bb), F.linear(xb, wb, bb))
-    layer = Linear(64, 48)
+    layer = Linear(64, layers.ONEDNN_MIN_WEIGHTS // 64)
     out = layer(x.requires_grad_())
     out.sum().backward()  # the oneDNN op has no autograd formula: training must fall back
     assert layer.weight.grad is not None and x.grad is not None
