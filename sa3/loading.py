@@ -186,10 +186,10 @@ def release_mapped_weights(module: nn.Module) -> int:
     Only weights that are still exactly what the checkpoint file holds qualify: contiguous
     tensors inside a private file mapping whose in-place version counter is 0 (never written:
     a LoRA merge or any ``copy_`` makes a weight ineligible, since dropping written pages of a
-    private mapping would restore the file's values; writes through ``.data`` bypass that counter,
-    so code that patches weights that way must not use this). The next access reads the pages again from
-    the page cache (or disk), so this trades a little time at the next use for a lower peak
-    resident memory while other stages run. Returns the number of bytes released.
+    private mapping would restore the file's values; writes through ``.data`` bypass that
+    counter, so code that patches weights that way must not use this). The next access reads
+    the pages again from the page cache (or disk), so this trades a little time at the next use
+    for a lower peak resident memory while other stages run. Returns the number of bytes released.
     """
     if not sys.platform.startswith("linux"):
         return 0

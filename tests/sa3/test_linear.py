@@ -57,11 +57,20 @@ def test_small_layers_keep_f_linear():
         assert torch.equal(linear(x, w, b), F.linear(x, w, b))
 
 
+@pytest.mark.skipif(layers._onednn_linear is None, reason="this torch build has no oneDNN")
+def test_bfloat16_route_matches_f_linear():
+    x, w, b = (t.bfloat16() for t in _inputs((2, 7, 64)))
+    with torch.inference_mode():
+        got, ref = linear(x, w, b), F.linear(x, w, b)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, ref, rtol=1.6e-2, atol=1e-2)  # bf16 rounding at most
+
+
 def test_other_dtypes_and_autograd_use_f_linear():
     x, w, b = _inputs((4, 64))
     with torch.inference_mode():
-        xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
-        assert torch.equal(linear(xb, wb, bb), F.linear(xb, wb, bb))
+        xh, wh, bh = x.half(), w.half(), b.half()
+        assert torch.equal(linear(xh, wh, bh), F.linear(xh, wh, bh))
     layer = Linear(64, layers.ONEDNN_MIN_WEIGHTS // 64)
     out = layer(x.requires_grad_())
     out.sum().backward()  # the oneDNN op has no autograd formula: training must fall back
