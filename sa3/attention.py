@@ -22,6 +22,7 @@ Key padding has two semantics (``padding_mode``):
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Callable, Literal
 
 import torch
@@ -125,6 +126,30 @@ def _sdpa_attention(q, k, v, key_padding, window, padding_mode):
     return F.scaled_dot_product_attention(q, k, v)
 
 
+_varlen_memo: dict[int, tuple] = {}
+
+
+def _varlen_layout(key_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices of the valid tokens and the cumulative sequence lengths (B + 1,) int32 for
+    flash-attn varlen. The DiT passes one mask tensor to every layer and step, so the result is
+    memoised per mask (object and in-place version): ``nonzero`` syncs with the host once per
+    generation instead of at every attention call. The DiT's padding is a suffix, so the valid
+    tokens are a prefix of each row."""
+    try:
+        version = key_padding._version
+    except RuntimeError:  # inference-mode tensors keep no version counter
+        version = None
+    hit = _varlen_memo.get(id(key_padding))
+    if hit is not None and hit[0]() is key_padding and hit[1] == version:
+        return hit[2], hit[3]
+    lengths = key_padding.sum(dim=1, dtype=torch.int32)
+    cu = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+    idx = key_padding.reshape(-1).nonzero(as_tuple=True)[0]
+    _varlen_memo.clear()  # one mask (one generation) at a time
+    _varlen_memo[id(key_padding)] = (weakref.ref(key_padding), version, idx, cu)
+    return idx, cu
+
+
 def _flash_attention(q, k, v, key_padding, window, padding_mode):
     from flash_attn import flash_attn_func, flash_attn_varlen_func
 
@@ -138,10 +163,7 @@ def _flash_attention(q, k, v, key_padding, window, padding_mode):
         out = flash_attn_func(q, k, v, window_size=win)
     else:
         b, n, h, d = q.shape
-        lengths = key_padding.sum(dim=1, dtype=torch.int32)
-        # The DiT's padding is always a suffix, so valid tokens are a prefix of each row.
-        cu = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
-        idx = key_padding.reshape(-1).nonzero(as_tuple=True)[0]
+        idx, cu = _varlen_layout(key_padding)
         packed = [t.reshape(b * n, h, d)[idx] for t in (q, k, v)]
         max_len = n  # an upper bound keeps this free of host syncs
         out_packed = flash_attn_varlen_func(*packed, cu, cu, max_len, max_len, window_size=win)

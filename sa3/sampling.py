@@ -192,6 +192,7 @@ def sample_dpmpp(velocity: Velocity, x, sigmas, generator=None, callback: StepCa
 
     old_denoised = None
     n = sigmas.shape[1] - 1
+    ends_at_zero = (sigmas[:, 1:] == 0).all(dim=0).tolist()  # one host sync, not one per step
     for i in range(n):
         t_cur, t_next = sigmas[:, i], sigmas[:, i + 1]
         tc, tn = t_cur[:, None, None], t_next[:, None, None]
@@ -199,7 +200,7 @@ def sample_dpmpp(velocity: Velocity, x, sigmas, generator=None, callback: StepCa
         if callback is not None:
             callback(i, x, denoised)
         coeff = (tn - tc) / ((1 - tn).clamp(min=1e-10) * tc.clamp(min=1e-10))
-        if old_denoised is not None and not bool((t_next == 0).all()):
+        if old_denoised is not None and not ends_at_zero[i]:
             tp = sigmas[:, i - 1][:, None, None]
             r = (log_snr(tc) - log_snr(tp)) / (log_snr(tn) - log_snr(tc))
             denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised

@@ -70,3 +70,22 @@ def test_reference_masking_depends_on_padding(differential):
     dit = _dit(differential, "sdpa", "reference")
     ref = _valid_out(dit, 0)
     assert (_valid_out(dit, 27) - ref).abs().max().item() / ref.abs().max().item() > 1e-2
+
+
+def test_flash_varlen_layout_is_computed_once_per_mask():
+    from sa3.attention import _varlen_layout
+
+    mask = torch.arange(6)[None] < torch.tensor([[4], [6]])  # (2, 6): 4 and 6 valid tokens
+    idx, cu = _varlen_layout(mask)
+    assert idx.tolist() == [0, 1, 2, 3, 6, 7, 8, 9, 10, 11] and cu.tolist() == [0, 4, 10]
+    assert cu.dtype == torch.int32
+    again = _varlen_layout(mask)
+    assert again[0] is idx and again[1] is cu  # memoised: no second host sync
+    mask[0, 4] = True  # changed in place: recomputed
+    assert _varlen_layout(mask)[1].tolist() == [0, 5, 11]
+    other = mask.clone()
+    assert _varlen_layout(other)[0] is not idx
+    with torch.inference_mode():  # ComfyUI runs nodes in inference mode (no version counter)
+        frozen = torch.ones(1, 3, dtype=torch.bool)
+        assert _varlen_layout(frozen)[1].tolist() == [0, 3]
+        assert _varlen_layout(frozen)[1].tolist() == [0, 3]
