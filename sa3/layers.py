@@ -9,6 +9,7 @@ state dicts load with ``strict=True``.
 from __future__ import annotations
 
 import math
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,8 @@ FF_BLOCK_ROWS = 512  # feed-forward rows per block in inference (see FeedForward
 
 ONEDNN_MIN_WEIGHTS = 1 << 18  # layers with fewer weights keep F.linear (see set_onednn_linear)
 _onednn_linear = None
-if torch.backends.mkldnn.is_available():
+if torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64"):
+    # measured on x86 only; elsewhere (ARM builds back oneDNN with other libraries) F.linear stays
     _onednn_linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 _use_onednn = _onednn_linear is not None
 
