@@ -20,7 +20,7 @@ from comfy.cli_args import args
 from torch import nn
 
 from ._handle import SA3Handle
-from ._sa3 import StableAudioModel, pipeline
+from ._sa3 import StableAudioModel, loading, pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +72,16 @@ def _autoencoder_dtype(device: torch.device) -> torch.dtype:
     return mm.vae_dtype(device, allowed_dtypes=[])
 
 
-def load_model(folder: str | Path, name: str, precision: str, attention: str, padding_mode: str) -> SA3Handle:
+def load_model(folder: str | Path, name: str, precision: str, attention: str, padding_mode: str,
+               low_memory: bool = False) -> SA3Handle:
     """Load an official folder on ComfyUI's offload device and wrap its parts in patchers."""
     dit_device, dit_offload = mm.get_torch_device(), mm.unet_offload_device()
     text_device, text_offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
     vae_device, vae_offload = mm.vae_device(), mm.vae_offload_device()
     model = StableAudioModel.from_pretrained(
         folder, device=dit_offload, dtype=_dit_dtype(precision, dit_device), attention=attention,
-        padding_mode=padding_mode, text_dtype=_text_dtype(), autoencoder_dtype=_autoencoder_dtype(vae_device))
+        padding_mode=padding_mode, text_dtype=_text_dtype(), autoencoder_dtype=_autoencoder_dtype(vae_device),
+        low_memory=low_memory)
     # the backend was resolved for the offload device; resolve it again for where the parts run
     model.dit.set_attention(pipeline.resolve_backend(attention, dit_device), padding_mode)
     model.autoencoder.attention_backend = pipeline.resolve_backend(attention, vae_device)
@@ -101,6 +103,15 @@ def load_parts(handle: SA3Handle, *parts: str) -> torch.device:
     patchers = [handle.patchers[p] for p in parts]
     mm.load_models_gpu(patchers)
     return patchers[0].load_device
+
+
+def release_parts(handle: SA3Handle, *parts: str) -> None:
+    """With the loader's ``low_memory`` on, drop the named parts' memory-mapped CPU weights from
+    RAM once a node is done with them (``sa3.loading.release_mapped_weights``); the next node
+    that loads the part reads them back from the page cache."""
+    if handle.model.low_memory:
+        for part in parts:
+            loading.release_mapped_weights(handle.patchers[part].model)
 
 
 def intermediate_device() -> torch.device:

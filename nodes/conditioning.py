@@ -56,6 +56,7 @@ def encode(handle, prompts, negatives, durations) -> tuple[SA3Conditioning, SA3C
     comfy_models.load_parts(handle, "text")
     model = handle.model
     text = pipeline.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
+    comfy_models.release_parts(handle, "text")
     out = comfy_models.intermediate_device()
     family = handle.config.family
     positive = SA3Conditioning("positive", tuple(prompts), tuple(durations), text.cross.to(out),

@@ -69,6 +69,7 @@ class SA3Decode(io.ComfyNode):
 
         audio = pipeline.decode(handle.model.autoencoder, samples, plan, chunked=use_chunks, generator=generator,
                                 on_chunk=on_chunk)
+        comfy_models.release_parts(handle, "autoencoder")
         if trim:
             audio = pipeline.trim_to_duration(audio, durations, config.sample_rate)
         return io.NodeOutput(make_audio(audio, config.sample_rate))

@@ -88,6 +88,7 @@ def encode_sources(handle, sources, plan, generator) -> torch.Tensor:
     for source in sources:
         wav = pipeline.prepare_audio(source, cfg.sample_rate, plan.audio_samples)
         out.append(pipeline.encode_audio(model.autoencoder, wav, chunked=chunked, generator=generator))
+    comfy_models.release_parts(handle, "autoencoder")
     return torch.cat(out)
 
 

@@ -155,6 +155,11 @@ class SA3ModelLoader(io.ComfyNode):
                                  tooltip=f"Allow downloading an official model from Hugging Face into "
                                          f"models/{FOLDER}/<name>/ when it is missing (gated: accept the license "
                                          "and set HF_TOKEN)."),
+                io.Boolean.Input("low_memory", default=False, optional=True,
+                                 tooltip="For small-RAM CPU machines: after each node, drop the weights of the "
+                                         "parts it used from RAM (text encoder, DiT, SAME), so the peak is the "
+                                         "largest part instead of all three. They are read back from the disk "
+                                         "cache at the next use (well under a second for small)."),
             ],
             outputs=[SA3Model.Output(display_name="model",
                                      tooltip="The loaded Stable Audio 3 model for the SA3 nodes.")],
@@ -162,7 +167,7 @@ class SA3ModelLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model_name=None, precision=None, attention=None, padding_mode=None,
-                        download=None) -> bool | str:
+                        download=None, low_memory=None) -> bool | str:
         message = widget_error(cls, "Model Loader", precision=precision, attention=attention,
                                padding_mode=padding_mode)
         if message is None and model_name is not None:
@@ -170,10 +175,11 @@ class SA3ModelLoader(io.ComfyNode):
         return message or True
 
     @classmethod
-    def execute(cls, model_name, precision, attention, padding_mode, download) -> io.NodeOutput:
+    def execute(cls, model_name, precision, attention, padding_mode, download, low_memory=False) -> io.NodeOutput:
         require_widgets(cls, "Model Loader", precision=precision, attention=attention, padding_mode=padding_mode)
         folder = _resolve(model_name, download)
-        return io.NodeOutput(comfy_models.load_model(folder, model_name, precision, attention, padding_mode))
+        return io.NodeOutput(comfy_models.load_model(folder, model_name, precision, attention, padding_mode,
+                                                     bool(low_memory)))
 
 
 # --- LoRA -------------------------------------------------------------------------------------

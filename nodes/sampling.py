@@ -68,7 +68,9 @@ def text_conditioning(handle, positive, negative, durations: list[float], batch:
     sync_loras(handle)
     comfy_models.load_parts(handle, "text")
     model = handle.model
-    return pipeline.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
+    text = pipeline.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
+    comfy_models.release_parts(handle, "text")
+    return text
 
 
 def source_latents(handle, latent, plan, generator, name: str) -> torch.Tensor:
@@ -184,5 +186,6 @@ class SA3Sampler(io.ComfyNode):
             sampler_type=None if sampler == DEFAULT_SAMPLER else sampler, init_latents=init,
             init_noise_level=init_noise_level, local_cond=local, generator=generator,
             callback=make_preview_callback(handle, preview_every, steps, bar), step_hooks=hooks)
+        comfy_models.release_parts(handle, "dit", "autoencoder")  # the autoencoder: sources, previews
         result = out.to(comfy_models.intermediate_device(), torch.float32)
         return io.NodeOutput(make_latent(result, durations, config.sample_rate, **{RNG: save_generator(generator)}))

@@ -172,3 +172,23 @@ def test_long_decode_chunked_and_not(chunked, record):
     decode_updates = record.progress[2:]  # after the two sampler steps
     assert decode_updates[-1][0] == decode_updates[-1][1]
     assert len(decode_updates) == (2 if chunked == "auto" else 1)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="weight release is Linux-only")
+def test_low_memory_loader_releases_parts_and_keeps_the_audio(monkeypatch):
+    loading = nodes.comfy_models.loading  # the pack's own copy of sa3.loading
+
+    h, ref = load_handle("tiny-small"), load_reference("tiny-small")
+    (low,) = nodes.SA3ModelLoader.execute(model_name="tiny-small", precision="fp32", attention="auto",
+                                          padding_mode="exact", download=False, low_memory=True).args
+    released = []
+    original = loading.release_mapped_weights
+    monkeypatch.setattr(loading, "release_mapped_weights", lambda m: released.append(m) or original(m))
+    expected = ref.generate("a dog barking", duration=3.0, steps=4, seed=7)
+    assert_same(run_graph(low), expected)
+    assert_same(run_graph(low), expected)  # again, from re-read pages
+    parts = {type(m).__name__ for m in released}
+    assert parts == {"SA3TextParts", "SA3DiffusionTransformer", "SA3Autoencoder"}
+    released.clear()
+    run_graph(h)  # the default loader keeps everything resident
+    assert released == []
