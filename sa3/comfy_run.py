@@ -175,9 +175,14 @@ class WebSocket:
 # --- run -------------------------------------------------------------------------------------
 
 
-def wait_with_websocket(client: ComfyClient, prompt_id: str, out=sys.stderr, timeout: float = 3600) -> None:
-    ws_url = client.server.replace("http", "ws", 1) + f"/ws?clientId={client.client_id}"
-    ws = WebSocket(ws_url, timeout)
+def open_websocket(client: ComfyClient, timeout: float) -> WebSocket:
+    """Connect before queueing: a prompt whose outputs are all cached finishes at once, and its
+    messages would be gone before a later connection."""
+    return WebSocket(client.server.replace("http", "ws", 1) + f"/ws?clientId={client.client_id}", timeout)
+
+
+def wait_with_websocket(ws: WebSocket, prompt_id: str, out=sys.stderr) -> None:
+    """Print progress until the prompt's end message; closes ``ws``."""
     try:
         while True:
             text = ws.receive()
@@ -219,12 +224,17 @@ def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, tim
         out=sys.stderr) -> list[Path]:
     prompt = apply_overrides(load_workflow(workflow), overrides)
     client = ComfyClient(server)
+    try:
+        ws = open_websocket(client, timeout)
+    except OSError:  # no websocket (proxy, old server): the history polling below still works
+        ws = None
     prompt_id = client.queue(prompt)
     out.write(f"queued {prompt_id} on {client.server}\n")
-    try:
-        wait_with_websocket(client, prompt_id, out=out, timeout=timeout)
-    except (OSError, ConnectionError):
-        pass
+    if ws is not None:
+        try:
+            wait_with_websocket(ws, prompt_id, out=out)
+        except OSError:
+            pass
     wait_with_polling(client, prompt_id, timeout=timeout)  # the history is written just after the last ws message
     entry = client.history(prompt_id)
     status = entry.get("status", {})

@@ -21,6 +21,7 @@ PROMPT = {
 class FakeComfy(BaseHTTPRequestHandler):
     websocket = True
     history: dict = {}
+    requests: list = []  # "ws" / "queue", in arrival order
 
     def log_message(self, *args):
         pass
@@ -34,6 +35,7 @@ class FakeComfy(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_POST(self):
+        FakeComfy.requests.append("queue")
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt = body["prompt"]
         if prompt["3"]["inputs"]["steps"] > 100:
@@ -51,6 +53,7 @@ class FakeComfy(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path.startswith("/ws"):
+            FakeComfy.requests.append("ws")
             if not FakeComfy.websocket:
                 return self._json(404, {})
             self.send_response(101)
@@ -94,10 +97,14 @@ def workflow(tmp_path):
 @pytest.mark.parametrize("websocket", [True, False])
 def test_run_downloads_audio(server, workflow, tmp_path, websocket):
     FakeComfy.websocket = websocket
+    FakeComfy.requests = []
     log = io.StringIO()
     saved = comfy_run.run(workflow, server, ["prompt=techno", "3.seed=7"], tmp_path / "out", timeout=10, out=log)
     assert [p.name for p in saved] == ["x_00001_.flac"]
     assert saved[0].read_bytes() == b"fLaC-fake"
+    # the websocket connects before queueing: a fully cached prompt ends at once (real-server test
+    # in tests/test_workflows_e2e.py), and its end message must not be missed
+    assert FakeComfy.requests[:2] == ["ws", "queue"]
     if websocket:
         assert "node 3: 4/8" in log.getvalue()
 
