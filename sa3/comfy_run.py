@@ -228,7 +228,12 @@ def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, tim
         ws = open_websocket(client, timeout)
     except OSError:  # no websocket (proxy, old server): the history polling below still works
         ws = None
-    prompt_id = client.queue(prompt)
+    try:
+        prompt_id = client.queue(prompt)
+    except BaseException:  # rejected graph or unreachable server: do not leave the socket open
+        if ws is not None:
+            ws.close()
+        raise
     out.write(f"queued {prompt_id} on {client.server}\n")
     if ws is not None:
         try:
