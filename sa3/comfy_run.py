@@ -130,6 +130,14 @@ class WebSocket:
     def __init__(self, url: str, timeout: float):
         parsed = urllib.parse.urlparse(url)
         self.sock = socket.create_connection((parsed.hostname, parsed.port or 80), timeout=timeout)
+        try:
+            self.buffer = self._handshake(parsed)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _handshake(self, parsed) -> bytes:
+        """Upgrade the connection; returns the bytes received after the response header."""
         key = base64.b64encode(os.urandom(16)).decode()
         path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
         self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\n"
@@ -142,7 +150,7 @@ class WebSocket:
             header += chunk
         if b" 101 " not in header.split(b"\r\n", 1)[0]:
             raise ConnectionError("websocket handshake refused")
-        self.buffer = header.split(b"\r\n\r\n", 1)[1]
+        return header.split(b"\r\n\r\n", 1)[1]
 
     def _read(self, n: int) -> bytes:
         while len(self.buffer) < n:
