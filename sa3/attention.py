@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DynamicTanh, Linear, RMSNorm, apply_rotary
+from .layers import DynamicTanh, Linear, RMSNorm, apply_rotary, inplace_version
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +135,7 @@ def _varlen_layout(key_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     memoised per mask (object and in-place version): ``nonzero`` syncs with the host once per
     generation instead of at every attention call. The DiT's padding is a suffix, so the valid
     tokens are a prefix of each row."""
-    try:
-        version = key_padding._version
-    except RuntimeError:  # inference-mode tensors keep no version counter
-        version = None
+    version = inplace_version(key_padding)
     hit = _varlen_memo.get(id(key_padding))
     if hit is not None and hit[0]() is key_padding and hit[1] == version:
         return hit[2], hit[3]

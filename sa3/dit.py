@@ -20,7 +20,8 @@ from torch import nn
 
 from .attention import Attention
 from .config import DiTConfig
-from .layers import FeedForward, Linear, RMSNorm, RotaryEmbedding, expo_fourier_features, mlp, rotary_cos_sin
+from .layers import (FeedForward, Linear, RMSNorm, RotaryEmbedding, expo_fourier_features, inplace_version, mlp,
+                     rotary_cos_sin)
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,7 @@ class DiTConditioning:
 
 def _tensor_signature(t: torch.Tensor) -> tuple:
     """Identity of a weight's current value: object, storage and in-place version counter."""
-    try:
-        version = t._version
-    except RuntimeError:  # inference-mode tensors keep no version counter
-        version = None
-    return id(t), t.data_ptr(), version, t.dtype, t.device
+    return id(t), t.data_ptr(), inplace_version(t), t.dtype, t.device
 
 
 @dataclass

@@ -57,6 +57,15 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+def inplace_version(t: torch.Tensor) -> int | None:
+    """The tensor's in-place version counter (bumped by every in-place write through autograd-
+    visible views), or None for inference-mode tensors, which keep none."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 class RMSNorm(nn.Module):
     """RMSNorm with a learned gain only.
 

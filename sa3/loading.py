@@ -22,6 +22,7 @@ from safetensors import safe_open
 from torch import nn
 
 from .config import AUTOENCODER_REPOS, MODEL_REPOS
+from .layers import inplace_version
 
 logger = logging.getLogger(__name__)
 
@@ -206,10 +207,7 @@ def release_mapped_weights(module: nn.Module) -> int:
         if t.device.type != "cpu" or not t.is_contiguous() or t.data_ptr() in seen:
             continue
         seen.add(t.data_ptr())
-        try:
-            if t._version != 0:
-                continue
-        except RuntimeError:  # inference-mode tensors keep no version counter: unknown, keep them
+        if inplace_version(t) != 0:  # written since loading, or unknown (inference-mode tensor): keep
             continue
         begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
         i = bisect.bisect_right(starts, begin) - 1
