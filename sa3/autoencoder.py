@@ -16,8 +16,8 @@ import torch
 
 from . import audio as audio_utils
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
-from .loading import (CHECKPOINT_PREFIXES, CONFIG_FILE, WEIGHTS_FILE, default_device, load_strict, read_checkpoint,
-                      read_json, resolve_autoencoder_dir)
+from .loading import (CONFIG_FILE, WEIGHTS_FILE, default_device, load_strict, read_checkpoint, read_json,
+                      resolve_autoencoder_dir, split_checkpoint)
 from .same import SAMEAutoencoder, SAMEConfig
 
 
@@ -35,9 +35,8 @@ class AutoencoderModel:
         raw = read_json(folder / CONFIG_FILE)
         weights = folder / WEIGHTS_FILE
         state = read_checkpoint(weights)
-        prefix = CHECKPOINT_PREFIXES["autoencoder"]
         if raw.get("model_type") == "diffusion_cond_inpaint":  # a full SA3 folder: take its SAME part
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            state = split_checkpoint(state, weights)["autoencoder"]
         cfg = SAMEConfig.from_official(raw)
         with torch.device("meta"):
             autoencoder = SAMEAutoencoder(cfg)

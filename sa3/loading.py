@@ -77,24 +77,26 @@ def hub_download(repo_id: str, filenames: list[str], *, subfolder: str | None = 
     return folder
 
 
-def resolve_model_dir(name_or_path: str | Path, *, cache_dir: str | Path | None = None,
-                      local_dir: str | Path | None = None, download: bool = True) -> Path:
-    """A local official folder, or one of the six model names downloaded from the hub."""
+def _folder_or_hub(name_or_path: str | Path, repos: dict[str, str], kind: str, layout: str, **hub_kwargs) -> Path:
+    """A local folder holding ``model_config.json``, or a name of ``repos`` fetched from the hub
+    (config and weights). ``kind`` and ``layout`` word the errors."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
-            raise RuntimeError(
-                f"Stable Audio 3: {str(path)!r} has no {CONFIG_FILE}; expected an official model folder "
-                f"({CONFIG_FILE}, {WEIGHTS_FILE}, {TEXT_FOLDER}/)."
-            )
+            raise RuntimeError(f"Stable Audio 3: {str(path)!r} has no {CONFIG_FILE}; expected {layout}.")
         return path
     name = str(name_or_path)
-    if name not in MODEL_REPOS:
-        raise ValueError(
-            f"Stable Audio 3: unknown model {name!r}: neither a folder nor one of {sorted(MODEL_REPOS)}."
-        )
-    return hub_download(MODEL_REPOS[name], [CONFIG_FILE, WEIGHTS_FILE], cache_dir=cache_dir, local_dir=local_dir,
-                        download=download)
+    if name not in repos:
+        raise ValueError(f"Stable Audio 3: unknown {kind} {name!r}: neither a folder nor one of {sorted(repos)}.")
+    return hub_download(repos[name], [CONFIG_FILE, WEIGHTS_FILE], **hub_kwargs)
+
+
+def resolve_model_dir(name_or_path: str | Path, *, cache_dir: str | Path | None = None,
+                      local_dir: str | Path | None = None, download: bool = True) -> Path:
+    """A local official folder, or one of the six model names downloaded from the hub."""
+    return _folder_or_hub(name_or_path, MODEL_REPOS, "model",
+                          f"an official model folder ({CONFIG_FILE}, {WEIGHTS_FILE}, {TEXT_FOLDER}/)",
+                          cache_dir=cache_dir, local_dir=local_dir, download=download)
 
 
 def resolve_text_dir(model_dir: Path, repo_id: str | None, subfolder: str | None, *,
@@ -270,14 +272,5 @@ def read_json(path: Path) -> dict:
 
 def resolve_autoencoder_dir(name_or_path: str | Path, **hub_kwargs) -> Path:
     """A local SAME folder (or a full SA3 folder), or 'same-s' / 'same-l' from the hub."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / CONFIG_FILE).is_file():
-            raise RuntimeError(f"Stable Audio 3: {str(path)!r} has no {CONFIG_FILE}.")
-        return path
-    if str(name_or_path) not in AUTOENCODER_REPOS:
-        raise ValueError(
-            f"Stable Audio 3: unknown autoencoder {str(name_or_path)!r}: neither a folder nor one of "
-            f"{sorted(AUTOENCODER_REPOS)}."
-        )
-    return hub_download(AUTOENCODER_REPOS[str(name_or_path)], [CONFIG_FILE, WEIGHTS_FILE], **hub_kwargs)
+    return _folder_or_hub(name_or_path, AUTOENCODER_REPOS, "autoencoder",
+                          f"a SAME or SA3 model folder ({CONFIG_FILE}, {WEIGHTS_FILE})", **hub_kwargs)
