@@ -147,6 +147,17 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
                         help="our fp32 CPU linears through F.linear (MKL) instead of oneDNN")
 
 
+def parse_run_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, apply the thread count and default to the random full-size small-music folder."""
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.model is None:
+        from _random_model import random_model_dir
+
+        args.model = random_model_dir("small-music")
+    return args
+
+
 def configure_ours(args) -> dict:
     """Apply the run options to sa3; returns the extra from_pretrained kwargs."""
     from sa3.layers import set_onednn_linear
@@ -159,12 +170,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(parser)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per duration after a warm-up (0: no warm-up)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.model is None:
-        from _random_model import random_model_dir
-
-        args.model = random_model_dir("small-music")
+    args = parse_run_args(parser)
 
     monitor = StageMonitor()
     model, load_time, load_peak = load_ours(args.model, args.dtype, monitor, **configure_ours(args))

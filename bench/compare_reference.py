@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import (STAGES, StageMonitor, add_run_args, configure_ours, fmt_table, load_ours,  # noqa: E402
-                            run_stages, wrap)
+                            parse_run_args, run_stages, wrap)
 
 
 def load_official(model_dir: Path, monitor: StageMonitor):
@@ -77,12 +77,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(parser)
     parser.add_argument("--official-first", action="store_true", help="run the official model first")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.model is None:
-        from _random_model import random_model_dir
-
-        args.model = random_model_dir("small-music")
+    args = parse_run_args(parser)
     model_dir = Path(args.model)
     have_official = import_official()
     monitor = StageMonitor()
