@@ -237,8 +237,7 @@ def prepare_audio(audio_input: AudioInput, sample_rate: int, length: int) -> tor
 def encode_audio(autoencoder: SAMEAutoencoder, audio: torch.Tensor, *, chunked: bool,
                  generator: torch.Generator | None) -> torch.Tensor:
     """(1, 2, S) audio -> (1, C, S / 4096) latents. SAME-L draws encoder noise from ``generator``."""
-    param = next(autoencoder.parameters())
-    return autoencoder.encode(audio.to(param.device, param.dtype), chunked=chunked, generator=generator)
+    return autoencoder.encode(audio.to(autoencoder.device, autoencoder.dtype), chunked=chunked, generator=generator)
 
 
 def build_inpaint_mask(plan: LatentPlan, regions: Sequence[tuple[float, float]], sample_rate: int,
@@ -368,9 +367,8 @@ def decode(autoencoder: SAMEAutoencoder, latents: torch.Tensor, plan: LatentPlan
            generator: torch.Generator | None, on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """(B, C, L) latents -> (B, 2, L * 4096) float32 audio: samples past each item's valid
     latents are zeroed, then clamped to [-1, 1]. Draws the decoder noise from ``generator``."""
-    param = next(autoencoder.parameters())
-    audio = autoencoder.decode(latents.to(param.device, param.dtype), chunked=chunked, generator=generator,
-                               on_chunk=on_chunk)
+    audio = autoencoder.decode(latents.to(autoencoder.device, autoencoder.dtype), chunked=chunked,
+                               generator=generator, on_chunk=on_chunk)
     keep = plan.padding_mask(audio.device).repeat_interleave(SAMPLES_PER_LATENT, dim=-1)[:, None]  # (B, 1, S)
     audio = audio * keep[..., : audio.shape[-1]].to(audio.dtype)
     return audio.float().clamp(-1, 1)
