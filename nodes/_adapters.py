@@ -70,6 +70,17 @@ def parse_regions(text: str, node: str, input_name: str) -> list[tuple[float, fl
     return regions
 
 
+def one_or_each(values, n: int, message: str) -> list:
+    """``values`` for ``n`` items: as given when there are ``n``, repeated when there is one;
+    otherwise ``ValueError(message)`` (the caller's sentence naming the input)."""
+    values = list(values)
+    if len(values) == n:
+        return values
+    if len(values) == 1:
+        return values * n
+    raise ValueError(message)
+
+
 def check_durations(durations: list[float], max_duration: float, node: str, input_name: str) -> None:
     for d in durations:
         if not math.isfinite(d) or d <= 0 or d > max_duration:

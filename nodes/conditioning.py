@@ -12,7 +12,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import comfy_models
-from ._adapters import check_durations, error, parse_durations, split_prompts
+from ._adapters import check_durations, error, one_or_each, parse_durations, split_prompts
 from ._handle import SA3Conditioning, sync_loras
 from ._sa3 import pipeline
 from .loaders import _require_model
@@ -33,19 +33,13 @@ def text_batch(prompt: str, negative_prompt: str, one_per_line: bool, duration: 
     negatives = None
     if negative_prompt.strip():
         negatives = split_prompts(negative_prompt, one_per_line)
-        if len(negatives) == 1:
-            negatives = negatives * n
-        elif len(negatives) != n:
-            raise ValueError(error(NODE, f"negative_prompt has {len(negatives)} lines but prompt has {n} (expected 1 "
-                                         f"or {n}). Give one negative line for all items or one per prompt."))
-    seconds = parse_durations(durations, NODE, "durations")
-    if not seconds:
-        seconds = [float(duration)] * n
-    elif len(seconds) == 1:
-        seconds = seconds * n
-    elif len(seconds) != n:
-        raise ValueError(error(NODE, f"durations has {len(seconds)} values but prompt has {n} item(s) (expected 1 or "
-                                     f"{n}). Give one duration per prompt line."))
+        negatives = one_or_each(negatives, n, error(
+            NODE, f"negative_prompt has {len(negatives)} lines but prompt has {n} (expected 1 or {n}). Give one "
+                  "negative line for all items or one per prompt."))
+    seconds = parse_durations(durations, NODE, "durations") or [float(duration)]
+    seconds = one_or_each(seconds, n, error(
+        NODE, f"durations has {len(seconds)} values but prompt has {n} item(s) (expected 1 or {n}). Give one "
+              "duration per prompt line."))
     check_durations(seconds, MAX_SECONDS, NODE, "duration")
     return prompts, negatives, seconds
 

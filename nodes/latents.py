@@ -6,8 +6,8 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_models
-from ._adapters import (DURATIONS, SOURCE, check_durations, check_regions, error, make_latent, parse_durations,
-                        parse_regions, read_audio, read_latent)
+from ._adapters import (DURATIONS, SOURCE, check_durations, check_regions, error, make_latent, one_or_each,
+                        parse_durations, parse_regions, read_audio, read_latent)
 from ._sa3 import pipeline
 from ._validate import require_widgets, widget_error
 from .conditioning import MAX_SECONDS
@@ -20,15 +20,10 @@ ENCODE_SEED = 0  # the encode node's own SAME-L noise; the sampler re-draws it f
 
 
 def _batch_durations(duration: float, batch_size: int, durations: str, node: str) -> list[float]:
-    seconds = parse_durations(durations, node, "durations")
-    if not seconds:
-        return [float(duration)] * batch_size
-    if len(seconds) == 1:
-        return seconds * batch_size
-    if len(seconds) != batch_size:
-        raise ValueError(error(node, f"durations has {len(seconds)} values but batch_size is {batch_size} (expected 1 "
-                                     f"or {batch_size}). Give one duration per item or set batch_size."))
-    return seconds
+    seconds = parse_durations(durations, node, "durations") or [float(duration)]
+    return one_or_each(seconds, batch_size, error(
+        node, f"durations has {len(seconds)} values but batch_size is {batch_size} (expected 1 or {batch_size}). "
+              "Give one duration per item or set batch_size."))
 
 
 class SA3EmptyLatent(io.ComfyNode):

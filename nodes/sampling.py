@@ -15,7 +15,7 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_models
-from ._adapters import RNG, SOURCE, check_regions, error, make_latent, read_latent, save_generator
+from ._adapters import RNG, SOURCE, check_regions, error, make_latent, one_or_each, read_latent, save_generator
 from ._handle import SA3Conditioning, sync_loras
 from ._sa3 import SAMPLERS, pipeline
 from ._validate import require_widgets, widget_error
@@ -39,12 +39,9 @@ def _side(cond, name: str, kinds: tuple[str, ...]) -> SA3Conditioning:
 
 
 def _broadcast(values: tuple, batch: int, name: str) -> list:
-    if len(values) == batch:
-        return list(values)
-    if len(values) == 1:
-        return list(values) * batch
-    raise ValueError(error(NODE, f"{name} has {len(values)} items but the latent has {batch} (expected 1 or {batch}). "
-                                 f"Set SA3 Empty Latent batch_size to {len(values)} or give one prompt per item."))
+    return one_or_each(values, batch, error(
+        NODE, f"{name} has {len(values)} items but the latent has {batch} (expected 1 or {batch}). Set SA3 Empty "
+              f"Latent batch_size to {len(values)} or give one prompt per item."))
 
 
 def text_conditioning(handle, positive, negative, durations: list[float], batch: int) -> pipeline.TextConditioning:
