@@ -174,9 +174,9 @@ class FeedForward(nn.Module):
         different blocking for fewer rows), while the (rows, 2F) intermediate stays small and is
         reused by the allocator instead of being freshly mapped at every call (measured: SAME-S
         decode 5-8 % faster, DiT step memory -20 % at 120 s)."""
-        rows = x.reshape(-1, x.shape[-1])  # (..., W) -> (R, W)
-        if torch.is_grad_enabled() or rows.shape[0] <= FF_BLOCK_ROWS:
+        if torch.is_grad_enabled() or x.numel() <= FF_BLOCK_ROWS * x.shape[-1]:
             return self.ff(x)
+        rows = x.reshape(-1, x.shape[-1])  # (..., W) -> (R, W)
         out = torch.cat([self.ff(block) for block in rows.split(FF_BLOCK_ROWS)])
         return out.view(*x.shape[:-1], out.shape[-1])
 
