@@ -228,6 +228,22 @@ def wait_with_polling(client: ComfyClient, prompt_id: str, timeout: float = 3600
     raise ComfyError(f"the prompt did not finish within {timeout:.0f} s")
 
 
+def output_path(output_dir: Path, filename) -> Path:
+    """Where a server-named output is saved: ``output_dir / filename`` for a plain file name only.
+
+    The name comes from the server, so it is not trusted: a name with a folder part (``../x.flac``,
+    ``sub/x.flac``, ``C:\\x``), an absolute path, ``.``/``..``, a control character, or an existing
+    symbolic link in ``output_dir`` would write outside ``-o`` and is refused."""
+    name = filename if isinstance(filename, str) else ""
+    plain = (name not in ("", ".", "..") and not any(c in name for c in "/\\:") and name.isprintable()
+             and name == name.strip())
+    path = output_dir / name
+    if plain and not path.is_symlink() and path.resolve().parent == output_dir.resolve():
+        return path
+    raise ComfyError(f"the server returned an unsafe output file name {filename!r} (expected a plain file name "
+                     f"to save inside {str(output_dir)!r}); nothing was saved.")
+
+
 def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, timeout: float = 3600,
         out=sys.stderr) -> list[Path]:
     prompt = apply_overrides(load_workflow(workflow), overrides)
@@ -256,14 +272,14 @@ def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, tim
         detail = errors[0] if errors else {}
         raise ComfyError(f"node {detail.get('node_id')} ({detail.get('node_type')}) failed: "
                          f"{detail.get('exception_message', 'see the ComfyUI log')}")
+    items = [item for node_output in entry.get("outputs", {}).values() for item in node_output.get("audio", [])]
+    paths = [output_path(output_dir, item.get("filename")) for item in items]  # all checked before any write
     output_dir.mkdir(parents=True, exist_ok=True)
     saved = []
-    for node_output in entry.get("outputs", {}).values():
-        for item in node_output.get("audio", []):
-            path = output_dir / item["filename"]
-            path.write_bytes(client.download(item))
-            saved.append(path)
-            out.write(f"saved {path}\n")
+    for item, path in zip(items, paths):
+        path.write_bytes(client.download(item))
+        saved.append(path)
+        out.write(f"saved {path}\n")
     if not saved:
         out.write("the workflow produced no audio output (add a SaveAudio or PreviewAudio node)\n")
     return saved

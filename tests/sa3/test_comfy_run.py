@@ -20,6 +20,7 @@ PROMPT = {
 
 class FakeComfy(BaseHTTPRequestHandler):
     websocket = True
+    filenames = ["x_00001_.flac"]  # what the server names its outputs
     history: dict = {}
     requests: list = []  # "ws" / "queue", in arrival order
 
@@ -47,7 +48,8 @@ class FakeComfy(BaseHTTPRequestHandler):
             "status": {"status_str": "error" if failed else "success", "completed": not failed,
                        "messages": [["execution_error", {"node_id": "3", "node_type": "SA3Sampler",
                                                          "exception_message": "boom"}]] if failed else []},
-            "outputs": {} if failed else {"9": {"audio": [{"filename": "x_00001_.flac", "subfolder": "audio", "type": "output"}]}},
+            "outputs": {} if failed else {"9": {"audio": [{"filename": name, "subfolder": "audio", "type": "output"}
+                                                           for name in FakeComfy.filenames]}},
         }}
         self._json(200, {"prompt_id": "p1", "number": 0, "node_errors": {}})
 
@@ -150,3 +152,42 @@ def test_ui_format_is_refused(tmp_path):
     path.write_text(json.dumps({"nodes": [], "links": []}))
     with pytest.raises(comfy_run.ComfyError, match="UI-format workflow; use the API-format file"):
         comfy_run.load_workflow(path)
+
+
+UNSAFE_NAMES = ["../x.flac", "../../etc/x.flac", "/tmp/x.flac", "/etc/passwd", "sub/x.flac", "sub\\x.flac",
+                "..\\x.flac", "C:\\x.flac", "C:x.flac", "..", ".", "", "x\x00.flac", "x\n.flac", " x.flac",
+                None, 7, ["x.flac"]]
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_unsafe_output_names_write_nothing(server, workflow, tmp_path, name):
+    """A server-chosen name never writes outside -o, and a bad one saves nothing at all."""
+    FakeComfy.websocket = False
+    FakeComfy.filenames = ["good_00001_.flac", name]
+    out_dir = tmp_path / "deep" / "out"
+    try:
+        with pytest.raises(comfy_run.ComfyError, match=r"unsafe output file name .*nothing was saved"):
+            comfy_run.run(workflow, server, [], out_dir, timeout=5, out=io.StringIO())
+    finally:
+        FakeComfy.filenames = ["x_00001_.flac"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["wf.json"]
+
+
+def test_symlink_in_output_dir_is_not_followed(server, workflow, tmp_path):
+    out_dir, outside = tmp_path / "out", tmp_path / "outside.flac"
+    out_dir.mkdir()
+    (out_dir / "x_00001_.flac").symlink_to(outside)
+    FakeComfy.websocket = False
+    with pytest.raises(comfy_run.ComfyError, match="unsafe output file name 'x_00001_.flac'"):
+        comfy_run.run(workflow, server, [], out_dir, timeout=5, out=io.StringIO())
+    assert not outside.exists()
+
+
+def test_output_names_with_dots_stay_inside(server, workflow, tmp_path):
+    FakeComfy.websocket = False
+    FakeComfy.filenames = ["a..b_00001_.flac", "..x.flac"]
+    try:
+        saved = comfy_run.run(workflow, server, [], tmp_path / "out", timeout=5, out=io.StringIO())
+    finally:
+        FakeComfy.filenames = ["x_00001_.flac"]
+    assert [p.relative_to(tmp_path).as_posix() for p in saved] == ["out/a..b_00001_.flac", "out/..x.flac"]
