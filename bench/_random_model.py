@@ -121,5 +121,8 @@ def random_model_dir(variant: str = "small-music", seed: int = 0, root: Path = R
 
 
 if __name__ == "__main__":
+    # python bench/_random_model.py [variant] [seed]; seeds other than 0 go to ROOT-seed<N>
     logging.basicConfig(level=logging.INFO)
-    print(random_model_dir(sys.argv[1] if len(sys.argv) > 1 else "small-music"))
+    seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    root = ROOT if seed == 0 else ROOT.with_name(f"{ROOT.name}-seed{seed}")
+    print(random_model_dir(sys.argv[1] if len(sys.argv) > 1 else "small-music", seed=seed, root=root))

@@ -43,6 +43,7 @@ class StageMonitor:
         self.current = None
         self.peak: dict[str, int] = {}
         self.time: dict[str, float] = {}
+        self.decoded = None  # the last latents given to a stage wrapped as "decode"
         self._since = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -79,6 +80,8 @@ def wrap(obj, attr: str, monitor: StageMonitor, inner: str, outer: str):
     fn = getattr(obj, attr)
 
     def timed(*args, **kwargs):
+        if inner == "decode":
+            monitor.decoded = args[0]  # the latents, for comparing implementations
         monitor.stage(inner)
         try:
             return fn(*args, **kwargs)
@@ -108,7 +111,8 @@ def run_stages(generate, monitor: StageMonitor, durations, steps: int, seed: int
             if repeats and i == 0:
                 continue  # warm-up
             row = {"total": total, **{f"t_{s}": monitor.time.get(s, 0.0) for s in STAGES},
-                   **{f"rss_{s}": monitor.peak.get(s, 0) for s in STAGES}, "output": out}
+                   **{f"rss_{s}": monitor.peak.get(s, 0) for s in STAGES}, "output": out,
+                   "latents": monitor.decoded}
             if best is None or row["total"] < best["total"]:
                 best = row
         results[d] = best

@@ -50,6 +50,19 @@ def load_official(model_dir: Path, monitor: StageMonitor):
     return model, load_time, monitor.peak.get("load", 0)
 
 
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float64."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def latents_rel_l2(ours: torch.Tensor, official: torch.Tensor) -> float:
+    """Relative L2 of the latents each side decoded, over the frames both have (the official code
+    decodes its padded length, ours may crop first)."""
+    n = min(ours.shape[-1], official.shape[-1])
+    return rel_l2(ours[..., :n], official[..., :n])
+
+
 def import_official() -> bool:
     path = os.environ.get("SA3_OFFICIAL_PATH")
     if not path:
@@ -67,7 +80,7 @@ def bench(label, load, monitor, args):
     model, load_time, load_peak = load(monitor)
     run_stages(model.generate, monitor, [min(args.durations)], args.steps, repeats=0)  # warm-up
     results = run_stages(model.generate, monitor, args.durations, args.steps, repeats=0)
-    outputs = {d: r.pop("output") for d, r in results.items()}
+    outputs = {d: (r.pop("output"), r.pop("latents")) for d, r in results.items()}
     del model
     gc.collect()
     return {"label": label, "load_time": load_time, "load_peak": load_peak, "results": results}, outputs
@@ -108,20 +121,22 @@ def main():
     print(fmt_table(rows))
     if "official" in stats:
         o, s = stats["official"], stats["sa3"]
-        rows = [("duration_s", "speedup_total", *(f"speedup_{x}" for x in STAGES), "peak_ratio", "max_abs_diff", "rel_l2")]
+        rows = [("duration_s", "speedup_total", *(f"speedup_{x}" for x in STAGES), "peak_ratio", "max_abs_diff", "rel_l2",
+                 "latents_rel_l2")]
         rows.append(("load", f"{o['load_time'] / s['load_time']:.2f}", "", "", "", f"{s['load_peak'] / o['load_peak']:.2f}",
-                     "", ""))
+                     "", "", ""))
         for d in args.durations:
             ro, rs = o["results"][d], s["results"][d]
             peak_o = max(ro["rss_" + x] for x in STAGES)
             peak_s = max(rs["rss_" + x] for x in STAGES)
-            a, b = outs["sa3"][d].float(), outs["official"][d].float()
+            (a, za), (b, zb) = outs["sa3"][d], outs["official"][d]
+            a, b = a.float(), b.float()
             same = a.shape == b.shape
             diff = f"{(a - b).abs().max().item():.2e}" if same else f"shapes {tuple(a.shape)} vs {tuple(b.shape)}"
-            rel = f"{((a - b).norm() / b.norm()).item():.2e}" if same else ""
+            rel = f"{rel_l2(a, b):.2e}" if same else ""
             rows.append((f"{d:g}", f"{ro['total'] / rs['total']:.2f}",
                          *(f"{ro['t_' + x] / max(rs['t_' + x], 1e-9):.2f}" for x in STAGES),
-                         f"{peak_s / peak_o:.2f}", diff, rel))
+                         f"{peak_s / peak_o:.2f}", diff, rel, f"{latents_rel_l2(za, zb):.2e}"))
         print("official / sa3 time (>1: we are faster); sa3 / official peak RSS (<1: we use less)")
         print(fmt_table(rows))
     print(f"process peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gb:.2f} GB")

@@ -83,8 +83,8 @@ def load_model(folder: str | Path, name: str, precision: str, attention: str, pa
         padding_mode=padding_mode, text_dtype=_text_dtype(), autoencoder_dtype=_autoencoder_dtype(vae_device),
         low_memory=low_memory)
     # the backend was resolved for the offload device; resolve it again for where the parts run
-    model.dit.set_attention(pipeline.resolve_backend(attention, dit_device), padding_mode)
-    model.autoencoder.attention_backend = pipeline.resolve_backend(attention, vae_device)
+    model.dit.set_attention(pipeline.resolve_backend(attention, dit_device, model.dit.dtype), padding_mode)
+    model.autoencoder.attention_backend = pipeline.resolve_backend(attention, vae_device, model.autoencoder.dtype)
     patchers = {
         "text": comfy.model_patcher.ModelPatcher(
             SA3TextParts(dit_offload, text_encoder=model.text_encoder, conditioner=model.conditioner),

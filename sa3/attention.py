@@ -9,7 +9,8 @@ Backends:
   chunks over a key halo, so memory is linear in the sequence length (no N x N mask).
 - ``"math"``: explicit softmax over a full dense mask. Slow and quadratic; the reference the
   other backends are tested against.
-- ``"flash"``: flash-attn 2 (CUDA, fp16/bf16), varlen for key padding. Only when importable.
+- ``"flash"``: flash-attn 2 (CUDA, fp16/bf16 inputs only: it is never given float32, see
+  ``resolve_backend``), varlen for key padding. Only when importable.
 
 Key padding has two semantics (``padding_mode``):
 - ``"exact"``: padded keys are excluded from the softmax, as flash-attn varlen does on CUDA (the
@@ -51,18 +52,33 @@ def flash_available() -> bool:
     return torch.cuda.is_available() and _flash_module() is not None
 
 
-def resolve_backend(backend: str | None, device: torch.device | str | None = None) -> str:
-    """Map ``None``/``"auto"`` to a concrete backend and validate explicit choices."""
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # the only precisions flash-attn computes in
+
+
+def resolve_backend(backend: str | None, device: torch.device | str | None = None,
+                    dtype: torch.dtype | None = None) -> str:
+    """The concrete backend for a part running on ``device`` in ``dtype`` (None: float32).
+
+    ``None``/``"auto"``: flash-attn for a CUDA part in fp16/bf16 when it is installed, SDPA
+    otherwise. flash-attn has no float32 kernels, so a float32 part (SAME by default, or an fp32
+    DiT) never gets it: ``auto`` picks SDPA, and an explicit ``"flash"`` gives that part SDPA too
+    (logged), so no part silently runs its attention in a lower precision than its own.
+    """
     if backend not in (None, *BACKENDS):
         raise ValueError(f"Stable Audio 3: unknown attention backend {backend!r} (expected one of {BACKENDS}).")
     is_cuda = device is not None and torch.device(device).type == "cuda"
+    half = dtype in HALF_DTYPES
     if backend in (None, "auto"):
-        return "flash" if is_cuda and flash_available() else "sdpa"
+        return "flash" if is_cuda and half and flash_available() else "sdpa"
     if backend == "flash" and not flash_available():
         raise RuntimeError(
             "Stable Audio 3: attention='flash' needs a CUDA GPU and the flash-attn package "
             "(pip install flash-attn). Use attention='sdpa' instead."
         )
+    if backend == "flash" and not half:
+        logger.info("Stable Audio 3: attention='flash' computes in fp16/bf16 only; a part in %s uses sdpa "
+                    "(keeps its precision).", dtype or torch.float32)
+        return "sdpa"
     return backend
 
 
@@ -148,11 +164,12 @@ def _varlen_layout(key_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _flash_attention(q, k, v, key_padding, window, padding_mode):
+    if q.dtype not in HALF_DTYPES:  # never cast silently: resolve_backend gives float32 parts sdpa
+        raise RuntimeError(f"Stable Audio 3: the flash attention backend computes in fp16/bf16 only (got {q.dtype} "
+                           "inputs); use attention='sdpa' for parts kept in float32.")
     from flash_attn import flash_attn_func, flash_attn_varlen_func
 
-    in_dtype = q.dtype
-    half = in_dtype if in_dtype in (torch.float16, torch.bfloat16) else torch.float16
-    q, k, v = (t.transpose(1, 2).to(half) for t in (q, k, v))  # (B, H, N, D) -> (B, N, H, D)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, D) -> (B, N, H, D)
     win = window if window is not None else (-1, -1)
     if key_padding is None or padding_mode == "reference":
         if key_padding is not None:
@@ -167,7 +184,7 @@ def _flash_attention(q, k, v, key_padding, window, padding_mode):
         out = torch.zeros(b * n, h, d, dtype=out_packed.dtype, device=out_packed.device)
         out[idx] = out_packed
         out = out.reshape(b, n, h, d)
-    return out.transpose(1, 2).to(in_dtype)
+    return out.transpose(1, 2)
 
 
 _BACKEND_FNS: dict[str, Callable] = {"math": _math_attention, "sdpa": _sdpa_attention, "flash": _flash_attention}

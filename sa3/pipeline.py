@@ -441,8 +441,8 @@ class StableAudioModel:
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"Stable Audio 3: padding_mode must be one of {PADDING_MODES} (got {padding_mode!r}).")
         device = torch.device(device) if device is not None else default_device()
-        backend = resolve_backend(attention, device)
         model_dtype = _resolve_dtype(dtype, device)
+        backend = resolve_backend(attention, device, model_dtype)  # the DiT's; SAME resolves its own
         model_dir = resolve_model_dir(name_or_path, cache_dir=cache_dir, download=download)
         config = ModelConfig.from_file(model_dir / "model_config.json")
         same_cfg = SAMEConfig.from_official(config.pretransform)
@@ -462,7 +462,7 @@ class StableAudioModel:
         dit.to(device, model_dtype).set_attention(backend, padding_mode)
         conditioner.to(device, model_dtype)
         autoencoder.to(device, _resolve_dtype(autoencoder_dtype, device) if autoencoder_dtype else model_dtype)
-        autoencoder.attention_backend = backend
+        autoencoder.attention_backend = attention
 
         text_dir = resolve_text_dir(model_dir, config.text.model_path or config.text.repo_id, config.text.subfolder,
                                     cache_dir=cache_dir, download=download)

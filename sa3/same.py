@@ -495,8 +495,9 @@ class SAMEAutoencoder(nn.Module):
     @attention_backend.setter
     def attention_backend(self, backend: str) -> None:
         """``"sdpa"`` (default, linear-memory window), ``"math"`` (dense reference), ``"flash"``
-        (CUDA + flash-attn) or ``"auto"``; applied to every attention module."""
-        backend = resolve_backend(backend, self.bottleneck.scaling_factor.device)
+        (CUDA + flash-attn, fp16/bf16 only) or ``"auto"``; applied to every attention module.
+        Resolved for the module's current device and dtype: in float32 it is never flash."""
+        backend = resolve_backend(backend, self.device, self.dtype)
         for module in self.modules():
             if isinstance(module, Attention):
                 module.backend = backend
