@@ -1,6 +1,6 @@
 """Queue an API-format workflow on a running ComfyUI, follow its progress, download the audio.
 
-    python -m sa3.comfy_run workflows/api/text_to_audio.json --server 127.0.0.1:8188 \\
+    python -m sa3.comfy_run example_workflows/api/text_to_audio.json --server 127.0.0.1:8188 \\
         --set prompt="warm analog pad" --set seed=42 -o out/
 
 ``--set name=value`` sets every input called ``name``; ``--set 6.name=value`` only node 6's.
@@ -67,7 +67,7 @@ def load_workflow(path: Path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise ComfyError(f"cannot read workflow {str(path)!r}: {e}") from e
     if "nodes" in data and "links" in data:
-        raise ComfyError(f"{str(path)!r} is a UI-format workflow; use the API-format file (workflows/api/).")
+        raise ComfyError(f"{str(path)!r} is a UI-format workflow; use the API-format file (example_workflows/api/).")
     if not all(isinstance(v, dict) and "class_type" in v for v in data.values()):
         raise ComfyError(f"{str(path)!r} is not an API-format workflow (node id -> {{class_type, inputs}}).")
     return data
@@ -287,7 +287,7 @@ def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, tim
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sa3.comfy_run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("workflow", type=Path, help="API-format workflow JSON (workflows/api/*.json)")
+    parser.add_argument("workflow", type=Path, help="API-format workflow JSON (example_workflows/api/*.json)")
     parser.add_argument("--server", default="127.0.0.1:8188", help="ComfyUI address HOST:PORT")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[NODE.]NAME=VALUE")
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("."), help="where to save the audio")

@@ -1,4 +1,4 @@
-"""End to end: every API workflow of ``workflows/api`` on a real ComfyUI, on the tiny fixture models.
+"""End to end: every API workflow of ``example_workflows/api`` on a real ComfyUI, on the tiny fixture models.
 
 Needs a ComfyUI checkout (0.3.64 or newer) and an interpreter with its requirements:
 
@@ -35,7 +35,7 @@ import pytest
 from tests.comfy_server import PACK_NAME, ComfyServer, requires_comfyui
 from tests.conftest import REPO, fixture_root
 
-sys.path.insert(0, str(REPO / "workflows"))
+sys.path.insert(0, str(REPO / "tools"))
 import check_workflows as cw  # noqa: E402
 from sa3 import comfy_run  # noqa: E402
 

@@ -1,8 +1,9 @@
 """Check the pack's workflows and regenerate their API-format twins.
 
-Every ``workflows/<name>.json`` is a UI-format workflow (what ComfyUI saves and loads by
-drag-and-drop); ``workflows/api/<name>.json`` is the same graph in API format (what
-``POST /prompt`` and ``python -m sa3.comfy_run`` take). This module converts UI -> API the way the
+Every ``example_workflows/<name>.json`` is a UI-format workflow (what ComfyUI saves and loads by
+drag-and-drop, and offers under Templates); ``example_workflows/api/<name>.json`` is the same graph
+in API format (what ``POST /prompt`` and ``python -m sa3.comfy_run`` take; ComfyUI offers only the
+top-level files as templates). This module converts UI -> API the way the
 ComfyUI frontend does (graphToPrompt), using the node schemas:
 
 * ``widgets_values`` holds one value per widget input, in ``input_order`` (required, then
@@ -14,28 +15,33 @@ ComfyUI frontend does (graphToPrompt), using the node schemas:
 It also validates both formats against the schemas (types, ranges, combo values, links), as
 ComfyUI's ``validate_prompt`` would, plus the nodes' own ``validate_inputs``.
 
-    python workflows/check_workflows.py            # check every pair; exit 1 on a problem
-    python workflows/check_workflows.py --write    # regenerate workflows/api/*.json from the UI files
-    python workflows/check_workflows.py --server 127.0.0.1:8188   # schemas from a running ComfyUI
+    python tools/check_workflows.py --comfyui /path/to/ComfyUI   # check every pair; exit 1 on a problem
+    python tools/check_workflows.py --write       # regenerate example_workflows/api/*.json (COMFYUI_PATH set)
+    python tools/check_workflows.py --server 127.0.0.1:8188      # schemas from a running ComfyUI
 
-Schemas: the pack's own nodes from ``define_schema()`` (through the ComfyUI stand-in of
-``tests/nodes`` when ComfyUI is not importable), core nodes from ``tests/data/core_nodes.json``;
-or all of them from a server's ``/object_info``.
+Schemas: the pack's own nodes from ``define_schema()``, imported inside a real ComfyUI
+(``--comfyui`` or ``COMFYUI_PATH``, its requirements installed in this interpreter; forced onto the
+CPU), core nodes from ``tests/data/core_nodes.json``; or all of them from a server's
+``/object_info``. Files saved by newer frontends (1.58: top-level ``id``/``revision``,
+``extra.frontendVersion``, ``widgets_values_named``, no ``widgets_values`` on a node without
+widgets, ``_meta.cnr_id``/``_meta.ver`` in API exports) are accepted.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import inspect
 import json
+import os
 import sys
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"
 API_DIR = WORKFLOWS / "api"
+PACK = "sa3_pack"  # module name the pack is imported under (ComfyUI uses the folder path)
 CORE_NODES = REPO / "tests" / "data" / "core_nodes.json"
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -71,12 +77,61 @@ def schema_info(node_cls) -> dict:
     }
 
 
-def load_pack_nodes() -> dict[str, type]:
-    """The pack's node classes by id, imported as the node tests import them (real ComfyUI or the stand-in)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    conftest = importlib.import_module("tests.nodes.conftest")
-    return {cls.GET_SCHEMA().node_id: cls for cls in conftest.nodes.NODES}
+class NoComfyUI(RuntimeError):
+    """The real ComfyUI modules cannot be imported here."""
+
+
+def import_comfyui(path: str | os.PathLike | None = None) -> Path | None:
+    """Make the real ComfyUI importable, on the CPU, from ``path`` or ``COMFYUI_PATH``.
+
+    Returns the ComfyUI folder in use (None when ``comfy`` was importable already); raises
+    NoComfyUI with the reason otherwise. ``args.cpu`` is set before ``comfy.model_management`` is
+    first imported, because that import decides the devices.
+    """
+    path = path or os.environ.get("COMFYUI_PATH")
+    added = None
+    if importlib.util.find_spec("comfy") is None:
+        if not path or not Path(path, "comfy", "model_management.py").is_file():
+            raise NoComfyUI("no ComfyUI: set COMFYUI_PATH (or --comfyui) to a ComfyUI checkout")
+        added = str(Path(path).resolve())
+        sys.path.append(added)
+    try:
+        if "comfy.model_management" not in sys.modules:
+            from comfy.cli_args import args
+
+            args.cpu = True
+        import comfy.model_management  # noqa: F401
+        import comfy_api.latest  # noqa: F401
+        import folder_paths  # noqa: F401
+    except ImportError as e:  # ComfyUI's own requirements are missing in this interpreter
+        if added:
+            sys.path.remove(added)
+        raise NoComfyUI(f"ComfyUI at {path} is not importable here ({e}); install its requirements "
+                        "(../shared/comfyui/setup.sh DEST --into PYTHON)") from e
+    return Path(added) if added else None
+
+
+def load_pack():
+    """The pack imported as ComfyUI imports a custom node folder (once; ComfyUI importable)."""
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[PACK]
+        raise
+    return module
+
+
+def load_pack_nodes(comfyui: str | os.PathLike | None = None) -> dict[str, type]:
+    """The pack's node classes by id, from the real ComfyUI modules (see import_comfyui)."""
+    import_comfyui(comfyui)
+    load_pack()
+    nodes = importlib.import_module(f"{PACK}.nodes")
+    return {cls.GET_SCHEMA().node_id: cls for cls in nodes.NODES}
 
 
 def core_schemas() -> dict[str, dict]:
@@ -350,10 +405,12 @@ def _check_ui_node(node: dict, schemas: dict[str, dict]) -> list[str]:
     kind = node.get("type")
     where = f"node {node.get('id')} ({kind})"
     problems = [f"{where}: missing {key!r}" for key in ("id", "type", "pos", "size", "inputs", "outputs",
-                                                          "properties", "widgets_values") if key not in node]
+                                                          "properties") if key not in node]
     if problems:
         return problems
     if kind in FRONTEND_ONLY:
+        if "widgets_values" not in node:
+            return [f"{where}: missing 'widgets_values'"]
         if node["inputs"] or node["outputs"] or len(node["widgets_values"]) != 1 \
                 or not isinstance(node["widgets_values"][0], str):
             problems.append(f"{where}: a note has no sockets and one text value")
@@ -378,7 +435,9 @@ def _check_ui_node(node: dict, schemas: dict[str, dict]) -> list[str]:
     if [o["type"] for o in outputs] != info["output"]:
         problems.append(f"{where}: output types {[o['type'] for o in outputs]} != {info['output']}")
     layout = widget_layout(info)
-    values = node["widgets_values"]
+    values = node.get("widgets_values", [])  # newer frontends omit it on nodes without widgets
+    if not isinstance(values, list):
+        return problems + [f"{where}: widgets_values must be a list, not {type(values).__name__}"]
     needed = len([n for n in layout if n != EXTRA])
     if not needed <= len(values) <= len(layout):
         problems.append(f"{where}: {len(values)} widgets_values, expected {needed}"
@@ -417,6 +476,15 @@ def _check_ui_link(link: list, nodes: dict, schemas: dict[str, dict]) -> list[st
         if node["type"] not in schemas:
             problems.append(f"{where}: node {node['id']} has an unknown type")
     return problems
+
+
+def same_prompt(a: dict, b: dict) -> bool:
+    """Two API prompts queue the same graph: node ids, class types, inputs and titles agree
+    (other ``_meta`` keys, such as the ``cnr_id``/``ver`` a frontend export adds, do not matter)."""
+    def key(prompt: dict) -> dict:
+        return {node_id: (node.get("class_type"), node.get("inputs"), (node.get("_meta") or {}).get("title"))
+                for node_id, node in prompt.items()}
+    return key(a) == key(b)
 
 
 def validate_ui_outputs(ui: dict) -> list[str]:
@@ -469,7 +537,7 @@ def check_all(schemas: dict[str, dict], pack_nodes: dict[str, type] | None,
         else:
             api = read_json(api_path)
             problems += validate_api(api, schemas, pack_nodes)
-            if api != converted:
+            if not same_prompt(api, converted):
                 problems.append(f"{api_path.relative_to(REPO)} differs from the UI workflow (run with --write)")
         report[name] = problems
     for orphan in sorted(api_names - set(workflow_names())):
@@ -479,10 +547,16 @@ def check_all(schemas: dict[str, dict], pack_nodes: dict[str, type] | None,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="regenerate workflows/api/*.json from the UI files")
+    parser.add_argument("--write", action="store_true",
+                        help="regenerate example_workflows/api/*.json from the UI files")
     parser.add_argument("--server", help="take node schemas from a running ComfyUI (HOST:PORT)")
+    parser.add_argument("--comfyui", help="ComfyUI checkout to import the pack's schemas in (default: COMFYUI_PATH)")
     args = parser.parse_args(argv)
-    pack_nodes = None if args.server else load_pack_nodes()
+    try:
+        pack_nodes = None if args.server else load_pack_nodes(args.comfyui)
+    except NoComfyUI as e:
+        print(f"check_workflows: {e}; or use --server HOST:PORT", file=sys.stderr)
+        return 2
     schemas = server_schemas(args.server) if args.server else local_schemas(pack_nodes)
     report = check_all(schemas, pack_nodes, write=args.write)
     failed = False
