@@ -23,18 +23,19 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from . import audio as audio_utils
+from . import single_file
 from .attention import PADDING_MODES, resolve_backend
 from .conditioners import Conditioner, TextEncoder
 from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig
 from .dit import DiT, DiTConditioning
-from .loading import (WEIGHTS_FILE, default_device, load_strict, read_checkpoint, release_mapped_weights,
-                      resolve_model_dir, resolve_text_dir, split_checkpoint)
+from .loading import (CHECKPOINT_PREFIXES, WEIGHTS_FILE, default_device, load_strict, read_checkpoint,
+                      release_mapped_weights, resolve_model_dir, resolve_text_dir, split_checkpoint)
 from .same import SAMEAutoencoder, SAMEConfig
 from .sampling import SAMPLERS, build_schedule, get_sampler, guide, make_shift
 
@@ -399,6 +400,23 @@ def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
     return dtype
 
 
+class _LoadOptions(NamedTuple):
+    device: torch.device
+    attention: str  # as asked (SAME resolves its own backend)
+    backend: str  # the DiT's
+    dtype: torch.dtype
+    padding_mode: str
+
+
+def _load_options(device, dtype, attention: str, padding_mode: str) -> _LoadOptions:
+    """Device, attention backend, DiT dtype and padding mode of a load, checked before any file is read."""
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"Stable Audio 3: padding_mode must be one of {PADDING_MODES} (got {padding_mode!r}).")
+    device = torch.device(device) if device is not None else default_device()
+    model_dtype = _resolve_dtype(dtype, device)
+    return _LoadOptions(device, attention, resolve_backend(attention, device, model_dtype), model_dtype, padding_mode)
+
+
 class StableAudioModel:
     """The official Stable Audio 3 Python interface (``from_pretrained`` / ``generate`` / LoRA)."""
 
@@ -438,19 +456,60 @@ class StableAudioModel:
         peak memory is the largest part instead of the sum; they are re-read from the page cache
         at the next use. Linux, CPU, weights kept in the file's dtype and not LoRA-merged.
         """
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"Stable Audio 3: padding_mode must be one of {PADDING_MODES} (got {padding_mode!r}).")
-        device = torch.device(device) if device is not None else default_device()
-        model_dtype = _resolve_dtype(dtype, device)
-        backend = resolve_backend(attention, device, model_dtype)  # the DiT's; SAME resolves its own
+        options = _load_options(device, dtype, attention, padding_mode)  # checked before any download
         model_dir = resolve_model_dir(name_or_path, cache_dir=cache_dir, download=download)
         config = ModelConfig.from_file(model_dir / "model_config.json")
+
+        def load_text(text_dtype_: torch.dtype | None) -> TextEncoder:
+            text_dir = resolve_text_dir(model_dir, config.text.model_path or config.text.repo_id,
+                                        config.text.subfolder, cache_dir=cache_dir, download=download)
+            return TextEncoder.from_folder(text_dir, config.text, dtype=text_dtype_)
+
+        return cls._assemble(config, model_dir / WEIGHTS_FILE, load_text, model_dir, options, text_dtype=text_dtype,
+                             autoencoder_dtype=autoencoder_dtype, low_memory=low_memory)
+
+    @classmethod
+    def from_single_file(cls, checkpoint: str | Path, text_encoder: str | Path, device: str | torch.device | None = None,
+                         dtype: str | torch.dtype | None = None, *, variant: str = "auto", attention: str = "auto",
+                         padding_mode: str = "exact", text_dtype: str | torch.dtype | None = None,
+                         autoencoder_dtype: str | torch.dtype | None = "fp32",
+                         low_memory: bool = False) -> "StableAudioModel":
+        """Load core ComfyUI's single files: a checkpoint (DiT + conditioner + SAME, the official
+        key layout; fp32, fp16 or bf16) and a T5Gemma text-encoder file with its tokenizer.
+
+        variant: "auto" (from the file's shapes and name) or one of the six official names; it
+        sets the config (default sampler, maximum duration). A sidecar ``<checkpoint stem>.json``
+        (official model_config.json) decides instead; see ``sa3.single_file``. The other
+        arguments are those of ``from_pretrained``; the same weights give the same audio.
+        """
+        options = _load_options(device, dtype, attention, padding_mode)
+        checkpoint, text_encoder = Path(checkpoint), Path(text_encoder)
+        config, source = single_file.checkpoint_config(checkpoint, variant)
+        single_file.check_text_encoder_file(text_encoder)  # before any weight is read
+        logger.info("Stable Audio 3: %s uses the config of %s", checkpoint, source)
+
+        def load_text(text_dtype_: torch.dtype | None) -> TextEncoder:
+            return single_file.load_text_encoder_file(text_encoder, config.text, dtype=text_dtype_)
+
+        return cls._assemble(config, checkpoint, load_text, None, options, text_dtype=text_dtype,
+                             autoencoder_dtype=autoencoder_dtype, low_memory=low_memory)
+
+    @classmethod
+    def _assemble(cls, config: ModelConfig, weights: Path, load_text: Callable[[torch.dtype | None], TextEncoder],
+                  model_dir: Path | None, options: _LoadOptions, *, text_dtype, autoencoder_dtype,
+                  low_memory: bool) -> "StableAudioModel":
+        """Build the model of ``config`` from a checkpoint file and a text-encoder loader (shared
+        by both ways of loading, so the same weights give the same modules)."""
+        device, attention, backend, model_dtype, padding_mode = options
         same_cfg = SAMEConfig.from_official(config.pretransform)
-        weights = model_dir / WEIGHTS_FILE
         # weights kept in the file's dtype stay memory-mapped; converted ones are read straight into
-        # their new dtype (no transient fp32 copy); the autoencoder is converted below if asked
-        convert = {} if device.type != "cpu" else {"model.model.": model_dtype, "conditioner.": model_dtype}
-        parts = split_checkpoint(read_checkpoint(weights, dtype_by_prefix=convert), weights)
+        # their new dtype (no transient fp32 copy); the autoencoder is converted below if asked.
+        # Core's DiT prefix (model.diffusion_model.) is converted like ours, then renamed.
+        dit_prefixes = (CHECKPOINT_PREFIXES["dit"], *single_file.DIT_ALIASES)
+        convert = {} if device.type != "cpu" else {
+            **{prefix: model_dtype for prefix in dit_prefixes}, CHECKPOINT_PREFIXES["conditioner"]: model_dtype}
+        state = single_file.canonical_keys(read_checkpoint(weights, dtype_by_prefix=convert))
+        parts = split_checkpoint(state, weights)
 
         with torch.device("meta"):
             dit = DiT(config.dit)
@@ -464,12 +523,9 @@ class StableAudioModel:
         autoencoder.to(device, _resolve_dtype(autoencoder_dtype, device) if autoencoder_dtype else model_dtype)
         autoencoder.attention_backend = attention
 
-        text_dir = resolve_text_dir(model_dir, config.text.model_path or config.text.repo_id, config.text.subfolder,
-                                    cache_dir=cache_dir, download=download)
-        text_encoder = TextEncoder.from_folder(text_dir, config.text,
-                                               dtype=_resolve_dtype(text_dtype, device) if text_dtype else None)
+        text_encoder = load_text(_resolve_dtype(text_dtype, device) if text_dtype else None)
         text_encoder.to(device)
-        logger.info("Stable Audio 3: loaded %s (%s, %s, attention=%s)", model_dir, config.family, model_dtype, backend)
+        logger.info("Stable Audio 3: loaded %s (%s, %s, attention=%s)", weights, config.family, model_dtype, backend)
         return cls(config, dit, conditioner, text_encoder, autoencoder, device, model_dir, low_memory)
 
     # -- generation --
