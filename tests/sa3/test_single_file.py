@@ -14,7 +14,12 @@ from safetensors.torch import load_file, save_file
 from sa3 import StableAudioModel, single_file
 from sa3.loading import release_mapped_weights
 from tests.conftest import require_fixtures
-from tests.single_file_twins import make_twins, rewrite_checkpoint, train_spiece, write_sparse_safetensors
+from tests.single_file_twins import (
+    make_twins,
+    rewrite_checkpoint,
+    train_spiece,
+    write_sparse_safetensors,
+)
 
 OFFICIAL_BYTES = {"small": 2_270_384_940, "medium": 9_222_116_660}  # spec 1.1 (model.safetensors, fp32)
 T5GEMMA_BYTES = 1_183_022_944  # the official t5gemma-b-b-ul2/model.safetensors (bf16, encoder + decoder)
@@ -39,8 +44,8 @@ def twins(request, tmp_path_factory, spiece):
 
 
 def _generate(model: StableAudioModel, **kwargs) -> torch.Tensor:
-    args = dict(prompt=PROMPTS, negative_prompt="noise", duration=[1.5, 2.0], steps=2, cfg_scale=2.0, seed=7,
-                batch_size=2)
+    args = {"prompt": PROMPTS, "negative_prompt": "noise", "duration": [1.5, 2.0], "steps": 2, "cfg_scale": 2.0,
+            "seed": 7, "batch_size": 2}
     return model.generate(**{**args, **kwargs})
 
 
@@ -173,7 +178,7 @@ def test_bundled_text_encoder_config_fits_the_official_file(tmp_path, spiece):
 
 
 def test_sidecar_decides_and_excludes_an_explicit_variant(twins):
-    config, source = single_file.checkpoint_config(twins.checkpoint)
+    _, source = single_file.checkpoint_config(twins.checkpoint)
     assert source == str(twins.checkpoint.with_suffix(".json"))
     with pytest.raises(ValueError, match=r"has a sidecar config .*set variant to 'auto'"):
         single_file.checkpoint_config(twins.checkpoint, "small-music")
