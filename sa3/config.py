@@ -131,6 +131,7 @@ class ModelConfig:
     shift: ShiftConfig
     pretransform: dict  # raw official dict, parsed by sa3.same.SAMEConfig
     svd_bases_path: str | None = None
+    training_shift: ShiftConfig | None = None  # distribution_shift_options: LoRA training's time shift
 
     @property
     def family(self) -> str:
@@ -193,6 +194,12 @@ class ModelConfig:
             opts = dict(shift_opts)
             shift = ShiftConfig(type=opts.pop("type", "full"), options=opts)  # official default type
 
+        train_opts = diffusion.get("distribution_shift_options")
+        training_shift = None  # null: the official trainer leaves sampled times unshifted
+        if train_opts is not None:
+            opts = dict(train_opts)
+            training_shift = ShiftConfig(type=opts.pop("type", "full"), options=opts)
+
         dit = DiTConfig.from_official(diffusion["config"])
         return cls(
             sample_rate=cfg["sample_rate"],
@@ -206,6 +213,7 @@ class ModelConfig:
             shift=shift,
             pretransform=model["pretransform"],
             svd_bases_path=cfg.get("svd_bases_path"),
+            training_shift=training_shift,
         )
 
     @classmethod

@@ -179,6 +179,11 @@ class DiT(nn.Module):
     @torch.no_grad()
     def prepare(self, cond: DiTConditioning) -> DiTCache:
         """Compute the step-independent quantities for ``cond`` once (see ``DiTCache``)."""
+        return self.build_cache(cond)
+
+    def build_cache(self, cond: DiTConditioning) -> DiTCache:
+        """``prepare`` without its ``no_grad``: differentiable in the weights, for training,
+        where the weights change at every step (same numbers)."""
         dtype = self.dtype
         tr = self.transformer
         num_memory = tr.num_memory
@@ -210,8 +215,8 @@ class DiT(nn.Module):
         ``cache`` from ``prepare(cond)`` skips the step-independent work; it is refreshed in
         place when a weight it used has changed since (LoRA step hooks).
         """
-        if cache is None:
-            cache = self.prepare(cond)
+        if cache is None:  # one-off call (training): built here, differentiable when grad is on
+            cache = self.build_cache(cond)
         elif cache.cond is not cond:
             raise ValueError("Stable Audio 3: DiT cache was prepared for a different conditioning.")
         elif cache.signature != self.cache_signature():

@@ -1,0 +1,640 @@
+"""Train a LoRA on a ``StableAudioModel`` with the official recipe; write the official file.
+
+Use::
+
+    from sa3 import StableAudioModel
+    from sa3.training import LoRATrainingOptions, train_lora
+
+    model = StableAudioModel.from_pretrained("small-music-base")
+    result = train_lora(model, "my_loops/", "my_loops.safetensors",
+                        LoRATrainingOptions(steps=500, rank=16, clip_seconds=30, seed=42))
+    model.load_lora(result.path)            # or the official load_lora / load_and_apply_loras
+
+The dataset folder holds ``clip.wav`` + ``clip.txt`` (prompt) pairs (``sa3.training_data``). The
+model itself is not changed: training runs on a private, frozen, eval-mode copy of the DiT and
+the ``seconds_total`` conditioner (optionally bf16/fp16), with the LoRA parameters in fp32 and
+AdamW (betas 0.9/0.95, weight decay 0.01). The per-step maths is ``sa3.training_recipe``.
+
+The file (``save_lora_file``) is what the official ``save_lora_safetensors`` writes: fp16
+tensors ``model.<DiT layer>.parametrizations.weight.0.<param>`` and
+``conditioners.seconds_total.embedder.embedding.1.parametrizations.weight.0.<param>``, metadata
+``lora_config`` = JSON ``{rank, alpha, adapter_type, dropout, include, exclude}``. Beside it, a
+``<name>.sa3state`` file (safetensors) keeps the fp32 parameters, the optimizer state and the
+step count, so ``resume_from`` continues exactly where training stopped. Without that file
+(e.g. an official LoRA) resuming starts from the file's weights with a fresh optimizer, as
+the official ``--lora_checkpoint`` does.
+
+Deterministic: every random draw comes from ``torch.Generator`` objects derived from ``seed``
+(LoRA init, clip polarity, SAME noise, and one stream per step), never from the global RNG, so on
+a CPU the same inputs give the same file bit for bit.
+
+Legend: B batch, C latent channels, L latent frames, O fan_out, I fan_in, r rank.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import training_recipe as recipe
+from .dit import DiTConditioning
+from .lora import ADAPTER_KINDS, OFFICIAL_PREFIX, LayerAdapter, adapt_weight, svd_bases
+from .lora_files import ADAPTER_PARAMS, SLOT, read_lora_file, selected
+from .pipeline import MAX_SEED, local_conditioning
+from .sampling import make_shift
+from .training_data import (
+    EncodedDataset,
+    TrainingClip,
+    crop_latents,
+    encode_dataset,
+    load_training_folder,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ADAPTER_TYPES",
+    "BASE_PRECISIONS",
+    "LoRATrainingOptions",
+    "TrainingError",
+    "TrainingResult",
+    "save_lora_file",
+    "state_path",
+    "train_lora",
+]
+
+ADAPTER_TYPES = tuple(ADAPTER_KINDS)  # lora, dora-rows, dora-cols, bora and the -xs variants
+BASE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_STEPS = 1_000_000
+MAX_BATCH = 64
+MAX_RANK = 1024
+STATE_SUFFIX = ".sa3state"
+CONDITIONER_TARGET = "conditioners.seconds_total.embedder.embedding.1"  # its only Linear
+KAIMING_A = math.sqrt(5)  # official lora_A init: kaiming_uniform_(a=sqrt(5))
+
+
+class TrainingError(ValueError):
+    """Bad training options or inputs; raised before any work, nothing is written."""
+
+
+def _error(what: str, fix: str) -> TrainingError:
+    return TrainingError(f"Stable Audio 3 training: {what}. {fix}.")
+
+
+@dataclass(frozen=True)
+class LoRATrainingOptions:
+    """Everything a training run can choose (defaults: the official ``train_lora.py``'s, except
+    steps, clip length and base precision, which suit a CPU better)."""
+
+    adapter_type: str = "dora-rows"  # one of ADAPTER_TYPES (official default)
+    rank: int = 16  # r
+    alpha: float | None = None  # scaling = alpha / rank; None = rank
+    dropout: float = 0.0  # dropout on the LoRA input features (lora_A columns), in [0, 1)
+    include: tuple[str, ...] | None = None  # layer-name substrings, [a-b] ranges; None = every layer
+    exclude: tuple[str, ...] | None = None  # layer-name substrings skipped
+    steps: int = 500  # optimizer steps in total (official default 10000)
+    learning_rate: float = 1e-4  # AdamW lr
+    batch_size: int = 1  # clips per step (at most the number of clips)
+    clip_seconds: float = 30.0  # crop length (official default 380, the full song)
+    seed: int = 42
+    base_precision: str = "fp32"  # frozen base copy: fp32 | bf16 (official default) | fp16
+    checkpoint_every: int = 0  # also write <name>-step<N>.safetensors every N steps; 0 = never
+
+    def lora_config(self) -> dict:
+        """The file's ``lora_config`` metadata, in the official key order."""
+        return {"rank": self.rank, "alpha": self.rank if self.alpha is None else self.alpha,
+                "adapter_type": self.adapter_type, "dropout": self.dropout,
+                "include": None if self.include is None else list(self.include),
+                "exclude": None if self.exclude is None else list(self.exclude)}
+
+    def crop_latents(self) -> int:
+        """Latent frames per clip: the clip length aligned down to whole latents (official)."""
+        return int(self.clip_seconds * 44100) // 4096
+
+
+@dataclass
+class TrainingResult:
+    path: Path  # the LoRA file written
+    losses: list[float]  # loss of every step run in this call
+    steps_done: int  # total optimizer steps the file holds (including resumed ones)
+    stopped: bool  # True when should_stop ended training early
+    checkpoints: list[Path] = field(default_factory=list)
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _rules(name: str, value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _error(f"{name} must be a list of non-empty layer-name parts (got {value!r})",
+                     "Use e.g. ['transformer.layers.[0-3]', 'cross_attn'], or None")
+    return tuple(v.strip() for v in value)
+
+
+def check_options(options: LoRATrainingOptions, max_duration: float) -> LoRATrainingOptions:
+    """Validate every option (model-dependent limits from ``max_duration``); returns the options
+    with include/exclude normalised to tuples. Raises ``TrainingError`` naming the option."""
+    if not isinstance(options, LoRATrainingOptions):
+        raise _error(f"options must be LoRATrainingOptions (got {type(options).__name__})",
+                     "Build them with sa3.training.LoRATrainingOptions(...)")
+    o = options
+    if o.adapter_type not in ADAPTER_TYPES:
+        raise _error(f"adapter_type {o.adapter_type!r} is unknown (expected one of {list(ADAPTER_TYPES)})",
+                     "Pick one of the listed types (dora-rows is the official default)")
+    if not _is_int(o.rank) or not 1 <= o.rank <= MAX_RANK:
+        raise _error(f"rank must be an integer in 1..{MAX_RANK} (got {o.rank!r})", "Use e.g. 16")
+    if o.alpha is not None and (not _is_number(o.alpha) or o.alpha <= 0):
+        raise _error(f"alpha must be a positive number or None (got {o.alpha!r})", "Use the rank, e.g. 16")
+    if not _is_number(o.dropout) or not 0 <= o.dropout < 1:
+        raise _error(f"dropout must be in [0, 1) (got {o.dropout!r})", "Use 0 (official) or e.g. 0.1")
+    if not _is_int(o.steps) or not 1 <= o.steps <= MAX_STEPS:
+        raise _error(f"steps must be an integer in 1..{MAX_STEPS} (got {o.steps!r})", "Use e.g. 500")
+    if not _is_number(o.learning_rate) or not 0 < o.learning_rate <= 1:
+        raise _error(f"learning_rate must be in (0, 1] (got {o.learning_rate!r})", "Use 1e-4 (official)")
+    if not _is_int(o.batch_size) or not 1 <= o.batch_size <= MAX_BATCH:
+        raise _error(f"batch_size must be an integer in 1..{MAX_BATCH} (got {o.batch_size!r})", "Use 1 on a CPU")
+    if not _is_number(o.clip_seconds) or not 4096 / 44100 <= o.clip_seconds <= max_duration:
+        raise _error(f"clip_seconds must be in [{4096 / 44100:.3f}, {max_duration:.1f}] s for this model "
+                     f"(got {o.clip_seconds!r})", "Use e.g. 30")
+    if not _is_int(o.seed) or not 0 <= o.seed <= MAX_SEED:
+        raise _error(f"seed must be an integer in [0, {MAX_SEED}] (got {o.seed!r})", "Use e.g. 42")
+    if o.base_precision not in BASE_PRECISIONS:
+        raise _error(f"base_precision {o.base_precision!r} is unknown (expected one of {list(BASE_PRECISIONS)})",
+                     "Use fp32 on a CPU, bf16 on a GPU")
+    if not _is_int(o.checkpoint_every) or o.checkpoint_every < 0:
+        raise _error(f"checkpoint_every must be an integer >= 0 (got {o.checkpoint_every!r})", "Use 0 for none")
+    include, exclude = _rules("include", o.include), _rules("exclude", o.exclude)
+    return LoRATrainingOptions(**{**asdict(o), "include": include, "exclude": exclude})
+
+
+def _check_output(path: Path) -> None:
+    if path.suffix.lower() != ".safetensors":
+        raise _error(f"output {str(path)!r} must end in .safetensors", "Name the file <name>.safetensors")
+    if not path.parent.is_dir():
+        raise _error(f"the folder of output {str(path)!r} does not exist", "Create it or choose another path")
+    if not os.access(path.parent, os.W_OK):
+        raise _error(f"the folder of output {str(path)!r} is not writable", "Choose a writable folder")
+    if path.is_dir():
+        raise _error(f"output {str(path)!r} is a folder", "Give a file name")
+
+
+# --- the LoRA parameters ------------------------------------------------------------------------
+
+
+def _targets(dit: nn.Module, conditioner: nn.Module, options: LoRATrainingOptions) -> list[tuple[str, str, nn.Module]]:
+    """(part, our path, module) of every layer the LoRA adapts, in the official order (DiT
+    modules, then the conditioner's), selected by include/exclude on the official names."""
+    out = []
+    for part, root in (("dit", dit), ("conditioner", conditioner)):
+        for path, module in root.named_modules():
+            if isinstance(module, (nn.Linear, nn.Conv1d)) and \
+                    selected(OFFICIAL_PREFIX[part] + path, options.include, options.exclude):
+                out.append((part, path, module))
+    return out
+
+
+def file_key(part: str, path: str) -> str:
+    """The file's layer prefix (spec 7.2): ``model.<DiT path>`` or the conditioner path."""
+    return OFFICIAL_PREFIX[part] + path
+
+
+class _TrainableLoRA(nn.Module):
+    """fp32 LoRA parameters for every target layer, initialised as the official
+    ``LoRAParametrization``: lora_A kaiming-uniform (a = sqrt 5), lora_B and M_xs zero,
+    magnitudes the base weight's norms, -XS bases the base weight's top singular vectors."""
+
+    def __init__(self, targets, options: LoRATrainingOptions, generator: torch.Generator, device):
+        super().__init__()
+        self.adapter_type = options.adapter_type
+        self.scaling = options.lora_config()["alpha"] / options.rank
+        self.dropout = options.dropout
+        self.keys: list[tuple[str, str]] = []
+        self.params = nn.ParameterDict()
+        self.bases: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        delta_kind, norm = ADAPTER_KINDS[self.adapter_type]
+        r = options.rank
+        for part, path, module in targets:
+            w = module.weight.detach().float().reshape(module.weight.shape[0], -1)  # (O, I) fp32
+            o, i = w.shape
+            key = (part, path)
+            self.keys.append(key)
+            p = {}
+            if delta_kind == "ab":
+                a = torch.zeros(r, i, device=device)
+                nn.init.kaiming_uniform_(a, a=KAIMING_A, generator=generator)
+                p["lora_A"], p["lora_B"] = a, torch.zeros(o, r, device=device)
+            else:
+                p["M_xs"] = torch.zeros(r, r, device=device)
+                u, v = svd_bases(w, r)  # the loader computes the same bases from the same weight
+                self.bases[key] = (u.to(device), v.to(device))
+            if norm in ("rows", "cols"):
+                p["magnitude"] = w.norm(dim=1 if norm == "rows" else 0).to(device)
+            elif norm == "both":
+                p["magnitude_r"], p["magnitude_c"] = w.norm(dim=1).to(device), w.norm(dim=0).to(device)
+            for name in ADAPTER_PARAMS[self.adapter_type]:
+                self.params[self._name(key, name)] = nn.Parameter(p[name])
+
+    @staticmethod
+    def _name(key: tuple[str, str], param: str) -> str:
+        return (file_key(*key) + SLOT + param).replace(".", "/")  # ParameterDict keys may not hold dots
+
+    def get(self, key, param) -> torch.Parameter:
+        return self.params[self._name(key, param)]
+
+    def layer(self, key, generator: torch.Generator | None) -> LayerAdapter:
+        """This layer's adapter; with dropout, lora_A's columns are dropped as the official
+        ``A * Dropout(ones(1, I))`` does (mask drawn from ``generator``)."""
+        names = ADAPTER_PARAMS[self.adapter_type]
+        t = {n: self.get(key, n) for n in names}
+        a = t.get("lora_A")
+        if a is not None and self.dropout > 0 and generator is not None:
+            keep = (torch.rand(1, a.shape[1], generator=generator) >= self.dropout).to(a.device)
+            a = a * keep / (1 - self.dropout)  # inverted dropout, as nn.Dropout in training mode
+        u, v = self.bases.get(key, (None, None))
+        return LayerAdapter(A=a, B=t.get("lora_B"), M=t.get("M_xs"), U=u, V=v, magnitude=t.get("magnitude"),
+                            magnitude_r=t.get("magnitude_r"), magnitude_c=t.get("magnitude_c"))
+
+    def file_tensors(self) -> dict[str, torch.Tensor]:
+        """Official file keys -> fp32 tensors (detached, CPU)."""
+        return {file_key(*key) + SLOT + n: self.get(key, n).detach().float().cpu()
+                for key in self.keys for n in ADAPTER_PARAMS[self.adapter_type]}
+
+    def load_file_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for key in self.keys:
+                for n in ADAPTER_PARAMS[self.adapter_type]:
+                    self.get(key, n).copy_(tensors[file_key(*key) + SLOT + n])
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def state_path(path: str | Path) -> Path:
+    """The exact-resume state file beside a LoRA file: ``<name>.sa3state``."""
+    path = Path(path)
+    return path.with_suffix(STATE_SUFFIX)
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_lora_file(tensors: dict[str, torch.Tensor], lora_config: dict, path: str | Path) -> Path:
+    """Write an official LoRA ``.safetensors``: every float tensor halved to fp16 (as the official
+    ``save_lora_safetensors``), ``lora_config`` as JSON metadata."""
+    path = Path(path)
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    _atomic_save(half, {"lora_config": json.dumps(lora_config)}, path)
+    return path
+
+
+def _save(lora: _TrainableLoRA, optimizer: torch.optim.Optimizer, options: LoRATrainingOptions, step: int,
+          fingerprint: str, path: Path) -> None:
+    """The LoRA file and its exact-resume state (fp32 parameters, AdamW moments, step)."""
+    tensors = lora.file_tensors()
+    save_lora_file(tensors, options.lora_config(), path)
+    state = {f"param/{k}": v for k, v in tensors.items()}
+    names = {id(p): k for k, p in zip(tensors, (lora.get(key, n) for key in lora.keys
+                                                for n in ADAPTER_PARAMS[lora.adapter_type]))}
+    adam_steps = set()
+    for p, s in optimizer.state.items():
+        state[f"exp_avg/{names[id(p)]}"] = s["exp_avg"].detach().cpu().contiguous()
+        state[f"exp_avg_sq/{names[id(p)]}"] = s["exp_avg_sq"].detach().cpu().contiguous()
+        adam_steps.add(float(s["step"]))
+    meta = {"step": step, "adam_step": max(adam_steps, default=0.0), "seed": options.seed,
+            "lora_config": options.lora_config(), "dataset": fingerprint}
+    _atomic_save(state, {"sa3_training": json.dumps(meta)}, state_path(path))
+
+
+def _read_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    sp = state_path(path)
+    if not sp.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(sp), framework="pt", device="cpu") as f:
+            meta = json.loads((f.metadata() or {})["sa3_training"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    except Exception as e:  # a broken or foreign file: say so rather than resume wrongly
+        raise _error(f"the resume state {str(sp)!r} cannot be read ({type(e).__name__}: {e})",
+                     "Delete it to resume from the LoRA weights only") from e
+    return meta, tensors
+
+
+def _check_resume(path: Path, options: LoRATrainingOptions) -> None:
+    """The resume file must be a LoRA of the same shape of training (type, rank, alpha, rules)."""
+    f = read_lora_file(path)
+    ours = options.lora_config()
+    got = {"adapter_type": f.adapter_type, "rank": f.rank, "alpha": f.alpha,
+           "include": None if f.include is None else list(f.include),
+           "exclude": None if f.exclude is None else list(f.exclude)}
+    want = {"adapter_type": ours["adapter_type"], "rank": ours["rank"], "alpha": float(ours["alpha"]),
+            "include": ours["include"], "exclude": ours["exclude"]}
+    diff = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
+    if diff:
+        k, (g, w) = next(iter(diff.items()))
+        raise _error(f"resume_from {str(path)!r} was trained with {k} {g!r}, but this run asks for {w!r} "
+                     f"(differences: {sorted(diff)})", f"Set {k} to {g!r} to continue that LoRA")
+
+
+# --- determinism helpers ------------------------------------------------------------------------
+
+
+def _derived_generator(seed: int, *tags) -> torch.Generator:
+    """A CPU generator for one purpose of one run, from the seed and tags (independent streams)."""
+    digest = hashlib.blake2b(repr((seed, *tags)).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") % (2**63))
+
+
+def _fingerprint(data: EncodedDataset) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for c in data.clips:
+        h.update(f"{c.name}|{c.seconds_total}|{tuple(c.latents.shape)}|".encode())
+        h.update(c.latents.numpy().tobytes()[:4096])
+    return h.hexdigest()
+
+
+def _batch_indices(n: int, batch: int, step: int, seed: int) -> list[int]:
+    """Shuffled epochs without replacement, incomplete last batch dropped (the official
+    DataLoader(shuffle=True, drop_last=True)); a function of (seed, step) so resuming finds it."""
+    per_epoch = n // batch
+    epoch, pos = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=_derived_generator(seed, "epoch", epoch))
+    return order[pos * batch:(pos + 1) * batch].tolist()
+
+
+# --- the frozen copy ----------------------------------------------------------------------------
+
+
+def _frozen_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A private eval-mode, grad-free copy with ordinary tensors (ComfyUI creates the model's
+    weights under inference mode; those cannot take part in autograd)."""
+    with torch.inference_mode(False):
+        twin = copy.deepcopy(module)
+        twin.to(dtype)  # the frozen base precision; LoRA parameters stay fp32
+    return twin.eval().requires_grad_(False)
+
+
+def _copy_attention(src: nn.Module, dst: nn.Module) -> None:
+    from .attention import Attention
+
+    for a, b in zip(src.modules(), dst.modules()):
+        if isinstance(a, Attention):
+            b.backend, b.padding_mode = a.backend, a.padding_mode
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def _effective_weights(lora: _TrainableLoRA, modules: dict, part: str,
+                       generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """``<path>.weight`` -> adapted weight (differentiable in the LoRA parameters) for one part."""
+    out = {}
+    for key in lora.keys:
+        if key[0] != part:
+            continue
+        base = modules[key].weight  # frozen, in the base precision
+        w = base.float().reshape(base.shape[0], -1)  # (O, I) fp32: the adapter maths runs in fp32
+        adapted = adapt_weight(w, lora.layer(key, generator), lora.adapter_type, lora.scaling, 1.0)
+        out[key[1] + ".weight"] = adapted.reshape(base.shape).to(base.dtype)  # back to the base precision
+    return out
+
+
+def _step_loss(dit, seconds, lora, modules, data: EncodedDataset, indices, options, shift, step_gen, device):
+    """One official training step's loss (see ``sa3.training_recipe``)."""
+    from torch.func import functional_call
+
+    crop = options.crop_latents()
+    items = [data.clips[i] for i in indices]
+    crops = [crop_latents(c, data.silence, crop, step_gen) for c in items]
+    x0 = torch.stack([z for z, _ in crops]).to(device)  # (B, C, L) float32
+    padding = torch.stack([m for _, m in crops])  # (B, L) bool, CPU
+    b = x0.shape[0]
+
+    t = recipe.sample_timesteps(b, step_gen)
+    t = recipe.shift_timesteps(t, shift, recipe.effective_lengths([c.seconds_total for c in items]))
+    noise = torch.randn(x0.shape, generator=step_gen).to(device)
+    noise = recipe.ot_couple(x0, noise)
+    t = t.to(device)
+    x_t = x0 * (1 - t[:, None, None]) + noise * t[:, None, None]
+    target = noise - x0
+
+    padding = recipe.extend_padding(padding, step_gen)
+    keep = recipe.inpaint_masks(padding, step_gen)  # (B, 1, L)
+    local = local_conditioning(b, crop, x0.shape[1], x0, keep.to(device), device)
+
+    # conditioning: frozen prompt states + the (adapted) seconds_total embedding, then CFG dropout
+    sec_weights = _effective_weights(lora, modules, "conditioner", step_gen)
+    sec_weights = {k[len("conditioners.seconds_total."):]: v for k, v in sec_weights.items()}
+    sec = functional_call(seconds, sec_weights, ([c.seconds_total for c in items],))  # (B, 1, E)
+    prompt = torch.stack([c.prompt for c in items]).to(device)  # (B, P, E)
+    cross = torch.cat([prompt, sec.to(prompt.dtype)], dim=1)  # (B, K, E)
+    cross = recipe.cfg_dropout(cross, step_gen)
+    cond = DiTConditioning(cross=cross, global_cond=sec[:, 0], local=local, padding_mask=padding.to(device))
+
+    dit_weights = _effective_weights(lora, modules, "dit", step_gen)
+    v = functional_call(dit, dit_weights, (x_t, t, cond))  # (B, C, L)
+    return recipe.masked_loss(v.float(), target, padding.to(device), keep.to(device))  # fp32 loss
+
+
+def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedDataset, output: str | Path,
+               options: LoRATrainingOptions = LoRATrainingOptions(), *, resume_from: str | Path | None = None,
+               on_step: Callable[[int, int, float], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> TrainingResult:
+    """Train a LoRA on ``model`` (a ``StableAudioModel`` without LoRAs) and write ``output``.
+
+    dataset: a folder of clip + ``.txt`` caption pairs, clips from ``load_training_folder``, or an
+    ``EncodedDataset`` from ``training_data.encode_dataset``. output: ``<name>.safetensors``.
+    resume_from: a LoRA file to continue (exactly, when its ``.sa3state`` is beside it; then
+    ``options.steps`` counts the steps already done). on_step(step, steps, loss) runs after every
+    step; should_stop() is polled before every step: True saves what was trained and returns.
+    Every input is checked before any work; the model is left unchanged.
+    """
+    cfg = model.config
+    options = check_options(options, cfg.max_duration)
+    output = Path(output).expanduser()
+    _check_output(output)
+    if model.lora is not None and len(model.lora):
+        raise _error(f"the model has {len(model.lora)} LoRA(s) applied (expected none: a LoRA is trained on "
+                     "the plain model)", "Unload them (unload_lora) or pass resume_from to continue a LoRA")
+    state = None
+    if resume_from is not None:
+        resume_from = Path(resume_from).expanduser()
+        if not resume_from.is_file():
+            raise _error(f"resume_from {str(resume_from)!r} does not exist", "Give an existing LoRA file")
+        _check_resume(resume_from, options)
+        state = _read_state(resume_from)
+        if state is not None and state[0]["step"] >= options.steps:
+            raise _error(f"resume_from {str(resume_from)!r} already holds {state[0]['step']} steps (got steps "
+                         f"{options.steps}, expected more)", "Raise steps to the new total")
+    targets = _targets(model.dit, model.conditioner, options)
+    if not targets:
+        raise _error(f"no layer matches include={options.include} / exclude={options.exclude}",
+                     "Loosen the rules (names look like 'model.transformer.layers.0.self_attn.to_qkv')")
+    smallest = min(min(m.weight.shape[0], m.weight[0].numel()) for _, _, m in targets)
+    if options.rank > smallest:
+        raise _error(f"rank {options.rank} exceeds the smallest adapted layer's dimension {smallest}",
+                     f"Use rank <= {smallest}, or exclude the small layers")
+    if isinstance(dataset, (str, Path)):
+        dataset = load_training_folder(dataset, seed=options.seed)
+    if not isinstance(dataset, EncodedDataset):
+        clips = list(dataset)
+        if not clips or not all(isinstance(c, TrainingClip) for c in clips):
+            raise _error("dataset must be a folder, TrainingClip list or EncodedDataset with at least one clip",
+                         "Use sa3.training_data.load_training_folder")
+    n = len(dataset.clips) if isinstance(dataset, EncodedDataset) else len(clips)
+    if options.batch_size > n:
+        raise _error(f"batch_size {options.batch_size} exceeds the {n} clip(s) of the dataset (incomplete "
+                     "batches are dropped, as officially)", f"Use batch_size <= {n} or add clips")
+
+    resume_tensors = None
+    if resume_from is not None:
+        resume_tensors = _resume_tensors(resume_from, state, targets, options)
+    device = next(model.dit.parameters()).device
+    with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference mode
+        if not isinstance(dataset, EncodedDataset):
+            dataset = encode_dataset(model, clips, options.crop_latents(),
+                                     _derived_generator(options.seed, "encode"))
+        return _run(model, dataset, output, options, targets, device, resume_tensors, state, on_step, should_stop)
+
+
+def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) -> dict[str, torch.Tensor]:
+    """The fp32 parameters to start from: the exact-resume state's, else the file's (fp16)."""
+    if state is not None:
+        tensors = {k[len("param/"):]: t for k, t in state[1].items() if k.startswith("param/")}
+    else:
+        tensors = {k: t.float() for k, t in _file_tensors(path).items()}
+    wanted = [file_key(part, p) + SLOT + n for part, p, _ in targets for n in ADAPTER_PARAMS[options.adapter_type]]
+    missing = [k for k in wanted if k not in tensors]
+    if missing:
+        raise _error(f"resume_from {str(path)!r} lacks {len(missing)} tensor(s) this model needs (e.g. "
+                     f"{missing[0]!r})", "Resume a LoRA trained for this model with the same include/exclude")
+    return {k: tensors[k] for k in wanted}
+
+
+def _run(model, data, output, options, targets, device, resume_tensors, state, on_step, should_stop) -> TrainingResult:
+    dtype = BASE_PRECISIONS[options.base_precision]
+    dit = _frozen_copy(model.dit, dtype)
+    _copy_attention(model.dit, dit)
+    seconds = _frozen_copy(model.conditioner.conditioners["seconds_total"], dtype)
+    modules = {(part, path): dit.get_submodule(path) if part == "dit"
+               else seconds.get_submodule(path[len("conditioners.seconds_total."):]) for part, path, _ in targets}
+    # initialise from the fp32 original weights, before any precision change (as officially)
+    lora = _TrainableLoRA(targets, options, _derived_generator(options.seed, "init"), device)
+    fingerprint = _fingerprint(data)
+    start = 0
+    if resume_tensors is not None:
+        lora.load_file_tensors(resume_tensors)
+        start = int(state[0]["step"]) if state is not None else 0
+    params = [lora.get(key, n) for key in lora.keys for n in ADAPTER_PARAMS[lora.adapter_type]]
+    optimizer = torch.optim.AdamW(params, lr=options.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
+    if state is not None:
+        _restore_optimizer(optimizer, lora, state)
+    shift = make_shift(model.config.training_shift) if model.config.training_shift is not None else None
+
+    losses, checkpoints, stopped, step = [], [], False, start
+    while step < options.steps:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        step_gen = _derived_generator(options.seed, "step", step)
+        indices = _batch_indices(len(data), options.batch_size, step, options.seed)
+        loss = _step_loss(dit, seconds, lora, modules, data, indices, options, shift, step_gen, device)
+        if not torch.isfinite(loss.detach()):
+            raise FloatingPointError(f"Stable Audio 3 training: the loss became {float(loss.detach())} at step {step + 1}. "
+                                     "Lower learning_rate or use base_precision fp32.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, options.steps, losses[-1])
+        if options.checkpoint_every and step % options.checkpoint_every == 0 and step < options.steps:
+            ckpt = output.with_name(f"{output.stem}-step{step:06d}.safetensors")
+            _save(lora, optimizer, options, step, fingerprint, ckpt)
+            checkpoints.append(ckpt)
+    _save(lora, optimizer, options, step, fingerprint, output)
+    logger.info("Stable Audio 3 training: %d step(s) -> %s%s", step, output, " (stopped early)" if stopped else "")
+    return TrainingResult(path=output, losses=losses, steps_done=step, stopped=stopped, checkpoints=checkpoints)
+
+
+VALIDATION_TIMESTEPS = (0.1, 0.3, 0.5, 0.7, 0.9)  # the official validation_step's
+
+
+@torch.no_grad()
+def validation_loss(model, data: EncodedDataset, clip_seconds: float, seed: int = 0) -> float:
+    """The official validation loss of ``model`` as it is (with any LoRA it has loaded): every clip
+    cropped from the start, fixed timesteps 0.1..0.9, noise from ``seed``, no inpainting context,
+    no silence extension, no CFG dropout. Lower is better; comparable across runs with the same
+    data, clip length and seed."""
+    device = next(model.dit.parameters()).device
+    crop = LoRATrainingOptions(clip_seconds=clip_seconds).crop_latents()
+    generator = _derived_generator(seed, "validation")
+    total, count = 0.0, 0
+    for clip in data.clips:
+        z, padding = crop_latents(clip, data.silence, crop, generator=None)
+        x0, padding = z[None].to(device), padding[None].to(device)
+        sec = model.conditioner.seconds([clip.seconds_total])  # (1, 1, E)
+        cross = torch.cat([clip.prompt[None].to(device), sec.to(torch.float32)], dim=1)
+        local = local_conditioning(1, crop, x0.shape[1], None, None, device)
+        cond = DiTConditioning(cross=cross, global_cond=sec[:, 0], local=local, padding_mask=padding)
+        keep = torch.zeros(1, 1, crop, device=device)
+        for value in VALIDATION_TIMESTEPS:
+            t = torch.full((1,), value, device=device)
+            noise = torch.randn(x0.shape, generator=generator).to(device)
+            v = model.dit(x0 * (1 - value) + noise * value, t, cond)
+            total += float(recipe.masked_loss(v.float(), noise - x0, padding, keep))
+            count += 1
+    return total / count
+
+
+def _file_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    return {k: (v.squeeze() if k.endswith(".magnitude") and v.dim() == 2 else v) for k, v in tensors.items()}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, lora: _TrainableLoRA, state) -> None:
+    meta, tensors = state
+    keys = [file_key(*key) + SLOT + n for key in lora.keys for n in ADAPTER_PARAMS[lora.adapter_type]]
+    sd = optimizer.state_dict()
+    for i, k in enumerate(keys):
+        if f"exp_avg/{k}" in tensors:
+            sd["state"][i] = {"step": torch.tensor(meta["adam_step"]), "exp_avg": tensors[f"exp_avg/{k}"],
+                              "exp_avg_sq": tensors[f"exp_avg_sq/{k}"]}
+    optimizer.load_state_dict(sd)

@@ -1,0 +1,239 @@
+"""LoRA training data: a folder of audio clips with same-name ``.txt`` captions, checked, read
+and pre-encoded once (SAME latents + T5Gemma prompt embeddings), then cropped per step.
+
+Official recipe (``scripts/pre_encode_dataset.py``, ``train_lora.py``, ``data/dataset.py``):
+- every ``clip.wav|flac|mp3|ogg`` needs ``clip.txt`` (its prompt); audio is resampled to 44.1 kHz,
+  made stereo, randomly polarity-flipped (p = 0.5), clamped to [-1, 1]; silent clips (peak below
+  -60 dBFS) are rejected; ``seconds_total`` = ceil(samples / 44100) of the whole clip;
+- each clip is encoded once, whole, by SAME; a latent of silence pads shorter clips;
+- per step, a clip longer than the crop is cropped at a random start, a shorter one padded with
+  the silence latent and its padding mask set to 0 there.
+
+Everything random draws from explicit ``torch.Generator`` objects (never the global RNG).
+
+Legend: C latent channels, L latent frames, S audio samples, P prompt tokens (256), E width (768).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import audio as audio_utils
+from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")  # the official trainer's
+CAPTION_EXTENSION = ".txt"
+MIN_SOURCE_RATE = 8000  # Hz; below this a clip cannot carry the music SA3 makes
+MAX_SOURCE_RATE = 384000  # Hz; above this the resampling kernel grows past any real recording
+SILENCE_DB = -60.0  # official is_silence threshold (peak, dBFS)
+MAX_CLIP_SECONDS = 16777216 / SAMPLE_RATE  # the largest model's sample_size (medium, ~380 s)
+MAX_DATASET_SECONDS = 4 * 3600.0  # total audio held in memory (float32 stereo ~5 GB)
+MAX_CLIPS = 10000
+PHASE_FLIP_P = 0.5  # official PhaseFlipper
+
+
+class TrainingDataError(ValueError):
+    """A training folder or clip that cannot be used; nothing was trained."""
+
+
+def _error(what: str, fix: str) -> TrainingDataError:
+    return TrainingDataError(f"Stable Audio 3 training data: {what}. {fix}.")
+
+
+@dataclass(frozen=True)
+class TrainingClip:
+    """One checked clip: audio at 44.1 kHz stereo float32, its caption and official seconds_total."""
+
+    path: Path
+    caption: str
+    audio: torch.Tensor  # (2, S) float32 in [-1, 1]
+    source_rate: int  # the file's own sample rate (before resampling)
+    seconds_total: int  # ceil(S / 44100) of the whole clip, the official duration conditioning
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.shape[-1] / SAMPLE_RATE
+
+
+def find_clips(folder: str | Path) -> list[tuple[Path, Path]]:
+    """(audio file, caption file) pairs under ``folder`` (recursive, sorted), checked: every audio
+    file has a non-empty caption. Reads no audio, so it is cheap enough for queue-time checks."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise _error(f"folder {str(folder)!r} does not exist or is not a folder",
+                     "Give a folder holding audio files with a same-name .txt caption each")
+    audio = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not audio:
+        raise _error(f"folder {str(folder)!r} holds no audio files (expected {', '.join(AUDIO_EXTENSIONS)})",
+                     "Put the clips to train on there, each with a same-name .txt caption")
+    if len(audio) > MAX_CLIPS:
+        raise _error(f"folder {str(folder)!r} holds {len(audio)} audio files (at most {MAX_CLIPS})",
+                     "Train on a smaller selection")
+    missing = [p for p in audio if not p.with_suffix(CAPTION_EXTENSION).is_file()]
+    if missing:
+        names = ", ".join(repr(p.name) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise _error(f"{len(missing)} of {len(audio)} audio files have no caption (got {names}, expected "
+                     f"e.g. {missing[0].with_suffix(CAPTION_EXTENSION).name!r} beside {missing[0].name!r})",
+                     "Write each clip's prompt into a .txt file of the same name")
+    pairs = []
+    for path in audio:
+        caption_path = path.with_suffix(CAPTION_EXTENSION)
+        try:
+            caption = caption_path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise _error(f"caption {str(caption_path)!r} cannot be read ({type(e).__name__}: {e})",
+                         "Save it as UTF-8 text") from e
+        if not caption:
+            raise _error(f"caption {str(caption_path)!r} is empty", "Write the clip's prompt into it")
+        pairs.append((path, caption_path))
+    return pairs
+
+
+def _read(path: Path) -> tuple[int, torch.Tensor]:
+    try:
+        rate, wav = audio_utils.read_wav(path)
+    except Exception as e:  # wave, torchaudio and decoder errors of a broken or unsupported file
+        raise _error(f"audio file {str(path)!r} cannot be read ({type(e).__name__}: {e})",
+                     "Convert it to 16-bit PCM WAV, or remove it and its caption") from e
+    return int(rate), wav
+
+
+def load_clip(path: str | Path, caption: str, generator: torch.Generator | None = None) -> TrainingClip:
+    """Read and check one clip (see the module docstring for the official preprocessing).
+    ``generator`` draws the polarity flip; None keeps the polarity."""
+    path = Path(path)
+    rate, wav = _read(path)
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise _error(f"audio file {str(path)!r} has sample rate {rate} Hz (expected {MIN_SOURCE_RATE}.."
+                     f"{MAX_SOURCE_RATE} Hz)", "Resample it, e.g. to 44100 Hz")
+    if wav.dim() != 2 or wav.shape[-1] == 0 or wav.shape[0] == 0:
+        raise _error(f"audio file {str(path)!r} holds no samples (got shape {tuple(wav.shape)})",
+                     "Remove it and its caption")
+    if wav.shape[-1] / rate > MAX_CLIP_SECONDS:
+        raise _error(f"audio file {str(path)!r} is {wav.shape[-1] / rate:.1f} s long (at most "
+                     f"{MAX_CLIP_SECONDS:.0f} s)", "Cut it into shorter clips")
+    if not bool(torch.isfinite(wav).all()):
+        raise _error(f"audio file {str(path)!r} contains NaN or infinite samples", "Re-export it")
+    wav = audio_utils.resample(wav.float(), rate, SAMPLE_RATE)
+    peak = float(wav.abs().max())
+    if peak == 0 or 20 * math.log10(peak) < SILENCE_DB:
+        got = "-inf" if peak == 0 else f"{20 * math.log10(peak):.1f}"
+        raise _error(f"audio file {str(path)!r} is silent (peak {got} dBFS, expected above {SILENCE_DB:g} dBFS)",
+                     "Remove it and its caption")
+    if generator is not None and float(torch.rand((), generator=generator)) < PHASE_FLIP_P:
+        wav = -wav  # official PhaseFlipper augmentation
+    wav = audio_utils.to_stereo(wav.clamp(-1, 1)[None])[0]  # (C, S) -> (2, S)
+    return TrainingClip(path=path, caption=caption, audio=wav.contiguous(), source_rate=rate,
+                        seconds_total=math.ceil(wav.shape[-1] / SAMPLE_RATE))
+
+
+def load_training_folder(folder: str | Path, seed: int = 0) -> list[TrainingClip]:
+    """Check and read every clip of ``folder`` (see ``find_clips``); polarity flips draw from a
+    generator seeded with ``seed``. Raises ``TrainingDataError`` naming the first bad file."""
+    pairs = find_clips(folder)
+    generator = torch.Generator().manual_seed(seed)
+    clips, total = [], 0.0
+    for audio_path, caption_path in pairs:
+        clip = load_clip(audio_path, caption_path.read_text(encoding="utf-8").strip(), generator)
+        total += clip.seconds
+        if total > MAX_DATASET_SECONDS:
+            raise _error(f"folder {str(folder)!r} holds more than {MAX_DATASET_SECONDS / 3600:g} h of audio",
+                         "Train on a smaller selection")
+        clips.append(clip)
+    return clips
+
+
+# --- pre-encoding ----------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedClip:
+    """One clip after the one-off encoding, on the CPU."""
+
+    name: str
+    latents: torch.Tensor  # (C, L) float32 SAME latents of the whole clip
+    prompt: torch.Tensor  # (P, E) float32 T5Gemma states with the learned padding in place
+    seconds_total: int
+
+
+@dataclass
+class EncodedDataset:
+    """What training reads: every clip encoded once, plus the latent of silence used as padding."""
+
+    clips: list[EncodedClip]
+    silence: torch.Tensor  # (C, Ls) float32
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+
+@torch.no_grad()
+def encode_captions(text_encoder, conditioner, captions: Sequence[str]) -> list[torch.Tensor]:
+    """Captions -> (P, E) prompt embeddings (T5Gemma + learned padding), float32 on the CPU.
+    Frozen parts only, so they are computed once (T5Gemma is never adapted by LoRA)."""
+    out = []
+    for caption in captions:
+        hidden, mask = text_encoder([caption])  # (1, P, E), (1, P)
+        device = conditioner.conditioners["prompt"].padding_embedding.device
+        prompt = conditioner.prompt(hidden.to(device), mask.to(device))  # (1, P, E), fp32 after promotion
+        out.append(prompt[0].float().cpu())  # float32: the DiT casts to its dtype at use
+    return out
+
+
+@torch.no_grad()
+def encode_clip_audio(autoencoder, clips: Sequence[TrainingClip], silence_latents: int,
+                      generator: torch.Generator | None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """SAME-encode each whole clip once, then ``silence_latents`` frames of silence.
+    Returns per-clip (C, L) latents and the silence (C, Ls), float32 on the CPU."""
+    from .pipeline import encode_audio
+
+    chunked = autoencoder.config.chunked
+    latents = []
+    for clip in clips:
+        # pad to a whole latent as SAME's own pre-processing does: (2, S) -> (1, 2, ceil(S/4096)*4096)
+        n = math.ceil(clip.audio.shape[-1] / SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
+        wav = audio_utils.pad_crop(clip.audio, n)[None]
+        latents.append(encode_audio(autoencoder, wav, chunked=chunked, generator=generator)[0].float().cpu())
+    silence = torch.zeros(1, 2, max(1, silence_latents) * SAMPLES_PER_LATENT)
+    silence = encode_audio(autoencoder, silence, chunked=chunked, generator=generator)[0].float().cpu()
+    return latents, silence
+
+
+def encode_dataset(model, clips: Sequence[TrainingClip], crop_latents: int,
+                   generator: torch.Generator | None) -> EncodedDataset:
+    """Pre-encode ``clips`` with the model's text encoder and SAME (the official
+    ``pre_encode_dataset.py`` step, in memory)."""
+    prompts = encode_captions(model.text_encoder, model.conditioner, [c.caption for c in clips])
+    latents, silence = encode_clip_audio(model.autoencoder, clips, crop_latents, generator)
+    return EncodedDataset(
+        clips=[EncodedClip(name=c.path.name, latents=z, prompt=p, seconds_total=c.seconds_total)
+               for c, z, p in zip(clips, latents, prompts)],
+        silence=silence)
+
+
+def crop_latents(clip: EncodedClip, silence: torch.Tensor, length: int,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official per-step crop: (C, L) -> (C, length) latents and (length,) bool padding mask.
+    Longer clips start at a random frame in [0, L - length]; shorter ones are padded with the
+    silence latent (tiled if needed) and masked there. ``generator`` None: crop from the start."""
+    z = clip.latents
+    n = z.shape[-1]
+    if n > length:
+        last = n - 1  # every stored frame is valid (whole clips are encoded unpadded)
+        start = 0
+        if last > length and generator is not None:
+            start = int(torch.randint(0, last - length + 1, (), generator=generator))
+        return z[:, start:start + length], torch.ones(length, dtype=torch.bool)
+    mask = torch.zeros(length, dtype=torch.bool)
+    mask[:n] = True
+    if n == length:
+        return z, mask
+    need = length - n
+    reps = math.ceil(need / silence.shape[-1])
+    pad = silence.repeat(1, reps)[:, :need]  # (C, Ls) -> (C, need)
+    return torch.cat([z, pad], dim=-1), mask
