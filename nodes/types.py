@@ -12,3 +12,5 @@ SA3Model = io.Custom("SA3_MODEL")
 SA3Conditioning = io.Custom("SA3_CONDITIONING")
 # An inpaint keep-mask over the latent frames of one plan, plus the regions it was built from.
 SA3InpaintMask = io.Custom("SA3_INPAINT_MASK")
+# A tuple of sa3.training_data.TrainingClip: checked clips + captions of one training folder.
+SA3TrainingData = io.Custom("SA3_TRAINING_DATA")

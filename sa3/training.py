@@ -41,7 +41,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -473,7 +473,8 @@ def _step_loss(dit, seconds, lora, modules, data: EncodedDataset, indices, optio
 def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedDataset, output: str | Path,
                options: LoRATrainingOptions = LoRATrainingOptions(), *, resume_from: str | Path | None = None,
                on_step: Callable[[int, int, float], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> TrainingResult:
+               should_stop: Callable[[], bool] | None = None,
+               on_stage: Callable[[str], None] | None = None) -> TrainingResult:
     """Train a LoRA on ``model`` (a ``StableAudioModel`` without LoRAs) and write ``output``.
 
     dataset: a folder of clip + ``.txt`` caption pairs, clips from ``load_training_folder``, or an
@@ -481,6 +482,7 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     resume_from: a LoRA file to continue (exactly, when its ``.sa3state`` is beside it; then
     ``options.steps`` counts the steps already done). on_step(step, steps, loss) runs after every
     step; should_stop() is polled before every step: True saves what was trained and returns.
+    on_stage(part) runs before the model's "text", "autoencoder" and "dit" parts are used.
     Every input is checked before any work; the model is left unchanged.
     """
     cfg = model.config
@@ -509,7 +511,7 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
         raise _error(f"rank {options.rank} exceeds the smallest adapted layer's dimension {smallest}",
                      f"Use rank <= {smallest}, or exclude the small layers")
     if isinstance(dataset, (str, Path)):
-        dataset = load_training_folder(dataset, seed=options.seed)
+        dataset = load_training_folder(dataset)
     if not isinstance(dataset, EncodedDataset):
         clips = list(dataset)
         if not clips or not all(isinstance(c, TrainingClip) for c in clips):
@@ -527,8 +529,17 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference mode
         if not isinstance(dataset, EncodedDataset):
             dataset = encode_dataset(model, clips, options.crop_latents(),
-                                     _derived_generator(options.seed, "encode"))
+                                     _derived_generator(options.seed, "encode"), on_stage)
+        dataset = _normal_tensors(dataset)
+        if on_stage is not None:
+            on_stage("dit")
         return _run(model, dataset, output, options, targets, device, resume_tensors, state, on_step, should_stop)
+
+
+def _normal_tensors(data: EncodedDataset) -> EncodedDataset:
+    """Copies of tensors encoded under inference mode (ComfyUI), which autograd refuses to save."""
+    return EncodedDataset(clips=[replace(c, latents=c.latents.clone(), prompt=c.prompt.clone()) for c in data.clips],
+                          silence=data.silence.clone())
 
 
 def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) -> dict[str, torch.Tensor]:

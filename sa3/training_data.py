@@ -17,7 +17,7 @@ Legend: C latent channels, L latent frames, S audio samples, P prompt tokens (25
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +103,9 @@ def _read(path: Path) -> tuple[int, torch.Tensor]:
     return int(rate), wav
 
 
-def load_clip(path: str | Path, caption: str, generator: torch.Generator | None = None) -> TrainingClip:
-    """Read and check one clip (see the module docstring for the official preprocessing).
-    ``generator`` draws the polarity flip; None keeps the polarity."""
+def load_clip(path: str | Path, caption: str) -> TrainingClip:
+    """Read and check one clip: resampled to 44.1 kHz, stereo, clamped (official preprocessing;
+    the random polarity flip happens at encoding, from the training seed)."""
     path = Path(path)
     rate, wav = _read(path)
     if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
@@ -125,21 +125,18 @@ def load_clip(path: str | Path, caption: str, generator: torch.Generator | None 
         got = "-inf" if peak == 0 else f"{20 * math.log10(peak):.1f}"
         raise _error(f"audio file {str(path)!r} is silent (peak {got} dBFS, expected above {SILENCE_DB:g} dBFS)",
                      "Remove it and its caption")
-    if generator is not None and float(torch.rand((), generator=generator)) < PHASE_FLIP_P:
-        wav = -wav  # official PhaseFlipper augmentation
     wav = audio_utils.to_stereo(wav.clamp(-1, 1)[None])[0]  # (C, S) -> (2, S)
     return TrainingClip(path=path, caption=caption, audio=wav.contiguous(), source_rate=rate,
                         seconds_total=math.ceil(wav.shape[-1] / SAMPLE_RATE))
 
 
-def load_training_folder(folder: str | Path, seed: int = 0) -> list[TrainingClip]:
-    """Check and read every clip of ``folder`` (see ``find_clips``); polarity flips draw from a
-    generator seeded with ``seed``. Raises ``TrainingDataError`` naming the first bad file."""
+def load_training_folder(folder: str | Path) -> list[TrainingClip]:
+    """Check and read every clip of ``folder`` (see ``find_clips``). Raises
+    ``TrainingDataError`` naming the first bad file."""
     pairs = find_clips(folder)
-    generator = torch.Generator().manual_seed(seed)
     clips, total = [], 0.0
     for audio_path, caption_path in pairs:
-        clip = load_clip(audio_path, caption_path.read_text(encoding="utf-8").strip(), generator)
+        clip = load_clip(audio_path, caption_path.read_text(encoding="utf-8").strip())
         total += clip.seconds
         if total > MAX_DATASET_SECONDS:
             raise _error(f"folder {str(folder)!r} holds more than {MAX_DATASET_SECONDS / 3600:g} h of audio",
@@ -188,8 +185,9 @@ def encode_captions(text_encoder, conditioner, captions: Sequence[str]) -> list[
 @torch.no_grad()
 def encode_clip_audio(autoencoder, clips: Sequence[TrainingClip], silence_latents: int,
                       generator: torch.Generator | None) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """SAME-encode each whole clip once, then ``silence_latents`` frames of silence.
-    Returns per-clip (C, L) latents and the silence (C, Ls), float32 on the CPU."""
+    """SAME-encode each whole clip once (polarity flipped with p = 0.5 first, the official
+    PhaseFlipper; drawn from ``generator``, None: never), then ``silence_latents`` frames of
+    silence. Returns per-clip (C, L) latents and the silence (C, Ls), float32 on the CPU."""
     from .pipeline import encode_audio
 
     chunked = autoencoder.config.chunked
@@ -198,17 +196,24 @@ def encode_clip_audio(autoencoder, clips: Sequence[TrainingClip], silence_latent
         # pad to a whole latent as SAME's own pre-processing does: (2, S) -> (1, 2, ceil(S/4096)*4096)
         n = math.ceil(clip.audio.shape[-1] / SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
         wav = audio_utils.pad_crop(clip.audio, n)[None]
+        if generator is not None and float(torch.rand((), generator=generator)) < PHASE_FLIP_P:
+            wav = -wav  # official PhaseFlipper augmentation
         latents.append(encode_audio(autoencoder, wav, chunked=chunked, generator=generator)[0].float().cpu())
     silence = torch.zeros(1, 2, max(1, silence_latents) * SAMPLES_PER_LATENT)
     silence = encode_audio(autoencoder, silence, chunked=chunked, generator=generator)[0].float().cpu()
     return latents, silence
 
 
-def encode_dataset(model, clips: Sequence[TrainingClip], crop_latents: int,
-                   generator: torch.Generator | None) -> EncodedDataset:
+def encode_dataset(model, clips: Sequence[TrainingClip], crop_latents: int, generator: torch.Generator | None,
+                   on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
     """Pre-encode ``clips`` with the model's text encoder and SAME (the official
-    ``pre_encode_dataset.py`` step, in memory)."""
+    ``pre_encode_dataset.py`` step, in memory). ``on_stage("text" | "autoencoder")`` runs before
+    each part is used (ComfyUI moves that part to its device there)."""
+    if on_stage is not None:
+        on_stage("text")
     prompts = encode_captions(model.text_encoder, model.conditioner, [c.caption for c in clips])
+    if on_stage is not None:
+        on_stage("autoencoder")
     latents, silence = encode_clip_audio(model.autoencoder, clips, crop_latents, generator)
     return EncodedDataset(
         clips=[EncodedClip(name=c.path.name, latents=z, prompt=p, seconds_total=c.seconds_total)

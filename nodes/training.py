@@ -1,0 +1,361 @@
+"""LoRA training in the graph: a folder of captioned clips -> a LoRA file in models/loras, the
+model with it applied (as SA3 LoRA Loader applies it) and a picture of the loss curve.
+
+The work is ``sa3.training.train_lora`` (the official recipe); these nodes parse widgets, move
+the model's parts with ComfyUI's model management, report progress per step, and stop cleanly
+on Cancel (what was trained is saved, then the run ends as cancelled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from pathlib import Path
+
+import folder_paths
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from . import comfy_models
+from ._adapters import error
+from ._handle import SA3Handle, sync_loras
+from ._validate import require_widgets, widget_error
+from .loaders import SA3LoraLoader
+from .types import CATEGORY, SA3Model, SA3TrainingData
+
+if __package__ and "." in __package__:  # <pack>.nodes: the library is <pack>.sa3 (see _sa3.py)
+    from ..sa3 import training, training_data
+else:
+    from sa3 import training, training_data
+
+logger = logging.getLogger(__name__)
+
+DATASET_NODE = "Training Dataset"
+TRAIN_NODE = "Train LoRA"
+NO_RESUME = "none"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,99}$")
+DEFAULTS = training.LoRATrainingOptions()
+CURVE_SIZE = (768, 320)  # loss-curve picture, pixels (width, height)
+
+
+# --- dataset ---------------------------------------------------------------------------------
+
+
+def _dataset_folder(folder: str) -> Path:
+    """A name inside ComfyUI's input folder, or an absolute path."""
+    text = (folder or "").strip()
+    if not text:
+        raise ValueError(error(DATASET_NODE, "folder is empty (got '', expected a folder name in ComfyUI's input "
+                                             "folder or an absolute path). Enter the folder holding the clips."))
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path
+    base = Path(folder_paths.get_input_directory()).resolve()
+    resolved = (base / path).resolve()
+    if base != resolved and base not in resolved.parents:
+        raise ValueError(error(DATASET_NODE, f"folder {text!r} points outside the input folder (got {text!r}, "
+                                             f"expected a folder inside {str(base)!r} or an absolute path). "
+                                             "Remove the '..' parts or give an absolute path."))
+    return resolved
+
+
+def _dataset_message(folder) -> str | None:
+    try:
+        training_data.find_clips(_dataset_folder(folder))
+    except ValueError as e:  # TrainingDataError is a ValueError
+        return str(e) if str(e).startswith("Stable Audio 3") else error(DATASET_NODE, str(e))
+    return None
+
+
+class SA3TrainingDataset(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SA3TrainingDataset",
+            display_name="SA3 Training Dataset",
+            category=CATEGORY,
+            description="Reads a folder of audio clips (.wav; .flac/.mp3/.ogg when torchaudio can decode them), each "
+                        "with a same-name .txt file holding its prompt, for SA3 Train LoRA. Every file is checked: "
+                        "missing or empty captions, unreadable or silent audio and unusable sample rates are "
+                        "refused naming the file.",
+            inputs=[
+                io.String.Input("folder", default="sa3_training",
+                                tooltip="The folder of clips: a name inside ComfyUI's input folder (e.g. "
+                                        "'my_loops' for input/my_loops) or an absolute path. Sub-folders are "
+                                        "included. clip.wav needs clip.txt with its prompt beside it."),
+            ],
+            outputs=[SA3TrainingData.Output(display_name="dataset",
+                                            tooltip="The checked clips (44.1 kHz stereo) and their captions.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, folder=None) -> bool | str:
+        if folder is None:
+            return True
+        return _dataset_message(folder) or True
+
+    @classmethod
+    def fingerprint_inputs(cls, folder=None):
+        """Re-read the folder when any clip or caption changes (name, size or time)."""
+        try:
+            path = _dataset_folder(folder)
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+        except (ValueError, OSError):
+            return folder
+        h = hashlib.blake2b(digest_size=16)
+        for p in files:
+            st = p.stat()
+            h.update(f"{p.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    @classmethod
+    def execute(cls, folder) -> io.NodeOutput:
+        message = _dataset_message(folder)
+        if message is not None:
+            raise ValueError(message)
+        clips = training_data.load_training_folder(_dataset_folder(folder))
+        logger.info("Stable Audio 3 training dataset: %d clip(s), %.1f s", len(clips), sum(c.seconds for c in clips))
+        return io.NodeOutput(tuple(clips))
+
+
+# --- trainer ---------------------------------------------------------------------------------
+
+
+def _rules(text: str) -> tuple[str, ...] | None:
+    """'a, b' -> ('a', 'b'); '' -> None (no rule)."""
+    parts = tuple(p.strip() for p in (text or "").split(",") if p.strip())
+    return parts or None
+
+
+def _name_message(output_name) -> str | None:
+    name = (output_name or "").strip()
+    if name.lower().endswith(".safetensors"):
+        name = name[: -len(".safetensors")]
+    if not NAME_PATTERN.match(name):
+        return error(TRAIN_NODE, f"output_name {output_name!r} is not a plain file name (got {output_name!r}, "
+                                 "expected letters, digits, spaces, '_', '-' or '.', starting with a letter or "
+                                 "digit, at most 100 characters). Rename it.")
+    return None
+
+
+def _lora_file_name(output_name: str) -> str:
+    name = output_name.strip()
+    return name if name.lower().endswith(".safetensors") else f"{name}.safetensors"
+
+
+def _resume_choices() -> list[str]:
+    return [NO_RESUME] + [n for n in folder_paths.get_filename_list("loras") if n.lower().endswith(".safetensors")]
+
+
+def _options(adapter_type, rank, alpha, steps, learning_rate, batch_size, clip_seconds, seed, include, exclude,
+             dropout, base_precision, checkpoint_every) -> training.LoRATrainingOptions:
+    return training.LoRATrainingOptions(
+        adapter_type=adapter_type, rank=int(rank), alpha=None if float(alpha) == 0 else float(alpha),
+        dropout=float(dropout), include=_rules(include), exclude=_rules(exclude), steps=int(steps),
+        learning_rate=float(learning_rate), batch_size=int(batch_size), clip_seconds=float(clip_seconds),
+        seed=int(seed), base_precision=base_precision, checkpoint_every=int(checkpoint_every))
+
+
+def loss_curve_image(losses: list[float], steps: int, size: tuple[int, int] = CURVE_SIZE) -> torch.Tensor:
+    """The loss of every step (and its running mean) as an IMAGE (1, H, W, 3) float32 in [0, 1]."""
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    left, right, top, bottom = 60, width - 16, 16, height - 40
+    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    values = [v for v in losses if math.isfinite(v)]
+    if values:
+        lo, hi = min(values), max(values)
+        hi = hi if hi > lo else lo + 1.0
+        total = max(steps, len(losses), 2)
+
+        def xy(i: int, v: float) -> tuple[float, float]:
+            return (left + (right - left) * i / (total - 1), bottom - (bottom - top) * (v - lo) / (hi - lo))
+
+        raw = [xy(i, v) for i, v in enumerate(losses)]
+        if len(raw) > 1:
+            draw.line(raw, fill=(150, 180, 230), width=1)
+        window = max(1, len(losses) // 20)
+        smooth = [float(np.mean(losses[max(0, i - window + 1): i + 1])) for i in range(len(losses))]
+        if len(smooth) > 1:
+            draw.line([xy(i, v) for i, v in enumerate(smooth)], fill=(20, 60, 160), width=2)
+        draw.text((4, top), f"{hi:.3g}", fill=(0, 0, 0))
+        draw.text((4, bottom - 10), f"{lo:.3g}", fill=(0, 0, 0))
+        draw.text((left, bottom + 6), "1", fill=(0, 0, 0))
+        draw.text((right - 40, bottom + 6), f"{total}", fill=(0, 0, 0))
+        draw.text((left + 8, top + 4), f"loss, {len(losses)} step(s); last {losses[-1]:.4f}", fill=(0, 0, 0))
+    draw.text((width // 2 - 20, height - 18), "step", fill=(0, 0, 0))
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+
+
+def _progress_text(cls, text: str) -> None:
+    """The loss under the node (ComfyUI's progress text), when a server is running."""
+    node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    if node_id is not None and getattr(PromptServer, "instance", None) is not None:
+        PromptServer.instance.send_progress_text(text, node_id)
+
+
+class SA3TrainLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        o = DEFAULTS
+        return io.Schema(
+            node_id="SA3TrainLoRA",
+            display_name="SA3 Train LoRA",
+            category=CATEGORY,
+            description="Trains a LoRA on the model with the official Stable Audio 3 recipe (scripts/train_lora.py) "
+                        "and writes models/loras/<output_name>.safetensors in the official format (it also loads in "
+                        "the official code). Returns the model with the new LoRA applied, as SA3 LoRA Loader applies "
+                        "it, and a picture of the loss curve. Cancel stops after the current step and saves what was "
+                        "trained. Train on a -base model for best results.",
+            hidden=[io.Hidden.unique_id],
+            inputs=[
+                SA3Model.Input("model", tooltip="The SA3 model to train on, straight from SA3 Model Loader (no LoRA "
+                                                "applied). The official trainer uses the -base models."),
+                SA3TrainingData.Input("dataset", tooltip="Clips and captions from SA3 Training Dataset."),
+                io.String.Input("output_name", default="my_sa3_lora",
+                                tooltip="File name in models/loras (.safetensors is added). An existing file of "
+                                        "that name is replaced when training finishes or is cancelled."),
+                io.Combo.Input("adapter_type", options=list(training.ADAPTER_TYPES), default=o.adapter_type,
+                               tooltip="lora: low-rank update; dora-rows/dora-cols: LoRA plus learned row/column "
+                                       "magnitudes (dora-rows is the official default); bora: both; -xs variants "
+                                       "train only an r x r core between the weight's singular vectors (fewest "
+                                       "parameters)."),
+                io.Int.Input("rank", default=o.rank, min=1, max=training.MAX_RANK,
+                             tooltip="LoRA rank r: more = more capacity and a larger file (official default 16)."),
+                io.Float.Input("alpha", default=0.0, min=0.0, max=4096.0, step=1.0,
+                               tooltip="LoRA alpha; the update is scaled by alpha / rank. 0 = same as rank "
+                                       "(official default)."),
+                io.Int.Input("steps", default=o.steps, min=1, max=training.MAX_STEPS,
+                             tooltip="Total optimizer steps (the official default is 10000; a few hundred already "
+                                     "change the sound). With resume_from, steps already done count."),
+                io.Float.Input("learning_rate", default=o.learning_rate, min=1e-7, max=1.0, step=1e-5, round=False,
+                               tooltip="AdamW learning rate (official 1e-4; betas 0.9/0.95, weight decay 0.01)."),
+                io.Int.Input("batch_size", default=o.batch_size, min=1, max=training.MAX_BATCH,
+                             tooltip="Clips per step (at most the number of clips). Above 1 the noise is "
+                                     "matched to the clips by optimal transport, as officially."),
+                io.Float.Input("clip_seconds", default=o.clip_seconds, min=0.1, max=380.0, step=0.5,
+                               tooltip="Length each clip is cropped (random start) or padded to, in seconds; at "
+                                       "most the model's maximum (120 s small, 380 s medium). Cost grows with it."),
+                io.Int.Input("seed", default=o.seed, min=0, max=2**63 - 1,
+                             tooltip="Seed of every random choice (initialisation, crops, noise, masks); the same "
+                                     "seed and inputs give the same file on the same machine.",
+                             control_after_generate=False),
+                io.String.Input("include", default="",
+                                tooltip="Only adapt layers whose name contains one of these comma-separated parts "
+                                        "(e.g. 'transformer.layers.[0-7], seconds_total'; [a-b] is a range). "
+                                        "Empty: every Linear/Conv1d of the DiT and the seconds conditioner."),
+                io.String.Input("exclude", default="",
+                                tooltip="Skip layers whose name contains one of these comma-separated parts (e.g. "
+                                        "'cross_attn'). Empty: none."),
+                io.Float.Input("dropout", default=o.dropout, min=0.0, max=0.95, step=0.05, optional=True,
+                               tooltip="Dropout on the LoRA's input features while training (0 = off; the official "
+                                       "script records it but trains with 0)."),
+                io.Combo.Input("base_precision", options=list(training.BASE_PRECISIONS), default=o.base_precision,
+                               optional=True,
+                               tooltip="Precision of the frozen copy of the model trained against (LoRA weights "
+                                       "stay fp32). bf16 (the official choice) halves its memory on a GPU; fp32 is "
+                                       "exact and fastest on most CPUs."),
+                io.Int.Input("checkpoint_every", default=o.checkpoint_every, min=0, max=training.MAX_STEPS,
+                             optional=True,
+                             tooltip="Also save <output_name>-step<N>.safetensors every N steps (resumable). "
+                                     "0 = only the final file."),
+                io.Combo.Input("resume_from", options=_resume_choices(), default=NO_RESUME, optional=True,
+                               tooltip="Continue a LoRA from models/loras: exactly where it stopped when its "
+                                       ".sa3state file is beside it (files trained here), else from its weights "
+                                       "with a fresh optimizer. adapter_type, rank, alpha, include and exclude "
+                                       "must match it."),
+            ],
+            outputs=[
+                SA3Model.Output(display_name="model", tooltip="The model with the trained LoRA applied (strength 1)."),
+                io.Image.Output(display_name="loss_curve", tooltip="The training loss per step (light) and its "
+                                                                   "running mean (dark)."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, output_name=None, adapter_type=None, rank=None, alpha=None, steps=None,
+                        learning_rate=None, batch_size=None, clip_seconds=None, seed=None, dropout=None,
+                        base_precision=None, checkpoint_every=None, resume_from=None, include=None,
+                        exclude=None) -> bool | str:
+        message = widget_error(cls, TRAIN_NODE, adapter_type=adapter_type, rank=rank, alpha=alpha, steps=steps,
+                               learning_rate=learning_rate, batch_size=batch_size, clip_seconds=clip_seconds,
+                               seed=seed, dropout=dropout, base_precision=base_precision,
+                               checkpoint_every=checkpoint_every)
+        if message is None and output_name is not None:
+            message = _name_message(output_name)
+        if message is None and resume_from not in (None, NO_RESUME) and \
+                folder_paths.get_full_path("loras", resume_from) is None:
+            message = error(TRAIN_NODE, f"resume_from {resume_from!r} is not in models/loras (got {resume_from!r}, "
+                                        "expected one of the listed files or 'none'). Refresh the node list.")
+        return message or True
+
+    @classmethod
+    def execute(cls, model, dataset, output_name, adapter_type, rank, alpha, steps, learning_rate, batch_size,
+                clip_seconds, seed, include, exclude, dropout=DEFAULTS.dropout,
+                base_precision=DEFAULTS.base_precision, checkpoint_every=DEFAULTS.checkpoint_every,
+                resume_from=NO_RESUME) -> io.NodeOutput:
+        if not isinstance(model, SA3Handle):
+            raise ValueError(error(TRAIN_NODE, f"model is not an SA3 model (got {type(model).__name__}, expected the "
+                                               "output of SA3 Model Loader). Connect SA3 Model Loader."))
+        if model.loras:
+            raise ValueError(error(TRAIN_NODE, f"model already has {len(model.loras)} LoRA(s) applied (got "
+                                               f"{[s.name for s in model.loras]}, expected none). Connect SA3 Model "
+                                               "Loader directly; use resume_from to continue a LoRA."))
+        if not isinstance(dataset, tuple) or not dataset or \
+                not all(isinstance(c, training_data.TrainingClip) for c in dataset):
+            raise ValueError(error(TRAIN_NODE, f"dataset is not a training dataset (got {type(dataset).__name__}, "
+                                               "expected the output of SA3 Training Dataset). Connect it."))
+        require_widgets(cls, TRAIN_NODE, adapter_type=adapter_type, rank=rank, alpha=alpha, steps=steps,
+                        learning_rate=learning_rate, batch_size=batch_size, clip_seconds=clip_seconds, seed=seed,
+                        dropout=dropout, base_precision=base_precision, checkpoint_every=checkpoint_every)
+        message = _name_message(output_name)
+        if message is not None:
+            raise ValueError(message)
+        resume = None
+        if resume_from not in (None, NO_RESUME):
+            resume = folder_paths.get_full_path("loras", resume_from)
+            if resume is None:
+                raise ValueError(cls.validate_inputs(resume_from=resume_from))
+        options = _options(adapter_type, rank, alpha, steps, learning_rate, batch_size, clip_seconds, seed, include,
+                           exclude, dropout, base_precision, checkpoint_every)
+        file_name = _lora_file_name(output_name)
+        output = Path(folder_paths.get_folder_paths("loras")[0]) / file_name
+        output.parent.mkdir(parents=True, exist_ok=True)
+
+        sync_loras(model)  # the shared modules carry no LoRA (another branch of the graph may have left some)
+        pbar = comfy_models.progress_bar(int(steps))
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            pbar.update_absolute(step, total)
+            _progress_text(cls, f"step {step}/{total}  loss {loss:.4f}")
+            if step == total or step % 50 == 0:
+                logger.info("Stable Audio 3 training: step %d/%d, loss %.4f", step, total, loss)
+
+        import comfy.model_management as mm
+
+        try:
+            result = training.train_lora(model.model, list(dataset), output, options, resume_from=resume,
+                                         on_step=on_step, should_stop=mm.processing_interrupted,
+                                         on_stage=lambda part: comfy_models.load_parts(model, part))
+        except (training.TrainingError, training_data.TrainingDataError) as e:
+            raise ValueError(error(TRAIN_NODE, str(e).removeprefix("Stable Audio 3 "))) from e
+        if result.stopped:  # Cancel: the file holds what was trained; end the run as cancelled
+            logger.info("Stable Audio 3 training: cancelled after %d step(s); saved %s", result.steps_done, output)
+            comfy_models.check_interrupt()
+        curve = loss_curve_image(result.losses, int(steps) - (result.steps_done - len(result.losses)))
+        applied = SA3LoraLoader.execute(model=model, lora_name=file_name, strength_dit=1.0,
+                                        strength_conditioner=1.0).result[0]
+        return io.NodeOutput(applied, curve)
+
+
+NODES: list[type[io.ComfyNode]] = [SA3TrainingDataset, SA3TrainLoRA]
