@@ -9,12 +9,13 @@ from .decode import SA3Decode
 from .latents import SA3EmptyLatent, SA3EncodeAudio, SA3InpaintMask
 from .loaders import SA3LoraLoader, SA3LoraStrength, SA3ModelLoader, register_folder
 from .sampling import SA3Sampler
-from .training import NODES as TRAINING_NODES
+from .training import SA3TrainingDataset, SA3TrainLoRA
 from .visualize import NODES as VISUALIZE_NODES
 
 NODES: list[type[io.ComfyNode]] = [
     SA3ModelLoader, SA3LoraLoader, SA3LoraStrength, SA3TextEncode, SA3EmptyLatent, SA3EncodeAudio, SA3InpaintMask,
-    SA3Sampler, SA3Decode, *VISUALIZE_NODES, *TRAINING_NODES,
+    SA3Sampler, SA3Decode, *VISUALIZE_NODES, SA3TrainingDataset,
+    SA3TrainLoRA,
 ]
 
 

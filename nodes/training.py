@@ -177,13 +177,13 @@ def loss_curve_image(losses: list[float], steps: int, size: tuple[int, int] = CU
         def xy(i: int, v: float) -> tuple[float, float]:
             return (left + (right - left) * i / (total - 1), bottom - (bottom - top) * (v - lo) / (hi - lo))
 
-        raw = [xy(i, v) for i, v in enumerate(losses)]
-        if len(raw) > 1:
-            draw.line(raw, fill=(150, 180, 230), width=1)
-        window = max(1, len(losses) // 20)
-        smooth = [float(np.mean(losses[max(0, i - window + 1): i + 1])) for i in range(len(losses))]
-        if len(smooth) > 1:
-            draw.line([xy(i, v) for i, v in enumerate(smooth)], fill=(20, 60, 160), width=2)
+        finite = [(i, v) for i, v in enumerate(losses) if math.isfinite(v)]  # a NaN step is left out
+        if len(finite) > 1:
+            draw.line([xy(i, v) for i, v in finite], fill=(150, 180, 230), width=1)
+            window = max(1, len(finite) // 20)
+            smooth = [(i, float(np.mean([v for _, v in finite[max(0, k - window + 1): k + 1]])))
+                      for k, (i, _) in enumerate(finite)]
+            draw.line([xy(i, v) for i, v in smooth], fill=(20, 60, 160), width=2)
         draw.text((4, top), f"{hi:.3g}", fill=(0, 0, 0))
         draw.text((4, bottom - 10), f"{lo:.3g}", fill=(0, 0, 0))
         draw.text((left, bottom + 6), "1", fill=(0, 0, 0))
@@ -305,7 +305,7 @@ class SA3TrainLoRA(io.ComfyNode):
                 base_precision=DEFAULTS.base_precision, checkpoint_every=DEFAULTS.checkpoint_every,
                 resume_from=NO_RESUME) -> io.NodeOutput:
         if not isinstance(model, SA3Handle):
-            raise ValueError(error(TRAIN_NODE, f"model is not an SA3 model (got {type(model).__name__}, expected the "
+            raise ValueError(error(TRAIN_NODE, f"model is not an SA3 model (got {type(model).__name__}, expected the "  # noqa: TRY004
                                                "output of SA3 Model Loader). Connect SA3 Model Loader."))
         if model.loras:
             raise ValueError(error(TRAIN_NODE, f"model already has {len(model.loras)} LoRA(s) applied (got "
@@ -357,5 +357,3 @@ class SA3TrainLoRA(io.ComfyNode):
                                         strength_conditioner=1.0).result[0]
         return io.NodeOutput(applied, curve)
 
-
-NODES: list[type[io.ComfyNode]] = [SA3TrainingDataset, SA3TrainLoRA]

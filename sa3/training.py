@@ -646,6 +646,7 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, lora: _TrainableLoRA, s
     sd = optimizer.state_dict()
     for i, k in enumerate(keys):
         if f"exp_avg/{k}" in tensors:
-            sd["state"][i] = {"step": torch.tensor(meta["adam_step"]), "exp_avg": tensors[f"exp_avg/{k}"],
-                              "exp_avg_sq": tensors[f"exp_avg_sq/{k}"]}
+            sd["state"][i] = {"step": torch.tensor(meta["adam_step"]),  # clones: read under inference mode
+                              "exp_avg": tensors[f"exp_avg/{k}"].clone(),
+                              "exp_avg_sq": tensors[f"exp_avg_sq/{k}"].clone()}
     optimizer.load_state_dict(sd)

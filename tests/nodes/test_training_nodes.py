@@ -1,0 +1,175 @@
+"""SA3 Training Dataset + SA3 Train LoRA under inference mode, as ComfyUI runs nodes: the file
+lands in models/loras, the returned model carries it as SA3 LoRA Loader would, Cancel saves what
+was trained, and bad inputs are refused before any work."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import folder_paths
+import pytest
+import torch
+
+from tests.nodes.conftest import PACK, load_handle, nodes
+from tests.sa3.test_training import make_dataset
+
+MODEL = "tiny-small"
+
+
+def _pack_module(name: str):
+    return importlib.import_module(f"{PACK}.nodes.{name}")
+
+
+TRAIN = {"output_name": "node_lora", "adapter_type": "lora", "rank": 4, "alpha": 0.0, "steps": 3,
+         "learning_rate": 1e-3, "batch_size": 1, "clip_seconds": 2.0, "seed": 5, "include": "", "exclude": ""}
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    """A private input folder and a private first loras folder (nothing written into ComfyUI)."""
+    inp, loras = tmp_path / "input", tmp_path / "loras"
+    inp.mkdir(), loras.mkdir()
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(inp))
+    paths, exts = folder_paths.folder_names_and_paths["loras"]
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)] + list(paths), exts))
+    make_dataset(inp / "clips")
+    return inp, loras
+
+
+def _dataset(folder="clips"):
+    return nodes.SA3TrainingDataset.execute(folder=folder).args[0]
+
+
+def test_train_node_writes_file_and_applies_it(dirs, record):
+    _, loras = dirs
+    handle = load_handle(MODEL)
+    with torch.inference_mode():
+        data = _dataset()
+        out = nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **TRAIN)
+    model, curve = out.args
+    assert (loras / "node_lora.safetensors").is_file() and (loras / "node_lora.sa3state").is_file()
+    assert [s.name for s in model.loras] == ["node_lora.safetensors"]
+    via_loader = nodes.SA3LoraLoader.execute(model=handle, lora_name="node_lora.safetensors", strength_dit=1.0,
+                                             strength_conditioner=1.0).args[0]
+    assert model.loras == via_loader.loras  # held exactly as the LoRA loader holds it
+    assert handle.loras == ()  # the input handle is unchanged
+    assert curve.shape == (1, 320, 768, 3) and curve.dtype == torch.float32 and 0 <= curve.min() <= curve.max() <= 1
+    assert record.progress[-1] == (3, 3) and len(record.progress) == 3
+
+
+def test_train_node_matches_library(dirs, tmp_path):
+    """The node trains exactly what sa3.training.train_lora trains from the same folder."""
+    from sa3.training import LoRATrainingOptions, train_lora
+
+    inp, loras = dirs
+    handle = load_handle(MODEL)
+    with torch.inference_mode():
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN)
+        _pack_module("_handle").sync_loras(handle)  # the shared modules back to no LoRA, as the node starts
+        lib = train_lora(handle.model, inp / "clips", tmp_path / "lib.safetensors",
+                         LoRATrainingOptions(adapter_type="lora", rank=4, steps=3, learning_rate=1e-3, batch_size=1,
+                                             clip_seconds=2.0, seed=5))
+    assert (loras / "node_lora.safetensors").read_bytes() == lib.path.read_bytes()
+
+
+def test_cancel_saves_and_stops(dirs, monkeypatch):
+    import comfy.model_management as mm
+
+    _, loras = dirs
+    handle = load_handle(MODEL)
+    polls = []
+
+    def interrupted():
+        polls.append(1)
+        return len(polls) > 2  # cancel after two steps
+
+    monkeypatch.setattr(mm, "processing_interrupted", interrupted)
+    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted",
+                        lambda: (_ for _ in ()).throw(mm.InterruptProcessingException()))
+    with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN)
+    assert (loras / "node_lora.safetensors").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(loras / "node_lora.sa3state"), framework="pt") as f:
+        assert '"step": 2' in f.metadata()["sa3_training"]
+
+
+def test_resume_and_checkpoints_from_node(dirs):
+    _, loras = dirs
+    handle = load_handle(MODEL)
+    with torch.inference_mode():
+        data = _dataset()
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **{**TRAIN, "steps": 4}, checkpoint_every=2)
+        assert (loras / "node_lora-step000002.safetensors").is_file()
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **{**TRAIN, "steps": 4, "output_name": "resumed"},
+                                   resume_from="node_lora-step000002.safetensors")
+    assert (loras / "resumed.safetensors").read_bytes() == (loras / "node_lora.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("folder, message", [
+    ("", "folder is empty"),
+    ("../elsewhere", "points outside the input folder"),
+    ("missing", "does not exist or is not a folder"),
+])
+def test_dataset_refused(dirs, folder, message):
+    assert message in nodes.SA3TrainingDataset.validate_inputs(folder=folder)
+    with pytest.raises(ValueError, match=message):
+        nodes.SA3TrainingDataset.execute(folder=folder)
+
+
+def test_dataset_missing_caption_and_fingerprint(dirs):
+    inp, _ = dirs
+    before = nodes.SA3TrainingDataset.fingerprint_inputs(folder="clips")
+    (inp / "clips" / "clip0.txt").unlink()
+    assert nodes.SA3TrainingDataset.fingerprint_inputs(folder="clips") != before
+    assert "1 of 3 audio files have no caption" in nodes.SA3TrainingDataset.validate_inputs(folder="clips")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"output_name": "../evil"}, "output_name '../evil' is not a plain file name"),
+    ({"output_name": ""}, "is not a plain file name"),
+    ({"rank": 0}, "rank 0 is out of range"),
+    ({"steps": 0}, "steps 0 is out of range"),
+    ({"learning_rate": 2.0}, "learning_rate 2 is out of range"),
+    ({"clip_seconds": 0.0}, "clip_seconds 0 is out of range"),
+    ({"adapter_type": "nope"}, "adapter_type 'nope' is not one of its choices"),
+    ({"resume_from": "absent.safetensors"}, "resume_from 'absent.safetensors' is not in models/loras"),
+])
+def test_widgets_refused_at_queue_time(change, message):
+    got = nodes.SA3TrainLoRA.validate_inputs(**{**TRAIN, **change})
+    assert isinstance(got, str) and message in got and got.startswith("Stable Audio 3 Train LoRA: ")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"clip_seconds": 200.0}, "clip_seconds must be in [0.093, 120.0] s for this model (got 200.0)"),
+    ({"batch_size": 4}, "batch_size 4 exceeds the 3 clip(s)"),
+    ({"include": "nothing_matches"}, "no layer matches include=('nothing_matches',)"),
+    ({"output_name": "../evil"}, "is not a plain file name"),
+])
+def test_execute_refuses_before_work(dirs, change, message):
+    _, loras = dirs
+    handle = load_handle(MODEL)
+    with torch.inference_mode(), pytest.raises(ValueError) as e:
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **{**TRAIN, **change})
+    assert message in str(e.value) and str(e.value).startswith("Stable Audio 3 Train LoRA: ")
+    assert list(loras.iterdir()) == []
+
+
+def test_model_with_lora_and_wrong_inputs_refused(dirs):
+    handle = load_handle(MODEL)
+    with_lora = handle.with_loras((_pack_module("_handle").LoraSpec("x.safetensors"),))
+    data = _dataset()
+    with pytest.raises(ValueError, match="model already has 1 LoRA"):
+        nodes.SA3TrainLoRA.execute(model=with_lora, dataset=data, **TRAIN)
+    with pytest.raises(ValueError, match="model is not an SA3 model"):
+        nodes.SA3TrainLoRA.execute(model="x", dataset=data, **TRAIN)
+    with pytest.raises(ValueError, match="dataset is not a training dataset"):
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=[1], **TRAIN)
+
+
+def test_loss_curve_image():
+    img = _pack_module("training").loss_curve_image([3.0, 2.0, math.nan, 1.0], 10)
+    assert img.shape == (1, 320, 768, 3)
+    assert img.min() < 0.5  # something is drawn
