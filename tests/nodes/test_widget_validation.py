@@ -15,7 +15,7 @@ import pytest
 from tests.nodes.conftest import load_handle, nodes
 
 BAD = "no-such-choice"
-FILE_LISTS = {"model_name", "lora_name"}  # answered with the loaders' own messages (files, folders)
+FILE_LISTS = {"model_name", "lora_name", "resume_from"}  # answered with the loaders' own messages (files, folders)
 # the user's LoRA files: checked first thing in execute (test_validation.test_lora_errors), since the
 # shipped workflows name LoRAs the user supplies and their lint runs validate_inputs without them
 AT_RUN_TIME = {("SA3LoraLoader", "lora_name")}
@@ -76,7 +76,8 @@ def test_numbers_named_in_validate_inputs_are_range_checked(cls, name):
     for value in (inp.max + 1, inp.min - 1):
         message = cls.validate_inputs(**{name: value})
         assert isinstance(message, str), f"{cls.__name__}.{name}={value} passed validation"
-        assert f"{name} {value:g} is out of range" in message and "expected" in message, message
+        shown = f"{value:g}" if isinstance(value, float) else str(value)  # as the validator prints it
+        assert f"{name} {shown} is out of range" in message and "expected" in message, message
     assert cls.validate_inputs(**{name: inp.default}) is True
 
 
