@@ -11,8 +11,8 @@ import importlib.util
 WEB_DIRECTORY = "./web"
 
 if __package__ and importlib.util.find_spec("comfy") is not None:
-    from .nodes import comfy_entrypoint  # noqa: F401
+    from .nodes import comfy_entrypoint
 
-    __all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]
+    __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]
 else:
     __all__ = ["WEB_DIRECTORY"]

@@ -135,7 +135,7 @@ def load_ours(model_dir, dtype: str, monitor: StageMonitor, **kwargs):
 
 def fmt_table(rows: list[tuple]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows)
+    return "\n".join("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -173,7 +173,8 @@ def configure_ours(args) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(parser)
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per duration after a warm-up (0: no warm-up)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed runs per duration after a warm-up (0: no warm-up)")
     args = parse_run_args(parser)
 
     monitor = StageMonitor()
@@ -182,8 +183,8 @@ def main():
     gb = 1e9
     rows = [("duration_s", "total_s", "text_s", "sampling_s", "decode_s", "peak_rss_GB")]
     for d, r in results.items():
-        rows.append((f"{d:g}", f"{r['total']:.2f}", f"{r['t_text']:.2f}", f"{r['t_sampling']:.2f}", f"{r['t_decode']:.2f}",
-                     f"{max(r['rss_text'], r['rss_sampling'], r['rss_decode']) / gb:.2f}"))
+        rows.append((f"{d:g}", f"{r['total']:.2f}", f"{r['t_text']:.2f}", f"{r['t_sampling']:.2f}",
+                     f"{r['t_decode']:.2f}", f"{max(r['rss_text'], r['rss_sampling'], r['rss_decode']) / gb:.2f}"))
     print(f"sa3 generate, {args.model}, dtype={args.dtype}, steps={args.steps}, threads={torch.get_num_threads()}, "
           f"low_memory={args.low_memory}, linear={'blas' if args.blas_linear else 'onednn'}")
     print(f"load: {load_time:.2f} s, peak RSS {load_peak / gb:.2f} GB")

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -167,9 +168,10 @@ def main() -> None:
             flip = iter([0.5, 1.0] * (args.repeats + 1))
             ms = interleaved_medians({
                 "base": lambda: dit(x, tt, cond, cache=base_cache),
-                "cached": lambda: adapted(x, tt, cond, cache=cache),
-                "per_forward": lambda: twin(x, tt, cond, cache=twin_cache),
-                "refresh": lambda: stack.set_strength(next(flip)),  # one strength change: every weight rewritten
+                "cached": partial(adapted, x, tt, cond, cache=cache),
+                "per_forward": partial(twin, x, tt, cond, cache=twin_cache),
+                # one strength change: every weight rewritten
+                "refresh": lambda stack=stack, flip=flip: stack.set_strength(next(flip)),
             }, args.repeats, sync)
             print(f"{adapter_type:<14}{ms['base'] * 1e3:>10.1f}{ms['cached'] * 1e3:>11.1f}"
                   f"{ms['per_forward'] * 1e3:>12.1f}{ms['per_forward'] / ms['cached']:>15.2f}x"

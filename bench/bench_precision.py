@@ -79,7 +79,8 @@ def main():
         for dtype in args.dtypes:
             latents, audio, seconds = run(model_dir, dtype, duration, args.steps)
             rows.append((name, f"{duration:g}", dtype, *(f"{e:.2e}" for e in errors(latents, ref_latents)),
-                         *(f"{e:.2e}" for e in errors(audio, ref_audio)), f"{seconds:.2f}", f"{ref_time / seconds:.2f}x"))
+                         *(f"{e:.2e}" for e in errors(audio, ref_audio)), f"{seconds:.2f}",
+                         f"{ref_time / seconds:.2f}x"))
     print(f"euler, {args.steps} steps, threads {torch.get_num_threads()}, SAME fp32; errors relative to fp32")
     print(fmt_table(rows))
 

@@ -11,13 +11,14 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sa3.same import SAMEAutoencoder, SAMEConfig  # noqa: E402
-from sa3.spectrogram import SpectrogramOptions, preview_from_latents, render_spectrogram  # noqa: E402
+from sa3.same import SAMEAutoencoder, SAMEConfig
+from sa3.spectrogram import SpectrogramOptions, preview_from_latents, render_spectrogram
 
 PREVIEW = SpectrogramOptions(height=256, width=768, waveform=False)  # as nodes/visualize.py
 
@@ -51,7 +52,7 @@ def main() -> None:
         same = SAMEAutoencoder(SAMEConfig.from_official(cfg["model"]["pretransform"])).to(args.device).eval()
         latents = torch.randn(1, same.config.latent_dim, 362, device=args.device)  # a 30 s generation
         for seconds in args.seconds:
-            cost = timed(lambda: preview_from_latents(same, latents, seconds=seconds, options=PREVIEW), args.device)
+            cost = timed(partial(preview_from_latents, same, latents, seconds=seconds, options=PREVIEW), args.device)
             print(f"{family} ({name}): preview of {seconds:g} s = {cost:.3f} s")
 
 

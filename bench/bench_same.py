@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _random_model import official_config, random_same  # noqa: E402
-from bench_generate import StageMonitor, fmt_table, rss_bytes  # noqa: E402
+from _random_model import official_config, random_same
+from bench_generate import StageMonitor, fmt_table, rss_bytes
 
 SR, PER_LATENT, ALIGN = 44100, 4096, 8192
 
@@ -60,7 +60,8 @@ def main():
                 elapsed = time.perf_counter() - t0
                 monitor.stage(None)
                 extra = monitor.peak["decode"] - base
-                rows.append((mode, f"{d:g}", n, n * 17, f"{elapsed:.1f}", f"{extra / 1e9:.2f}", f"{extra / 1e6 / n:.2f}"))
+                rows.append((mode, f"{d:g}", n, n * 17, f"{elapsed:.1f}", f"{extra / 1e9:.2f}",
+                             f"{extra / 1e6 / n:.2f}"))
                 print(fmt_table(rows[:1] + rows[-1:]), flush=True)
                 del audio, z
     monitor.close()

@@ -26,8 +26,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import (STAGES, StageMonitor, add_run_args, configure_ours, fmt_table, load_ours,  # noqa: E402
-                            parse_run_args, run_stages, wrap)
+from bench_generate import (
+    STAGES,
+    StageMonitor,
+    add_run_args,
+    configure_ours,
+    fmt_table,
+    load_ours,
+    parse_run_args,
+    run_stages,
+    wrap,
+)
 
 
 def load_official(model_dir: Path, monitor: StageMonitor):
@@ -121,10 +130,10 @@ def main():
     print(fmt_table(rows))
     if "official" in stats:
         o, s = stats["official"], stats["sa3"]
-        rows = [("duration_s", "speedup_total", *(f"speedup_{x}" for x in STAGES), "peak_ratio", "max_abs_diff", "rel_l2",
-                 "latents_rel_l2")]
-        rows.append(("load", f"{o['load_time'] / s['load_time']:.2f}", "", "", "", f"{s['load_peak'] / o['load_peak']:.2f}",
-                     "", "", ""))
+        rows = [("duration_s", "speedup_total", *(f"speedup_{x}" for x in STAGES), "peak_ratio", "max_abs_diff",
+                 "rel_l2", "latents_rel_l2")]
+        rows.append(("load", f"{o['load_time'] / s['load_time']:.2f}", "", "", "",
+                     f"{s['load_peak'] / o['load_peak']:.2f}", "", "", ""))
         for d in args.durations:
             ro, rs = o["results"][d], s["results"][d]
             peak_o = max(ro["rss_" + x] for x in STAGES)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sa3.spectrogram import render_spectrogram, save_png  # noqa: E402
+from sa3.spectrogram import render_spectrogram, save_png
 
 SR = 44100
 

@@ -57,7 +57,7 @@ class SA3Handle:
     def sample_rate(self) -> int:
         return self.model.config.sample_rate
 
-    def with_loras(self, loras) -> "SA3Handle":
+    def with_loras(self, loras) -> SA3Handle:
         return replace(self, loras=tuple(loras))
 
 

@@ -89,8 +89,8 @@ def load_model(folder: str | Path, name: str, precision: str, attention: str, pa
         "text": comfy.model_patcher.ModelPatcher(
             SA3TextParts(dit_offload, text_encoder=model.text_encoder, conditioner=model.conditioner),
             load_device=text_device, offload_device=text_offload),
-        "dit": comfy.model_patcher.ModelPatcher(SA3DiffusionTransformer(dit_offload, dit=model.dit), load_device=dit_device,
-                                                offload_device=dit_offload),
+        "dit": comfy.model_patcher.ModelPatcher(SA3DiffusionTransformer(dit_offload, dit=model.dit),
+                                                load_device=dit_device, offload_device=dit_offload),
         "autoencoder": comfy.model_patcher.ModelPatcher(SA3Autoencoder(dit_offload, autoencoder=model.autoencoder),
                                                         load_device=vae_device, offload_device=vae_offload),
     }

@@ -16,8 +16,8 @@ from ._adapters import check_durations, error, one_or_each, parse_durations, spl
 from ._handle import SA3Conditioning, sync_loras
 from ._sa3 import pipeline
 from .loaders import _require_model
-from .types import CATEGORY, SA3Conditioning as SA3ConditioningType
-from .types import SA3Model
+from .types import CATEGORY, SA3Model
+from .types import SA3Conditioning as SA3ConditioningType
 
 NODE = "Text Encode"
 MAX_SECONDS = 384.0  # the seconds conditioner's range; each model's own maximum is checked on run

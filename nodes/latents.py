@@ -6,8 +6,19 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_models
-from ._adapters import (DURATIONS, SOURCE, check_durations, check_regions, error, make_latent, one_or_each,
-                        parse_durations, parse_regions, read_audio, read_latent)
+from ._adapters import (
+    DURATIONS,
+    SOURCE,
+    check_durations,
+    check_regions,
+    error,
+    make_latent,
+    one_or_each,
+    parse_durations,
+    parse_regions,
+    read_audio,
+    read_latent,
+)
 from ._sa3 import pipeline
 from ._validate import require_widgets, widget_error
 from .conditioning import MAX_SECONDS
@@ -43,8 +54,8 @@ class SA3EmptyLatent(io.ComfyNode):
                 io.Int.Input("batch_size", default=1, min=1, max=64,
                              tooltip="How many clips to generate at once. A single prompt is used for every item."),
                 io.String.Input("durations", default="",
-                                tooltip="Optional per-item seconds, comma-separated (e.g. '10, 20'); overrides duration. "
-                                        "Empty: duration for every item."),
+                                tooltip="Optional per-item seconds, comma-separated (e.g. '10, 20'); overrides "
+                                        "duration. Empty: duration for every item."),
             ],
             outputs=[io.Latent.Output(display_name="latent",
                                       tooltip="Zeros (batch, channels, frames) with the SA3 durations; connect to SA3 "
@@ -152,8 +163,8 @@ class SA3InpaintMask(io.ComfyNode):
                                        "after is generated up to the latent's duration."),
             ],
             outputs=[SA3InpaintMaskType.Output(display_name="inpaint_mask",
-                                               tooltip="The regions to regenerate; connect to SA3 Sampler's inpaint_mask "
-                                                       "together with inpaint_source.")],
+                                               tooltip="The regions to regenerate; connect to SA3 Sampler's "
+                                                       "inpaint_mask together with inpaint_source.")],
         )
 
     @classmethod

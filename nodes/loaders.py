@@ -14,8 +14,8 @@ from comfy_api.latest import io
 from . import comfy_models
 from ._adapters import error
 from ._handle import LoraSpec, SA3Handle, sync_loras
-from ._validate import require_widgets, widget_error
 from ._sa3 import CONFIG_FILE, MODEL_REPOS, TEXT_FOLDER, WEIGHTS_FILE, ModelConfig, expand_brackets, loading, pipeline
+from ._validate import require_widgets, widget_error
 from .types import CATEGORY, SA3Model
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,8 @@ class SA3ModelLoader(io.ComfyNode):
                                        "their -base versions)."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                tooltip="DiT and conditioner precision. auto: ComfyUI's choice for the device "
-                                       "(fp32 on CPU, fp16/bf16 on GPU). SAME stays fp32 unless --fp16-vae/--bf16-vae."),
+                                       "(fp32 on CPU, fp16/bf16 on GPU). SAME stays fp32 unless "
+                                       "--fp16-vae/--bf16-vae."),
                 io.Combo.Input("attention", options=ATTENTIONS, default="auto",
                                tooltip="Attention backend. auto: flash-attn on CUDA when installed, else PyTorch "
                                        "SDPA. math is the slow dense reference."),
@@ -277,7 +278,7 @@ class SA3LoraLoader(io.ComfyNode):
         spec = LoraSpec(folder_paths.get_full_path("loras", lora_name), float(strength_dit),
                         float(strength_conditioner), interval=_lora_interval(t_from, t_to),
                         layer_filter=(layer_filter or "").strip())
-        new = handle.with_loras(handle.loras + (spec,))
+        new = handle.with_loras((*handle.loras, spec))
         try:
             sync_loras(new)  # fail here, naming the file, rather than in the sampler
         except (ValueError, RuntimeError) as e:  # sa3's LoRALoadError is a RuntimeError

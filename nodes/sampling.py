@@ -22,8 +22,8 @@ from ._validate import require_widgets, widget_error
 from .latents import encode_sources
 from .loaders import _require_model
 from .types import CATEGORY, SA3Model
-from .types import SA3InpaintMask as SA3InpaintMaskType
 from .types import SA3Conditioning as SA3ConditioningType
+from .types import SA3InpaintMask as SA3InpaintMaskType
 from .visualize import PREVIEW_SECONDS, make_preview_callback
 
 NODE = "Sampler"
@@ -125,7 +125,8 @@ class SA3Sampler(io.ComfyNode):
                                tooltip="Audio-to-audio strength: 1 = ignore init_latent, 0 = keep it as is; about "
                                        "0.5-0.8 keeps the structure and changes the style."),
                 SA3InpaintMaskType.Input("inpaint_mask", optional=True,
-                                         tooltip="Regions to regenerate, from SA3 Inpaint Mask (needs inpaint_source)."),
+                                         tooltip="Regions to regenerate, from SA3 Inpaint Mask "
+                                                 "(needs inpaint_source)."),
                 io.Latent.Input("inpaint_source", optional=True,
                                 tooltip="Inpainting/continuation: the source from SA3 Encode Audio. Without "
                                         "inpaint_mask the whole source is kept up to the duration."),

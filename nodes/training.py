@@ -305,7 +305,7 @@ class SA3TrainLoRA(io.ComfyNode):
                 base_precision=DEFAULTS.base_precision, checkpoint_every=DEFAULTS.checkpoint_every,
                 resume_from=NO_RESUME) -> io.NodeOutput:
         if not isinstance(model, SA3Handle):
-            raise ValueError(error(TRAIN_NODE, f"model is not an SA3 model (got {type(model).__name__}, expected the "  # noqa: TRY004
+            raise ValueError(error(TRAIN_NODE, f"model is not an SA3 model (got {type(model).__name__}, expected the "
                                                "output of SA3 Model Loader). Connect SA3 Model Loader."))
         if model.loras:
             raise ValueError(error(TRAIN_NODE, f"model already has {len(model.loras)} LoRA(s) applied (got "

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ WINDOW_CHUNK = 1024  # query tokens per chunk for the sliding-window SDPA path
 
 def _flash_module():
     try:
-        import flash_attn  # noqa: F401 - optional CUDA dependency
+        import flash_attn
     except ImportError:
         return None
     return flash_attn

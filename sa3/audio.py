@@ -79,7 +79,8 @@ def as_channels_first(audio) -> torch.Tensor:
         elif audio.dtype in (np.float32, np.float64):
             t = torch.from_numpy(audio.astype(np.float32))
         else:
-            raise ValueError(f"Stable Audio 3: unsupported NumPy audio dtype {audio.dtype} (use float32, int16 or int32).")
+            raise ValueError(f"Stable Audio 3: unsupported NumPy audio dtype {audio.dtype} "
+                             "(use float32, int16 or int32).")
         return t[None] if t.dim() == 1 else t.T  # (S, C) -> (C, S)
     if not torch.is_tensor(audio):
         raise ValueError(f"Stable Audio 3: audio must be a torch.Tensor or numpy.ndarray, got {type(audio).__name__}.")
@@ -114,7 +115,8 @@ def read_wav(path: str | Path) -> tuple[int, torch.Tensor]:
         try:
             import torchaudio
         except ImportError as e:
-            raise RuntimeError(f"Stable Audio 3: {str(path)!r} is not a PCM WAV file; install torchaudio to read it.") from e
+            raise RuntimeError(f"Stable Audio 3: {str(path)!r} is not a PCM WAV file; "
+                               "install torchaudio to read it.") from e
         audio, sr = torchaudio.load(str(path))
         return sr, audio
     if width == 3:

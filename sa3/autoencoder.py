@@ -9,15 +9,23 @@ Legend: B batch, C latent channels, L latent frames, S samples.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from . import audio as audio_utils
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
-from .loading import (CONFIG_FILE, WEIGHTS_FILE, default_device, load_strict, read_checkpoint, read_json,
-                      resolve_autoencoder_dir, split_checkpoint)
+from .loading import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    default_device,
+    load_strict,
+    read_checkpoint,
+    read_json,
+    resolve_autoencoder_dir,
+    split_checkpoint,
+)
 from .same import SAMEAutoencoder, SAMEConfig
 
 
@@ -29,7 +37,7 @@ class AutoencoderModel:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
-                        dtype: torch.dtype = torch.float32, attention: str = "auto") -> "AutoencoderModel":
+                        dtype: torch.dtype = torch.float32, attention: str = "auto") -> AutoencoderModel:
         device = torch.device(device) if device is not None else default_device()
         folder = resolve_autoencoder_dir(name_or_path)
         raw = read_json(folder / CONFIG_FILE)
@@ -54,7 +62,7 @@ class AutoencoderModel:
         if len(rates) != len(items):
             raise ValueError(f"Stable Audio 3: {len(items)} audio item(s) but {len(rates)} sample rate(s).")
         wavs = [audio_utils.resample(audio_utils.as_channels_first(a).float(), int(r), self.sample_rate)
-                for a, r in zip(items, rates)]
+                for a, r in zip(items, rates, strict=True)]
         length = max(w.shape[-1] for w in wavs)
         length = -(-length // SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
         batch = torch.cat([audio_utils.to_stereo(audio_utils.pad_crop(w, length)[None]) for w in wavs])
@@ -67,7 +75,8 @@ class AutoencoderModel:
         return self.autoencoder.encode(self._batch(audio, sr), chunked=chunked, generator=generator)
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor, chunked: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, chunked: bool = False,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """Latents (B, C, L) -> audio (B, 2, L * 4096) float32 at 44.1 kHz."""
         if latents.dim() != 3:
             raise ValueError(f"Stable Audio 3: latents must be (batch, channels, frames), got {tuple(latents.shape)}.")

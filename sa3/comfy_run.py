@@ -94,8 +94,9 @@ class ComfyClient:
                 detail = json.loads(payload)
             except json.JSONDecodeError:
                 detail = payload.decode(errors="replace")
-            raise ComfyError(format_rejection(detail) if isinstance(detail, dict) else f"HTTP {e.code}: {detail}") from None
-        except (urllib.error.URLError, ConnectionError, socket.timeout) as e:
+            message = format_rejection(detail) if isinstance(detail, dict) else f"HTTP {e.code}: {detail}"
+            raise ComfyError(message) from None
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
             raise ComfyError(f"cannot reach ComfyUI at {self.server} ({getattr(e, 'reason', e)}). Is it running? "
                              "Start it with `python main.py --listen 127.0.0.1` or pass --server HOST:PORT.") from None
 
@@ -141,7 +142,8 @@ class WebSocket:
         key = base64.b64encode(os.urandom(16)).decode()
         path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
         self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
         header = b""
         while b"\r\n\r\n" not in header:
             chunk = self.sock.recv(1024)
@@ -276,7 +278,7 @@ def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, tim
     paths = [output_path(output_dir, item.get("filename")) for item in items]  # all checked before any write
     output_dir.mkdir(parents=True, exist_ok=True)
     saved = []
-    for item, path in zip(items, paths):
+    for item, path in zip(items, paths, strict=True):
         path.write_bytes(client.download(item))
         saved.append(path)
         out.write(f"saved {path}\n")

@@ -34,7 +34,7 @@ class TextEncoder(nn.Module):
         self.max_length = max_length
 
     @classmethod
-    def from_folder(cls, folder: str | Path, cfg: TextEncoderConfig, dtype: torch.dtype | None = None) -> "TextEncoder":
+    def from_folder(cls, folder: str | Path, cfg: TextEncoderConfig, dtype: torch.dtype | None = None) -> TextEncoder:
         """Load tokenizer and encoder-only weights from a ``t5gemma-b-b-ul2`` folder.
 
         ``dtype=None`` keeps the checkpoint's dtype (bf16 for the official files), which is what

@@ -32,7 +32,8 @@ AUTOENCODER_REPOS = {"same-s": "stabilityai/SAME-S", "same-l": "stabilityai/SAME
 def _reject_unknown(section: str, cfg: dict, allowed: set[str]) -> None:
     unknown = sorted(set(cfg) - allowed)
     if unknown:
-        raise ValueError(f"Stable Audio 3 config: unknown key(s) {unknown} in {section!r} (allowed: {sorted(allowed)}).")
+        raise ValueError(f"Stable Audio 3 config: unknown key(s) {unknown} in {section!r} "
+                         f"(allowed: {sorted(allowed)}).")
 
 
 def _require(section: str, cfg: dict, key: str, expected: Any) -> None:
@@ -61,7 +62,7 @@ class DiTConfig:
         return self.embed_dim // self.num_heads
 
     @classmethod
-    def from_official(cls, cfg: dict) -> "DiTConfig":
+    def from_official(cls, cfg: dict) -> DiTConfig:
         allowed = {"io_channels", "embed_dim", "depth", "num_heads", "cond_token_dim", "global_cond_dim",
                    "local_add_cond_dim", "num_memory_tokens", "attn_kwargs", "ff_kwargs", "norm_kwargs",
                    "norm_type", "global_cond_type", "timestep_features_type", "timestep_features_logsnr",
@@ -152,7 +153,7 @@ class ModelConfig:
         return "pingpong" if self.diffusion_objective == "rf_denoiser" else "euler"
 
     @classmethod
-    def from_official(cls, cfg: dict) -> "ModelConfig":
+    def from_official(cls, cfg: dict) -> ModelConfig:
         _reject_unknown("model_config.json", cfg, {"model_type", "sample_rate", "sample_size", "svd_bases_path",
                                                    "model", "training", "audio_channels"})
         if cfg.get("model_type") != "diffusion_cond_inpaint":
@@ -217,7 +218,7 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "ModelConfig":
+    def from_file(cls, path: str | Path) -> ModelConfig:
         path = Path(path)
         try:
             raw = json.loads(path.read_text())

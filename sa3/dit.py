@@ -20,8 +20,16 @@ from torch import nn
 
 from .attention import Attention
 from .config import DiTConfig
-from .layers import (FeedForward, Linear, RMSNorm, RotaryEmbedding, expo_fourier_features, inplace_version, mlp,
-                     rotary_cos_sin)
+from .layers import (
+    FeedForward,
+    Linear,
+    RMSNorm,
+    RotaryEmbedding,
+    expo_fourier_features,
+    inplace_version,
+    mlp,
+    rotary_cos_sin,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +138,7 @@ class ContinuousTransformer(nn.Module):
         h = self.project_in(x)  # (B, T, D)
         h = torch.cat([self.memory_tokens.expand(b, -1, -1), h], dim=1)  # (B, N, D)
         modulation = self.global_cond_embedder(global_embed)  # (B, 6D)
-        for layer, cross_kv, local_emb in zip(self.layers, cache.cross_kv, cache.local_embeds):
+        for layer, cross_kv, local_emb in zip(self.layers, cache.cross_kv, cache.local_embeds, strict=True):
             h = layer(h, cross_kv=cross_kv, modulation=modulation, local_emb=local_emb, rotary=cache.rotary,
                       key_padding=cache.key_padding, num_memory=self.num_memory)
         return self.project_out(h[:, self.num_memory:])

@@ -49,8 +49,12 @@ def hub_download(repo_id: str, filenames: list[str], *, subfolder: str | None = 
     the folder holding them. Optional files (tokenizer extras) may be missing. ``download=False``
     only looks in the local cache."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     folder = None
     for name in filenames:
@@ -63,7 +67,8 @@ def hub_download(repo_id: str, filenames: list[str], *, subfolder: str | None = 
                 "and set HF_TOKEN (or run `huggingface-cli login`), then try again."
             ) from e
         except RepositoryNotFoundError as e:
-            raise RuntimeError(f"Stable Audio 3: hub repository {repo_id!r} not found (or no access: check HF_TOKEN).") from e
+            raise RuntimeError(f"Stable Audio 3: hub repository {repo_id!r} not found "
+                               "(or no access: check HF_TOKEN).") from e
         except LocalEntryNotFoundError as e:  # subclass of EntryNotFoundError, so caught first
             raise RuntimeError(
                 f"Stable Audio 3: {name!r} of {repo_id!r} is not in the local cache and downloading is not possible "
@@ -252,7 +257,8 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, pa
             f"Stable Audio 3: the {what} weights in {str(path)!r} do not match the model config: "
             f"{len(missing)} missing key(s) {missing[:3]}, {len(unexpected)} unexpected key(s) {unexpected[:3]}."
         )
-    wrong = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected if state[k].shape != expected[k].shape]
+    wrong = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected
+             if state[k].shape != expected[k].shape]
     if wrong:
         k, got, want = wrong[0]
         raise RuntimeError(

@@ -20,19 +20,27 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
 
-from .lora_files import (SLOT, LoRAFile, LoRALoadError, expand_brackets, file_error, read_lora_file, read_svd_bases,
-                         selected)
+from .lora_files import (
+    SLOT,
+    LoRAFile,
+    LoRALoadError,
+    expand_brackets,
+    file_error,
+    read_lora_file,
+    read_svd_bases,
+    selected,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoRAStack", "LoRAInfo", "LoRALoadError", "adapt_weight", "svd_bases"]
+__all__ = ["LoRAInfo", "LoRALoadError", "LoRAStack", "adapt_weight", "svd_bases"]
 
 TARGET_TYPES = (nn.Linear, nn.Conv1d)  # the official loader's lora_config keys
 PARTS = ("dit", "conditioner")
@@ -86,7 +94,7 @@ def adapt_weight(w: torch.Tensor, layer: LayerAdapter, adapter_type: str, scalin
                  strength: float) -> torch.Tensor:
     """One link of the chain: w (O, I) fp32 -> adapted (O, I) fp32, with the official op order
     (bit-identical to the official parametrization in fp32). ``w`` is not modified."""
-    delta_kind, norm = ADAPTER_KINDS[adapter_type]
+    _delta_kind, norm = ADAPTER_KINDS[adapter_type]
     if norm is not None and _fp32(strength) == 0:
         return w  # official quirk: DoRA/BoRA at strength 0 return W, magnitude rescale included
     strength_t = torch.tensor(strength, dtype=torch.float32, device=w.device)  # official fp32 buffer

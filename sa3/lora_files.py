@@ -97,14 +97,14 @@ def expand_brackets(pattern: str) -> list[str]:
     pieces = re.split(r"\[(\d+)-(\d+)\]", pattern)
     literals, starts, ends = pieces[0::3], pieces[1::3], pieces[2::3]
     pools = []
-    for a, b in zip(starts, ends):
+    for a, b in zip(starts, ends, strict=True):
         lo, hi = int(a), int(b)
         step = 1 if hi >= lo else -1
         pools.append([str(n) for n in range(lo, hi + step, step)])
     out = []
     for combo in product(*pools):
         text = literals[0]
-        for number, literal in zip(combo, literals[1:]):
+        for number, literal in zip(combo, literals[1:], strict=True):
             text += number + literal
         out.append(text)
     return out
@@ -199,7 +199,7 @@ def _resolve_type(path: Path, raw: object, tensors: dict[str, torch.Tensor]) -> 
                 break
         return "dora-rows"
     if raw not in ADAPTER_PARAMS:
-        known = sorted(ADAPTER_PARAMS) + [LEGACY_DORA]
+        known = [*sorted(ADAPTER_PARAMS), LEGACY_DORA]
         raise file_error(path, f"unknown adapter_type {raw!r} (expected one of {known})",
                          "The file was made by an unsupported trainer or a newer version; update the node pack")
     return raw
@@ -238,9 +238,21 @@ def read_lora_file(path: str | Path) -> LoRAFile:
         logger.debug("Stable Audio 3 LoRA: %s: ignoring lora_config keys %s", path, unknown_cfg)
 
     adapter_type = _resolve_type(path, config.get("adapter_type", "lora"), tensors)
-    wanted, optional = ADAPTER_PARAMS[adapter_type], OPTIONAL_PARAMS[adapter_type]
+    layers, prefixes = _group_layers(path, tensors, adapter_type)
+    rank = _check_rank(path, config.get("rank"), layers, prefixes)
+    alpha = config.get("alpha")
+    alpha = float(rank if alpha is None else alpha)
+    dropout = float(config.get("dropout") or 0.0)
+    return LoRAFile(path=path, adapter_type=adapter_type, rank=rank, alpha=alpha, dropout=dropout,
+                    include=_rules(path, config, "include"), exclude=_rules(path, config, "exclude"),
+                    layers=layers, keys=prefixes)
 
-    # group the keys by layer through KEY_REMAP; anything else is unconsumed
+
+def _group_layers(path: Path, tensors: dict, adapter_type: str
+                  ) -> tuple[dict[tuple[str, str], dict[str, torch.Tensor]], dict[tuple[str, str], str]]:
+    """Group the file's keys by target layer through KEY_REMAP: (part, our module path) -> param -> tensor,
+    and the same target -> the file's layer prefix (for messages). Every key must be consumed."""
+    wanted, optional = ADAPTER_PARAMS[adapter_type], OPTIONAL_PARAMS[adapter_type]
     layers: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     prefixes: dict[tuple[str, str], str] = {}
     unconsumed = []
@@ -266,10 +278,15 @@ def read_lora_file(path: str | Path) -> LoRAFile:
         if missing:
             raise file_error(path, f"layer {prefixes[target]!r} lacks {missing} (got {sorted(params)})",
                              "The file is incomplete or corrupted; export it again")
+    return layers, prefixes
 
+
+def _check_rank(path: Path, rank, layers: dict[tuple[str, str], dict[str, torch.Tensor]],
+                prefixes: dict[tuple[str, str], str]) -> int:
+    """The LoRA rank: lora_config's ``rank`` or, without one, the single rank of the tensors; every
+    tensor must agree with it."""
     ranks = sorted({r for params in layers.values() for p, t in params.items()
                     if (r := _tensor_rank(p, t)) is not None})
-    rank = config.get("rank")
     if isinstance(rank, float) and rank.is_integer():
         rank = int(rank)  # JSON written by other tools may say 4.0
     if rank is None:
@@ -289,12 +306,7 @@ def read_lora_file(path: str | Path) -> LoRAFile:
         if "M_xs" in params and params["M_xs"].shape != (rank, rank):
             raise file_error(path, f"{prefixes[target] + SLOT}M_xs has shape {tuple(params['M_xs'].shape)} "
                              f"(expected ({rank}, {rank}))", "The file is corrupted")
-    alpha = config.get("alpha")
-    alpha = float(rank if alpha is None else alpha)
-    dropout = float(config.get("dropout") or 0.0)
-    return LoRAFile(path=path, adapter_type=adapter_type, rank=rank, alpha=alpha, dropout=dropout,
-                    include=_rules(path, config, "include"), exclude=_rules(path, config, "exclude"),
-                    layers=layers, keys=prefixes)
+    return rank
 
 
 def read_svd_bases(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +35,17 @@ from .attention import PADDING_MODES, resolve_backend
 from .conditioners import Conditioner, TextEncoder
 from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig
 from .dit import DiT, DiTConditioning
-from .loading import (CHECKPOINT_PREFIXES, WEIGHTS_FILE, default_device, load_strict, read_checkpoint,
-                      release_mapped_weights, resolve_model_dir, resolve_text_dir, split_checkpoint)
+from .loading import (
+    CHECKPOINT_PREFIXES,
+    WEIGHTS_FILE,
+    default_device,
+    load_strict,
+    read_checkpoint,
+    release_mapped_weights,
+    resolve_model_dir,
+    resolve_text_dir,
+    split_checkpoint,
+)
 from .same import SAMEAutoencoder, SAMEConfig
 from .sampling import SAMPLERS, build_schedule, get_sampler, guide, make_shift
 
@@ -92,7 +102,7 @@ def check_regions(starts, ends, duration: float) -> list[tuple[float, float]]:
             f"Stable Audio 3: {len(starts)} inpaint start(s) but {len(ends)} end(s); give one end per start."
         )
     regions = []
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         if not (0 <= s < e):
             raise ValueError(
                 f"Stable Audio 3: inpaint region ({s} s, {e} s) is invalid: the end must be after the start "
@@ -167,8 +177,10 @@ def encode_text(text_encoder: TextEncoder, conditioner: Conditioner, prompts: Se
     if negative_prompts is not None:
         negative_prompts = list(negative_prompts)
         if len(negative_prompts) != len(prompts):
-            raise ValueError(f"Stable Audio 3: {len(prompts)} prompt(s) but {len(negative_prompts)} negative prompt(s).")
-        out.negative_cross, out.negative_mask, _ = _encode_prompts(text_encoder, conditioner, negative_prompts, durations)
+            raise ValueError(f"Stable Audio 3: {len(prompts)} prompt(s) but {len(negative_prompts)} "
+                             "negative prompt(s).")
+        out.negative_cross, out.negative_mask, _ = _encode_prompts(text_encoder, conditioner, negative_prompts,
+                                                                   durations)
     return out
 
 
@@ -317,8 +329,11 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
     b = noise.shape[0]
     padding_mask = plan.padding_mask(device)
     if b != text.batch_size or b != len(plan.valid):
-        raise ValueError(f"Stable Audio 3: batch sizes differ (noise {b}, text {text.batch_size}, plan {len(plan.valid)}).")
-    local = local_conditioning(b, plan.latents, noise.shape[1], None, None, device) if local_cond is None else local_cond
+        raise ValueError(f"Stable Audio 3: batch sizes differ (noise {b}, text {text.batch_size}, "
+                         f"plan {len(plan.valid)}).")
+    local = local_cond
+    if local is None:
+        local = local_conditioning(b, plan.latents, noise.shape[1], None, None, device)
     cond = DiTConditioning(cross=text.cross.to(device, dtype), global_cond=text.global_cond.to(device, dtype),
                            local=local.to(device, dtype), padding_mask=padding_mask)
     guided = cfg_scale != 1.0
@@ -442,7 +457,7 @@ class StableAudioModel:
                         padding_mode: str = "exact", text_dtype: str | torch.dtype | None = None,
                         autoencoder_dtype: str | torch.dtype | None = "fp32",
                         cache_dir: str | Path | None = None, download: bool = True,
-                        low_memory: bool = False) -> "StableAudioModel":
+                        low_memory: bool = False) -> StableAudioModel:
         """Load one of the six official models by name, or an official local folder.
 
         dtype: DiT and conditioner precision ("auto": fp16 on CUDA, fp32 elsewhere, as official).
@@ -469,11 +484,12 @@ class StableAudioModel:
                              autoencoder_dtype=autoencoder_dtype, low_memory=low_memory)
 
     @classmethod
-    def from_single_file(cls, checkpoint: str | Path, text_encoder: str | Path, device: str | torch.device | None = None,
-                         dtype: str | torch.dtype | None = None, *, variant: str = "auto", attention: str = "auto",
+    def from_single_file(cls, checkpoint: str | Path, text_encoder: str | Path,
+                         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, *,
+                         variant: str = "auto", attention: str = "auto",
                          padding_mode: str = "exact", text_dtype: str | torch.dtype | None = None,
                          autoencoder_dtype: str | torch.dtype | None = "fp32",
-                         low_memory: bool = False) -> "StableAudioModel":
+                         low_memory: bool = False) -> StableAudioModel:
         """Load core ComfyUI's single files: a checkpoint (DiT + conditioner + SAME, the official
         key layout; fp32, fp16 or bf16) and a T5Gemma text-encoder file with its tokenizer.
 
@@ -497,7 +513,7 @@ class StableAudioModel:
     @classmethod
     def _assemble(cls, config: ModelConfig, weights: Path, load_text: Callable[[torch.dtype | None], TextEncoder],
                   model_dir: Path | None, options: _LoadOptions, *, text_dtype, autoencoder_dtype,
-                  low_memory: bool) -> "StableAudioModel":
+                  low_memory: bool) -> StableAudioModel:
         """Build the model of ``config`` from a checkpoint file and a text-encoder loader (shared
         by both ways of loading, so the same weights give the same modules)."""
         device, attention, backend, model_dtype, padding_mode = options
@@ -507,7 +523,7 @@ class StableAudioModel:
         # Core's DiT prefix (model.diffusion_model.) is converted like ours, then renamed.
         dit_prefixes = (CHECKPOINT_PREFIXES["dit"], *single_file.DIT_ALIASES)
         convert = {} if device.type != "cpu" else {
-            **{prefix: model_dtype for prefix in dit_prefixes}, CHECKPOINT_PREFIXES["conditioner"]: model_dtype}
+            **dict.fromkeys(dit_prefixes, model_dtype), CHECKPOINT_PREFIXES["conditioner"]: model_dtype}
         state = single_file.canonical_keys(read_checkpoint(weights, dtype_by_prefix=convert))
         parts = split_checkpoint(state, weights)
 

@@ -17,8 +17,8 @@ Module names follow the official ``pretransform.model.*`` keys (``encoder.layers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -607,7 +607,7 @@ class SAMEAutoencoder(nn.Module):
         every edge that faces a neighbour; later chunks overwrite earlier ones."""
         size, half = CHUNK_LATENTS * scale, (CHUNK_OVERLAP // 2) * scale
         last = len(chunks) - 1
-        for i, (start, chunk) in enumerate(zip(starts, chunks)):
+        for i, (start, chunk) in enumerate(zip(starts, chunks, strict=True)):
             pos = (total - CHUNK_LATENTS) * scale if i == last else start * scale
             left = 0 if i == 0 else half
             right = size if i == last else size - half

@@ -10,7 +10,8 @@ Legend: B batch, C latent channels, T latent frames, S schedule points (steps + 
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 

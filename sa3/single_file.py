@@ -133,8 +133,8 @@ def detect_variant(path: str | Path, variant: str = AUTO) -> str:
     families = [f for f in ("small", "medium") if _signature(f) == shapes]
     if not families:
         raise _fail(path, "matches the shapes of no official Stable Audio 3 model (small or medium): a fine-tune "
-                          f"or a different architecture needs its model_config.json as {path.with_suffix('.json').name!r} "
-                          "beside it.")
+                          "or a different architecture needs its model_config.json as "
+                          f"{path.with_suffix('.json').name!r} beside it.")
     family = families[0]
     if variant == AUTO:
         return _variant_from_name(path, family)
@@ -217,8 +217,8 @@ def check_text_encoder_file(path: str | Path) -> Path:
                     for k, v in _encoder_model_class()(config).state_dict().items()}
     found = {k: v for k, v in shapes.items() if k.startswith(TEXT_PREFIX)}
     if found != expected:
-        hint = (f"has no sidecar {path.with_suffix('.json').name!r} with its config.json" if source == TEXT_ENCODER_CONFIG
-                else f"does not match its sidecar {source.name!r}")
+        hint = (f"has no sidecar {path.with_suffix('.json').name!r} with its config.json"
+                if source == TEXT_ENCODER_CONFIG else f"does not match its sidecar {source.name!r}")
         raise _fail(path, f"is not a T5Gemma-b-b-ul2 text encoder: its {TEXT_PREFIX}* tensors ({len(found)}) do not "
                           f"match the {len(expected)} expected, and it {hint}.")
     if TOKENIZER_KEY not in shapes:

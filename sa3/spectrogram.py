@@ -23,16 +23,16 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 try:  # optional: torchaudio's filterbank (the fallback below gives the same matrix)
     from torchaudio.functional import melscale_fbanks as _torchaudio_melscale_fbanks
-except Exception:  # noqa: BLE001 - any import failure (missing wheel, ABI mismatch) means "not available"
+except Exception:
     _torchaudio_melscale_fbanks = None
 
 Region = tuple[float, float]  # (start, end) in seconds
@@ -187,13 +187,14 @@ class SpectrogramOptions:
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
             raise bad("invalid sample rate", sample_rate, "a positive integer in Hz", "Pass the audio's sample rate")
         if not HEIGHT_RANGE[0] <= self.height <= HEIGHT_RANGE[1]:
-            raise bad("height out of range", self.height, "%d..%d pixels" % HEIGHT_RANGE, "Change height")
+            raise bad("height out of range", self.height, f"{HEIGHT_RANGE[0]}..{HEIGHT_RANGE[1]} pixels",
+                      "Change height")
         if self.width is None and (self.px_per_second is None
                                    or not PX_PER_SECOND_RANGE[0] <= self.px_per_second <= PX_PER_SECOND_RANGE[1]):
             raise bad("px_per_second out of range", self.px_per_second,
-                      "%g..%g columns per second" % PX_PER_SECOND_RANGE, "Set px_per_second or a width")
+                      "{:g}..{:g} columns per second".format(*PX_PER_SECOND_RANGE), "Set px_per_second or a width")
         if self.width is not None and not WIDTH_RANGE[0] <= self.width <= WIDTH_RANGE[1]:
-            raise bad("width out of range", self.width, "%d..%d pixels" % WIDTH_RANGE, "Change width")
+            raise bad("width out of range", self.width, f"{WIDTH_RANGE[0]}..{WIDTH_RANGE[1]} pixels", "Change width")
         if self.colormap not in COLORMAPS:
             raise bad("unknown colour map", self.colormap, f"one of {sorted(COLORMAPS)}", "Pick a listed colour map")
         nyquist = sample_rate / 2
@@ -202,7 +203,8 @@ class SpectrogramOptions:
             raise bad("invalid frequency range", (self.fmin, fmax), f"0 <= fmin < fmax <= {nyquist:g} Hz",
                       "Lower fmin or raise fmax (0 = up to half the sample rate)")
         if not DB_FLOOR_RANGE[0] <= self.db_floor <= DB_FLOOR_RANGE[1]:
-            raise bad("db_floor out of range", self.db_floor, "%g..%g dB" % DB_FLOOR_RANGE, "Change db_floor")
+            raise bad("db_floor out of range", self.db_floor, "{:g}..{:g} dB".format(*DB_FLOOR_RANGE),
+                      "Change db_floor")
         if not 8 <= self.n_mels <= 512 or self.n_fft < 64 or self.n_fft & (self.n_fft - 1):
             raise bad("invalid STFT size", (self.n_mels, self.n_fft), "8..512 mels and a power-of-two n_fft >= 64",
                       "Use the defaults (128 mels, n_fft 2048)")
@@ -242,7 +244,7 @@ class Layout:
     def x_of_seconds(self, seconds: float) -> int:
         """Column of time ``seconds`` (clamped to the plot's edges)."""
         frac = min(max(seconds / self.duration, 0.0), 1.0) if self.duration > 0 else 0.0
-        return self.plot_x0 + int(round(frac * self.plot_width))
+        return self.plot_x0 + round(frac * self.plot_width)
 
     def y_of_hz(self, hz: float) -> int:
         """Row whose centre is nearest to frequency ``hz`` on the mel axis."""
@@ -285,7 +287,7 @@ def compute_layout(options: SpectrogramOptions, duration: float, sample_rate: in
     if options.width is not None:
         width = options.width
     else:
-        width = plot_x0 + max(64, int(round(duration * options.px_per_second))) + 4 * scale
+        width = plot_x0 + max(64, round(duration * options.px_per_second)) + 4 * scale
     plot_x1 = width - 4 * scale  # room for the last tick label's overhang is taken from this margin
     top = (GLYPH_H + 6) * scale if with_legend else 3 * scale
     axis_h = (GLYPH_H + 7) * scale  # tick (3s) + gap (2s) + label (7s) + bottom margin (2s)
@@ -409,7 +411,7 @@ def _time_ticks(duration: float, plot_width: int, min_px: int) -> list[float]:
         if duration <= 0 or candidate / duration * plot_width >= min_px:
             step = candidate
             break
-    count = int(math.floor(duration / step + 1e-9))
+    count = math.floor(duration / step + 1e-9)
     return [round(i * step, 6) for i in range(count + 1)]
 
 
@@ -451,7 +453,7 @@ def regions_from_mask(mask: torch.Tensor, seconds_per_frame: float) -> list[list
     out = []
     for row in (m < 0.5).tolist():
         item, start = [], None
-        for j, generated in enumerate(row + [False]):
+        for j, generated in enumerate([*row, False]):
             if generated and start is None:
                 start = j
             elif not generated and start is not None:
@@ -506,7 +508,7 @@ def render_spectrogram(audio: torch.Tensor, sample_rate: int, options: Spectrogr
         wave[env] = torch.tensor(WAVE_COLOR)
 
     ticks = _time_ticks(duration, layout.plot_width, min_px=text_size("00.00s", sc)[0] + 8 * sc)
-    for img, item_regions in zip(canvas, per_item):
+    for img, item_regions in zip(canvas, per_item, strict=True):
         for start, end in item_regions:  # shading first, so the axes stay on top
             rx0, rx1 = layout.x_of_seconds(start), max(layout.x_of_seconds(end), layout.x_of_seconds(start) + 1)
             for y0, y1 in ((layout.wave_y0, layout.wave_y1), (layout.spec_y0, layout.spec_y1)):

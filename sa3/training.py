@@ -327,7 +327,7 @@ def _save(lora: _TrainableLoRA, optimizer: torch.optim.Optimizer, options: LoRAT
     save_lora_file(tensors, options.lora_config(), path)
     state = {f"param/{k}": v for k, v in tensors.items()}
     names = {id(p): k for k, p in zip(tensors, (lora.get(key, n) for key in lora.keys
-                                                for n in ADAPTER_PARAMS[lora.adapter_type]))}
+                                                for n in ADAPTER_PARAMS[lora.adapter_type]), strict=False)}
     adam_steps = set()
     for p, s in optimizer.state.items():
         state[f"exp_avg/{names[id(p)]}"] = s["exp_avg"].detach().cpu().contiguous()
@@ -347,7 +347,7 @@ def _read_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
     try:
         with safe_open(str(sp), framework="pt", device="cpu") as f:
             meta = json.loads((f.metadata() or {})["sa3_training"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # a broken or foreign file: say so rather than resume wrongly
         raise _error(f"the resume state {str(sp)!r} cannot be read ({type(e).__name__}: {e})",
                      "Delete it to resume from the LoRA weights only") from e
@@ -411,7 +411,7 @@ def _frozen_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
 def _copy_attention(src: nn.Module, dst: nn.Module) -> None:
     from .attention import Attention
 
-    for a, b in zip(src.modules(), dst.modules()):
+    for a, b in zip(src.modules(), dst.modules(), strict=False):
         if isinstance(a, Attention):
             b.backend, b.padding_mode = a.backend, a.padding_mode
 
@@ -585,8 +585,8 @@ def _run(model, data, output, options, targets, device, resume_tensors, state, o
         indices = _batch_indices(len(data), options.batch_size, step, options.seed)
         loss = _step_loss(dit, seconds, lora, modules, data, indices, options, shift, step_gen, device)
         if not torch.isfinite(loss.detach()):
-            raise FloatingPointError(f"Stable Audio 3 training: the loss became {float(loss.detach())} at step {step + 1}. "
-                                     "Lower learning_rate or use base_precision fp32.")
+            raise FloatingPointError(f"Stable Audio 3 training: the loss became {float(loss.detach())} at step "
+                                     f"{step + 1}. Lower learning_rate or use base_precision fp32.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

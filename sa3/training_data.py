@@ -217,7 +217,7 @@ def encode_dataset(model, clips: Sequence[TrainingClip], crop_latents: int, gene
     latents, silence = encode_clip_audio(model.autoencoder, clips, crop_latents, generator)
     return EncodedDataset(
         clips=[EncodedClip(name=c.path.name, latents=z, prompt=p, seconds_total=c.seconds_total)
-               for c, z, p in zip(clips, latents, prompts)],
+               for c, z, p in zip(clips, latents, prompts, strict=False)],
         silence=silence)
 
 

@@ -62,7 +62,7 @@ class ComfyServer:
         self.log_path = root / "comfyui.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "ComfyServer":
+    def start(self) -> ComfyServer:
         cmd = [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--extra-model-paths-config", str(self.config), "--disable-all-custom-nodes",
                "--whitelist-custom-nodes", PACK_NAME, "--database-url", "sqlite:///:memory:",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -32,14 +32,15 @@ def fixture_root() -> Path | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def manifest() -> dict:
     root = fixture_root()
     return json.loads((root / "manifest.json").read_text()) if root else {"cases": [], "models": {}, "loras": {}}
 
 
 def cases(kind: str | None = None, model: str | None = None) -> list[dict]:
-    return [c for c in manifest()["cases"] if (kind is None or c["kind"] == kind) and (model is None or c["model"] == model)]
+    return [c for c in manifest()["cases"]
+            if (kind is None or c["kind"] == kind) and (model is None or c["model"] == model)]
 
 
 def case_id(case: dict) -> str:
@@ -53,7 +54,7 @@ def require_fixtures() -> Path:
     return root
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_model(name: str, padding_mode: str = "reference"):
     """A fixture model on CPU in fp32. ``reference`` padding reproduces the official CPU numbers."""
     from sa3 import StableAudioModel

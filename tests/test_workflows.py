@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
-import check_workflows as cw  # noqa: E402
+import check_workflows as cw
 
 MODES = ["text_to_audio", "text_to_audio_negative_cfg", "batch_prompts_durations", "audio_to_audio",
          "inpaint_one_region", "inpaint_two_regions", "continuation", "lora_stack", "base_euler_50_steps"]
@@ -54,7 +54,7 @@ def nodes_of(workflow: dict, kind: str) -> list[dict]:
 def widgets(workflow: dict, schemas: dict, kind: str) -> dict:
     """Widget name -> value of the (first) node of this type in a UI workflow."""
     node = nodes_of(workflow, kind)[0]
-    return {name: value for name, value in zip(cw.widget_layout(schemas[kind]), node["widgets_values"])
+    return {name: value for name, value in zip(cw.widget_layout(schemas[kind]), node["widgets_values"], strict=False)
             if name not in (cw.CONTROL, cw.EXTRA)}
 
 
@@ -157,7 +157,8 @@ def test_mode_specific_settings(schemas):
     assert len(loras) == 2
     first, second = sorted(loras, key=lambda n: n["id"])
     assert api("lora_stack")[str(second["id"])]["inputs"]["model"] == [str(first["id"]), 0]
-    strengths = [dict(zip(cw.widget_layout(schemas["SA3LoraLoader"]), n["widgets_values"])) for n in (first, second)]
+    layout = cw.widget_layout(schemas["SA3LoraLoader"])
+    strengths = [dict(zip(layout, n["widgets_values"], strict=False)) for n in (first, second)]
     assert any(s["strength_dit"] != s["strength_conditioner"] for s in strengths)  # per-target strengths
 
     base = widgets(ui("base_euler_50_steps"), schemas, "SA3Sampler")
@@ -257,7 +258,7 @@ def as_frontend_1_58_saves(data: dict, schemas: dict) -> dict:
         if not layout:
             del node["widgets_values"]
         else:
-            node["widgets_values_named"] = {k: v for k, v in zip(layout, node["widgets_values"])
+            node["widgets_values_named"] = {k: v for k, v in zip(layout, node["widgets_values"], strict=False)
                                             if k not in (cw.CONTROL, cw.EXTRA)}
     return data
 

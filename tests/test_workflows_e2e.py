@@ -36,8 +36,9 @@ from tests.comfy_server import PACK_NAME, ComfyServer, requires_comfyui
 from tests.conftest import REPO, fixture_root
 
 sys.path.insert(0, str(REPO / "tools"))
-import check_workflows as cw  # noqa: E402
-from sa3 import comfy_run  # noqa: E402
+import check_workflows as cw
+
+from sa3 import comfy_run
 
 SAMPLE_RATE = 44100
 SOURCE_SECONDS = 12.0  # length of the generated LoadAudio input
@@ -222,7 +223,7 @@ def run_and_check(server, name: str, tmp_path: Path, extra: list[str] = (), prog
     saved = comfy_run.run(edited, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=log)
     expected = expected_samples(prompt)
     assert len(saved) == len(expected), f"{name}: {len(saved)} files for {len(expected)} items\n{log.getvalue()}"
-    for file, samples in zip(sorted(saved), expected):
+    for file, samples in zip(sorted(saved), expected, strict=True):
         rate, channels, total = flac_info(file.read_bytes())
         assert (rate, channels, total) == (SAMPLE_RATE, 2, samples), f"{name}: {file.name}"
     assert ("node" in log.getvalue()) == progress  # progress came through the websocket
@@ -287,5 +288,5 @@ def test_runtime_error_is_reported_not_raised(server, tmp_path):
     prompt = comfy_run.apply_overrides(prompt, ["duration=4", "11.regions=\"8-9\""])
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(prompt))
-    with pytest.raises(comfy_run.ComfyError, match="SA3InpaintMask.*starts outside the audio"):
+    with pytest.raises(comfy_run.ComfyError, match=r"SA3InpaintMask.*starts outside the audio"):
         comfy_run.run(path, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=io.StringIO())

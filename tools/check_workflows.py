@@ -136,7 +136,7 @@ def load_pack_nodes(comfyui: str | os.PathLike | None = None) -> dict[str, type]
 
 def core_schemas() -> dict[str, dict]:
     data = json.loads(CORE_NODES.read_text())
-    return {name: entry for name, entry in data["nodes"].items()}
+    return dict(data["nodes"].items())
 
 
 def local_schemas(pack_nodes: dict[str, type] | None = None) -> dict[str, dict]:
@@ -243,7 +243,7 @@ def ui_to_api(ui: dict, schemas: dict[str, dict]) -> dict:
         if isinstance(values, dict):
             raise WorkflowError(f"node {node['id']} ({kind}): widgets_values must be a list")
         inputs: dict = {}
-        for name, value in zip(widget_layout(info), values):
+        for name, value in zip(widget_layout(info), values, strict=False):
             if name not in (CONTROL, EXTRA):
                 inputs[name] = value
         for slot in node.get("inputs", []):
@@ -268,21 +268,21 @@ def ui_to_api(ui: dict, schemas: dict[str, dict]) -> dict:
 # --- validation -------------------------------------------------------------------------------
 
 
+_TYPE_CHECKS = {  # widget kind -> (article, test of a value)
+    "INT": ("an", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "FLOAT": ("a", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "STRING": ("a", lambda v: isinstance(v, str)),
+    "BOOLEAN": ("a", lambda v: isinstance(v, bool)),
+}
+
+
 def check_value(kind: str, opts: dict, value, where: str, file_list: bool = False) -> list[str]:
     """Problems of one widget value, the way ComfyUI's validate_inputs sees them."""
     problems = []
-    if kind == "INT":
-        if isinstance(value, bool) or not isinstance(value, int):
-            return [f"{where}: {value!r} is not an INT"]
-    elif kind == "FLOAT":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return [f"{where}: {value!r} is not a FLOAT"]
-    elif kind == "STRING":
-        if not isinstance(value, str):
-            return [f"{where}: {value!r} is not a STRING"]
-    elif kind == "BOOLEAN":
-        if not isinstance(value, bool):
-            return [f"{where}: {value!r} is not a BOOLEAN"]
+    if kind in _TYPE_CHECKS:
+        article, is_kind = _TYPE_CHECKS[kind]
+        if not is_kind(value):
+            return [f"{where}: {value!r} is not {article} {kind}"]
     elif kind == "COMBO":
         if file_list:  # options come from the user's folders: only the shape can be checked
             if not isinstance(value, str) or "." not in value.rsplit("/", 1)[-1]:
@@ -327,22 +327,10 @@ def validate_api(prompt: dict, schemas: dict[str, dict], pack_nodes: dict[str, t
                 continue
             value = inputs[name]
             if isinstance(value, list):
-                if len(value) != 2 or not isinstance(value[0], str) or not isinstance(value[1], int):
-                    problems.append(f"{where}: input {name!r} is a bad link {value!r}")
-                    continue
-                source = prompt.get(value[0])
-                if source is None or source.get("class_type") not in schemas:
-                    problems.append(f"{where}: input {name!r} links to missing node {value[0]!r}")
-                    continue
-                outputs = schemas[source["class_type"]]["output"]
-                if not 0 <= value[1] < len(outputs):
-                    problems.append(f"{where}: input {name!r} links to output {value[1]} of node {value[0]} "
-                                    f"({source['class_type']}), which has {len(outputs)}")
-                    continue
-                if not types_match(outputs[value[1]], spec_kind):
-                    problems.append(f"{where}: input {name!r} ({spec_kind}) is linked to a "
-                                    f"{outputs[value[1]]} output")
-                linked[name] = value
+                reaches, found = _check_api_link(prompt, schemas, f"{where}: input {name!r}", value, spec_kind)
+                problems += found
+                if reaches:
+                    linked[name] = value
                 continue
             if not is_widget(spec_kind, opts):
                 problems.append(f"{where}: socket input {name!r} has a value {value!r} instead of a link")
@@ -354,6 +342,23 @@ def validate_api(prompt: dict, schemas: dict[str, dict], pack_nodes: dict[str, t
     if not has_output:
         problems.append("the prompt has no output node (SaveAudio, PreviewAudio, ...)")
     return problems
+
+
+def _check_api_link(prompt: dict, schemas: dict[str, dict], where: str, value: list, spec_kind: str
+                    ) -> tuple[bool, list[str]]:
+    """(whether the link reaches an existing output, its problems)."""
+    if len(value) != 2 or not isinstance(value[0], str) or not isinstance(value[1], int):
+        return False, [f"{where} is a bad link {value!r}"]
+    source = prompt.get(value[0])
+    if source is None or source.get("class_type") not in schemas:
+        return False, [f"{where} links to missing node {value[0]!r}"]
+    outputs = schemas[source["class_type"]]["output"]
+    if not 0 <= value[1] < len(outputs):
+        return False, [f"{where} links to output {value[1]} of node {value[0]} "
+                       f"({source['class_type']}), which has {len(outputs)}"]
+    if not types_match(outputs[value[1]], spec_kind):
+        return True, [f"{where} ({spec_kind}) is linked to a {outputs[value[1]]} output"]
+    return True, []
 
 
 def _own_validation(node_cls, inputs: dict, linked: dict, where: str) -> list[str]:
@@ -434,16 +439,21 @@ def _check_ui_node(node: dict, schemas: dict[str, dict]) -> list[str]:
     outputs = node["outputs"]
     if [o["type"] for o in outputs] != info["output"]:
         problems.append(f"{where}: output types {[o['type'] for o in outputs]} != {info['output']}")
-    layout = widget_layout(info)
-    values = node.get("widgets_values", [])  # newer frontends omit it on nodes without widgets
+    return problems + _check_ui_widgets(node.get("widgets_values", []), info, slots, where)
+
+
+def _check_ui_widgets(values, info: dict, slots: dict[str, dict], where: str) -> list[str]:
+    """A UI node's widgets_values against the schema's widget layout (newer frontends omit the list
+    on nodes without widgets: ``[]``); linked widgets are not checked."""
     if not isinstance(values, list):
-        return problems + [f"{where}: widgets_values must be a list, not {type(values).__name__}"]
+        return [f"{where}: widgets_values must be a list, not {type(values).__name__}"]
+    layout = widget_layout(info)
     needed = len([n for n in layout if n != EXTRA])
     if not needed <= len(values) <= len(layout):
-        problems.append(f"{where}: {len(values)} widgets_values, expected {needed}"
-                        + (f" to {len(layout)}" if len(layout) != needed else "") + f" for {layout}")
-        return problems
-    for name, value in zip(layout, values):
+        return [f"{where}: {len(values)} widgets_values, expected {needed}"
+                + (f" to {len(layout)}" if len(layout) != needed else "") + f" for {layout}"]
+    problems = []
+    for name, value in zip(layout, values, strict=False):
         if name == CONTROL:
             if value not in CONTROL_VALUES:
                 problems.append(f"{where}: control_after_generate value {value!r} not in {sorted(CONTROL_VALUES)}")
@@ -526,7 +536,7 @@ def check_all(schemas: dict[str, dict], pack_nodes: dict[str, type] | None,
         try:
             converted = ui_to_api(ui, schemas)
         except WorkflowError as e:
-            report[name] = problems + [str(e)]
+            report[name] = [*problems, str(e)]
             continue
         api_path = API_DIR / f"{name}.json"
         if write:

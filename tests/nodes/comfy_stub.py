@@ -13,7 +13,7 @@ import importlib.machinery
 import os
 import sys
 import types
-from abc import ABC
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -42,8 +42,8 @@ def _prune(d: dict) -> dict:
 class Input:
     Parent = None
 
-    def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
-                 extra_dict=None):
+    def __init__(self, id: str, display_name: str | None = None, optional=False, tooltip: str | None = None,
+                 lazy: bool | None = None, extra_dict=None):
         self.id, self.display_name, self.optional, self.tooltip, self.lazy = id, display_name, optional, tooltip, lazy
         self.extra_dict = extra_dict or {}
 
@@ -60,7 +60,8 @@ class WidgetInput(Input):
     def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, socketless=None,
                  widget_type=None, force_input=None, extra_dict=None):
         super().__init__(id, display_name, optional, tooltip, lazy, extra_dict)
-        self.default, self.socketless, self.widget_type, self.force_input = default, socketless, widget_type, force_input
+        self.default, self.socketless = default, socketless
+        self.widget_type, self.force_input = widget_type, force_input
 
     def as_dict(self):
         return super().as_dict() | _prune({"default": self.default, "socketless": self.socketless,
@@ -70,7 +71,8 @@ class WidgetInput(Input):
 class Output:
     Parent = None
 
-    def __init__(self, id: str = None, display_name: str = None, tooltip: str = None, is_output_list=False):
+    def __init__(self, id: str | None = None, display_name: str | None = None, tooltip: str | None = None,
+                 is_output_list=False):
         self.id, self.display_name, self.tooltip, self.is_output_list = id, display_name, tooltip, is_output_list
 
     @property
@@ -98,7 +100,7 @@ def comfytype(io_type: str):
     return decorator
 
 
-def Custom(io_type: str):  # noqa: N802 - ComfyUI's name
+def Custom(io_type: str):
     @comfytype(io_type)
     class CustomComfyType(ComfyTypeIO):
         pass
@@ -143,7 +145,8 @@ class Float(ComfyTypeIO):
             self.min, self.max, self.step, self.round, self.display_mode = min, max, step, round, display_mode
 
         def as_dict(self):
-            return super().as_dict() | _prune({"min": self.min, "max": self.max, "step": self.step, "round": self.round})
+            return super().as_dict() | _prune({"min": self.min, "max": self.max, "step": self.step,
+                                               "round": self.round})
 
 
 @comfytype("STRING")
@@ -236,7 +239,7 @@ class ComfyNode:
         raise NotImplementedError
 
     @classmethod
-    def GET_SCHEMA(cls) -> Schema:  # noqa: N802 - ComfyUI's name
+    def GET_SCHEMA(cls) -> Schema:
         schema = cls.define_schema()
         schema.validate()
         schema.finalize()
@@ -253,9 +256,10 @@ class NodeOutput:
 
 
 class ComfyExtension(ABC):
-    async def on_load(self) -> None:
+    async def on_load(self) -> None:  # noqa: B027 - optional hook, as in ComfyUI
         pass
 
+    @abstractmethod
     async def get_node_list(self) -> list:
         raise NotImplementedError
 
@@ -298,7 +302,8 @@ def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimu
 
 def throw_exception_if_processing_interrupted():
     RECORD.checks += 1
-    if RECORD.interrupt or (RECORD.interrupt_after_checks is not None and RECORD.checks >= RECORD.interrupt_after_checks):
+    after = RECORD.interrupt_after_checks
+    if RECORD.interrupt or (after is not None and RECORD.checks >= after):
         RECORD.interrupt = False
         RECORD.interrupt_after_checks = None
         raise InterruptProcessingException()
@@ -325,7 +330,7 @@ def _folder_paths_module(models_dir: str) -> types.ModuleType:
     fp.folder_names_and_paths = {"loras": ([os.path.join(models_dir, "loras")], fp.supported_pt_extensions)}
 
     def add_model_folder_path(folder_name, full_folder_path, is_default=False):
-        paths, exts = fp.folder_names_and_paths.setdefault(folder_name, ([], set()))
+        paths, _exts = fp.folder_names_and_paths.setdefault(folder_name, ([], set()))
         if full_folder_path not in paths:
             paths.insert(0, full_folder_path) if is_default else paths.append(full_folder_path)
 

@@ -63,7 +63,8 @@ def test_download_on_fetches_into_the_models_folder_and_loads(models_dir, fake_h
     reference = nodes.SA3ModelLoader.execute(model_name="tiny-small", precision="fp32", attention="auto",
                                              padding_mode="exact", download=False).args[0]
     assert handle.name == NAME and handle.config == reference.config
-    for (key, a), (_, b) in zip(handle.model.dit.state_dict().items(), reference.model.dit.state_dict().items()):
+    ours, theirs = handle.model.dit.state_dict(), reference.model.dit.state_dict()
+    for (key, a), (_, b) in zip(ours.items(), theirs.items(), strict=True):
         assert a.equal(b), key
     # now it is an ordinary local folder: found without download, nothing fetched again
     fake_hub.clear()

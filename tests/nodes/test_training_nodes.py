@@ -32,7 +32,7 @@ def dirs(tmp_path, monkeypatch):
     inp.mkdir(), loras.mkdir()
     monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(inp))
     paths, exts = folder_paths.folder_names_and_paths["loras"]
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)] + list(paths), exts))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras), *list(paths)], exts))
     make_dataset(inp / "clips")
     return inp, loras
 

@@ -123,7 +123,7 @@ def test_inpaint_mask_regions_and_continuation():
 
 def test_sampler_input_errors():
     h = load_handle(SMALL)
-    pos, neg = _encode(h, duration=2.0)
+    pos, _neg = _encode(h, duration=2.0)
     latent = _latent(h, duration=3.0)
     with pytest.raises(ValueError, match=r"the positive conditioning was encoded for \[2.0\] s but the latent is "
                                          r"planned for \[3.0\] s \(expected the same\)"):
@@ -183,7 +183,7 @@ def test_lora_errors():
                                                strength_conditioner=1.0).args
     with pytest.raises(ValueError, match=r"lora_index 2 is out of range \(got 2, expected 0..1 for 1 LoRA"):
         nodes.SA3LoraStrength.execute(model=with_lora, lora_index=2, target="dit", strength=0.5)
-    with pytest.raises(ValueError, match="lora_name 'missing.safetensors' is not in models/loras"):
+    with pytest.raises(ValueError, match=r"lora_name 'missing\.safetensors' is not in models/loras"):
         nodes.SA3LoraLoader.execute(model=small, lora_name="missing.safetensors", strength_dit=1.0,
                                     strength_conditioner=1.0)
     medium = load_handle("tiny-medium")

@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -20,9 +21,9 @@ PROMPT = {
 
 class FakeComfy(BaseHTTPRequestHandler):
     websocket = True
-    filenames = ["x_00001_.flac"]  # what the server names its outputs
-    history: dict = {}
-    requests: list = []  # "ws" / "queue", in arrival order
+    filenames: ClassVar[list] = ["x_00001_.flac"]  # what the server names its outputs
+    history: ClassVar[dict] = {}
+    requests: ClassVar[list] = []  # "ws" / "queue", in arrival order
 
     def log_message(self, *args):
         pass
@@ -40,7 +41,8 @@ class FakeComfy(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt = body["prompt"]
         if prompt["3"]["inputs"]["steps"] > 100:
-            return self._json(400, {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
+            return self._json(400, {"error": {"type": "prompt_outputs_failed_validation",
+                                              "message": "Prompt outputs failed validation"},
                                     "node_errors": {"3": {"class_type": "SA3Sampler", "errors": [
                                         {"message": "Value bigger than max", "details": "steps: 500 > 100"}]}}})
         failed = prompt["1"]["inputs"]["prompt"] == "fail"
@@ -178,7 +180,7 @@ def test_symlink_in_output_dir_is_not_followed(server, workflow, tmp_path):
     out_dir.mkdir()
     (out_dir / "x_00001_.flac").symlink_to(outside)
     FakeComfy.websocket = False
-    with pytest.raises(comfy_run.ComfyError, match="unsafe output file name 'x_00001_.flac'"):
+    with pytest.raises(comfy_run.ComfyError, match=r"unsafe output file name 'x_00001_\.flac'"):
         comfy_run.run(workflow, server, [], out_dir, timeout=5, out=io.StringIO())
     assert not outside.exists()
 

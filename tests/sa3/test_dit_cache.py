@@ -26,7 +26,8 @@ def _dit(differential: bool = False, seed: int = 0) -> DiT:
 
 def _cond(b: int = 2, t: int = 24, inpaint: bool = True, valid: int | None = 20) -> DiTConditioning:
     g = torch.Generator().manual_seed(1)
-    local = torch.randn(b, CFG.local_add_cond_dim, t, generator=g) if inpaint else torch.zeros(b, CFG.local_add_cond_dim, t)
+    shape = (b, CFG.local_add_cond_dim, t)
+    local = torch.randn(*shape, generator=g) if inpaint else torch.zeros(*shape)
     mask = None if valid is None else (torch.arange(t)[None] < valid).expand(b, t)
     return DiTConditioning(cross=torch.randn(b, 7, CFG.cond_token_dim, generator=g),
                            global_cond=torch.randn(b, CFG.global_cond_dim, generator=g), local=local, padding_mask=mask)
@@ -43,7 +44,7 @@ def test_cached_quantities_equal_recomputed(differential, inpaint):
     n = CFG.num_memory_tokens + cond.local.shape[-1]
     cos, sin = rotary_cos_sin(dit.transformer.rotary_pos_emb.table(n))
     assert torch.equal(cache.rotary[0], cos) and torch.equal(cache.rotary[1], sin)
-    for layer, (k, v), local_emb in zip(dit.transformer.layers, cache.cross_kv, cache.local_embeds):
+    for layer, (k, v), local_emb in zip(dit.transformer.layers, cache.cross_kv, cache.local_embeds, strict=True):
         _, k_ref, v_ref = layer.cross_attn.project_qk_v(torch.zeros(2, 3, CFG.embed_dim), context)
         assert torch.equal(k, k_ref) and torch.equal(v, v_ref)
         local_ref = layer.to_local_embed(cond.local.transpose(1, 2))  # (B, T, D)

@@ -21,8 +21,16 @@ from safetensors.torch import load_file, save_file
 from sa3 import lora as L
 from sa3.lora import LoRALoadError, LoRAStack, adapt_weight
 from sa3.lora_files import expand_brackets, matches_any, read_lora_file
-from tests.conftest import (GOLDEN_ATOL, GOLDEN_ATOL_XS, assert_matches_golden, case_id, cases, manifest,
-                            load_model, require_fixtures)
+from tests.conftest import (
+    GOLDEN_ATOL,
+    GOLDEN_ATOL_XS,
+    assert_matches_golden,
+    case_id,
+    cases,
+    load_model,
+    manifest,
+    require_fixtures,
+)
 
 MODELS = ("tiny-small", "tiny-medium")
 LORA_CASES = cases("lora")
@@ -117,7 +125,7 @@ def test_golden_lora_case(case):
     snap = _snapshot(model)
     svd = _svd_file(root, case) if _is_xs(case) else None
     try:
-        worst_trace, worst_out = _run_case(model, root, case, svd)
+        worst_trace, _worst_out = _run_case(model, root, case, svd)
     finally:
         model.unload_lora()
     assert worst_trace <= GOLDEN_ATOL, f"{case_id(case)}: effective weights / bases off by {worst_trace:.3g}"
@@ -241,7 +249,10 @@ def test_stacking_order(tiny):
     model, root, name, _ = tiny
     lora, cols = _file(root, name, "lora.safetensors"), _file(root, name, "dora-cols.safetensors")
     xs = _file(root, name, "lora-xs.safetensors")
-    w = lambda: model.dit.transformer.project_in.weight.clone()  # noqa: E731
+
+    def w():
+        return model.dit.transformer.project_in.weight.clone()
+
     model.load_lora([lora, cols])
     ab = w()
     model.unload_lora()
@@ -469,8 +480,8 @@ def test_include_exclude_from_file(tiny):
     now = _snapshot(model)
     changed = sorted(k.split(".", 1)[1].removesuffix(".weight") for k in snap
                      if k.endswith(".weight") and not torch.equal(now[k], snap[k]))
-    manifest_entry = [e for e in manifest()["loras"][name]
-                      if e["name"] == "bora"][0]
+    manifest_entry = next(e for e in manifest()["loras"][name]
+                      if e["name"] == "bora")
     want = sorted(m.removeprefix("model.model.").removeprefix("conditioner.")
                   for m in manifest_entry["adapted_modules"])
     assert changed == want

@@ -8,8 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sa3 import StableAudioModel
-from sa3 import loading
+from sa3 import StableAudioModel, loading
 from sa3 import pipeline as P
 from sa3.config import ModelConfig
 from tests.conftest import load_model, require_fixtures
@@ -39,11 +38,13 @@ def _gen(model, **kw):
     (dict(prompt=["a", "b"], batch_size=3), r"prompt has 2 entries but batch_size is 3"),
     (dict(duration=[1.0], batch_size=2), r"duration has 1 entries but batch_size is 2"),
     (dict(negative_prompt=["a", "b", "c"], batch_size=2), r"negative_prompt has 3 entries but batch_size is 2"),
-    (dict(init_audio=(44100, torch.zeros(1, 100)), init_noise_level=1.5), r"init_noise_level must be in \[0, 1\] \(got 1.5\)"),
+    (dict(init_audio=(44100, torch.zeros(1, 100)), init_noise_level=1.5),
+     r"init_noise_level must be in \[0, 1\] \(got 1.5\)"),
     (dict(init_audio=(44100, torch.zeros(1, 100)), init_noise_level=-0.1), r"init_noise_level must be in \[0, 1\]"),
     (dict(inpaint_audio=(44100, torch.zeros(1, 100)), inpaint_mask_start_seconds=0.4, inpaint_mask_end_seconds=0.2),
      r"inpaint region \(0.4 s, 0.2 s\) is invalid: the end must be after the start"),
-    (dict(inpaint_audio=(44100, torch.zeros(1, 100)), inpaint_mask_start_seconds=[0.1, 0.2], inpaint_mask_end_seconds=[0.3]),
+    (dict(inpaint_audio=(44100, torch.zeros(1, 100)), inpaint_mask_start_seconds=[0.1, 0.2],
+          inpaint_mask_end_seconds=[0.3]),
      r"2 inpaint start\(s\) but 1 end\(s\)"),
     (dict(inpaint_audio=(44100, torch.zeros(1, 100)), inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=[0.3]),
      r"must both be numbers or both be lists"),
@@ -149,8 +150,9 @@ def _copy_model(tmp_path):
 
 def test_strict_load_and_key_set(model):
     state = load_file(require_fixtures() / SMALL / "model.safetensors")
-    ours = {f"model.model.{k}" for k in model.dit.state_dict()} | {f"conditioner.{k}" for k in model.conditioner.state_dict()} \
-        | {f"pretransform.model.{k}" for k in model.autoencoder.state_dict()}
+    ours = ({f"model.model.{k}" for k in model.dit.state_dict()}
+            | {f"conditioner.{k}" for k in model.conditioner.state_dict()}
+            | {f"pretransform.model.{k}" for k in model.autoencoder.state_dict()})
     assert ours == set(state)
 
 
@@ -159,7 +161,8 @@ def test_missing_key_is_an_error(tmp_path):
     state = load_file(folder / "model.safetensors")
     state.pop("model.model.transformer.layers.0.ff_norm.gamma")
     save_file(state, folder / "model.safetensors")
-    with pytest.raises(RuntimeError, match=r"diffusion transformer weights .* 1 missing key\(s\) \['transformer.layers.0.ff_norm.gamma'\]"):
+    with pytest.raises(RuntimeError, match=r"diffusion transformer weights .* 1 missing key\(s\) "
+                                           r"\['transformer.layers.0.ff_norm.gamma'\]"):
         StableAudioModel.from_pretrained(folder, device="cpu")
 
 

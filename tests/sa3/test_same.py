@@ -49,7 +49,7 @@ def _case(model: str, name: str) -> dict:
     return next(c for c in manifest()["cases"] if c["model"] == model and c["case"] == name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _official_sd(model: str) -> dict:
     from safetensors.torch import load_file
 
@@ -57,7 +57,7 @@ def _official_sd(model: str) -> dict:
     return {k[len(PREFIX):]: v for k, v in sd.items() if k.startswith(PREFIX)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(model: str) -> SAMEAutoencoder:
     cfg = SAMEConfig.from_official(json.loads((FIXTURES / model / "model_config.json").read_text()))
     ae = SAMEAutoencoder(cfg).eval().requires_grad_(False)
@@ -111,7 +111,7 @@ def _tiny_official(windowed: bool, width: int = 64, depth: int = 2) -> dict:
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny(windowed: bool) -> SAMEAutoencoder:
     torch.manual_seed(0)  # weights only; the code under test never touches the global RNG
     ae = SAMEAutoencoder(SAMEConfig.from_official(_tiny_official(windowed))).eval().requires_grad_(False)

@@ -59,8 +59,8 @@ def _load_pair(twins, **kwargs):
 
 def test_single_file_twin_gives_the_folders_audio_bit_for_bit(twins):
     folder, single = _load_pair(twins)
-    ids_folder, mask_folder = folder.text_encoder.tokenize(PROMPTS + ["", "x " * 300])
-    ids_single, mask_single = single.text_encoder.tokenize(PROMPTS + ["", "x " * 300])
+    ids_folder, mask_folder = folder.text_encoder.tokenize([*PROMPTS, "", "x " * 300])
+    ids_single, mask_single = single.text_encoder.tokenize([*PROMPTS, "", "x " * 300])
     assert torch.equal(ids_folder, ids_single) and torch.equal(mask_folder, mask_single)
     assert mask_single[0].sum() > 0 and ids_single.shape == (4, 256) and mask_single[3].all()  # truncated at 256
     assert single.config == folder.config
@@ -145,7 +145,8 @@ def test_variant_from_shapes_and_file_name(official_shaped, name, variant):
 
 
 def test_explicit_variant_wins_over_the_name_and_must_fit_the_shapes(official_shaped):
-    assert single_file.detect_variant(official_shaped["stable_audio_3_small_music"], "small-sfx-base") == "small-sfx-base"
+    shapes = official_shaped["stable_audio_3_small_music"]
+    assert single_file.detect_variant(shapes, "small-sfx-base") == "small-sfx-base"
     with pytest.raises(ValueError, match=r"variant 'medium' is a medium model but .*stable_audio_3_small_music"):
         single_file.detect_variant(official_shaped["stable_audio_3_small_music"], "medium")
     with pytest.raises(ValueError, match="unknown variant 'large'"):
@@ -187,7 +188,8 @@ def test_sidecar_decides_and_excludes_an_explicit_variant(twins):
 def test_unknown_shapes_without_sidecar_are_refused_naming_the_file(twins, tmp_path):
     bare = tmp_path / "finetune.safetensors"
     shutil.copyfile(twins.checkpoint, bare)
-    with pytest.raises(RuntimeError, match=r"finetune\.safetensors' matches the shapes of no official .*'finetune\.json'"):
+    with pytest.raises(RuntimeError,
+                       match=r"finetune\.safetensors' matches the shapes of no official .*'finetune\.json'"):
         StableAudioModel.from_single_file(bare, twins.text_encoder, device="cpu")
 
 
@@ -207,7 +209,8 @@ def test_non_sa3_files_are_refused_naming_the_file(tmp_path, twins):
 def test_text_encoder_refusals_name_the_file(twins, tmp_path):
     bare = tmp_path / "t5.safetensors"
     shutil.copyfile(twins.text_encoder, bare)  # tiny shapes, no sidecar: not the bundled T5Gemma-b-b-ul2
-    with pytest.raises(RuntimeError, match=r"t5\.safetensors' is not a T5Gemma-b-b-ul2 text encoder.*no sidecar 't5\.json'"):
+    with pytest.raises(RuntimeError,
+                       match=r"t5\.safetensors' is not a T5Gemma-b-b-ul2 text encoder.*no sidecar 't5\.json'"):
         StableAudioModel.from_single_file(twins.checkpoint, bare, device="cpu")
     no_tokenizer = tmp_path / "no_tok.safetensors"
     tensors = load_file(twins.text_encoder)
@@ -220,7 +223,8 @@ def test_text_encoder_refusals_name_the_file(twins, tmp_path):
     tensors["spiece_model"] = torch.arange(64, dtype=torch.uint8)
     save_file(tensors, bad_tokenizer)
     shutil.copyfile(twins.text_encoder.with_suffix(".json"), bad_tokenizer.with_suffix(".json"))
-    with pytest.raises(RuntimeError, match=r"bad_tok\.safetensors' has a 'spiece_model' tensor that is not a SentencePiece"):
+    with pytest.raises(RuntimeError,
+                       match=r"bad_tok\.safetensors' has a 'spiece_model' tensor that is not a SentencePiece"):
         StableAudioModel.from_single_file(twins.checkpoint, bad_tokenizer, device="cpu")
 
 

@@ -168,7 +168,7 @@ def test_option_errors(overrides, message):
 
 def test_frequency_range_and_colormaps():
     audio = tone(3000, 1.0)
-    image, layout = sg.render_spectrogram(audio, SR, fmin=1000, fmax=8000, colormap="viridis", return_layout=True)
+    _image, layout = sg.render_spectrogram(audio, SR, fmin=1000, fmax=8000, colormap="viridis", return_layout=True)
     assert (layout.fmin, layout.fmax) == (1000.0, 8000.0)
     assert layout.y_of_hz(8000) == layout.spec_y0 and layout.y_of_hz(1000) == layout.spec_y1 - 1
     for name, table in sg.COLORMAPS.items():

@@ -204,7 +204,8 @@ def _write(folder: Path, name: str, caption: str | None = "a tone", **sine):
 @pytest.mark.parametrize("setup, message", [
     (lambda d: None, "does not exist or is not a folder"),
     (lambda d: (d.mkdir(), (d / "notes.txt").write_text("x")), "holds no audio files (expected .wav, .flac"),
-    (lambda d: _write(d, "a.wav", caption=None), "1 of 1 audio files have no caption (got 'a.wav', expected e.g. 'a.txt'"),
+    (lambda d: _write(d, "a.wav", caption=None),
+     "1 of 1 audio files have no caption (got 'a.wav', expected e.g. 'a.txt'"),
     (lambda d: _write(d, "a.wav", caption="  "), "is empty"),
     (lambda d: (d.mkdir(), (d / "a.wav").write_bytes(b"not audio at all"), (d / "a.txt").write_text("x")),
      "cannot be read"),
