@@ -62,11 +62,24 @@ def _dataset_folder(folder: str) -> Path:
     return resolved
 
 
-def _dataset_message(folder) -> str | None:
+def _node_message(node: str, e: Exception) -> str:
+    """A library error as the node's own message (the library names itself, the node replaces it)."""
+    text = str(e)
+    for prefix in ("Stable Audio 3 training data: ", "Stable Audio 3 training: "):
+        text = text.removeprefix(prefix)
+    return error(node, text)
+
+
+def _dataset_message(folder, look_inside: bool = True) -> str | None:
+    """The problem with ``folder`` (None: usable). ``look_inside`` also lists the clips and checks
+    every caption; queue-time checks skip it, since the shipped workflow names a folder the user
+    fills (as LoRA names are checked when the node runs)."""
     try:
-        training_data.find_clips(_dataset_folder(folder))
+        path = _dataset_folder(folder)
+        if look_inside:
+            training_data.find_clips(path)
     except ValueError as e:  # TrainingDataError is a ValueError
-        return str(e) if str(e).startswith("Stable Audio 3") else error(DATASET_NODE, str(e))
+        return _node_message(DATASET_NODE, e)
     return None
 
 
@@ -95,7 +108,7 @@ class SA3TrainingDataset(io.ComfyNode):
     def validate_inputs(cls, folder=None) -> bool | str:
         if folder is None:
             return True
-        return _dataset_message(folder) or True
+        return _dataset_message(folder, look_inside=False) or True
 
     @classmethod
     def fingerprint_inputs(cls, folder=None):
@@ -348,7 +361,7 @@ class SA3TrainLoRA(io.ComfyNode):
                                          on_step=on_step, should_stop=mm.processing_interrupted,
                                          on_stage=lambda part: comfy_models.load_parts(model, part))
         except (training.TrainingError, training_data.TrainingDataError) as e:
-            raise ValueError(error(TRAIN_NODE, str(e).removeprefix("Stable Audio 3 "))) from e
+            raise ValueError(_node_message(TRAIN_NODE, e)) from e
         if result.stopped:  # Cancel: the file holds what was trained; end the run as cancelled
             logger.info("Stable Audio 3 training: cancelled after %d step(s); saved %s", result.steps_done, output)
             comfy_models.check_interrupt()

@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO / "tools"))
 import check_workflows as cw
 
 MODES = ["text_to_audio", "text_to_audio_negative_cfg", "batch_prompts_durations", "audio_to_audio",
-         "inpaint_one_region", "inpaint_two_regions", "continuation", "lora_stack", "base_euler_50_steps"]
+         "inpaint_one_region", "inpaint_two_regions", "continuation", "lora_stack", "base_euler_50_steps",
+         "base_train_lora"]
 
 
 @pytest.fixture(scope="module")

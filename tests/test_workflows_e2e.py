@@ -127,6 +127,11 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("comfyui-e2e")
     srv = ComfyServer(root, prepare_models(root))
     write_wav(srv.dirs["input"] / "sa3_input.wav", SOURCE_SECONDS)
+    clips = srv.dirs["input"] / "sa3_training"  # the training template's dataset folder
+    clips.mkdir()
+    for i in range(2):
+        write_wav(clips / f"clip{i}.wav", 2.0 + i)
+        (clips / f"clip{i}.txt").write_text(f"two sine tones, take {i}")
     try:
         yield srv.start()
     finally:
@@ -212,6 +217,8 @@ def run_and_check(server, name: str, tmp_path: Path, extra: list[str] = (), prog
             overrides.append(f"{node_id}.duration={E2E_SECONDS}")
         if inputs.get("durations"):  # per-item lists: keep them mixed, but short
             overrides.append(f'{node_id}.durations="3, 6, 4.5"')
+        if node["class_type"] == "SA3TrainLoRA":  # a few short steps prove the graph; cost is in README
+            overrides += [f"{node_id}.steps=2", f"{node_id}.clip_seconds=2"]
         if node["class_type"] == "SA3InpaintMask":
             regions = "1-2" if "," not in inputs["regions"] else "1-2, 3.5-5"
             overrides += [f'{node_id}.regions="{regions}"', f"{node_id}.keep_seconds=2"]

@@ -111,12 +111,17 @@ def test_resume_and_checkpoints_from_node(dirs):
 @pytest.mark.parametrize("folder, message", [
     ("", "folder is empty"),
     ("../elsewhere", "points outside the input folder"),
-    ("missing", "does not exist or is not a folder"),
 ])
-def test_dataset_refused(dirs, folder, message):
+def test_dataset_name_refused_at_queue_time(dirs, folder, message):
     assert message in nodes.SA3TrainingDataset.validate_inputs(folder=folder)
     with pytest.raises(ValueError, match=message):
         nodes.SA3TrainingDataset.execute(folder=folder)
+
+
+def test_missing_dataset_refused_when_it_runs(dirs):
+    assert nodes.SA3TrainingDataset.validate_inputs(folder="missing") is True  # the user fills it later
+    with pytest.raises(ValueError, match="Stable Audio 3 Training Dataset: folder .* does not exist"):
+        nodes.SA3TrainingDataset.execute(folder="missing")
 
 
 def test_dataset_missing_caption_and_fingerprint(dirs):
@@ -124,7 +129,9 @@ def test_dataset_missing_caption_and_fingerprint(dirs):
     before = nodes.SA3TrainingDataset.fingerprint_inputs(folder="clips")
     (inp / "clips" / "clip0.txt").unlink()
     assert nodes.SA3TrainingDataset.fingerprint_inputs(folder="clips") != before
-    assert "1 of 3 audio files have no caption" in nodes.SA3TrainingDataset.validate_inputs(folder="clips")
+    assert nodes.SA3TrainingDataset.validate_inputs(folder="clips") is True  # contents: checked when it runs
+    with pytest.raises(ValueError, match="1 of 3 audio files have no caption"):
+        nodes.SA3TrainingDataset.execute(folder="clips")
 
 
 @pytest.mark.parametrize("change, message", [
