@@ -120,7 +120,7 @@ def test_dataset_name_refused_at_queue_time(dirs, folder, message):
 
 def test_missing_dataset_refused_when_it_runs(dirs):
     assert nodes.SA3TrainingDataset.validate_inputs(folder="missing") is True  # the user fills it later
-    with pytest.raises(ValueError, match="Stable Audio 3 Training Dataset: folder .* does not exist"):
+    with pytest.raises(ValueError, match=r"Stable Audio 3 Training Dataset: folder .* does not exist"):
         nodes.SA3TrainingDataset.execute(folder="missing")
 
 
