@@ -1,13 +1,16 @@
 """SAME decode: peak memory and time versus duration, chunked and unchunked, on CPU.
 
     python bench/bench_same.py [--variant medium] [--durations 30 120 380] [--threads 2]
+                               [--precisions fp32 bf16-mixed]
 
 Builds a random full-size SAME (SAME-L for ``medium``, SAME-S for ``small-music``) in memory
 (``bench/_random_model.py``) and decodes random latents of the length ``generate()`` uses for each
 duration (duration + 6 s headroom, aligned to 8192 samples, capped at the config's sample_size).
 Memory is the peak RSS during the decode minus the RSS just before it (the weights and runtime),
 so it shows what the decode itself allocates: linear in length with the windowed attention
-(query chunks over a key halo, never an N x N mask), not quadratic.
+(query chunks over a key halo, never an N x N mask), not quadratic. With several
+``--precisions`` each decode is repeated in each (same latents, same generator seed) and its
+audio compared with the first precision's: relative L2 and max abs difference.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _random_model import official_config, random_same
-from bench_generate import StageMonitor, fmt_table, rss_bytes
+from _random_model import official_config, random_same  # noqa: E402
+from bench_generate import StageMonitor, fmt_table, rss_bytes  # noqa: E402
 
 SR, PER_LATENT, ALIGN = 44100, 4096, 8192
 
@@ -39,33 +42,47 @@ def main():
     parser.add_argument("--durations", type=float, nargs="+", default=[30, 120, 380])
     parser.add_argument("--modes", nargs="+", default=["chunked", "unchunked"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], help="fp32, bf16-mixed, bf16, fp16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sample_size = official_config(args.variant)["sample_size"]
-    same = random_same(args.variant)
+    names = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    models = {}
+    for p in args.precisions:  # each from the same fp32 random weights
+        models[p] = random_same(args.variant).to_precision("cpu", names.get(p, p))
     monitor = StageMonitor(interval=0.005)
-    rows = [("mode", "duration_s", "latents", "tokens", "time_s", "peak_extra_GB", "extra_MB_per_latent")]
-    with torch.no_grad():
-        same.decode(torch.randn(1, 256, 8), chunked=False, generator=torch.Generator().manual_seed(0))  # warm-up
+    rows = [("mode", "precision", "duration_s", "latents", "tokens", "time_s", "peak_extra_GB", "extra_MB_per_latent",
+             f"rel_l2_vs_{args.precisions[0]}", "max_abs_diff")]
+    with torch.inference_mode():
+        for same in models.values():  # warm-up
+            same.decode(torch.randn(1, 256, 8), chunked=False, generator=torch.Generator().manual_seed(0))
         for mode in args.modes:
             for d in args.durations:
                 n = latents_for(d, sample_size)
                 z = torch.randn(1, 256, n, generator=torch.Generator().manual_seed(1))
-                gc.collect()
-                base = rss_bytes()
-                monitor.reset()
-                monitor.stage("decode")
-                t0 = time.perf_counter()
-                audio = same.decode(z, chunked=mode == "chunked", generator=torch.Generator().manual_seed(2))
-                elapsed = time.perf_counter() - t0
-                monitor.stage(None)
-                extra = monitor.peak["decode"] - base
-                rows.append((mode, f"{d:g}", n, n * 17, f"{elapsed:.1f}", f"{extra / 1e9:.2f}",
-                             f"{extra / 1e6 / n:.2f}"))
-                print(fmt_table(rows[:1] + rows[-1:]), flush=True)
-                del audio, z
+                ref = None
+                for precision, same in models.items():
+                    gc.collect()
+                    base = rss_bytes()
+                    monitor.reset()
+                    monitor.stage("decode")
+                    t0 = time.perf_counter()
+                    audio = same.decode(z, chunked=mode == "chunked", generator=torch.Generator().manual_seed(2))
+                    elapsed = time.perf_counter() - t0
+                    monitor.stage(None)
+                    extra = monitor.peak["decode"] - base
+                    audio = audio.double()
+                    if ref is None:
+                        ref, dev = audio, ("", "")
+                    else:
+                        dev = (f"{((audio - ref).norm() / ref.norm()).item():.2e}", f"{(audio - ref).abs().max().item():.2e}")
+                    rows.append((mode, precision, f"{d:g}", n, n * 17, f"{elapsed:.2f}", f"{extra / 1e9:.2f}",
+                                 f"{extra / 1e6 / n:.2f}", *dev))
+                    print(fmt_table(rows[:1] + rows[-1:]), flush=True)
+                    del audio
+                del z, ref
     monitor.close()
-    print(f"SAME decode ({args.variant}), random full-size weights, fp32, CPU, threads {torch.get_num_threads()}")
+    print(f"SAME decode ({args.variant}), random full-size weights, CPU, threads {torch.get_num_threads()}")
     print(fmt_table(rows))
 
 

@@ -67,20 +67,22 @@ def _text_dtype() -> torch.dtype | None:
     return None
 
 
-def _autoencoder_dtype(device: torch.device) -> torch.dtype:
+def _autoencoder_dtype(precision: str, device: torch.device) -> torch.dtype | str:
+    if precision != "auto":  # "fp32" or "bf16-mixed" (bf16 GEMMs, the rest fp32)
+        return precision
     # fp32 unless --fp16-vae / --bf16-vae: half precision hurts SAME attention
     return mm.vae_dtype(device, allowed_dtypes=[])
 
 
 def load_model(folder: str | Path, name: str, precision: str, attention: str, padding_mode: str,
-               low_memory: bool = False) -> SA3Handle:
+               low_memory: bool = False, autoencoder_precision: str = "auto") -> SA3Handle:
     """Load an official folder on ComfyUI's offload device and wrap its parts in patchers."""
     dit_device, dit_offload = mm.get_torch_device(), mm.unet_offload_device()
     text_device, text_offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
     vae_device, vae_offload = mm.vae_device(), mm.vae_offload_device()
     model = StableAudioModel.from_pretrained(
         folder, device=dit_offload, dtype=_dit_dtype(precision, dit_device), attention=attention,
-        padding_mode=padding_mode, text_dtype=_text_dtype(), autoencoder_dtype=_autoencoder_dtype(vae_device),
+        padding_mode=padding_mode, text_dtype=_text_dtype(), autoencoder_dtype=_autoencoder_dtype(autoencoder_precision, vae_device),
         low_memory=low_memory)
     # the backend was resolved for the offload device; resolve it again for where the parts run
     model.dit.set_attention(pipeline.resolve_backend(attention, dit_device, model.dit.dtype), padding_mode)

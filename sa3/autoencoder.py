@@ -37,7 +37,9 @@ class AutoencoderModel:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
-                        dtype: torch.dtype = torch.float32, attention: str = "auto") -> AutoencoderModel:
+                        dtype: torch.dtype | str = torch.float32, attention: str = "auto") -> AutoencoderModel:
+        """Load SAME from a folder or name. ``dtype``: a torch dtype, or ``"bf16-mixed"`` (bf16
+        GEMMs and convolutions, the rest fp32; see ``SAMEAutoencoder.use_mixed_bf16``)."""
         device = torch.device(device) if device is not None else default_device()
         folder = resolve_autoencoder_dir(name_or_path)
         raw = read_json(folder / CONFIG_FILE)
@@ -49,7 +51,7 @@ class AutoencoderModel:
         with torch.device("meta"):
             autoencoder = SAMEAutoencoder(cfg)
         load_strict(autoencoder, state, "SAME autoencoder", weights)
-        autoencoder.to(device, dtype)
+        autoencoder.to_precision(device, dtype)
         autoencoder.attention_backend = attention
         return cls(autoencoder, raw.get("sample_rate", SAMPLE_RATE), device)
 

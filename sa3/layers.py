@@ -51,10 +51,19 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and state-dict keys) whose forward is ``linear``."""
+    """``nn.Linear`` (same parameters and state-dict keys) whose forward is ``linear``.
+
+    ``compute_dtype`` (None: the input's) is for mixed precision (SAME ``"bf16-mixed"``): the
+    weights are stored in it, the input is cast to it for the GEMM, and the result is cast back
+    to the input's dtype, so the activations around the layer keep their precision."""
+
+    compute_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        if self.compute_dtype is None or x.dtype == self.compute_dtype:
+            return linear(x, self.weight, self.bias)
+        # mixed precision: the GEMM in the compute dtype, its result back in the activations' dtype
+        return linear(x.to(self.compute_dtype), self.weight, self.bias).to(x.dtype)
 
 
 def inplace_version(t: torch.Tensor) -> int | None:

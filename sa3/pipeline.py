@@ -46,7 +46,7 @@ from .loading import (
     resolve_text_dir,
     split_checkpoint,
 )
-from .same import SAMEAutoencoder, SAMEConfig
+from .same import MIXED_BF16, SAMEAutoencoder, SAMEConfig
 from .sampling import SAMPLERS, build_schedule, get_sampler, guide, make_shift
 
 logger = logging.getLogger(__name__)
@@ -432,6 +432,20 @@ def _load_options(device, dtype, attention: str, padding_mode: str) -> _LoadOpti
     return _LoadOptions(device, attention, resolve_backend(attention, device, model_dtype), model_dtype, padding_mode)
 
 
+def _resolve_autoencoder_precision(precision, device: torch.device, model_dtype: torch.dtype) -> torch.dtype | str:
+    """SAME's precision: a dtype name or torch dtype, ``"bf16-mixed"`` (bf16 GEMMs and
+    convolutions, the rest fp32) or None (the DiT's dtype)."""
+    if precision is None:
+        return model_dtype
+    if precision == MIXED_BF16:
+        return MIXED_BF16
+    if isinstance(precision, str) and precision not in ("auto", "fp32", "float32", "fp16", "float16", "bf16",
+                                                        "bfloat16"):
+        raise ValueError(f"Stable Audio 3: unknown autoencoder_dtype {precision!r} (expected fp32, "
+                         f"{MIXED_BF16}, bf16, fp16 or auto).")
+    return _resolve_dtype(precision, device)
+
+
 class StableAudioModel:
     """The official Stable Audio 3 Python interface (``from_pretrained`` / ``generate`` / LoRA)."""
 
@@ -464,7 +478,10 @@ class StableAudioModel:
         attention: "auto" | "sdpa" | "flash" | "math". padding_mode: "exact" (flash semantics,
         as trained) or "reference" (the official CPU behaviour the golden fixtures pin).
         text_dtype: T5Gemma precision (None keeps the checkpoint's, bf16 for official files).
-        autoencoder_dtype: SAME precision (fp32 by default: half precision hurts SAME attention).
+        autoencoder_dtype: SAME precision: "fp32" (the default, exact), "bf16-mixed" (opt-in,
+        faster: bf16 GEMMs and convolutions with the norms, attention and noise in fp32; audio
+        within about 2e-2 relative L2 of fp32 on the test models, see bench/RESULTS.md), or a
+        plain dtype for the whole module (half precision hurts SAME attention); None: ``dtype``.
         download: fetch missing official files from the hub (False: local folders and cache only).
         low_memory: after each stage of ``generate``, drop that part's memory-mapped weights from
         RAM (text encoder after encoding, SAME after encoding/decoding, DiT after sampling), so
@@ -536,7 +553,7 @@ class StableAudioModel:
         load_strict(autoencoder, parts["autoencoder"], "SAME autoencoder", weights)
         dit.to(device, model_dtype).set_attention(backend, padding_mode)
         conditioner.to(device, model_dtype)
-        autoencoder.to(device, _resolve_dtype(autoencoder_dtype, device) if autoencoder_dtype else model_dtype)
+        autoencoder.to_precision(device, _resolve_autoencoder_precision(autoencoder_dtype, device, model_dtype))
         autoencoder.attention_backend = attention
 
         text_encoder = load_text(_resolve_dtype(text_dtype, device) if text_dtype else None)

@@ -27,6 +27,7 @@ from torch import nn
 from .attention import Attention, resolve_backend
 from .layers import DynamicTanh, FeedForward, Linear, RotaryEmbedding
 
+MIXED_BF16 = "bf16-mixed"  # SAME precision: bf16 GEMMs and convolutions, everything else fp32
 SAMPLE_RATE = 44100
 CHUNK_LATENTS = 128  # chunked encode/decode: latents per chunk (reference default)
 CHUNK_OVERLAP = 32  # latents shared by neighbouring chunks; half of it is trimmed on each side
@@ -295,6 +296,8 @@ class WNConv1d(nn.Module):
     """Conv1d under the old ``torch.nn.utils.weight_norm`` (dim 0): ``weight = v * g / ||v||`` with
     the norm over (in, kernel) per output channel; 'same' padding (odd kernels)."""
 
+    compute_dtype: torch.dtype | None = None  # mixed precision, as ``Linear.compute_dtype``
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True):
         super().__init__()
         self.weight_g = nn.Parameter(torch.ones(out_channels, 1, 1))
@@ -310,7 +313,13 @@ class WNConv1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in, F) -> (B, out, F)."""
-        return F.conv1d(x, self.weight, self.bias, padding=self.padding)
+        cd = self.compute_dtype
+        if cd is None or cd == x.dtype:
+            return F.conv1d(x, self.weight, self.bias, padding=self.padding)
+        # mixed precision: weight norm in the parameters' float32, the convolution in the compute
+        # dtype, the result back in the activations' dtype
+        bias = self.bias.to(cd) if self.bias is not None else None
+        return F.conv1d(x.to(cd), self.weight.to(cd), bias, padding=self.padding).to(x.dtype)
 
 
 class SAMEBlock(nn.Module):
@@ -502,6 +511,40 @@ class SAMEAutoencoder(nn.Module):
             if isinstance(module, Attention):
                 module.backend = backend
         self._attention_backend = backend
+
+    # -- precision --
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The GEMMs' and convolutions' dtype: ``dtype``, or bfloat16 under ``use_mixed_bf16``."""
+        return self.decoder.layers[1].compute_dtype or self.dtype
+
+    def use_mixed_bf16(self) -> None:
+        """``"bf16-mixed"``: every linear layer and convolution computes in bfloat16 (linear weights
+        converted once, half their memory); the residual stream, the DyT norms, attention with its
+        softmax, rotary angles, the bottleneck and every noise draw stay float32, so the random
+        stream and the attention numerics are those of the fp32 decode. Plain bf16 (the whole
+        module cast) breaks SAME attention; see bench/RESULTS.md for this mode's deviation.
+        Needs a float32 module; one-way (the weights are rounded)."""
+        if self.dtype != torch.float32:
+            raise ValueError(f"Stable Audio 3 SAME: {MIXED_BF16!r} needs a float32 autoencoder (got {self.dtype}).")
+        for module in self.modules():
+            if isinstance(module, (Linear, WNConv1d)):
+                module.compute_dtype = torch.bfloat16
+            if isinstance(module, Linear):
+                module.to(torch.bfloat16)  # weights stored in the compute dtype, converted once
+
+    def to_precision(self, device: torch.device | str, precision: torch.dtype | str) -> SAMEAutoencoder:
+        """Move to ``device`` in ``precision``: a torch dtype (the whole module cast) or
+        ``"bf16-mixed"`` (float32 module, bf16 GEMMs and convolutions: ``use_mixed_bf16``)."""
+        if isinstance(precision, str):
+            if precision != MIXED_BF16:
+                raise ValueError(f"Stable Audio 3 SAME: unknown precision {precision!r} (expected a torch dtype "
+                                 f"or {MIXED_BF16!r}).")
+            self.to(device, torch.float32)
+            self.use_mixed_bf16()
+            return self
+        return self.to(device, precision)
 
     # -- properties --
 

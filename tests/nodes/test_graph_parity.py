@@ -192,3 +192,21 @@ def test_low_memory_loader_releases_parts_and_keeps_the_audio(monkeypatch):
     released.clear()
     run_graph(h)  # the default loader keeps everything resident
     assert released == []
+
+
+def test_mixed_bf16_autoencoder_from_the_loader_matches_the_library():
+    """The loader's autoencoder_precision reaches SAME: the graph equals generate() with the same
+    SAME precision, bit for bit, and differs from the fp32 default."""
+    from sa3 import StableAudioModel
+
+    (mixed,) = nodes.SA3ModelLoader.execute(model_name="tiny-small", precision="fp32", attention="auto",
+                                            padding_mode="exact", download=False,
+                                            autoencoder_precision="bf16-mixed").args
+    assert mixed.model.autoencoder.compute_dtype == torch.bfloat16
+    ref = StableAudioModel.from_pretrained(fixture_root() / "tiny-small", device="cpu", dtype="fp32",
+                                           autoencoder_dtype="bf16-mixed")
+    expected = ref.generate("a dog barking", duration=3.0, steps=4, seed=7)
+    audio = run_graph(mixed)
+    assert_same(audio, expected)
+    assert not torch.equal(audio["waveform"], load_reference("tiny-small").generate("a dog barking", duration=3.0,
+                                                                                    steps=4, seed=7))
