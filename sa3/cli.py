@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strength per --lora (in order), or one value for all")
     g.add_argument("--device", help="cuda, mps or cpu (default: best available)")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    g.add_argument("--autoencoder-dtype", default="fp32", choices=["fp32", "bf16-mixed"],
+                   help="SAME precision: fp32 (exact) or bf16-mixed (bf16 matrix products, the rest fp32; faster)")
     g.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flash", "math"])
     g.add_argument("--padding-mode", default="exact", choices=["exact", "reference"],
                    help="exact = flash-attn semantics (as trained); reference = official CPU numbers")
@@ -94,7 +96,7 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
     check_durations(args.duration, ModelConfig.from_file(model_dir / CONFIG_FILE))
     model = StableAudioModel.from_pretrained(model_dir, device=args.device, dtype=args.dtype,
                                              attention=args.attention, padding_mode=args.padding_mode,
-                                             low_memory=args.low_memory)
+                                             autoencoder_dtype=args.autoencoder_dtype, low_memory=args.low_memory)
     if args.lora:
         model.load_lora(args.lora)
         for i, s in enumerate(args.lora_strength):
