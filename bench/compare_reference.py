@@ -49,6 +49,9 @@ def load_official(model_dir: Path, monitor: StageMonitor):
     monitor.stage("load")
     t0 = time.perf_counter()
     cfg = json.loads((model_dir / "model_config.json").read_text())
+    for c in cfg["model"]["conditioning"]["configs"]:  # offline: the official T5 loader reads model_path
+        if c["id"] == "prompt":
+            c["config"].setdefault("model_path", str(model_dir))
     inner = load_diffusion_cond(cfg, str(model_dir / "model.safetensors"), device="cpu", model_half=False)
     inner.use_lora, inner.lora_names = False, []
     model = OfficialModel(inner, cfg, "cpu", False)

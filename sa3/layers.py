@@ -104,7 +104,10 @@ class DynamicTanh(nn.Module):
         self.beta = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gamma * torch.tanh(self.alpha * x) + self.beta
+        if torch.is_grad_enabled():
+            return self.gamma * torch.tanh(self.alpha * x) + self.beta
+        # inference: the same three roundings on one fresh tensor (no two extra temporaries)
+        return torch.tanh(self.alpha * x).mul_(self.gamma).add_(self.beta)
 
 
 class RotaryEmbedding(nn.Module):
@@ -126,11 +129,6 @@ class RotaryEmbedding(nn.Module):
         return torch.cat((freqs, freqs), dim=-1)  # (N, dim)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def rotary_cos_sin(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Precompute ``(cos, sin)`` of a rotary table once, for reuse across layers and steps."""
     return freqs.cos(), freqs.sin()
@@ -143,12 +141,17 @@ def apply_rotary(t: torch.Tensor, freqs: torch.Tensor | tuple[torch.Tensor, torc
     ``rotary_cos_sin`` (same values, computed once). Computed in float32, returned in t's dtype.
     """
     cos, sin = rotary_cos_sin(freqs) if torch.is_tensor(freqs) else freqs
-    out_dtype = t.dtype
-    rot_dim = cos.shape[-1]
-    t = t.float()
-    rotated, passthrough = t[..., :rot_dim], t[..., rot_dim:]
-    rotated = rotated * cos + rotate_half(rotated) * sin
-    return torch.cat((rotated.to(out_dtype), passthrough.to(out_dtype)), dim=-1)
+    rot, half = cos.shape[-1], cos.shape[-1] // 2
+    x = t.float()  # fp32 rotation (a no-op for fp32 inputs)
+    x1, x2 = x[..., :half], x[..., half:rot]  # (..., N, R/2) each
+    # rotated = x * cos + rotate_half(x) * sin, half by half with the same roundings (no FMA):
+    # first = x1 * cos1 - x2 * sin1, second = x2 * cos2 + x1 * sin2; written straight into the
+    # output instead of through rotate_half's and the final concatenations' copies
+    first = (x1 * cos[..., :half]).sub_(x2 * sin[..., :half])
+    second = (x2 * cos[..., half:]).add_(x1 * sin[..., half:])
+    out = torch.empty_like(t)
+    out[..., :half], out[..., half:rot], out[..., rot:] = first, second, t[..., rot:]  # casts back to t's dtype
+    return out
 
 
 class GLU(nn.Module):
@@ -183,6 +186,14 @@ class FeedForward(nn.Module):
         different blocking for fewer rows), while the (rows, 2F) intermediate stays small and is
         reused by the allocator instead of being freshly mapped at every call (measured: SAME-S
         decode 5-8 % faster, DiT step memory -20 % at 120 s)."""
+        cd = self.ff[0].proj.compute_dtype
+        if cd is not None and x.dtype != cd:
+            # mixed precision: the whole GLU (two GEMMs, the activation and the gating product) in
+            # the compute dtype, one cast in and one out instead of one around each GEMM
+            return self._forward(x.to(cd)).to(x.dtype)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or x.numel() <= FF_BLOCK_ROWS * x.shape[-1]:
             return self.ff(x)
         rows = x.reshape(-1, x.shape[-1])  # (..., W) -> (R, W)

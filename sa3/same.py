@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, resolve_backend
-from .layers import DynamicTanh, FeedForward, Linear, RotaryEmbedding
+from .layers import DynamicTanh, FeedForward, Linear, RotaryEmbedding, rotary_cos_sin
 
 MIXED_BF16 = "bf16-mixed"  # SAME precision: bf16 GEMMs and convolutions, everything else fp32
 SAMPLE_RATE = 44100
@@ -337,7 +337,7 @@ class SAMEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, window: tuple[int, int] | None = None) -> torch.Tensor:
         """x: (B', N, W); rotary positions 0..N-1 of the sequence as given. Returns (B', N, W)."""
-        rotary = self.rope.table(x.shape[-2])  # (N, dim_heads/2), fp32
+        rotary = rotary_cos_sin(self.rope.table(x.shape[-2]))  # (N, dim_heads/2) fp32, once for q and k
         q, k, v = self.self_attn.project_qk_v(self.pre_norm(x))
         x = x + self.self_attn.attend(q, k, v, rotary=rotary, window=window)
         return x + self.ff(self.ff_norm(x))
