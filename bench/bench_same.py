@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _random_model import official_config, random_same  # noqa: E402
-from bench_generate import StageMonitor, fmt_table, rss_bytes  # noqa: E402
+from _random_model import official_config, random_same
+from bench_generate import StageMonitor, fmt_table, rss_bytes
 
 SR, PER_LATENT, ALIGN = 44100, 4096, 8192
 
@@ -75,7 +75,8 @@ def main():
                     if ref is None:
                         ref, dev = audio, ("", "")
                     else:
-                        dev = (f"{((audio - ref).norm() / ref.norm()).item():.2e}", f"{(audio - ref).abs().max().item():.2e}")
+                        diff = audio - ref
+                        dev = (f"{(diff.norm() / ref.norm()).item():.2e}", f"{diff.abs().max().item():.2e}")
                     rows.append((mode, precision, f"{d:g}", n, n * 17, f"{elapsed:.2f}", f"{extra / 1e9:.2f}",
                                  f"{extra / 1e6 / n:.2f}", *dev))
                     print(fmt_table(rows[:1] + rows[-1:]), flush=True)

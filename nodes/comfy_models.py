@@ -82,8 +82,8 @@ def load_model(folder: str | Path, name: str, precision: str, attention: str, pa
     vae_device, vae_offload = mm.vae_device(), mm.vae_offload_device()
     model = StableAudioModel.from_pretrained(
         folder, device=dit_offload, dtype=_dit_dtype(precision, dit_device), attention=attention,
-        padding_mode=padding_mode, text_dtype=_text_dtype(), autoencoder_dtype=_autoencoder_dtype(autoencoder_precision, vae_device),
-        low_memory=low_memory)
+        padding_mode=padding_mode, text_dtype=_text_dtype(),
+        autoencoder_dtype=_autoencoder_dtype(autoencoder_precision, vae_device), low_memory=low_memory)
     # the backend was resolved for the offload device; resolve it again for where the parts run
     model.dit.set_attention(pipeline.resolve_backend(attention, dit_device, model.dit.dtype), padding_mode)
     model.autoencoder.attention_backend = pipeline.resolve_backend(attention, vae_device, model.autoencoder.dtype)
