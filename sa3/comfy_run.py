@@ -5,18 +5,14 @@
 
 ``--set name=value`` sets every input called ``name``; ``--set 6.name=value`` only node 6's.
 Values are parsed as JSON when they can be (numbers, true/false, lists), else kept as text.
-Progress comes from ComfyUI's websocket (a small built-in client, no extra dependency); if the
-websocket cannot be opened, the runner polls ``/history`` instead.
+Progress comes from ComfyUI's websocket (``websocket-client``, as in ComfyUI's own API examples);
+if the websocket cannot be opened, the runner polls ``/history`` instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
-import socket
-import struct
 import sys
 import time
 import urllib.error
@@ -24,6 +20,8 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
+
+import websocket
 
 
 class ComfyError(RuntimeError):
@@ -124,81 +122,30 @@ def format_rejection(detail: dict) -> str:
     return "\n".join(lines)
 
 
-# --- websocket (RFC 6455, text frames only) -----------------------------------------------------
-
-
-class WebSocket:
-    def __init__(self, url: str, timeout: float):
-        parsed = urllib.parse.urlparse(url)
-        self.sock = socket.create_connection((parsed.hostname, parsed.port or 80), timeout=timeout)
-        try:
-            self.buffer = self._handshake(parsed)
-        except BaseException:
-            self.sock.close()
-            raise
-
-    def _handshake(self, parsed) -> bytes:
-        """Upgrade the connection; returns the bytes received after the response header."""
-        key = base64.b64encode(os.urandom(16)).decode()
-        path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        header = b""
-        while b"\r\n\r\n" not in header:
-            chunk = self.sock.recv(1024)
-            if not chunk:
-                raise ConnectionError("websocket handshake closed")
-            header += chunk
-        if b" 101 " not in header.split(b"\r\n", 1)[0]:
-            raise ConnectionError("websocket handshake refused")
-        return header.split(b"\r\n\r\n", 1)[1]
-
-    def _read(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("websocket closed")
-            self.buffer += chunk
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
-        return out
-
-    def receive(self) -> str | None:
-        """The next text message (binary preview frames are skipped); None when closed."""
-        while True:
-            b0, b1 = self._read(2)
-            opcode, length = b0 & 0x0F, b1 & 0x7F
-            if length == 126:
-                length = struct.unpack(">H", self._read(2))[0]
-            elif length == 127:
-                length = struct.unpack(">Q", self._read(8))[0]
-            payload = self._read(length)
-            if opcode == 0x8:
-                return None
-            if opcode == 0x1:
-                return payload.decode()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 # --- run -------------------------------------------------------------------------------------
 
 
-def open_websocket(client: ComfyClient, timeout: float) -> WebSocket:
+WEBSOCKET_ERRORS = (OSError, websocket.WebSocketException)  # refused, closed, bad handshake, timeout
+
+
+def open_websocket(client: ComfyClient, timeout: float) -> websocket.WebSocket:
     """Connect before queueing: a prompt whose outputs are all cached finishes at once, and its
     messages would be gone before a later connection."""
-    return WebSocket(client.server.replace("http", "ws", 1) + f"/ws?clientId={client.client_id}", timeout)
+    url = client.server.replace("http", "ws", 1) + f"/ws?clientId={client.client_id}"
+    return websocket.create_connection(url, timeout=timeout)
 
 
-def wait_with_websocket(ws: WebSocket, prompt_id: str, out=sys.stderr) -> None:
-    """Print progress until the prompt's end message; closes ``ws``."""
+def wait_with_websocket(ws: websocket.WebSocket, prompt_id: str, out=sys.stderr) -> None:
+    """Print progress until the prompt's end message; closes ``ws``. Binary messages (preview
+    images) are skipped; the client answers pings and joins fragmented messages itself."""
     try:
         while True:
-            text = ws.receive()
-            if text is None:
+            opcode, payload = ws.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
                 raise ConnectionError("websocket closed before the prompt finished")
-            msg = json.loads(text)
+            if opcode != websocket.ABNF.OPCODE_TEXT:
+                continue
+            msg = json.loads(payload)
             data = msg.get("data", {})
             if data.get("prompt_id") not in (None, prompt_id):
                 continue
@@ -252,7 +199,7 @@ def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, tim
     client = ComfyClient(server)
     try:
         ws = open_websocket(client, timeout)
-    except OSError:  # no websocket (proxy, old server): the history polling below still works
+    except WEBSOCKET_ERRORS:  # no websocket (proxy, old server): the history polling below still works
         ws = None
     try:
         prompt_id = client.queue(prompt)
@@ -264,7 +211,7 @@ def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, tim
     if ws is not None:
         try:
             wait_with_websocket(ws, prompt_id, out=out)
-        except OSError:
+        except WEBSOCKET_ERRORS:  # the connection dropped: the history polling below still works
             pass
     wait_with_polling(client, prompt_id, timeout=timeout)  # the history is written just after the last ws message
     entry = client.history(prompt_id)

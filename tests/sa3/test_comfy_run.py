@@ -1,14 +1,15 @@
 """The headless runner against a small fake ComfyUI on loopback (HTTP + websocket), plus the
 workflow override rules. The real-server run lives in tests/nodes (needs COMFYUI_PATH)."""
 
+import asyncio
 import io
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
+from aiohttp import WSMsgType, web
 
 from sa3 import comfy_run
 
@@ -19,77 +20,92 @@ PROMPT = {
 }
 
 
-class FakeComfy(BaseHTTPRequestHandler):
-    websocket = True
+class FakeComfy:
+    """ComfyUI's HTTP + websocket surface, served by aiohttp (ComfyUI's own server library)."""
+
+    websocket = True  # serve /ws
+    finish = True  # send the end-of-prompt message (else close the socket early)
     filenames: ClassVar[list] = ["x_00001_.flac"]  # what the server names its outputs
     history: ClassVar[dict] = {}
-    requests: ClassVar[list] = []  # "ws" / "queue", in arrival order
+    requests: ClassVar[list] = []  # "ws" / "queue" / "pong", in arrival order
 
-    def log_message(self, *args):
-        pass
+    @classmethod
+    def reset(cls, websocket: bool = True, finish: bool = True) -> None:
+        cls.websocket, cls.finish, cls.history, cls.requests = websocket, finish, {}, []
+        cls.filenames = ["x_00001_.flac"]
 
-    def _json(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_POST(self):
-        FakeComfy.requests.append("queue")
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = body["prompt"]
+    @classmethod
+    async def queue(cls, request: web.Request) -> web.Response:
+        cls.requests.append("queue")
+        prompt = (await request.json())["prompt"]
         if prompt["3"]["inputs"]["steps"] > 100:
-            return self._json(400, {"error": {"type": "prompt_outputs_failed_validation",
-                                              "message": "Prompt outputs failed validation"},
-                                    "node_errors": {"3": {"class_type": "SA3Sampler", "errors": [
-                                        {"message": "Value bigger than max", "details": "steps: 500 > 100"}]}}})
+            return web.json_response({"error": {"type": "prompt_outputs_failed_validation",
+                                                "message": "Prompt outputs failed validation"},
+                                      "node_errors": {"3": {"class_type": "SA3Sampler", "errors": [
+                                          {"message": "Value bigger than max", "details": "steps: 500 > 100"}]}}},
+                                     status=400)
         failed = prompt["1"]["inputs"]["prompt"] == "fail"
-        FakeComfy.history = {"p1": {
+        cls.history = {"p1": {
             "status": {"status_str": "error" if failed else "success", "completed": not failed,
                        "messages": [["execution_error", {"node_id": "3", "node_type": "SA3Sampler",
                                                          "exception_message": "boom"}]] if failed else []},
             "outputs": {} if failed else {"9": {"audio": [{"filename": name, "subfolder": "audio", "type": "output"}
                                                            for name in FakeComfy.filenames]}},
         }}
-        self._json(200, {"prompt_id": "p1", "number": 0, "node_errors": {}})
+        return web.json_response({"prompt_id": "p1", "number": 0, "node_errors": {}})
 
-    def do_GET(self):
-        if self.path.startswith("/ws"):
-            FakeComfy.requests.append("ws")
-            if not FakeComfy.websocket:
-                return self._json(404, {})
-            self.send_response(101)
-            self.send_header("Upgrade", "websocket")
-            self.send_header("Connection", "Upgrade")
-            self.end_headers()
-            for msg in ({"type": "executing", "data": {"node": "3", "prompt_id": "p1"}},
-                        {"type": "progress", "data": {"value": 4, "max": 8, "node": "3", "prompt_id": "p1"}},
-                        {"type": "executing", "data": {"node": None, "prompt_id": "p1"}}):
-                payload = json.dumps(msg).encode()
-                self.wfile.write(bytes([0x81, len(payload)]) + payload if len(payload) < 126 else
-                                 bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload)
-            self.wfile.flush()
-            return
-        if self.path.startswith("/history/"):
-            return self._json(200, FakeComfy.history)
-        if self.path.startswith("/view"):
-            data = b"fLaC-fake"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    @classmethod
+    async def ws(cls, request: web.Request) -> web.StreamResponse:
+        cls.requests.append("ws")
+        if not cls.websocket:
+            return web.json_response({}, status=404)
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await ws.ping()  # the client must answer while it reads
+        await ws.send_str(json.dumps({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 1}}}}))
+        await ws.send_str(json.dumps({"type": "executing", "data": {"node": "3", "prompt_id": "p1"}}))
+        await ws.send_bytes(b"\x00\x00\x00\x01" + b"\x89PNG" + bytes(70000))  # a preview image: skipped
+        await ws.send_str(json.dumps({"type": "progress", "data": {"value": 4, "max": 8, "node": "3",
+                                                                   "prompt_id": "p1", "pad": "x" * 70000}}))
+        await ws.send_str(json.dumps({"type": "progress", "data": {"value": 1, "max": 2, "node": "5",
+                                                                   "prompt_id": "other"}}))
+        if cls.finish:
+            await ws.send_str(json.dumps({"type": "executing", "data": {"node": None, "prompt_id": "p1"}}))
+        msg = await ws.receive(timeout=5)
+        if msg.type == WSMsgType.PONG:
+            cls.requests.append("pong")
+        await ws.close()
+        return ws
+
+    @classmethod
+    async def history_of(cls, request: web.Request) -> web.Response:
+        return web.json_response(cls.history)
+
+    @classmethod
+    async def view(cls, request: web.Request) -> web.Response:
+        return web.Response(body=b"fLaC-fake")
 
 
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeComfy)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    """FakeComfy on 127.0.0.1 (a free port), in a thread with its own event loop."""
+    app = web.Application()
+    app.add_routes([web.post("/prompt", FakeComfy.queue), web.get("/ws", FakeComfy.ws),
+                    web.get("/history/{prompt_id}", FakeComfy.history_of), web.get("/view", FakeComfy.view)])
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    yield f"127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    FakeComfy.reset()
+    yield f"127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+    loop.close()
 
 
 @pytest.fixture
@@ -101,8 +117,7 @@ def workflow(tmp_path):
 
 @pytest.mark.parametrize("websocket", [True, False])
 def test_run_downloads_audio(server, workflow, tmp_path, websocket):
-    FakeComfy.websocket = websocket
-    FakeComfy.requests = []
+    FakeComfy.reset(websocket=websocket)
     log = io.StringIO()
     saved = comfy_run.run(workflow, server, ["prompt=techno", "3.seed=7"], tmp_path / "out", timeout=10, out=log)
     assert [p.name for p in saved] == ["x_00001_.flac"]
@@ -111,7 +126,15 @@ def test_run_downloads_audio(server, workflow, tmp_path, websocket):
     # in tests/test_workflows_e2e.py), and its end message must not be missed
     assert FakeComfy.requests[:2] == ["ws", "queue"]
     if websocket:
-        assert "node 3: 4/8" in log.getvalue()
+        assert FakeComfy.requests[2:] == ["pong"]  # the server's ping was answered
+        assert "node 3 running" in log.getvalue() and "node 3: 4/8" in log.getvalue()
+        assert "node 5" not in log.getvalue()  # another prompt's progress is not shown
+
+
+def test_websocket_closed_early_falls_back_to_polling(server, workflow, tmp_path):
+    FakeComfy.reset(finish=False)
+    saved = comfy_run.run(workflow, server, [], tmp_path / "out", timeout=10, out=io.StringIO())
+    assert [p.name for p in saved] == ["x_00001_.flac"]
 
 
 def test_rejected_graph_prints_node_errors(server, workflow, tmp_path, capsys):
@@ -123,7 +146,7 @@ def test_rejected_graph_prints_node_errors(server, workflow, tmp_path, capsys):
 
 
 def test_runtime_error_is_reported(server, workflow, tmp_path):
-    FakeComfy.websocket = False
+    FakeComfy.reset(websocket=False)
     with pytest.raises(comfy_run.ComfyError, match=r"node 3 \(SA3Sampler\) failed: boom"):
         comfy_run.run(workflow, server, ["prompt=fail"], tmp_path, timeout=5, out=io.StringIO())
 
