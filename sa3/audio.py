@@ -1,5 +1,10 @@
 """Audio plumbing: resampling (bit-compatible with torchaudio's default ``Resample``), channel
-layout, pad/crop, and WAV files through the standard library.
+layout, pad/crop, and audio files through ``soundfile`` (libsndfile: WAV, FLAC, OGG, MP3).
+
+The resampler is ours for a measured reason: the official code resamples with
+``torchaudio.transforms.Resample``, and ours gives the same numbers bit for bit
+(tests/sa3/test_audio.py; ``torchaudio.functional.resample`` does not), while ``sa3`` cannot
+require torchaudio: its last release (2.11) pins torch 2.11, and there is none for newer torch.
 
 Legend: C channels, S samples.
 """
@@ -7,10 +12,10 @@ Legend: C channels, S samples.
 from __future__ import annotations
 
 import math
-import wave
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
 import torch.nn.functional as F
 
@@ -91,40 +96,25 @@ def as_channels_first(audio) -> torch.Tensor:
     return audio
 
 
-def write_wav(path: str | Path, audio: torch.Tensor, sample_rate: int) -> None:
-    """Write (C, S) float audio in [-1, 1] as 16-bit PCM."""
-    pcm = (audio.detach().float().clamp(-1, 1) * 32767).round().to(torch.int16).T.contiguous().cpu().numpy()
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(audio.shape[0])
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes(pcm.tobytes())
+def write_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, subtype: str = "PCM_16") -> None:
+    """Write (C, S) float audio in [-1, 1]; the format follows the file name (``.wav``, ``.flac``,
+    ``.ogg``), ``subtype`` is libsndfile's sample format (``PCM_16``, ``PCM_24``, ``FLOAT``, ...)."""
+    samples = audio.detach().float().clamp(-1, 1).T.contiguous().cpu().numpy()  # (C, S) -> (S, C)
+    try:
+        soundfile.write(str(path), samples, sample_rate, subtype=subtype)
+    except (soundfile.LibsndfileError, TypeError, ValueError) as e:
+        raise RuntimeError(f"Stable Audio 3: cannot write audio file {str(path)!r} ({e}).") from e
 
 
-def read_wav(path: str | Path) -> tuple[int, torch.Tensor]:
-    """Read a PCM WAV file (8/16/24/32-bit) as ``(sample_rate, (C, S) float32)``. Other formats
-    are read through torchaudio when it is installed."""
+def read_audio(path: str | Path) -> tuple[int, torch.Tensor]:
+    """Read an audio file (WAV of any PCM/float width, FLAC, OGG, MP3) as
+    ``(sample_rate, (C, S) float32)``; integer samples are scaled to [-1, 1) by libsndfile."""
     path = Path(path)
     if not path.is_file():
         raise RuntimeError(f"Stable Audio 3: audio file {str(path)!r} does not exist.")
     try:
-        with wave.open(str(path), "rb") as f:
-            sr, channels, width = f.getframerate(), f.getnchannels(), f.getsampwidth()
-            raw = f.readframes(f.getnframes())
-    except (wave.Error, EOFError):
-        try:
-            import torchaudio
-        except ImportError as e:
-            raise RuntimeError(f"Stable Audio 3: {str(path)!r} is not a PCM WAV file; "
-                               "install torchaudio to read it.") from e
-        audio, sr = torchaudio.load(str(path))
-        return sr, audio
-    if width == 3:
-        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
-        ints = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16))
-        data = ((ints << 8) >> 8).astype(np.float32) / 8388608
-    else:
-        dtype, scale = {1: (np.uint8, 128), 2: (np.int16, 32768), 4: (np.int32, 2147483648)}[width]
-        data = np.frombuffer(raw, dtype=dtype).astype(np.float32)
-        data = (data - 128) / scale if width == 1 else data / scale
-    return sr, torch.from_numpy(data.reshape(-1, channels).T.copy())
+        data, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (S, C)
+    except soundfile.LibsndfileError as e:
+        raise RuntimeError(f"Stable Audio 3: cannot read audio file {str(path)!r} ({e}); "
+                           "supported: WAV, FLAC, OGG, MP3.") from e
+    return sample_rate, torch.from_numpy(np.ascontiguousarray(data.T))  # (S, C) -> (C, S)

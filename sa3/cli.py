@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (printed)")
     g.add_argument("--batch-size", type=int, help="items to generate (default: number of prompts)")
     g.add_argument("--sampler", choices=SAMPLERS, help="default: pingpong (post-trained) / euler (base)")
-    g.add_argument("--init-audio", type=Path, help="WAV file for audio-to-audio")
+    g.add_argument("--init-audio", type=Path, help="audio file (WAV, FLAC, OGG, MP3) for audio-to-audio")
     g.add_argument("--init-noise-level", type=float, default=0.9, help="0..1; lower keeps more of the init audio")
-    g.add_argument("--inpaint-audio", type=Path, help="WAV file to inpaint or continue")
+    g.add_argument("--inpaint-audio", type=Path, help="audio file (WAV, FLAC, OGG, MP3) to inpaint or continue")
     g.add_argument("--inpaint-start", type=float, action="append", help="region start in seconds (repeatable)")
     g.add_argument("--inpaint-end", type=float, action="append", help="region end in seconds (repeatable)")
     chunk = g.add_mutually_exclusive_group()
@@ -106,10 +106,10 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
                   cfg_scale=args.cfg_scale, apg_scale=args.apg_scale, seed=seed, batch_size=batch,
                   sampler_type=args.sampler, chunked_decode=args.chunked_decode)
     if args.init_audio:
-        kwargs.update(init_audio=audio_utils.read_wav(args.init_audio), init_noise_level=args.init_noise_level)
+        kwargs.update(init_audio=audio_utils.read_audio(args.init_audio), init_noise_level=args.init_noise_level)
     if args.inpaint_audio:
         starts, ends = args.inpaint_start or [], args.inpaint_end or []
-        kwargs.update(inpaint_audio=audio_utils.read_wav(args.inpaint_audio),
+        kwargs.update(inpaint_audio=audio_utils.read_audio(args.inpaint_audio),
                       inpaint_mask_start_seconds=starts if len(starts) > 1 else (starts[0] if starts else None),
                       inpaint_mask_end_seconds=ends if len(ends) > 1 else (ends[0] if ends else None))
 
@@ -124,7 +124,7 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
     outputs = []
     for i, item in enumerate(audio.cpu()):
         path = args.output if batch == 1 else args.output.with_name(f"{args.output.stem}_{i}{args.output.suffix}")
-        audio_utils.write_wav(path, item, model.sample_rate)
+        audio_utils.write_audio(path, item, model.sample_rate)
         outputs.append(path)
         print(f"wrote {path}", file=sys.stderr)
     return outputs
