@@ -34,13 +34,7 @@ ALWAYS = (0.0, 1.0)  # t_from, t_to of a LoRA active at every step
 
 def register_folder() -> None:
     """Add ``models/stable_audio_3`` to ComfyUI's folders (kept beside any extra_model_paths entry)."""
-    default = os.path.join(folder_paths.models_dir, FOLDER)
-    if FOLDER in folder_paths.folder_names_and_paths:
-        paths = folder_paths.folder_names_and_paths[FOLDER][0]
-        if default not in paths:
-            paths.append(default)
-    else:
-        folder_paths.folder_names_and_paths[FOLDER] = ([default], set())
+    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
 
 
 def _model_folders() -> dict[str, Path]:
@@ -111,7 +105,8 @@ def _resolve(model_name: str, download: bool) -> Path:
         text, repo = _text_folder(folder, ModelConfig.from_file(folder / CONFIG_FILE))
         if not (text / "config.json").is_file():  # download is on (checked above): fetch it into the folder
             logger.info("Stable Audio 3: downloading the text encoder of %s into %s", repo, text)
-            loading.resolve_text_dir(folder, repo, text.name, local_dir=folder)
+            with loading.staged_download(folder) as stage:
+                loading.resolve_text_dir(folder, repo, text.name, local_dir=stage)
         return folder
     target = _download_target(model_name)
     logger.info("Stable Audio 3: downloading %s into %s", MODEL_REPOS[model_name], target)
@@ -119,13 +114,14 @@ def _resolve(model_name: str, download: bool) -> Path:
 
 
 def _hub_download(name: str, target: Path) -> Path:
-    """Fetch an official model into ``target`` in the official layout (needs huggingface_hub)."""
-    target.mkdir(parents=True, exist_ok=True)
-    folder = loading.resolve_model_dir(name, local_dir=target)
-    config = ModelConfig.from_file(folder / CONFIG_FILE)
-    loading.resolve_text_dir(folder, config.text.model_path or config.text.repo_id, config.text.subfolder,
-                             local_dir=target)
-    return folder
+    """Fetch an official model into ``target`` in the official layout (needs huggingface_hub); the
+    folder appears only once every file is there (a failed download leaves nothing behind)."""
+    with loading.staged_download(target) as stage:
+        folder = loading.resolve_model_dir(name, local_dir=stage)
+        config = ModelConfig.from_file(folder / CONFIG_FILE)
+        loading.resolve_text_dir(folder, config.text.model_path or config.text.repo_id, config.text.subfolder,
+                                 local_dir=stage)
+    return target
 
 
 class SA3ModelLoader(io.ComfyNode):

@@ -14,7 +14,10 @@ import json
 import logging
 import mmap
 import os
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,6 +34,7 @@ WEIGHTS_FILE = "model.safetensors"
 TEXT_FOLDER = "t5gemma-b-b-ul2"
 TEXT_FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer.model",
               "tokenizer_config.json", "special_tokens_map.json"]
+TEXT_REQUIRED = ["config.json", "model.safetensors"]  # the others are optional tokenizer extras
 CHECKPOINT_PREFIXES = {"dit": "model.model.", "conditioner": "conditioner.", "autoencoder": "pretransform.model."}
 
 
@@ -42,44 +46,61 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def hub_download(repo_id: str, filenames: list[str], *, subfolder: str | None = None,
-                 cache_dir: str | Path | None = None, local_dir: str | Path | None = None,
-                 download: bool = True) -> Path:
-    """Download files of a hub repo (honours HF_TOKEN, HF_HUB_OFFLINE and the HF cache) and return
-    the folder holding them. Optional files (tokenizer extras) may be missing. ``download=False``
-    only looks in the local cache."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
+def hub_download(repo_id: str, files: list[str], required: list[str], *, cache_dir: str | Path | None = None,
+                 local_dir: str | Path | None = None, download: bool = True) -> Path:
+    """Fetch ``files`` (paths in the repo; a missing one is fine unless it is in ``required``) with
+    ``huggingface_hub.snapshot_download`` and return the snapshot folder (``local_dir`` when given).
+    Honours HF_TOKEN, HF_HUB_OFFLINE and the HF cache; ``download=False`` only looks in the local
+    cache. Every failure is a RuntimeError that says what to do."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    folder = None
-    for name in filenames:
-        try:
-            path = hf_hub_download(repo_id, name, subfolder=subfolder, cache_dir=cache_dir, local_dir=local_dir,
-                                   token=os.environ.get("HF_TOKEN"), local_files_only=not download)
-        except GatedRepoError as e:
-            raise RuntimeError(
-                f"Stable Audio 3: {repo_id!r} is a gated model. Accept its license on huggingface.co/{repo_id} "
-                "and set HF_TOKEN (or run `huggingface-cli login`), then try again."
-            ) from e
-        except RepositoryNotFoundError as e:
-            raise RuntimeError(f"Stable Audio 3: hub repository {repo_id!r} not found "
-                               "(or no access: check HF_TOKEN).") from e
-        except LocalEntryNotFoundError as e:  # subclass of EntryNotFoundError, so caught first
-            raise RuntimeError(
-                f"Stable Audio 3: {name!r} of {repo_id!r} is not in the local cache and downloading is not possible "
-                "(offline mode or no network). Download the model once with network access, or pass a local folder."
-            ) from e
-        except EntryNotFoundError:
-            if name in (WEIGHTS_FILE, CONFIG_FILE, "config.json"):
-                raise RuntimeError(f"Stable Audio 3: {repo_id!r} has no file {name!r}.") from None
-            continue  # optional tokenizer files
-        folder = Path(path).parent
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=files, cache_dir=cache_dir, local_dir=local_dir,
+                                        token=os.environ.get("HF_TOKEN"), local_files_only=not download))
+    except GatedRepoError as e:  # a subclass of RepositoryNotFoundError, so caught first
+        raise RuntimeError(
+            f"Stable Audio 3: {repo_id!r} is a gated model. Accept its license on huggingface.co/{repo_id} "
+            "and set HF_TOKEN (or run `huggingface-cli login`), then try again."
+        ) from e
+    except RepositoryNotFoundError as e:
+        raise RuntimeError(f"Stable Audio 3: hub repository {repo_id!r} not found "
+                           "(or no access: check HF_TOKEN).") from e
+    except LocalEntryNotFoundError as e:  # offline, no network, or download=False without a cached copy
+        raise RuntimeError(
+            f"Stable Audio 3: {required} of {repo_id!r} are not in the local cache and downloading is not possible "
+            "(offline mode or no network). Download the model once with network access, or pass a local folder."
+        ) from e
+    missing = [name for name in required if not (folder / name).is_file()]
+    if missing:
+        raise RuntimeError(f"Stable Audio 3: {repo_id!r} has no file {missing[0]!r}.")
     return folder
+
+
+@contextmanager
+def staged_download(target: str | Path) -> Iterator[Path]:
+    """A hidden folder beside ``target`` to download into; its files move into ``target`` when the
+    block succeeds. A failed or interrupted download leaves nothing behind: no partial files, and
+    no ``target`` (or parent) folder that was not there before."""
+    target = Path(target)
+    created = [p for p in (target, *target.parents) if not p.exists()]  # deepest first
+    stage = target.parent / f".{target.name}.download"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(stage, ignore_errors=True)  # left by a killed process
+    try:
+        yield stage
+        for file in sorted(stage.rglob("*")):
+            rel = file.relative_to(stage)
+            if file.is_file() and rel.parts[0] != ".cache":  # .cache: huggingface_hub's bookkeeping
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, target / rel)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def _folder_or_hub(name_or_path: str | Path, repos: dict[str, str], kind: str, layout: str, **hub_kwargs) -> Path:
@@ -93,7 +114,7 @@ def _folder_or_hub(name_or_path: str | Path, repos: dict[str, str], kind: str, l
     name = str(name_or_path)
     if name not in repos:
         raise ValueError(f"Stable Audio 3: unknown {kind} {name!r}: neither a folder nor one of {sorted(repos)}.")
-    return hub_download(repos[name], [CONFIG_FILE, WEIGHTS_FILE], **hub_kwargs)
+    return hub_download(repos[name], [CONFIG_FILE, WEIGHTS_FILE], [CONFIG_FILE, WEIGHTS_FILE], **hub_kwargs)
 
 
 def resolve_model_dir(name_or_path: str | Path, *, cache_dir: str | Path | None = None,
@@ -114,8 +135,10 @@ def resolve_text_dir(model_dir: Path, repo_id: str | None, subfolder: str | None
         return local
     if repo_id is None:
         raise RuntimeError(f"Stable Audio 3: text encoder folder {str(local)!r} is missing.")
-    return hub_download(repo_id, TEXT_FILES, subfolder=sub, cache_dir=cache_dir, local_dir=local_dir,
+    root = hub_download(repo_id, [f"{sub}/{name}" for name in TEXT_FILES],
+                        [f"{sub}/{name}" for name in TEXT_REQUIRED], cache_dir=cache_dir, local_dir=local_dir,
                         download=download)
+    return root / sub
 
 
 # safe_open memory-maps the whole file, and the pages a conversion reads stay resident until that

@@ -211,47 +211,59 @@ def test_hub_download_is_used_for_names(tmp_path, monkeypatch):
     folder = _copy_model(tmp_path)
     calls = []
 
-    def fake_download(repo_id, filename, subfolder=None, cache_dir=None, local_dir=None, token=None,
+    def fake_snapshot(repo_id, *, allow_patterns=None, cache_dir=None, local_dir=None, token=None,
                       local_files_only=False):
-        calls.append((repo_id, filename, subfolder, token))
+        calls.append((repo_id, tuple(allow_patterns), token))
         assert not local_files_only
-        return str(folder / (f"{subfolder}/" if subfolder else "") / filename)
+        return str(folder)
 
     import huggingface_hub
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     model = StableAudioModel.from_pretrained("small-music", device="cpu")
-    assert ("stabilityai/stable-audio-3-small-music", "model_config.json", None, "hf_test") in calls
-    assert ("stabilityai/stable-audio-3-small-music", "model.safetensors", None, "hf_test") in calls
+    assert calls == [("stabilityai/stable-audio-3-small-music", ("model_config.json", "model.safetensors"),
+                      "hf_test")]  # the fixture folder has its text encoder: nothing more is fetched
     assert model.model_dir == folder
     assert _gen(model).shape == (1, 2, 22050)
 
 
-def test_download_false_only_reads_the_local_cache(tmp_path, monkeypatch):
+def test_text_encoder_from_the_hub_and_missing_files(tmp_path, monkeypatch):
+    """Without its t5gemma folder the text encoder comes from the config's repo (its subfolder);
+    a snapshot that lacks a required file is reported by name."""
     import huggingface_hub
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    seen = []
+    folder = _copy_model(tmp_path)
+    text = tmp_path / "hub" / "t5gemma-b-b-ul2"
+    shutil.move(folder / "t5gemma-b-b-ul2", text)
+    patterns = []
 
-    def cache_only(repo_id, filename, local_files_only=False, **kwargs):
-        seen.append(local_files_only)
-        raise LocalEntryNotFoundError("not cached")
+    def fake_snapshot(repo_id, *, allow_patterns=None, **kwargs):
+        patterns.extend(allow_patterns)
+        return str(text.parent)
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", cache_only)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    model = StableAudioModel.from_pretrained(folder, device="cpu")
+    assert model.text_encoder is not None and set(patterns) == {f"t5gemma-b-b-ul2/{n}" for n in loading.TEXT_FILES}
+    (text / "model.safetensors").unlink()
+    with pytest.raises(RuntimeError, match=r"has no file 't5gemma-b-b-ul2/model\.safetensors'"):
+        StableAudioModel.from_pretrained(folder, device="cpu")
+
+
+def test_download_false_only_reads_the_local_cache(tmp_path):
+    """download=False: the real huggingface_hub looks only in the (empty) cache, no network."""
     with pytest.raises(RuntimeError, match=r"not in the local cache and downloading is not possible"):
-        StableAudioModel.from_pretrained("small-music", device="cpu", download=False)
-    assert seen == [True]
+        StableAudioModel.from_pretrained("small-music", device="cpu", download=False, cache_dir=tmp_path / "hf")
     folder = _copy_model(tmp_path)
     shutil.rmtree(folder / "t5gemma-b-b-ul2")
     with pytest.raises(RuntimeError, match=r"not in the local cache"):
-        StableAudioModel.from_pretrained(folder, device="cpu", download=False)
-    assert seen == [True, True]
+        StableAudioModel.from_pretrained(folder, device="cpu", download=False, cache_dir=tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()  # nothing written
 
 
 def test_gated_and_offline_errors(monkeypatch):
     import huggingface_hub
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
+    from huggingface_hub.errors import GatedRepoError
 
     class FakeResponse:
         status_code, headers, url, request = 401, {}, "https://hub", None
@@ -259,14 +271,11 @@ def test_gated_and_offline_errors(monkeypatch):
     def gated(*a, **k):
         raise GatedRepoError("gated", response=FakeResponse())
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", gated)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
     with pytest.raises(RuntimeError, match=r"'stabilityai/stable-audio-3-medium' is a gated model. Accept its license"):
         loading.resolve_model_dir("medium")
-
-    def offline(*a, **k):
-        raise LocalEntryNotFoundError("offline")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.undo()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the real library, offline
     with pytest.raises(RuntimeError, match=r"not in the local cache and downloading is not possible"):
         loading.resolve_model_dir("small-sfx")
 
