@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sa3.pictures import SpectrogramOptions, preview_from_latents, render_spectrogram
 from sa3.same import SAMEAutoencoder, SAMEConfig
-from sa3.spectrogram import SpectrogramOptions, preview_from_latents, render_spectrogram
 
 PREVIEW = SpectrogramOptions(height=256, width=768, waveform=False)  # as nodes/visualize.py
 

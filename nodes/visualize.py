@@ -20,20 +20,16 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error, parse_regions, read_audio
+from ._sa3 import pictures
 from ._validate import require_widgets, widget_error
 from .types import CATEGORY, SA3InpaintMask
-
-if __package__ and "." in __package__:  # <pack>.nodes: the library is <pack>.sa3 (see _sa3.py)
-    from ..sa3 import spectrogram
-else:
-    from sa3 import spectrogram
 
 NODE = "Spectrogram"
 PREVIEW_SECONDS = 6.0  # seconds of audio decoded per live preview (cost grows with it)
 PREVIEW_HEIGHT, PREVIEW_WIDTH = 256, 768  # live preview picture, pixels
 PREVIEW_MAX_SIZE = 768  # longest side ComfyUI may send (its own latent previews use --preview-size, 512)
 PREVIEW_SEED = 0  # the preview decoder's private noise; never the sampler's generator
-OPTIONS = spectrogram.SpectrogramOptions()  # defaults shown on the node
+OPTIONS = pictures.SpectrogramOptions()  # defaults shown on the node
 
 
 def _shaded_regions(inpaint_mask, regions: str) -> list[tuple[float, float]]:
@@ -54,9 +50,9 @@ def _shaded_regions(inpaint_mask, regions: str) -> list[tuple[float, float]]:
 class SA3Spectrogram(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        lo_h, hi_h = spectrogram.HEIGHT_RANGE
-        lo_w, hi_w = spectrogram.WIDTH_RANGE
-        lo_db, hi_db = spectrogram.DB_FLOOR_RANGE
+        lo_h, hi_h = pictures.HEIGHT_RANGE
+        lo_w, hi_w = pictures.WIDTH_RANGE
+        lo_db, hi_db = pictures.DB_FLOOR_RANGE
         return io.Schema(
             node_id="SA3Spectrogram",
             display_name="SA3 Spectrogram",
@@ -72,10 +68,10 @@ class SA3Spectrogram(io.ComfyNode):
                 io.Int.Input("width", default=OPTIONS.width, min=0, max=hi_w, step=8,
                              tooltip=f"Picture width in pixels ({lo_w}-{hi_w}). 0 = from px_per_second, so "
                                      "longer clips give wider pictures."),
-                io.Float.Input("px_per_second", default=50.0, min=spectrogram.PX_PER_SECOND_RANGE[0],
-                               max=spectrogram.PX_PER_SECOND_RANGE[1], step=1.0,
+                io.Float.Input("px_per_second", default=50.0, min=pictures.PX_PER_SECOND_RANGE[0],
+                               max=pictures.PX_PER_SECOND_RANGE[1], step=1.0,
                                tooltip="Plot columns per second of audio; used only when width is 0."),
-                io.Combo.Input("colormap", options=list(spectrogram.COLORMAPS), default=OPTIONS.colormap,
+                io.Combo.Input("colormap", options=list(pictures.COLORMAPS), default=OPTIONS.colormap,
                                tooltip="Colours from quiet to loud: magma (black-purple-orange-white), viridis "
                                        "(purple-green-yellow) or gray."),
                 io.Float.Input("fmin", default=0.0, min=0.0, max=96000.0, step=10.0,
@@ -89,7 +85,7 @@ class SA3Spectrogram(io.ComfyNode):
                                  tooltip="On: the loudest band of each clip is the top of the scale. Off: 0 dBFS is, "
                                          "so clips of a batch compare by level."),
                 io.Boolean.Input("waveform", default=OPTIONS.waveform,
-                                 tooltip="Draw the waveform (min/max per column) above the spectrogram."),
+                                 tooltip="Draw the waveform (min/max per column) above the pictures."),
                 SA3InpaintMask.Input("inpaint_mask", optional=True,
                                      tooltip="Optional: the SA3 Inpaint Mask used for this audio; its regions are "
                                              "shaded and labelled 'regenerated'."),
@@ -107,9 +103,9 @@ class SA3Spectrogram(io.ComfyNode):
         message = widget_error(cls, NODE, width=width, fmin=fmin, fmax=fmax, colormap=colormap)
         if message is not None:
             return message
-        if width is not None and 0 < width < spectrogram.WIDTH_RANGE[0]:
+        if width is not None and 0 < width < pictures.WIDTH_RANGE[0]:
             return error(NODE, f"width {width} is too small (got {width}, expected 0 or >= "
-                               f"{spectrogram.WIDTH_RANGE[0]}). Raise width or set 0 to use px_per_second.")
+                               f"{pictures.WIDTH_RANGE[0]}). Raise width or set 0 to use px_per_second.")
         if fmin is not None and fmax is not None and fmax > 0 and fmin >= fmax:
             return error(NODE, f"fmin must be below fmax (got fmin {fmin:g} Hz, fmax {fmax:g} Hz, expected "
                                "fmin < fmax). Lower fmin or set fmax to 0 for the full range.")
@@ -133,10 +129,10 @@ class SA3Spectrogram(io.ComfyNode):
             raise ValueError(error(NODE, f"fmin {fmin:g} Hz leaves no frequencies to draw (got fmin {fmin:g}, "
                                          f"fmax {fmax or nyquist:g}, expected fmin < min(fmax, {nyquist:g} Hz)). "
                                          "Lower fmin."))
-        options = spectrogram.SpectrogramOptions(
+        options = pictures.SpectrogramOptions(
             height=height, width=width or None, px_per_second=px_per_second, colormap=colormap, fmin=fmin,
             fmax=min(fmax, nyquist) if fmax > 0 else None, db_floor=db_floor, normalize=normalize, waveform=waveform)
-        image = spectrogram.render_spectrogram(waves, sample_rate, options, regions=spans or None)
+        image = pictures.render_spectrogram(waves, sample_rate, options, regions=spans or None)
         return io.NodeOutput(image)
 
 
@@ -148,8 +144,8 @@ def preview_image(handle, denoised: torch.Tensor, seconds: float = PREVIEW_SECON
     decoded with the handle's SAME on its load device (loaded together with the DiT, so neither
     is evicted for the other)."""
     comfy_models.load_parts(handle, "autoencoder", "dit")
-    options = spectrogram.SpectrogramOptions(height=PREVIEW_HEIGHT, width=PREVIEW_WIDTH, waveform=False)
-    return spectrogram.preview_from_latents(handle.model.autoencoder, denoised, sample_rate=handle.sample_rate,
+    options = pictures.SpectrogramOptions(height=PREVIEW_HEIGHT, width=PREVIEW_WIDTH, waveform=False)
+    return pictures.preview_from_latents(handle.model.autoencoder, denoised, sample_rate=handle.sample_rate,
                                             seconds=seconds, items=1, seed=PREVIEW_SEED, options=options)
 
 

@@ -16,7 +16,7 @@ from tests.nodes.conftest import PACK, load_handle, nodes
 from tests.nodes.test_graph_parity import run_graph
 
 visualize = importlib.import_module(f"{PACK}.nodes.visualize")
-spectrogram = visualize.spectrogram
+pictures = visualize.pictures
 SR = 44100
 DEFAULTS = dict(height=256, width=640, px_per_second=50.0, colormap="gray", fmin=0.0, fmax=0.0, db_floor=-80.0,
                 normalize=False, waveform=True)
@@ -51,8 +51,8 @@ def test_inpaint_mask_regions_are_shaded():
     shaded = _spectrogram(audio, inpaint_mask=mask)
     same = _spectrogram(audio, regions="1-2, 3-3.5")
     assert torch.equal(shaded, same)  # the mask's regions and the same text regions draw the same picture
-    options = spectrogram.SpectrogramOptions(height=256, width=640)
-    layout = spectrogram.compute_layout(options, 4.0, SR, with_legend=True)
+    options = pictures.SpectrogramOptions(height=256, width=640)
+    layout = pictures.compute_layout(options, 4.0, SR, with_legend=True)
     row = shaded[0, layout.spec_y0 + 4, layout.plot_x0:layout.plot_x1].sum(-1) > 0  # silence is black in gray
     cols = row.nonzero().flatten() + layout.plot_x0
     expected = torch.cat([torch.arange(layout.x_of_seconds(1), layout.x_of_seconds(2)),
@@ -66,7 +66,7 @@ def test_continuation_mask_shades_to_the_end():
     latent = {"samples": torch.zeros(1, 4, 8), "type": "audio", "sa3_durations": [3.0]}
     (mask,) = nodes.SA3InpaintMask.execute(latent=latent, mode="continuation", regions="", keep_seconds=1.0).args
     image = _spectrogram({"waveform": torch.zeros(1, 2, 3 * SR), "sample_rate": SR}, inpaint_mask=mask)
-    layout = spectrogram.compute_layout(spectrogram.SpectrogramOptions(height=256, width=640), 3.0, SR, True)
+    layout = pictures.compute_layout(pictures.SpectrogramOptions(height=256, width=640), 3.0, SR, True)
     row = image[0, layout.spec_y0 + 4, layout.plot_x0:layout.plot_x1].sum(-1) > 0
     cols = row.nonzero().flatten() + layout.plot_x0
     assert torch.equal(cols, torch.arange(layout.x_of_seconds(1.0), layout.plot_x1))

@@ -1,5 +1,5 @@
-"""sa3.spectrogram: picture shape and range, where tones and silence land, shaded regions in seconds,
-the mel filterbank fallback, the bitmap font, PNG output and latent previews.
+"""sa3.pictures: picture shape and range, where tones and silence land, shaded regions in seconds,
+the mel filterbank (equal to torchaudio's), the text labels, PNG output and latent previews.
 
 Legend: B batch, C channels, S samples, H/W image height/width, L latent frames.
 """
@@ -7,13 +7,14 @@ Legend: B batch, C channels, S samples, H/W image height/width, L latent frames.
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 
+import numpy as np
 import pytest
 import torch
+import torchaudio
+from PIL import Image
 
-from sa3 import spectrogram as sg
+from sa3 import pictures as sg
 
 SR = 44100
 
@@ -188,54 +189,56 @@ def test_axis_ticks_are_readable():
 
 @pytest.mark.parametrize("n_fft, n_mels, fmin, fmax, sr", [(2048, 128, 0.0, 22050.0, 44100), (1024, 64, 50.0, 8000.0,
                                                                                               16000)])
-def test_own_mel_filterbank_equals_torchaudio(n_fft, n_mels, fmin, fmax, sr):
-    functional = pytest.importorskip("torchaudio.functional")
-    ours = sg.mel_filterbank_torch(n_fft // 2 + 1, fmin, fmax, n_mels, sr)
-    theirs = functional.melscale_fbanks(n_fft // 2 + 1, fmin, fmax, n_mels, sr)
+def test_mel_filterbank_equals_torchaudio(n_fft, n_mels, fmin, fmax, sr):
+    """The reason the filterbank is ours: torchaudio's matrix, without depending on torchaudio."""
+    ours = sg.mel_filterbank(n_fft // 2 + 1, fmin, fmax, n_mels, sr)
+    theirs = torchaudio.functional.melscale_fbanks(n_fft // 2 + 1, fmin, fmax, n_mels, sr)
     assert ours.shape == theirs.shape == (n_fft // 2 + 1, n_mels)
     torch.testing.assert_close(ours, theirs, atol=1e-7, rtol=0)
+    assert (ours.amax(dim=0) > 0).all()  # no empty band at these sizes
 
 
-def test_fallback_is_used_without_torchaudio(monkeypatch):
-    monkeypatch.setattr(sg, "_torchaudio_melscale_fbanks", None)
-    expected = sg.mel_filterbank_torch(1025, 0.0, 22050.0, 128, SR)
-    assert torch.equal(sg.mel_filterbank(1025, 0.0, 22050.0, 128, SR), expected)
-    assert (expected.amax(dim=0) > 0).all()  # the default STFT size leaves no empty band
+# --- text and files ----------------------------------------------------------------------------
 
 
-# --- font and files ----------------------------------------------------------------------------
+def _lit(canvas: torch.Tensor) -> torch.Tensor:
+    """(H, W) bool: pixels the text touched."""
+    return canvas.abs().sum(-1) > 0
 
 
-def test_font_covers_every_label_and_stamps_pixels():
-    labels = ["regenerated", "wave", "0123456789", "s", "Hz", "kHz", ".", "-"]
-    for text in labels:
-        for char in text:
-            assert char in sg.FONT_5X7, char
-    for char, rows in sg.FONT_5X7.items():
-        assert len(rows) == sg.GLYPH_H and all(0 <= r < 32 for r in rows), char
-    canvas = torch.zeros(20, 40, 3)
-    sg.draw_text(canvas, "1", 0, 0, scale=2, color=(1.0, 1.0, 1.0))
-    expected = sg._glyph("1").repeat_interleave(2, 0).repeat_interleave(2, 1)  # (14, 10)
-    assert torch.equal(canvas[:14, :10, 0].bool(), expected)
-    assert canvas[14:].sum() == 0 and canvas[:, 10:].sum() == 0
-    assert sg.text_size("kHz", 2) == (2 * (3 * 6 - 1), 14)
-    sg.draw_text(canvas, "clipped", 35, 15)  # partly off the canvas: no error
+def test_labels_are_drawn_where_asked_and_scale():
+    canvas = torch.zeros(40, 120, 3)
+    sg.draw_labels(canvas, [sg.Label("12.5s", 10, 5, color=(1.0, 1.0, 1.0))], scale=1)
+    rows, cols = _lit(canvas).nonzero().unbind(1)
+    width, height = sg.text_size("12.5s", 1)
+    assert 10 <= int(cols.min()) <= 11 and int(cols.max()) <= 10 + width
+    # digits stand on the box's bottom row (one anti-aliased row may reach above the box)
+    assert 4 <= int(rows.min()) <= 6 and int(rows.max()) == 5 + height - 1
+    assert canvas.max() > 0.9 and 0.0 < float(canvas[canvas > 0].min()) < 0.5  # anti-aliased edges
+    assert sg.text_size("12.5s", 2)[0] > 1.8 * width and sg.text_size("12.5s", 2)[1] == 2 * height
 
 
-def test_png_bytes_decode_to_the_image():
-    image = sg.render_spectrogram(tone(1000, 0.5), SR, height=96, width=160)[0]
-    data = sg.image_to_png_bytes(image)
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (160, 96)
-    idat_len = struct.unpack(">I", data[33:37])[0]
-    raw = zlib.decompress(data[41:41 + idat_len])
-    rows = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(96, 1 + 160 * 3)
-    assert (rows[:, 0] == 0).all()
-    expected = (image * 255).round().to(torch.uint8).reshape(96, 160 * 3)
-    assert torch.equal(rows[:, 1:], expected)
-    with pytest.raises(ValueError, match=r"PNG needs one image \(got \(1, 96, 160, 3\), expected \(H, W, 3\)\)"):
-        sg.image_to_png_bytes(image[None])
+def test_label_alignment_and_clipping():
+    right, centre = torch.zeros(30, 100, 3), torch.zeros(30, 100, 3)
+    sg.draw_labels(right, [sg.Label("1kHz", 60, 2, align="right")], scale=1)
+    sg.draw_labels(centre, [sg.Label("1kHz", 60, 2, align="center")], scale=1)
+    assert int(_lit(right).nonzero()[:, 1].max()) <= 60
+    cols = _lit(centre).nonzero()[:, 1]
+    assert int(cols.min()) < 60 < int(cols.max())
+    edge = torch.zeros(10, 20, 3)
+    sg.draw_labels(edge, [sg.Label("clipped text", 15, 5)], scale=1)  # mostly off the canvas: no error
+    assert _lit(edge).any()
+
+
+def test_png_file_holds_the_image(tmp_path):
+    image = sg.render_spectrogram(tone(1000, 0.5), SR, height=96, width=160)
+    path = sg.save_png(image, tmp_path / "x.png")  # the first of a batch
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.mode == "RGB" and png.size == (160, 96)
+        pixels = torch.from_numpy(np.asarray(png).copy())
+    assert torch.equal(pixels, (image[0] * 255).round().to(torch.uint8))
+    with pytest.raises(ValueError, match=r"PNG needs one image \(got \(96, 160\), expected \(H, W, 3\)\)"):
+        sg.save_png(image[0, :, :, 0], tmp_path / "y.png")
 
 
 # --- latent previews ---------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""Spectrogram pictures of audio: a log-mel spectrogram with a seconds axis, an optional waveform
-strip above it, shaded (inpainted) regions with a legend, and cheap previews of latents.
+"""Pictures of sound (no model code): a log-mel spectrogram with a seconds axis, an optional
+waveform strip above it, shaded (inpainted) regions with a legend, and cheap previews of latents.
 
-Pure torch: no plotting framework, no PIL. Text is drawn with a 5x7 bitmap font defined below;
-colour maps are small tables of anchor colours interpolated linearly. torchaudio's mel filterbank
-is used when torchaudio imports; ``mel_filterbank_torch`` is the same matrix without it.
+Panels are torch tensors; text and PNG files are Pillow's (``ImageFont.load_default``, anti-aliased).
+Colour maps are small tables of anchor colours interpolated linearly. The mel filterbank is ours for
+a measured reason: it equals torchaudio's ``melscale_fbanks`` (tests/sa3/test_pictures.py), and the
+pack cannot require torchaudio (its last release, 2.11, pins torch 2.11; none exists for newer torch).
 
 Images follow ComfyUI's IMAGE layout: float32 (B, H, W, 3) in [0, 1], row 0 at the top.
 
@@ -21,19 +22,15 @@ H/W image height/width, L latent frames.
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-
-try:  # optional: torchaudio's filterbank (the fallback below gives the same matrix)
-    from torchaudio.functional import melscale_fbanks as _torchaudio_melscale_fbanks
-except Exception:
-    _torchaudio_melscale_fbanks = None
+from PIL import Image, ImageDraw, ImageFont
 
 Region = tuple[float, float]  # (start, end) in seconds
 
@@ -67,98 +64,49 @@ TICK_COLOR = (0.60, 0.60, 0.62)
 REGION_COLOR = (0.20, 0.90, 1.00)  # tint of shaded regions and their edges
 REGION_ALPHA = 0.35  # tint strength inside a region
 
-# --- 5x7 bitmap font ---------------------------------------------------------------------------
+# --- text ---------------------------------------------------------------------------------------
 
-# One glyph = 7 rows, top first; each row is 5 bits, the high bit (0x10) is the leftmost pixel.
-FONT_5X7: dict[str, tuple[int, ...]] = {
-    " ": (0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00),
-    "0": (0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E),
-    "1": (0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E),
-    "2": (0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F),
-    "3": (0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E),
-    "4": (0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02),
-    "5": (0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E),
-    "6": (0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E),
-    "7": (0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08),
-    "8": (0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E),
-    "9": (0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C),
-    "a": (0x00, 0x00, 0x0E, 0x01, 0x0F, 0x11, 0x0F),
-    "b": (0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x1E),
-    "c": (0x00, 0x00, 0x0E, 0x10, 0x10, 0x11, 0x0E),
-    "d": (0x01, 0x01, 0x0D, 0x13, 0x11, 0x11, 0x0F),
-    "e": (0x00, 0x00, 0x0E, 0x11, 0x1F, 0x10, 0x0E),
-    "f": (0x06, 0x09, 0x08, 0x1C, 0x08, 0x08, 0x08),
-    "g": (0x00, 0x0F, 0x11, 0x11, 0x0F, 0x01, 0x0E),
-    "h": (0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x11),
-    "i": (0x04, 0x00, 0x0C, 0x04, 0x04, 0x04, 0x0E),
-    "j": (0x02, 0x00, 0x06, 0x02, 0x02, 0x12, 0x0C),
-    "k": (0x10, 0x10, 0x12, 0x14, 0x18, 0x14, 0x12),
-    "l": (0x0C, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E),
-    "m": (0x00, 0x00, 0x1A, 0x15, 0x15, 0x11, 0x11),
-    "n": (0x00, 0x00, 0x16, 0x19, 0x11, 0x11, 0x11),
-    "o": (0x00, 0x00, 0x0E, 0x11, 0x11, 0x11, 0x0E),
-    "p": (0x00, 0x00, 0x1E, 0x11, 0x1E, 0x10, 0x10),
-    "q": (0x00, 0x00, 0x0D, 0x13, 0x0F, 0x01, 0x01),
-    "r": (0x00, 0x00, 0x16, 0x19, 0x10, 0x10, 0x10),
-    "s": (0x00, 0x00, 0x0E, 0x10, 0x0E, 0x01, 0x1E),
-    "t": (0x08, 0x08, 0x1C, 0x08, 0x08, 0x09, 0x06),
-    "u": (0x00, 0x00, 0x11, 0x11, 0x11, 0x13, 0x0D),
-    "v": (0x00, 0x00, 0x11, 0x11, 0x11, 0x0A, 0x04),
-    "w": (0x00, 0x00, 0x11, 0x11, 0x15, 0x15, 0x0A),
-    "x": (0x00, 0x00, 0x11, 0x0A, 0x04, 0x0A, 0x11),
-    "y": (0x00, 0x00, 0x11, 0x11, 0x0F, 0x01, 0x0E),
-    "z": (0x00, 0x00, 0x1F, 0x02, 0x04, 0x08, 0x1F),
-    "A": (0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11),
-    "B": (0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E),
-    "H": (0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11),
-    "L": (0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F),
-    "M": (0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11),
-    "R": (0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11),
-    "S": (0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E),
-    ".": (0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C),
-    ",": (0x00, 0x00, 0x00, 0x00, 0x0C, 0x04, 0x08),
-    ":": (0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00),
-    "-": (0x00, 0x00, 0x00, 0x0E, 0x00, 0x00, 0x00),
-    "+": (0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00),
-    "/": (0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x00),
-    "(": (0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02),
-    ")": (0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08),
-    "%": (0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03),
-    "#": (0x0A, 0x0A, 0x1F, 0x0A, 0x1F, 0x0A, 0x0A),
-    "?": (0x0E, 0x11, 0x01, 0x02, 0x04, 0x00, 0x04),
-}
-GLYPH_W, GLYPH_H, GLYPH_ADVANCE = 5, 7, 6  # pixels at scale 1 (advance = width + 1 column gap)
+TEXT_H = 7  # rows a line of text takes per text-scale unit (digit height; the baseline is its bottom)
+FONT_SIZE = 10  # Pillow font size per text-scale unit: digits 7-8 px tall at scale 1
+SWATCH_W = 15  # legend swatch width per text-scale unit
+ANCHORS = {"left": "ls", "center": "ms", "right": "rs"}  # Pillow anchors: x alignment, y at the baseline
 
 
-def _glyph(char: str) -> torch.Tensor:
-    """(7, 5) bool bitmap; a missing capital falls back to its lower case, anything else to '?'."""
-    rows = FONT_5X7.get(char) or FONT_5X7.get(char.lower()) or FONT_5X7["?"]
-    bits = torch.tensor(rows)[:, None] >> torch.arange(GLYPH_W - 1, -1, -1)[None, :]  # (7, 5)
-    return (bits & 1).bool()
+@cache
+def _font(scale: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=FONT_SIZE * scale)
 
 
 def text_size(text: str, scale: int) -> tuple[int, int]:
     """(width, height) in pixels of ``text`` at an integer ``scale``."""
-    return max(0, len(text) * GLYPH_ADVANCE - 1) * scale, GLYPH_H * scale
+    return math.ceil(_font(scale).getlength(text)), TEXT_H * scale
 
 
-def draw_text(canvas: torch.Tensor, text: str, x: int, y: int, scale: int = 1,
-              color: Sequence[float] = TEXT_COLOR, align: str = "left") -> None:
-    """Stamp ``text`` into ``canvas`` (H, W, 3) in place; (x, y) is the top-left corner
-    (``align="center"``/``"right"``: x is the centre / right edge). Pixels off the canvas are clipped."""
-    width, _ = text_size(text, scale)
-    x = {"left": x, "center": x - width // 2, "right": x - width}[align]
-    colour = torch.tensor(color, dtype=canvas.dtype, device=canvas.device)
+@dataclass(frozen=True)
+class Label:
+    """One line of text: (x, y) is the top-left corner of its box (``align="center"``/``"right"``:
+    x is the centre / right edge)."""
+
+    text: str
+    x: int
+    y: int
+    color: tuple[float, float, float] = TEXT_COLOR
+    align: str = "left"
+
+
+def draw_labels(canvas: torch.Tensor, labels: Sequence[Label], scale: int) -> None:
+    """Blend anti-aliased ``labels`` into ``canvas`` (H, W, 3) in place; text off the canvas is clipped."""
     h, w = canvas.shape[:2]
-    for i, char in enumerate(text):
-        mask = _glyph(char).repeat_interleave(scale, 0).repeat_interleave(scale, 1).to(canvas.device)  # (7s, 5s)
-        gx, gy = x + i * GLYPH_ADVANCE * scale, y
-        x0, y0 = max(gx, 0), max(gy, 0)
-        x1, y1 = min(gx + mask.shape[1], w), min(gy + mask.shape[0], h)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        sub = mask[y0 - gy:y1 - gy, x0 - gx:x1 - gx]
-        canvas[y0:y1, x0:x1][sub] = colour
+    for color in dict.fromkeys(label.color for label in labels):  # one coverage mask per colour
+        mask = Image.new("L", (w, h), 0)
+        draw = ImageDraw.Draw(mask)
+        for label in labels:
+            if label.color == color:
+                draw.text((label.x, label.y + TEXT_H * scale), label.text, fill=255, font=_font(scale),
+                          anchor=ANCHORS[label.align])
+        alpha = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[..., None].to(canvas.device)  # (H, W, 1)
+        colour = torch.tensor(color, dtype=canvas.dtype, device=canvas.device)
+        canvas.mul_(1 - alpha).add_(alpha * colour)
 
 
 # --- options and layout ------------------------------------------------------------------------
@@ -271,7 +219,7 @@ def _spaced_freq_ticks(layout: Layout) -> list[tuple[float, int]]:
     out, last_y = [], None
     for f in sorted(_freq_ticks(layout.fmin, layout.fmax), reverse=True):
         y = layout.y_of_hz(f)
-        if last_y is None or y - last_y >= (GLYPH_H + 3) * layout.scale:
+        if last_y is None or y - last_y >= (TEXT_H + 3) * layout.scale:
             out.append((f, y))
             last_y = y
     return out
@@ -289,8 +237,8 @@ def compute_layout(options: SpectrogramOptions, duration: float, sample_rate: in
     else:
         width = plot_x0 + max(64, round(duration * options.px_per_second)) + 4 * scale
     plot_x1 = width - 4 * scale  # room for the last tick label's overhang is taken from this margin
-    top = (GLYPH_H + 6) * scale if with_legend else 3 * scale
-    axis_h = (GLYPH_H + 7) * scale  # tick (3s) + gap (2s) + label (7s) + bottom margin (2s)
+    top = (TEXT_H + 6) * scale if with_legend else 3 * scale
+    axis_h = (TEXT_H + 7) * scale  # tick (3s) + gap (2s) + label (7s) + bottom margin (2s)
     body = h - top - axis_h
     if body < 24:
         raise ValueError(f"Stable Audio 3 spectrogram: height too small for the axes (got {h}, expected >= "
@@ -305,7 +253,7 @@ def compute_layout(options: SpectrogramOptions, duration: float, sample_rate: in
 # --- mel spectrogram ---------------------------------------------------------------------------
 
 
-def mel_filterbank_torch(n_freqs: int, fmin: float, fmax: float, n_mels: int, sample_rate: int) -> torch.Tensor:
+def mel_filterbank(n_freqs: int, fmin: float, fmax: float, n_mels: int, sample_rate: int) -> torch.Tensor:
     """(F, M) triangular HTK mel filters, unnormalised; equal to torchaudio's ``melscale_fbanks``."""
     all_freqs = torch.linspace(0, sample_rate // 2, n_freqs)  # (F,) torchaudio's integer Nyquist
     m_pts = torch.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)  # (M + 2,)
@@ -315,17 +263,6 @@ def mel_filterbank_torch(n_freqs: int, fmin: float, fmax: float, n_mels: int, sa
     down = -slopes[:, :-2] / f_diff[:-1]  # rising edge, (F, M)
     up = slopes[:, 2:] / f_diff[1:]  # falling edge, (F, M)
     return torch.clamp(torch.minimum(down, up), min=0.0)
-
-
-def mel_filterbank(n_freqs: int, fmin: float, fmax: float, n_mels: int, sample_rate: int) -> torch.Tensor:
-    """(F, M) mel filters: torchaudio's when it imports, else ``mel_filterbank_torch``."""
-    if _torchaudio_melscale_fbanks is not None:
-        import warnings
-
-        with warnings.catch_warnings():  # an empty low band is drawn as dark, not worth a warning
-            warnings.simplefilter("ignore")
-            return _torchaudio_melscale_fbanks(n_freqs, fmin, fmax, n_mels, sample_rate)
-    return mel_filterbank_torch(n_freqs, fmin, fmax, n_mels, sample_rate)
 
 
 def mel_spectrogram_db(audio: torch.Tensor, sample_rate: int, *, n_fft: int = 2048, hop: int = 512,
@@ -509,6 +446,7 @@ def render_spectrogram(audio: torch.Tensor, sample_rate: int, options: Spectrogr
 
     ticks = _time_ticks(duration, layout.plot_width, min_px=text_size("00.00s", sc)[0] + 8 * sc)
     for img, item_regions in zip(canvas, per_item, strict=True):
+        labels = []
         for start, end in item_regions:  # shading first, so the axes stay on top
             rx0, rx1 = layout.x_of_seconds(start), max(layout.x_of_seconds(end), layout.x_of_seconds(start) + 1)
             for y0, y1 in ((layout.wave_y0, layout.wave_y1), (layout.spec_y0, layout.spec_y1)):
@@ -521,26 +459,25 @@ def render_spectrogram(audio: torch.Tensor, sample_rate: int, options: Spectrogr
             _fill(img, layout.axis_y, layout.axis_y + 3 * sc, x, x + max(1, sc // 2 + 1), TICK_COLOR)
             label = _seconds_label(t)
             lw = text_size(label, sc)[0]
-            lx = min(max(x - lw // 2, 0), layout.width - lw)
-            draw_text(img, label, lx, layout.axis_y + 5 * sc, sc)
+            labels.append(Label(label, min(max(x - lw // 2, 0), layout.width - lw), layout.axis_y + 5 * sc))
         for f, y in _spaced_freq_ticks(layout):  # frequency axis on the left
             _fill(img, y, y + 1, x0 - 3 * sc, x0, TICK_COLOR)
-            ty = min(max(y - (GLYPH_H * sc) // 2, layout.spec_y0), layout.spec_y1 - GLYPH_H * sc)
-            draw_text(img, _freq_label(f), x0 - 4 * sc, ty, sc, align="right")
+            ty = min(max(y - (TEXT_H * sc) // 2, layout.spec_y0), layout.spec_y1 - TEXT_H * sc)
+            labels.append(Label(_freq_label(f), x0 - 4 * sc, ty, align="right"))
         if layout.wave_y1 > layout.wave_y0:
             mid = (layout.wave_y0 + layout.wave_y1) // 2
-            draw_text(img, "wave", x0 - 4 * sc, mid - (GLYPH_H * sc) // 2, sc, color=TICK_COLOR, align="right")
+            labels.append(Label("wave", x0 - 4 * sc, mid - (TEXT_H * sc) // 2, TICK_COLOR, align="right"))
         if item_regions:  # legend: swatch + label, right-aligned in the top row
             label = options.region_label
-            lw = text_size(label, sc)[0]
-            sw = 3 * GLYPH_W * sc
-            lx = x1 - lw
+            lx = x1 - text_size(label, sc)[0]
+            sw = SWATCH_W * sc
             sx = lx - sw - 3 * sc
-            _fill(img, 2 * sc, 2 * sc + GLYPH_H * sc, sx, sx + sw, BACKGROUND)
-            _tint(img, 2 * sc, 2 * sc + GLYPH_H * sc, sx, sx + sw)
-            _fill(img, 2 * sc, 2 * sc + GLYPH_H * sc, sx, sx + sc, REGION_COLOR)
-            _fill(img, 2 * sc, 2 * sc + GLYPH_H * sc, sx + sw - sc, sx + sw, REGION_COLOR)
-            draw_text(img, label, lx, 2 * sc, sc)
+            _fill(img, 2 * sc, 2 * sc + TEXT_H * sc, sx, sx + sw, BACKGROUND)
+            _tint(img, 2 * sc, 2 * sc + TEXT_H * sc, sx, sx + sw)
+            _fill(img, 2 * sc, 2 * sc + TEXT_H * sc, sx, sx + sc, REGION_COLOR)
+            _fill(img, 2 * sc, 2 * sc + TEXT_H * sc, sx + sw - sc, sx + sw, REGION_COLOR)
+            labels.append(Label(label, lx, 2 * sc))
+        draw_labels(img, labels, sc)
     canvas = canvas.clamp(0, 1)
     return (canvas, layout) if return_layout else canvas
 
@@ -574,32 +511,20 @@ def preview_from_latents(autoencoder, latents: torch.Tensor, *, sample_rate: int
 # --- files -------------------------------------------------------------------------------------
 
 
-def image_to_png_bytes(image: torch.Tensor) -> bytes:
-    """(H, W, 3) float [0, 1] -> PNG file bytes (8-bit RGB), with only the standard library."""
+def save_png(image: torch.Tensor, path: str | Path) -> Path:
+    """Write one (H, W, 3) float [0, 1] image (or the first of (B, H, W, 3)) as an 8-bit RGB PNG."""
+    image = image[0] if image.dim() == 4 else image
     if image.dim() != 3 or image.shape[-1] != 3:
         raise ValueError(f"Stable Audio 3 spectrogram: PNG needs one image (got {tuple(image.shape)}, expected "
                          "(H, W, 3)). Pass a single image, e.g. images[0].")
-    h, w = image.shape[:2]
-    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # (H, W, 3)
-    raw = torch.cat([torch.zeros(h, 1, dtype=torch.uint8), pixels.reshape(h, w * 3)], dim=1)  # filter byte 0
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit truecolour
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw.numpy().tobytes(), 9))
-            + chunk(b"IEND", b""))
-
-
-def save_png(image: torch.Tensor, path: str | Path) -> Path:
-    """Write one (H, W, 3) image (or the first of (B, H, W, 3)) as a PNG file."""
-    image = image[0] if image.dim() == 4 else image
+    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()  # (H, W, 3)
     path = Path(path)
-    path.write_bytes(image_to_png_bytes(image))
+    Image.fromarray(pixels).save(path, format="PNG")
     return path
 
 
 __all__ = [
-    "COLORMAPS", "FONT_5X7", "Layout", "SpectrogramOptions", "apply_colormap", "compute_layout", "draw_text",
-    "image_to_png_bytes", "mel_filterbank", "mel_filterbank_torch", "mel_spectrogram_db", "normalize_regions",
-    "preview_from_latents", "regions_from_mask", "render_spectrogram", "save_png", "text_size",
+    "COLORMAPS", "Label", "Layout", "SpectrogramOptions", "apply_colormap", "compute_layout", "draw_labels",
+    "mel_filterbank", "mel_spectrogram_db", "normalize_regions", "preview_from_latents", "regions_from_mask",
+    "render_spectrogram", "save_png", "text_size",
 ]
