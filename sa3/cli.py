@@ -9,28 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .sampling import SAMPLERS
-
-
-class ProgressBar:
-    """A one-line text progress bar on stderr (no dependency)."""
-
-    def __init__(self, label: str, total: int, stream=None, width: int = 30):
-        self.label, self.total, self.width = label, max(total, 1), width
-        self.stream = stream or sys.stderr
-        self.start = time.perf_counter()
-
-    def update(self, done: int) -> None:
-        filled = round(self.width * done / self.total)
-        elapsed = time.perf_counter() - self.start
-        self.stream.write(f"\r{self.label:<9} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                          f"{elapsed:5.1f}s")
-        if done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,13 +96,20 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
                       inpaint_mask_start_seconds=starts if len(starts) > 1 else (starts[0] if starts else None),
                       inpaint_mask_end_seconds=ends if len(ends) > 1 else (ends[0] if ends else None))
 
-    steps_bar = ProgressBar("sampling", args.steps)  # the callback runs once per step, whatever the sampler
-    decode_bar: dict[str, ProgressBar] = {}
+    bars: dict[str, tqdm] = {}  # the step callback runs once per step, whatever the sampler
 
-    def on_chunk(i: int, n: int) -> None:
-        decode_bar.setdefault("bar", ProgressBar("decoding", n)).update(i)
+    def advance(name: str, done: int, total: int) -> None:
+        bar = bars.setdefault(name, tqdm(total=total, desc=name, unit="step" if name == "sampling" else "chunk"))
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
 
-    audio = model.generate(**kwargs, callback=lambda i, x, d: steps_bar.update(i + 1), on_decode_chunk=on_chunk)
+    try:
+        audio = model.generate(**kwargs, callback=lambda i, x, d: advance("sampling", i + 1, args.steps),
+                               on_decode_chunk=lambda i, n: advance("decoding", i, n))
+    finally:
+        for bar in bars.values():
+            bar.close()
     print(f"seed: {seed}", file=sys.stderr)
     outputs = []
     for i, item in enumerate(audio.cpu()):
