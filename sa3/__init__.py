@@ -1,7 +1,7 @@
 """Stable Audio 3 inference in plain PyTorch: the official checkpoints, the official numbers."""
 
+from ._version import __version__
 from .autoencoder import AutoencoderModel
 from .pipeline import StableAudioModel
 
-__all__ = ["AutoencoderModel", "StableAudioModel"]
-__version__ = "0.1.0"
+__all__ = ["AutoencoderModel", "StableAudioModel", "__version__"]

@@ -11,6 +11,7 @@ Legend: B batch, P prompt tokens (256), E embedding width (768).
 from __future__ import annotations
 
 import logging
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -22,6 +23,28 @@ from .layers import expo_fourier_features
 logger = logging.getLogger(__name__)
 
 TEXT_DIM = 768  # T5Gemma-b hidden width
+
+
+TRANSFORMERS_FLOOR = "4.56"  # the first transformers with T5Gemma (T5GemmaEncoderModel)
+
+
+def require_transformers() -> None:
+    """Raise a RuntimeError that says what to install when transformers is missing or too old for
+    T5Gemma (instead of an ImportError from deep inside the text-encoder load)."""
+    try:
+        found = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        found = None
+    if found is not None:
+        from packaging.version import Version  # installed with transformers
+
+        if Version(found) >= Version(TRANSFORMERS_FLOOR):
+            return
+    raise RuntimeError(
+        f"Stable Audio 3: the T5Gemma text encoder needs transformers >= {TRANSFORMERS_FLOOR} (got "
+        f"{'none installed' if found is None else found}). Update it in the Python that runs ComfyUI: "
+        f'python -m pip install -U "transformers>={TRANSFORMERS_FLOOR}".'
+    )
 
 
 class TextEncoder(nn.Module):
@@ -40,6 +63,7 @@ class TextEncoder(nn.Module):
         ``dtype=None`` keeps the checkpoint's dtype (bf16 for the official files), which is what
         the official code runs with under transformers >= 5.
         """
+        require_transformers()
         from transformers import AutoConfig, AutoTokenizer, T5GemmaEncoderModel
         from transformers.utils import logging as hf_logging
 

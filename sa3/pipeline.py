@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from . import audio as audio_utils
 from . import single_file
 from .attention import PADDING_MODES, resolve_backend
-from .conditioners import Conditioner, TextEncoder
+from .conditioners import Conditioner, TextEncoder, require_transformers
 from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig
 from .dit import DiT, DiTConditioning
 from .loading import (
@@ -427,6 +427,7 @@ def _load_options(device, dtype, attention: str, padding_mode: str) -> _LoadOpti
     """Device, attention backend, DiT dtype and padding mode of a load, checked before any file is read."""
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"Stable Audio 3: padding_mode must be one of {PADDING_MODES} (got {padding_mode!r}).")
+    require_transformers()  # T5Gemma: a clear message before any weight is read
     device = torch.device(device) if device is not None else default_device()
     model_dtype = _resolve_dtype(dtype, device)
     return _LoadOptions(device, attention, resolve_backend(attention, device, model_dtype), model_dtype, padding_mode)
