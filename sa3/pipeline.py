@@ -475,19 +475,38 @@ class StableAudioModel:
                         low_memory: bool = False) -> StableAudioModel:
         """Load one of the six official models by name, or an official local folder.
 
-        dtype: DiT and conditioner precision ("auto": fp16 on CUDA, fp32 elsewhere, as official).
-        attention: "auto" | "sdpa" | "flash" | "math". padding_mode: "exact" (flash semantics,
-        as trained) or "reference" (the official CPU behaviour the golden fixtures pin).
-        text_dtype: T5Gemma precision (None keeps the checkpoint's, bf16 for official files).
-        autoencoder_dtype: SAME precision: "fp32" (the default, exact), "bf16-mixed" (opt-in,
-        faster: bf16 GEMMs and convolutions with the norms, attention and noise in fp32; audio
-        within about 2e-2 relative L2 of fp32 on the test models, see bench/RESULTS.md), or a
-        plain dtype for the whole module (half precision hurts SAME attention); None: ``dtype``.
-        download: fetch missing official files from the hub (False: local folders and cache only).
-        low_memory: after each stage of ``generate``, drop that part's memory-mapped weights from
-        RAM (text encoder after encoding, SAME after encoding/decoding, DiT after sampling), so
-        peak memory is the largest part instead of the sum; they are re-read from the page cache
-        at the next use. Linux, CPU, weights kept in the file's dtype and not LoRA-merged.
+        Args:
+            name_or_path: "small-music", "small-sfx", "medium" or their "-base" versions (fetched
+                from the Hugging Face hub, gated: accept the license and set HF_TOKEN), or a folder
+                in the official layout (model_config.json, model.safetensors, t5gemma-b-b-ul2/).
+            device: where the model runs ("cuda", "mps", "cpu", a torch.device); None picks CUDA,
+                then MPS, then the CPU.
+            dtype: DiT and conditioner precision: "fp32", "fp16", "bf16", a torch dtype, or
+                None / "auto" (fp16 on CUDA, fp32 elsewhere, as official). Half precision halves
+                their memory and is faster on GPUs; fp32 reproduces the official CPU numbers.
+            attention: "auto" (flash-attn on CUDA for fp16/bf16 parts when installed, else PyTorch
+                SDPA), "sdpa", "flash" (fp16/bf16 only) or "math" (slow dense reference). The
+                choice changes speed and memory, not the result beyond float rounding.
+            padding_mode: how padded latent frames are masked in attention: "exact" (flash-attn
+                semantics, as trained: valid audio does not depend on a batch's padding) or
+                "reference" (the official CPU behaviour, which the golden tests pin bit for bit).
+            text_dtype: T5Gemma precision; None keeps the checkpoint's (bf16 for the official files).
+            autoencoder_dtype: SAME precision: "fp32" (the default, exact), "bf16-mixed" (opt-in,
+                faster: bf16 GEMMs and convolutions with the norms, attention and noise in fp32;
+                audio within about 2e-2 relative L2 of fp32 on the test models, see
+                bench/RESULTS.md), or a plain dtype for the whole module (half precision hurts SAME
+                attention); None follows ``dtype``.
+            cache_dir: Hugging Face cache folder for names (None: the default HF cache).
+            download: True fetches missing official files from the hub; False only uses local
+                folders and the HF cache (an error says what is missing).
+            low_memory: after each stage of ``generate``, drop that part's memory-mapped weights
+                from RAM (text encoder after encoding, SAME after encoding/decoding, DiT after
+                sampling), so the peak is the largest part instead of the sum; they are re-read
+                from the page cache at the next use. Linux and CPU only; weights converted to
+                another dtype or LoRA-merged stay resident.
+
+        Raises ValueError for bad options and RuntimeError for missing or broken files, before
+        any weight is read where it can.
         """
         options = _load_options(device, dtype, attention, padding_mode)  # checked before any download
         model_dir = resolve_model_dir(name_or_path, cache_dir=cache_dir, download=download)
@@ -573,10 +592,54 @@ class StableAudioModel:
                  truncate_output_to_duration: bool = True, duration_padding_sec: float = DURATION_PADDING_SEC,
                  callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
                  on_decode_chunk: Callable[[int, int], None] | None = None, **sampler_kwargs) -> torch.Tensor:
-        """Generate audio; returns (B, 2, S) float32 at 44.1 kHz (or (B, C, L) latents).
+        """Generate audio; returns (B, 2, S) float32 in [-1, 1] at 44.1 kHz, or (B, C, L) latents.
 
-        Mirrors the official ``generate()``; extras: ``callback(step, x, denoised)`` per step,
-        ``on_decode_chunk(i, n)``, and ``scale_phi`` / ``cfg_norm_threshold`` sampler options.
+        Mirrors the official ``generate()``. A single value of a per-item argument (prompt,
+        negative_prompt, duration) is used for every batch item; a list gives one per item.
+
+        Args:
+            prompt: the text to generate from; a string or one string per batch item (required).
+            negative_prompt: what to steer away from, same shapes as ``prompt``; only used when
+                ``cfg_scale`` != 1 (it replaces the empty unconditional branch of CFG).
+            duration: seconds of audio, in (0, the model's maximum] (about 120 s for small, 380 s
+                for medium: ``config.max_duration``); one number or one per item. Items share one
+                latent length (the longest duration + ``duration_padding_sec``).
+            steps: sampler steps, an integer >= 1 (8 is the official default for the post-trained
+                models); cost grows linearly with it.
+            cfg_scale: classifier-free guidance strength; 1.0 (default) runs one DiT pass per step
+                without guidance, values > 1 follow the prompt more closely at twice the cost.
+            seed: noise seed in [0, 2**63 - 1], or -1 for a random one; the same seed and inputs
+                give the same audio on the same device and dtype.
+            batch_size: clips generated together, an integer >= 1.
+            init_audio: ``(sample_rate, audio)`` for audio-to-audio; audio is a tensor (channels,
+                samples) or a NumPy array (samples, channels), float in [-1, 1] or int16/int32; it is
+                resampled to 44.1 kHz, made stereo and cut or zero-padded to the latent length.
+            init_noise_level: how much of ``init_audio`` is replaced by noise, in [0, 1]: 1.0
+                ignores it (plain text-to-audio), lower keeps more of its structure.
+            inpaint_audio: ``(sample_rate, audio)`` to edit (same formats as ``init_audio``); the
+                regions below are regenerated and everything else is kept.
+            inpaint_mask_start_seconds, inpaint_mask_end_seconds: region starts and ends in
+                seconds, two numbers or two equal-length lists, 0 <= start < end (an end past the
+                audio continues it); both None to use no regions.
+            apg_scale: with ``cfg_scale`` != 1, the share of adaptive projected guidance: 1.0
+                (default) keeps only the guidance orthogonal to the prediction, 0.0 is vanilla CFG.
+            sampler_type: one of ``SAMPLERS`` ("pingpong", "euler", "dpmpp", "rk4"); None picks
+                the model's own (pingpong for post-trained models, euler for -base).
+            return_latents: return the sampled latents (B, C, L) instead of decoding them.
+            chunked_decode: decode SAME in overlapping chunks (bounds its memory for long audio);
+                None follows the checkpoint's setting.
+            truncate_output_to_duration: cut each item to its own duration (True), else return the
+                whole latent length for every item.
+            duration_padding_sec: seconds of headroom added after the longest duration (6 s, as
+                official); a non-negative number. Changing it changes the result.
+            callback: ``callback(step, x, denoised)`` after every sampler step (step from 0; x and
+                denoised are (B, C, L) latents), e.g. for progress or previews.
+            on_decode_chunk: ``on_decode_chunk(i, n)`` after SAME decodes chunk i of n (1-based).
+            **sampler_kwargs: ``scale_phi`` (0..1, rescales the guided velocity towards the
+                conditional one's spread) and ``cfg_norm_threshold`` (> 0 caps the guidance
+                difference's norm); anything else is a TypeError.
+
+        Every argument is checked before any model work (ValueError naming it and its range).
         """
         # 0. check everything before any heavy work
         if prompt is None:
