@@ -85,7 +85,7 @@ class SA3Spectrogram(io.ComfyNode):
                                  tooltip="On: the loudest band of each clip is the top of the scale. Off: 0 dBFS is, "
                                          "so clips of a batch compare by level."),
                 io.Boolean.Input("waveform", default=OPTIONS.waveform,
-                                 tooltip="Draw the waveform (min/max per column) above the pictures."),
+                                 tooltip="Draw the waveform (min/max per column) above the spectrogram."),
                 SA3InpaintMask.Input("inpaint_mask", optional=True,
                                      tooltip="Optional: the SA3 Inpaint Mask used for this audio; its regions are "
                                              "shaded and labelled 'regenerated'."),
@@ -146,7 +146,7 @@ def preview_image(handle, denoised: torch.Tensor, seconds: float = PREVIEW_SECON
     comfy_models.load_parts(handle, "autoencoder", "dit")
     options = pictures.SpectrogramOptions(height=PREVIEW_HEIGHT, width=PREVIEW_WIDTH, waveform=False)
     return pictures.preview_from_latents(handle.model.autoencoder, denoised, sample_rate=handle.sample_rate,
-                                            seconds=seconds, items=1, seed=PREVIEW_SEED, options=options)
+                                         seconds=seconds, items=1, seed=PREVIEW_SEED, options=options)
 
 
 def _preview_tuple(image: torch.Tensor):
