@@ -96,10 +96,10 @@ def find_clips(folder: str | Path) -> list[tuple[Path, Path]]:
 
 def _read(path: Path) -> tuple[int, torch.Tensor]:
     try:
-        rate, wav = audio_utils.read_wav(path)
-    except Exception as e:  # wave, torchaudio and decoder errors of a broken or unsupported file
+        rate, wav = audio_utils.read_audio(path)
+    except RuntimeError as e:  # a broken or unsupported file (libsndfile's message inside)
         raise _error(f"audio file {str(path)!r} cannot be read ({type(e).__name__}: {e})",
-                     "Convert it to 16-bit PCM WAV, or remove it and its caption") from e
+                     "Convert it to WAV or FLAC, or remove it and its caption") from e
     return int(rate), wav
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from sa3.audio import write_wav
+from sa3.audio import write_audio
 from sa3.training import (
     LoRATrainingOptions,
     TrainingError,
@@ -28,7 +28,7 @@ CLIP_SECONDS = 2.0
 
 def _sine(path: Path, freq: float, seconds: float, rate: int = 44100, amp: float = 0.5) -> None:
     t = torch.arange(int(seconds * rate)) / rate
-    write_wav(path, amp * torch.sin(2 * math.pi * freq * t)[None].repeat(2, 1), rate)
+    write_audio(path, amp * torch.sin(2 * math.pi * freq * t)[None].repeat(2, 1), rate)
 
 
 def make_dataset(folder: Path, n: int = 3) -> Path:
