@@ -66,6 +66,7 @@ def _published_files() -> tuple[list[str], list[str]]:
     return tracked, [f for f in tracked if spec.match_file(f)]
 
 
+@pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning")  # the name comfy-cli still uses
 def test_comfyignore_keeps_tests_bench_and_fixtures_out():
     tracked, ignored = _published_files()
     assert tracked, "not a git checkout"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 
 from tests.nodes.conftest import ROOT, folder_paths, nodes, require_model
@@ -38,8 +39,6 @@ class _Calls(list):
 def fake_hub(monkeypatch):
     """``snapshot_download`` serving the tiny-small fixture files; records every call. ``fail_on``
     names a file at which it writes half the file and raises ``failure`` (an interrupted download)."""
-    huggingface_hub = pytest.importorskip("huggingface_hub")
-
     require_model("tiny-small")
     calls = _Calls()
 
@@ -144,7 +143,6 @@ def test_failed_download_leaves_nothing_behind(models_dir, fake_hub, fail_on, fa
 
 def test_offline_download_leaves_nothing_behind(models_dir, monkeypatch):
     """The real huggingface_hub in offline mode (HF_HUB_OFFLINE): a clear message, no folder."""
-    huggingface_hub = pytest.importorskip("huggingface_hub")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     (models_dir / "stable_audio_3").mkdir()  # an existing (empty) models folder stays as it was
     with pytest.raises(RuntimeError, match=r"of 'stabilityai/stable-audio-3-small-music' are not in the local "
