@@ -81,12 +81,14 @@ class NoComfyUI(RuntimeError):
     """The real ComfyUI modules cannot be imported here."""
 
 
-def import_comfyui(path: str | os.PathLike | None = None) -> Path | None:
+def import_comfyui(path: str | os.PathLike | None = None, base_directory: str | None = None) -> Path | None:
     """Make the real ComfyUI importable, on the CPU, from ``path`` or ``COMFYUI_PATH``.
 
     Returns the ComfyUI folder in use (None when ``comfy`` was importable already); raises
     NoComfyUI with the reason otherwise. ``args.cpu`` is set before ``comfy.model_management`` is
-    first imported, because that import decides the devices.
+    first imported, because that import decides the devices; ``base_directory`` (ComfyUI's
+    ``--base-directory``: its models, input, output, temp and user folders) likewise before
+    ``folder_paths`` is, so that nothing installed in that ComfyUI is seen.
     """
     path = path or os.environ.get("COMFYUI_PATH")
     added = None
@@ -96,10 +98,14 @@ def import_comfyui(path: str | os.PathLike | None = None) -> Path | None:
         added = str(Path(path).resolve())
         sys.path.append(added)
     try:
-        if "comfy.model_management" not in sys.modules:
-            from comfy.cli_args import args
+        from comfy.cli_args import args
 
+        if "comfy.model_management" not in sys.modules:
             args.cpu = True
+        if base_directory is not None:
+            if "folder_paths" in sys.modules and args.base_directory != base_directory:
+                raise RuntimeError("folder_paths was imported before its base directory was set")
+            args.base_directory = base_directory
         import comfy.model_management  # noqa: F401
         import comfy_api.latest  # noqa: F401
         import folder_paths  # noqa: F401

@@ -1,111 +1,123 @@
-"""Node tests: the pack loaded the way ComfyUI loads it, on the tiny fixture checkpoints.
+"""Node tests: the pack inside the real ComfyUI, loaded and run the way ComfyUI does it.
 
-Without ComfyUI (CI) a faithful stand-in of the ComfyUI modules the pack uses is installed
-(``comfy_stub.py``). With ``COMFYUI_PATH`` set (and that ComfyUI's dependencies in the running
-interpreter) the same tests run against the real ComfyUI modules, forced onto the CPU.
+ComfyUI comes from ``COMFYUI_PATH`` (its requirements installed in this interpreter; ``.ci/run``
+sets it up from ``../shared/comfyui``), forced onto the CPU. Without it every module here is
+skipped with the reason; ``tests/sa3`` and ``tests/golden`` do not need it.
+
+As in ComfyUI's executor, every test runs under ``torch.inference_mode()``. ComfyUI's base
+directory (models, input, output, temp, user) is an empty temporary folder, with the fixture
+models added as extra ``stable_audio_3`` and ``loras`` paths, so nothing installed in that ComfyUI
+changes what the tests see.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
+import importlib
+import shutil
 import sys
 import tempfile
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import pytest
+import torch
 
 from tests.conftest import REPO, fixture_root
-from tests.nodes import comfy_stub
 
-PACK = "sa3_pack"  # module name the pack is imported under (ComfyUI uses the folder path)
+sys.path.insert(0, str(REPO / "tools"))
+import check_workflows as cw  # noqa: E402  (the one place that imports the pack inside ComfyUI)
 
+PACK = cw.PACK
+# pytest imports this file under a name derived from the checkout folder (the repository root is a
+# package, ComfyUI's custom-node layout); the test modules import it as tests.nodes.conftest: one module
+sys.modules.setdefault("tests.nodes.conftest", sys.modules[__name__])
+BASE_DIRECTORY = tempfile.mkdtemp(prefix="sa3-comfyui-base-")
 
-def _use_real_comfyui() -> bool:
-    """Real ComfyUI modules when importable here (directly or from COMFYUI_PATH with its
-    dependencies installed in this interpreter); otherwise the stand-in."""
-    path = os.environ.get("COMFYUI_PATH")
-    added = bool(path) and importlib.util.find_spec("comfy") is None and Path(path, "comfy").is_dir()
-    if added:
-        sys.path.append(path)
-    if importlib.util.find_spec("comfy") is None:
-        return False
-    try:
-        from comfy.cli_args import args
-
-        args.cpu = True  # before comfy.model_management is imported: decides its devices
-        import comfy.model_management  # noqa: F401
-        import comfy_api.latest  # noqa: F401
-        import folder_paths  # noqa: F401
-    except ImportError as e:  # ComfyUI's own dependencies are missing in this interpreter
-        print(f"tests/nodes: ComfyUI at {path} is not importable here ({e}); using the stand-in modules")
-        for name in [m for m in sys.modules if m.split(".")[0] in ("comfy", "comfy_api", "comfy_execution",
-                                                                  "folder_paths", "utils", "app")]:
-            del sys.modules[name]
-        if added:
-            sys.path.remove(path)
-        return False
-    return True
-
-
-REAL_COMFYUI = _use_real_comfyui()
-if not REAL_COMFYUI:
-    comfy_stub.install(tempfile.mkdtemp(prefix="sa3-comfy-models-"))
-
-import folder_paths  # noqa: E402  (the real module or the stand-in, as decided above)
+try:
+    cw.import_comfyui(base_directory=BASE_DIRECTORY)
+    MISSING = None
+except cw.NoComfyUI as e:
+    MISSING = f"node tests run inside the real ComfyUI: {e}"
 
 ROOT = fixture_root()
-if ROOT is not None:
-    folder_paths.add_model_folder_path("stable_audio_3", str(ROOT))
-    folder_paths.add_model_folder_path("loras", str(ROOT / "loras"))
 
 
-def _load_pack():
-    if PACK in sys.modules:
-        return sys.modules[PACK]
-    spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
-    return module
+class NeedsComfyUI(pytest.Module):
+    """A test module collected without ComfyUI: reported as skipped, with the reason, not imported."""
+
+    def collect(self):
+        pytest.skip(MISSING)
 
 
-pack = _load_pack()
-nodes = importlib.import_module(f"{PACK}.nodes")
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path, parent):
+    if MISSING is not None:
+        return NeedsComfyUI.from_parent(parent, path=module_path)
+    return None
+
+
+def pytest_sessionfinish(session):
+    shutil.rmtree(BASE_DIRECTORY, ignore_errors=True)
+
+
+if MISSING is None:
+    import folder_paths
+
+    if ROOT is not None:
+        folder_paths.add_model_folder_path("stable_audio_3", str(ROOT))
+        folder_paths.add_model_folder_path("loras", str(ROOT / "loras"))
+    pack = cw.load_pack()
+    nodes = importlib.import_module(f"{PACK}.nodes")
+
+
+@pytest.fixture(autouse=True)
+def comfyui_inference_mode():
+    """ComfyUI executes every node under ``torch.inference_mode()`` (execution.py); so does every test here."""
+    with torch.inference_mode():
+        yield
+
+
+@dataclass
+class Recorder:
+    """What the nodes asked of ComfyUI during a test."""
+
+    loads: list = field(default_factory=list)  # the patchers of each load_models_gpu call
+    progress: list = field(default_factory=list)  # (value, total) of each progress update
+    interrupt_after_checks: int | None = None  # interrupt at the N-th interrupt check
+    checks: int = 0
 
 
 @pytest.fixture
 def record(monkeypatch):
-    """Progress and interrupt checks as the nodes make them (real or stand-in ComfyUI)."""
+    """Progress updates, model loads and interrupt checks as the nodes make them, through the real
+    ComfyUI functions (an interrupt is raised the way ComfyUI raises it, at a chosen check)."""
     import comfy.model_management as mm
     import comfy.utils
 
-    rec = comfy_stub.Recorder()
-    exc = mm.InterruptProcessingException
+    rec = Recorder()
+    real_check = mm.throw_exception_if_processing_interrupted
+    real_load = mm.load_models_gpu
 
     def check():
         rec.checks += 1
         if rec.interrupt_after_checks is not None and rec.checks >= rec.interrupt_after_checks:
             rec.interrupt_after_checks = None
-            raise exc()
+            mm.interrupt_current_processing(True)
+        real_check()
 
-    class Bar(comfy_stub.ProgressBar):
+    class Bar(comfy.utils.ProgressBar):
         def update_absolute(self, value, total=None, preview=None):
-            if total is not None:
-                self.total = total
-            self.current = min(value, self.total)
+            super().update_absolute(value, total, preview)
             rec.progress.append((self.current, self.total))
-
-    original_load = mm.load_models_gpu
 
     def load_models_gpu(models, *args, **kwargs):
         rec.loads.append(list(models))
-        return original_load(models, *args, **kwargs)
+        return real_load(models, *args, **kwargs)
 
     monkeypatch.setattr(comfy.utils, "ProgressBar", Bar)
     monkeypatch.setattr(mm, "load_models_gpu", load_models_gpu)
     monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted", check)
-    return rec
+    yield rec
+    mm.interrupt_current_processing(False)
 
 
 def require_model(name: str) -> None:
