@@ -29,6 +29,7 @@ from .layers import (
     inplace_version,
     mlp,
     rotary_cos_sin,
+    write_marks,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class DiTConditioning:
 
 
 def _tensor_signature(t: torch.Tensor) -> tuple:
-    """Identity of a weight's current value: object, storage and in-place version counter."""
+    """Identity of a weight's current value: object, storage and in-place version counter (None
+    for inference tensors: ``write_marks`` covers the writes there)."""
     return id(t), t.data_ptr(), inplace_version(t), t.dtype, t.device
 
 
@@ -63,8 +65,8 @@ class DiTCache:
     cross_kv: per layer (k (P, B, H, K, D), v (B, H, K, D)) of the cross-attention;
     local_embeds: per layer (B, T, D), or (1, 1, D) broadcast when the local conditioning is all
     zeros (no inpainting); rotary: (cos, sin) (N, R); key_padding: (B, N) bool or None.
-    ``signature`` records the weights used (object id, storage, version): when a LoRA changes
-    any of them between steps, ``DiT.forward`` recomputes the cache.
+    ``signature`` records the weights used (object id, storage, version counter, write marks):
+    when a LoRA changes any of them between steps, ``DiT.forward`` recomputes the cache.
     """
 
     cond: DiTConditioning
@@ -177,10 +179,11 @@ class DiT(nn.Module):
 
     def cache_signature(self) -> tuple:
         """Identity and version of every weight ``prepare`` reads; changes when any is replaced,
-        re-assigned or modified in place (e.g. LoRA merging at a step boundary)."""
+        re-assigned or modified in place (e.g. LoRA merging at a step boundary: marked with
+        ``layers.mark_written``, which inference tensors need, having no version counter)."""
         sig = []
         for module in self._cached_modules():
-            sig.append(id(module))
+            sig.extend((id(module), write_marks(module)))
             sig.extend(_tensor_signature(t) for t in (*module.parameters(), *module.buffers()))
         return tuple(sig)
 

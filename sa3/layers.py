@@ -75,6 +75,21 @@ def inplace_version(t: torch.Tensor) -> int | None:
         return None
 
 
+def mark_written(module: nn.Module) -> None:
+    """Record that ``module``'s own weights were written in place.
+
+    Version counters cannot tell: tensors made under ``torch.inference_mode()`` (every model
+    loaded inside ComfyUI) keep none. So code that writes weights in place (LoRA) marks the module,
+    and caches of values computed from weights (the DiT step cache) compare ``write_marks``.
+    """
+    module._sa3_writes = getattr(module, "_sa3_writes", 0) + 1
+
+
+def write_marks(module: nn.Module) -> int:
+    """How often ``module`` and its submodules were marked written (grows with every mark)."""
+    return sum(getattr(m, "_sa3_writes", 0) for m in module.modules())
+
+
 class RMSNorm(nn.Module):
     """RMSNorm with a learned gain only.
 

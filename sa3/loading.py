@@ -25,7 +25,6 @@ from safetensors import safe_open
 from torch import nn
 
 from .config import AUTOENCODER_REPOS, MODEL_REPOS
-from .layers import inplace_version
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +196,8 @@ def read_checkpoint(path: str | Path, dtype: torch.dtype | None = None,
 
 
 _MADV_DONTNEED = 4  # Linux
+# /proc/self/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst); readable without privileges
+_PAGE_PRESENT, _PAGE_FILE = 63, 61  # bit 61: a file page; a written page of a private mapping is anonymous
 
 
 def _private_file_mappings() -> list[tuple[int, int]]:
@@ -211,16 +212,33 @@ def _private_file_mappings() -> list[tuple[int, int]]:
     return sorted(ranges)
 
 
+def _file_page_runs(pagemap, first: int, last: int, page: int) -> list[tuple[int, int]]:
+    """Address runs [start, end) of the pages in [first, last) that are resident and still the
+    file's own pages (never written: writing a page of a private mapping replaces it with an
+    anonymous copy), from this process's pagemap."""
+    n = (last - first) // page
+    pagemap.seek(first // page * 8)
+    entries = torch.frombuffer(bytearray(pagemap.read(n * 8)), dtype=torch.int64)  # (n,) one per page
+    both = 1 | 1 << (_PAGE_PRESENT - _PAGE_FILE)  # the file bit and the present bit, shifted down to bits 0 and 2
+    keep = ((entries >> _PAGE_FILE) & both) == both  # (n,) bool (>> copies the sign bit; & drops the copies)
+    edges = torch.diff(keep.to(torch.int8), prepend=keep.new_zeros(1, dtype=torch.int8),
+                       append=keep.new_zeros(1, dtype=torch.int8))  # +1 where a run starts, -1 after it ends
+    starts = (edges == 1).nonzero().flatten().tolist()
+    ends = (edges == -1).nonzero().flatten().tolist()
+    return [(first + a * page, first + b * page) for a, b in zip(starts, ends)]
+
+
 def release_mapped_weights(module: nn.Module) -> int:
     """Drop the resident pages of ``module``'s memory-mapped weights from this process (Linux).
 
-    Only weights that are still exactly what the checkpoint file holds qualify: contiguous
-    tensors inside a private file mapping whose in-place version counter is 0 (never written:
-    a LoRA merge or any ``copy_`` makes a weight ineligible, since dropping written pages of a
-    private mapping would restore the file's values; writes through ``.data`` bypass that
-    counter, so code that patches weights that way must not use this). The next access reads
-    the pages again from the page cache (or disk), so this trades a little time at the next use
-    for a lower peak resident memory while other stages run. Returns the number of bytes released.
+    Only pages that are still exactly what the checkpoint file holds are dropped: pages of
+    contiguous tensors inside a private file mapping that the kernel still maps from the file
+    (``/proc/self/pagemap``). A page written since loading (a LoRA merge, any in-place write) is
+    an anonymous copy and stays, since dropping it would restore the file's values. This asks
+    the kernel instead of tensor version counters, which inference tensors (every model loaded
+    inside ComfyUI) do not keep. The next access reads the pages again from the page cache (or
+    disk), so this trades a little time at the next use for a lower peak resident memory while
+    other stages run. Returns the number of bytes released (0 where pagemap is not readable).
     """
     if not sys.platform.startswith("linux"):
         return 0
@@ -233,19 +251,25 @@ def release_mapped_weights(module: nn.Module) -> int:
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     page = mmap.PAGESIZE
     released, seen = 0, set()
-    for t in (*module.parameters(), *module.buffers()):
-        if t.device.type != "cpu" or not t.is_contiguous() or t.data_ptr() in seen:
-            continue
-        seen.add(t.data_ptr())
-        if inplace_version(t) != 0:  # written since loading, or unknown (inference-mode tensor): keep
-            continue
-        begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
-        i = bisect.bisect_right(starts, begin) - 1
-        if i < 0 or end > mappings[i][1]:
-            continue  # not (entirely) a file mapping: an ordinary allocation
-        first, last = -(-begin // page) * page, end // page * page  # whole pages inside the tensor
-        if last > first and madvise(first, last - first, _MADV_DONTNEED) == 0:
-            released += last - first
+    try:
+        pagemap = open("/proc/self/pagemap", "rb", buffering=0)
+    except OSError:
+        return 0
+    with pagemap:
+        for t in (*module.parameters(), *module.buffers()):
+            if t.device.type != "cpu" or not t.is_contiguous() or t.data_ptr() in seen:
+                continue
+            seen.add(t.data_ptr())
+            begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+            i = bisect.bisect_right(starts, begin) - 1
+            if i < 0 or end > mappings[i][1]:
+                continue  # not (entirely) a file mapping: an ordinary allocation
+            first, last = -(-begin // page) * page, end // page * page  # whole pages inside the tensor
+            if last <= first:
+                continue
+            for run_start, run_end in _file_page_runs(pagemap, first, last, page):
+                if madvise(run_start, run_end - run_start, _MADV_DONTNEED) == 0:
+                    released += run_end - run_start
     return released
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .layers import mark_written
 from .lora_files import (
     SLOT,
     LoRAFile,
@@ -65,6 +66,19 @@ EPS = 1e-12  # official norm epsilon
 def _fp32(value: float) -> float:
     """Round a Python float the way the official fp32 strength buffer / t comparison does."""
     return float(torch.tensor(value, dtype=torch.float32))
+
+
+def write_weight(module: nn.Module, value: torch.Tensor) -> None:
+    """Write ``value`` into ``module.weight`` in place and mark the write (``layers.mark_written``).
+
+    An inference tensor (a model loaded inside ComfyUI, which runs nodes under
+    ``torch.inference_mode()``) accepts in-place writes only in inference mode, so it is written
+    there whatever mode the caller is in; other weights are written in the caller's mode.
+    """
+    weight = module.weight
+    with torch.no_grad(), torch.inference_mode(weight.is_inference() or torch.is_inference_mode_enabled()):
+        weight.copy_(value)
+    mark_written(module)
 
 
 # --- the maths (one function, also used by bench/bench_lora.py) ---------------------------------
@@ -202,11 +216,10 @@ class LoRAStack:
             self._refresh({key for lora in staged for key in lora.layers})
         except BaseException:
             self._loras[n_before:] = []
-            with torch.no_grad():
-                for key in dict.fromkeys(new_targets):
-                    target = self._targets.pop(key, None)
-                    if target is not None:
-                        target.module.weight.copy_(target.base)
+            for key in dict.fromkeys(new_targets):
+                target = self._targets.pop(key, None)
+                if target is not None:
+                    write_weight(target.module, target.base)
             raise
         for lora in staged:
             f = lora.file
@@ -346,9 +359,8 @@ class LoRAStack:
 
     def unload(self) -> None:
         """Restore every adapted weight bit for bit and forget all LoRAs."""
-        with torch.no_grad():
-            for target in self._targets.values():
-                target.module.weight.copy_(target.base)
+        for target in self._targets.values():
+            write_weight(target.module, target.base)
         self._targets.clear()
         self._loras.clear()
 
@@ -385,4 +397,4 @@ class LoRAStack:
         """Write the effective weight of each given layer into its module."""
         with torch.no_grad():
             for key in keys:
-                self._targets[key].module.weight.copy_(self.effective_weight(*key))
+                write_weight(self._targets[key].module, self.effective_weight(*key))

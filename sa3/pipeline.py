@@ -673,6 +673,7 @@ class StableAudioModel:
         # 2. text and duration conditioning
         text = encode_text(self.text_encoder, self.conditioner, prompts, durations, negatives)
         self._release(self.text_encoder)
+        self._release(self.conditioner)
         # 3. source audio -> latents (init first, then inpaint: the official draw order)
         chunked_encode = self.autoencoder.config.chunked  # the checkpoint's default
         init_latents = inpaint_latents = mask = None

@@ -3,9 +3,10 @@
 Needs a ComfyUI checkout (0.3.64 or newer): ``COMFYUI_PATH=/path/to/ComfyUI`` and, when ComfyUI
 lives in another virtual environment, ``COMFYUI_PYTHON=/path/to/venv/bin/python``; tests marked
 with ``requires_comfyui`` are skipped otherwise. The server runs on the CPU on a free loopback
-port (``COMFYUI_E2E_PORT`` to choose one) with temporary input/output/temp/user folders, loads
-only this checkout as a custom node pack, and finds models through ``--extra-model-paths-config``.
-Nothing in the ComfyUI checkout is changed.
+port (``COMFYUI_E2E_PORT`` to choose one) with a temporary base directory (``--base-directory``:
+models, custom_nodes, input, output, temp, user), so nothing installed in that ComfyUI is seen;
+it loads only this checkout as a custom node pack and finds the test models through
+``--extra-model-paths-config``. Nothing in the ComfyUI checkout is changed.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ START_TIMEOUT = 180
 
 requires_comfyui = pytest.mark.skipif(
     not COMFYUI or not Path(COMFYUI, "main.py").is_file(),
-    reason="real-ComfyUI check skipped: set COMFYUI_PATH to a ComfyUI checkout (and COMFYUI_PYTHON to its "
-           "interpreter) to run it",
+    reason="end-to-end test against a real ComfyUI server: set COMFYUI_PATH to a ComfyUI checkout (and "
+           "COMFYUI_PYTHON to an interpreter with its requirements; .ci/run does both)",
 )
 
 
@@ -64,6 +65,7 @@ class ComfyServer:
 
     def start(self) -> ComfyServer:
         cmd = [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--base-directory", str(self.root),
                "--extra-model-paths-config", str(self.config), "--disable-all-custom-nodes",
                "--whitelist-custom-nodes", PACK_NAME, "--database-url", "sqlite:///:memory:",
                "--input-directory", str(self.dirs["input"]), "--output-directory", str(self.dirs["output"]),

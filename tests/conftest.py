@@ -112,3 +112,26 @@ def assert_matches_golden(case: dict, result: torch.Tensor, atol: float = GOLDEN
         worst = max(worst, err)
         assert err <= atol, f"{case_id(case)} {key}: max abs error {err:.3g} > {atol:g}"
     return worst
+
+
+def resident_bytes(tensors) -> tuple[int, int]:
+    """(resident, mapped) bytes of the file mappings that hold these tensors' data, from
+    /proc/self/smaps (Linux): what a memory-mapped model keeps in this process's RAM, out of the
+    mapped size. Each mapping counts once, however many tensors it holds."""
+    mappings, current = [], None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=1)[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(v, 16) for v in head.split("-"))
+                current = [start, end, 0]
+                mappings.append(current)
+            elif head == "Rss:":
+                current[2] = int(line.split()[1]) * 1024
+    held = {}
+    for t in tensors:
+        ptr = t.data_ptr()
+        for start, end, rss in mappings:
+            if start <= ptr < end:
+                held[start] = (rss, end - start)
+    return sum(r for r, _ in held.values()), sum(m for _, m in held.values())

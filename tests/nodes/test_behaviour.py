@@ -43,7 +43,6 @@ def test_global_rng_untouched():
 
 
 def test_unchanged_lora_chain_is_not_reloaded(monkeypatch):
-    pytest.importorskip("sa3.lora")
     h = load_handle(SMALL)
     (m,) = nodes.SA3LoraLoader.execute(model=h, lora_name="tiny-small/lora.safetensors", strength_dit=0.5,
                                        strength_conditioner=1.0).args

@@ -136,7 +136,6 @@ def test_audio_to_audio_and_inpaint_together(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_lora_stack(name):
-    pytest.importorskip("sa3.lora")
     h, ref = load_handle(name), load_reference(name)
     loras = fixture_root() / "loras" / name
     if not (loras / "lora.safetensors").is_file():

@@ -18,7 +18,6 @@ PROMPT = "a dog barking"
 
 @pytest.fixture(autouse=True)
 def _need_lora_fixtures():
-    pytest.importorskip("sa3.lora")
     root = fixture_root()
     if root is None or not (root / "loras" / LORA).is_file():
         pytest.skip("no LoRA fixtures")

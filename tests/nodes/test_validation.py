@@ -175,7 +175,6 @@ def test_loader_names_missing_and_foreign_models(tmp_path):
 
 
 def test_lora_errors():
-    pytest.importorskip("sa3.lora")
     small = load_handle(SMALL)
     with pytest.raises(ValueError, match=r"Stable Audio 3 LoRA Strength: model has no LoRA \(got 0 LoRAs"):
         nodes.SA3LoraStrength.execute(model=small, lora_index=0, target="dit", strength=0.5)
