@@ -256,10 +256,12 @@ class SA3LoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, t_from=None, t_to=None) -> bool | str:
-        # lora_name (a list of the user's files) is checked first thing in execute: the shipped
-        # workflows name LoRAs the user supplies, and their lint runs validate_inputs without them.
+    def validate_inputs(cls, lora_name=None, t_from=None, t_to=None) -> bool | str:
+        # lora_name is taken here so that every ComfyUI gives this message: newer releases check
+        # io.Combo values at queue time themselves unless validate_inputs takes the input.
         message = widget_error(cls, "LoRA Loader", t_from=t_from, t_to=t_to)
+        if message is None and lora_name is not None:
+            message = _check_lora_name(lora_name)
         if message is None and t_from is not None and t_to is not None and t_from > t_to:
             message = _interval_message(t_from, t_to)
         return message or True

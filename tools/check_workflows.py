@@ -344,7 +344,7 @@ def validate_api(prompt: dict, schemas: dict[str, dict], pack_nodes: dict[str, t
             problems += check_value(spec_kind, opts, value, f"{where} input {name!r}",
                                     file_list=name in info.get("file_list", []))
         if pack_nodes and kind in pack_nodes:
-            problems += _own_validation(pack_nodes[kind], inputs, linked, where)
+            problems += _own_validation(pack_nodes[kind], inputs, linked, info.get("file_list", []), where)
     if not has_output:
         problems.append("the prompt has no output node (SaveAudio, PreviewAudio, ...)")
     return problems
@@ -367,8 +367,9 @@ def _check_api_link(prompt: dict, schemas: dict[str, dict], where: str, value: l
     return True, []
 
 
-def _own_validation(node_cls, inputs: dict, linked: dict, where: str) -> list[str]:
-    """The node's ``validate_inputs`` as ComfyUI calls it: widget values, None for linked inputs."""
+def _own_validation(node_cls, inputs: dict, linked: dict, file_lists: list[str], where: str) -> list[str]:
+    """The node's ``validate_inputs`` as ComfyUI calls it: widget values, None for linked inputs
+    and for combos of the user's files (a shipped workflow names files the user supplies)."""
     fn = getattr(node_cls, "validate_inputs", None)
     try:
         params = inspect.signature(fn).parameters
@@ -376,7 +377,8 @@ def _own_validation(node_cls, inputs: dict, linked: dict, where: str) -> list[st
         return []
     if not params:
         return []
-    kwargs = {name: (None if name in linked else inputs.get(name)) for name in params if name != "kwargs"}
+    kwargs = {name: (None if name in linked or name in file_lists else inputs.get(name))
+              for name in params if name != "kwargs"}
     try:
         result = fn(**kwargs)
     except NotImplementedError:

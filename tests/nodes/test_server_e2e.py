@@ -133,6 +133,17 @@ def test_lora_interval_and_layer_filter(server):
     assert entry["outputs"]["6"]["audio"]
 
 
+def test_missing_lora_file_is_refused_at_validation_with_the_packs_message(server):
+    """validate_inputs takes lora_name, so ComfyUI (0.3.64, and newer releases that check io.Combo
+    values themselves unless validate_inputs takes them) answers with the pack's message."""
+    status, body = server.post("/prompt", {"prompt": _lora_graph(lora_name="no-such-lora.safetensors")})
+    assert status == 400, body
+    (error,) = body["node_errors"]["7"]["errors"]
+    assert error["type"] == "custom_validation_failed"
+    assert "Stable Audio 3 LoRA Loader: lora_name 'no-such-lora.safetensors' is not in models/loras" \
+        in error["details"]
+
+
 def test_interrupt_stops_a_long_run_and_the_server_stays_usable(server):
     status, body = server.post("/prompt", {"prompt": t2a_graph(seed=21, steps=1000, duration=60.0)})
     assert status == 200, body
