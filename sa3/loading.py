@@ -225,7 +225,7 @@ def _file_page_runs(pagemap, first: int, last: int, page: int) -> list[tuple[int
                        append=keep.new_zeros(1, dtype=torch.int8))  # +1 where a run starts, -1 after it ends
     starts = (edges == 1).nonzero().flatten().tolist()
     ends = (edges == -1).nonzero().flatten().tolist()
-    return [(first + a * page, first + b * page) for a, b in zip(starts, ends)]
+    return [(first + a * page, first + b * page) for a, b in zip(starts, ends, strict=True)]
 
 
 def release_mapped_weights(module: nn.Module) -> int:

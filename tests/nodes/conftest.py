@@ -24,7 +24,7 @@ import torch
 from tests.conftest import REPO, fixture_root
 
 sys.path.insert(0, str(REPO / "tools"))
-import check_workflows as cw  # noqa: E402  (the one place that imports the pack inside ComfyUI)
+import check_workflows as cw  # the one place that imports the pack inside ComfyUI
 
 PACK = cw.PACK
 # pytest imports this file under a name derived from the checkout folder (the repository root is a
