@@ -153,7 +153,7 @@ def test_pack_loads_without_errors(server):
 
 
 def test_schemas_match_the_local_view(server):
-    """What the CI tests see through the ComfyUI stand-in equals what the real server serves
+    """What the workflow lint reads from the pack's schemas in-process equals what the real server serves
     (input order, types, options and ranges; file-list combos excepted)."""
     real = cw.server_schemas(server.address)
     local = cw.local_schemas()
