@@ -161,8 +161,8 @@ def test_schemas_match_the_local_view(server):
         assert real[name]["input_order"] == local[name]["input_order"], name
         assert real[name]["output"] == local[name]["output"], name
         assert real[name]["output_name"] == local[name]["output_name"], name
-        for section, inputs in local[name]["input"].items():
-            for inp, (kind, opts) in inputs.items():
+        for section in ("required", "optional"):
+            for inp, (kind, opts) in local[name]["input"].get(section, {}).items():
                 real_kind, real_opts = real[name]["input"][section][inp]
                 assert real_kind == kind, (name, inp)
                 for key in ("default", "min", "max", "control_after_generate", "forceInput"):

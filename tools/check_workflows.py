@@ -51,30 +51,15 @@ CONTROL = "<control_after_generate>"  # placeholder name of the frontend's seed 
 EXTRA = "<frontend widget>"  # placeholder name of a trailing frontend-only widget
 MODE_ACTIVE, MODE_MUTED, MODE_BYPASS = 0, 2, 4
 UI_VERSION = 0.4
-PACK_FILE_LISTS = {"SA3LoraLoader": ["lora_name"]}  # combos listing the user's files (models/loras)
+PACK_FILE_LISTS = {"SA3LoraLoader": ["lora_name"], "SA3TrainLoRA": ["resume_from"]}  # combos of the user's files
 
 
 # --- schemas ----------------------------------------------------------------------------------
 
 
 def schema_info(node_cls) -> dict:
-    """A V3 node class as its ``/object_info`` entry (the parts this module reads)."""
-    schema = node_cls.GET_SCHEMA()
-    inputs: dict[str, dict] = {"required": {}}
-    for inp in schema.inputs or []:
-        opts = inp.as_dict()
-        opts.pop("optional", None)
-        inputs.setdefault("optional" if inp.optional else "required", {})[inp.id] = [str(inp.io_type), opts]
-    outputs = schema.outputs or []
-    return {
-        "input": inputs,
-        "input_order": {k: list(v) for k, v in inputs.items()},
-        "output": [str(o.io_type) for o in outputs],
-        "output_name": [o.display_name or str(o.io_type) for o in outputs],
-        "output_node": bool(schema.is_output_node),
-        "display_name": schema.display_name or schema.node_id,
-        "frontend_widgets": 0,
-    }
+    """A V3 node class as ComfyUI's ``/object_info`` serves it (``GET_NODE_INFO_V1``, through JSON)."""
+    return {**json.loads(json.dumps(node_cls.GET_NODE_INFO_V1())), "frontend_widgets": 0}
 
 
 class NoComfyUI(RuntimeError):
