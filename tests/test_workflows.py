@@ -246,9 +246,11 @@ def test_validate_ui_reports_broken_structure(schemas):
 
 
 def as_frontend_1_58_saves(data: dict, schemas: dict) -> dict:
-    """A UI workflow the way comfyui-frontend-package 1.58.1 re-saves it (what issue 15 recorded):
-    a top-level ``id`` and ``revision``, ``extra.frontendVersion``, ``widgets_values_named`` beside
-    ``widgets_values``, and no ``widgets_values`` at all on a node without widgets."""
+    """A UI workflow the way comfyui-frontend-package 1.58.1 re-saves it (its LGraphNode.serialize /
+    serialiseWidgetValues and workflowSchema.ts, read from the package's source maps): a top-level
+    ``id`` and ``revision``, ``extra.frontendVersion``, ``widgets_values_named`` (widget name ->
+    value, the seed's control widget included) beside ``widgets_values``, and neither on a node
+    without widgets."""
     data = copy.deepcopy(data)
     data.update(id="6f1c1d1e-8a4b-4c55-9d0e-3b2a1f0e9c77", revision=0)
     data.setdefault("extra", {})["frontendVersion"] = "1.58.1"
@@ -259,8 +261,9 @@ def as_frontend_1_58_saves(data: dict, schemas: dict) -> dict:
         if not layout:
             del node["widgets_values"]
         else:
-            node["widgets_values_named"] = {k: v for k, v in zip(layout, node["widgets_values"], strict=False)
-                                            if k not in (cw.CONTROL, cw.EXTRA)}
+            names = ["control_after_generate" if k == cw.CONTROL else f"frontend_widget_{n}" if k == cw.EXTRA else k
+                     for n, k in enumerate(layout)]
+            node["widgets_values_named"] = dict(zip(names, node["widgets_values"], strict=False))
     return data
 
 
@@ -288,6 +291,12 @@ def test_a_missing_widgets_values_is_still_caught_where_widgets_exist(schemas):
     data = as_frontend_1_58_saves(ui("text_to_audio"), schemas)
     del nodes_of(data, "SA3Sampler")[0]["widgets_values"]
     assert any("SA3Sampler" in p and "widgets_values" in p for p in cw.validate_ui(data, schemas))
+
+
+def test_named_widget_values_must_agree_with_the_positional_ones(schemas):
+    data = as_frontend_1_58_saves(ui("text_to_audio"), schemas)
+    nodes_of(data, "SA3Sampler")[0]["widgets_values_named"]["steps"] = 99
+    assert any("widgets_values_named['steps'] is 99" in p for p in cw.validate_ui(data, schemas))
 
 
 def test_same_prompt_sees_a_changed_input_or_title():

@@ -432,7 +432,21 @@ def _check_ui_node(node: dict, schemas: dict[str, dict]) -> list[str]:
     outputs = node["outputs"]
     if [o["type"] for o in outputs] != info["output"]:
         problems.append(f"{where}: output types {[o['type'] for o in outputs]} != {info['output']}")
-    return problems + _check_ui_widgets(node.get("widgets_values", []), info, slots, where)
+    return (problems + _check_ui_widgets(node.get("widgets_values", []), info, slots, where)
+            + _check_named_widgets(node, info, where))
+
+
+def _check_named_widgets(node: dict, info: dict, where: str) -> list[str]:
+    """``widgets_values_named`` (frontend 1.58+: widget name -> value, beside the positional list)
+    agrees with ``widgets_values`` for every widget input of the schema."""
+    named = node.get("widgets_values_named")
+    if named is None:
+        return []
+    if not isinstance(named, dict):
+        return [f"{where}: widgets_values_named must be an object, not {type(named).__name__}"]
+    positional = dict(zip(widget_layout(info), node.get("widgets_values", []), strict=False))
+    return [f"{where}: widgets_values_named[{name!r}] is {named[name]!r} but widgets_values has {value!r}"
+            for name, value in positional.items() if name in named and named[name] != value]
 
 
 def _check_ui_widgets(values, info: dict, slots: dict[str, dict], where: str) -> list[str]:
