@@ -500,10 +500,11 @@ class StableAudioModel:
             download: True fetches missing official files from the hub; False only uses local
                 folders and the HF cache (an error says what is missing).
             low_memory: after each stage of ``generate``, drop that part's memory-mapped weights
-                from RAM (text encoder after encoding, SAME after encoding/decoding, DiT after
-                sampling), so the peak is the largest part instead of the sum; they are re-read
-                from the page cache at the next use. Linux and CPU only; weights converted to
-                another dtype or LoRA-merged stay resident.
+                from RAM (text encoder and conditioner after encoding, SAME after encoding/decoding,
+                DiT after sampling), so the peak is the largest part instead of the sum; they are
+                re-read from the page cache at the next use. Linux and CPU only, also under
+                ``torch.inference_mode()``; weights converted to another dtype, and the pages a
+                LoRA wrote, stay resident.
 
         Raises ValueError for bad options and RuntimeError for missing or broken files, before
         any weight is read where it can.
