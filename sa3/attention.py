@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DynamicTanh, Linear, RMSNorm, apply_rotary
+from .layers import DynamicTanh, Linear, RMSNorm, apply_rotary, inplace_version
 
 logger = logging.getLogger(__name__)
 
@@ -149,18 +149,18 @@ _varlen_memo: dict[int, tuple] = {}
 def _varlen_layout(key_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat indices of the valid tokens and the cumulative sequence lengths (B + 1,) int32 for
     flash-attn varlen. The DiT passes one mask tensor to every layer and step, so the result is
-    memoised per mask object: ``nonzero`` syncs with the host once per generation instead of at
-    every attention call. No version counter is needed (inference tensors have none): a mask is
-    never written after ``DiT.prepare`` builds it, a new conditioning gets a new mask. The DiT's
-    padding is a suffix, so the valid tokens are a prefix of each row."""
+    memoised per mask (object and in-place version): ``nonzero`` syncs with the host once per
+    generation instead of at every attention call. The DiT's padding is a suffix, so the valid
+    tokens are a prefix of each row."""
+    version = inplace_version(key_padding)
     hit = _varlen_memo.get(id(key_padding))
-    if hit is not None and hit[0]() is key_padding:
-        return hit[1], hit[2]
+    if hit is not None and hit[0]() is key_padding and hit[1] == version:
+        return hit[2], hit[3]
     lengths = key_padding.sum(dim=1, dtype=torch.int32)
     cu = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
     idx = key_padding.reshape(-1).nonzero(as_tuple=True)[0]
     _varlen_memo.clear()  # one mask (one generation) at a time
-    _varlen_memo[id(key_padding)] = (weakref.ref(key_padding), idx, cu)
+    _varlen_memo[id(key_padding)] = (weakref.ref(key_padding), version, idx, cu)
     return idx, cu
 
 
