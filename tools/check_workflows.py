@@ -275,7 +275,9 @@ def check_value(kind: str, opts: dict, value, where: str, file_list: bool = Fals
         if not is_kind(value):
             return [f"{where}: {value!r} is not {article} {kind}"]
     elif kind == "COMBO":
-        if file_list:  # options come from the user's folders: only the shape can be checked
+        if file_list:  # the user's files: only the shape can be checked (or a fixed choice such as "none")
+            if value in opts.get("options", []):
+                return problems
             if not isinstance(value, str) or "." not in value.rsplit("/", 1)[-1]:
                 problems.append(f"{where}: {value!r} is not a file name")
         elif value not in opts.get("options", []):
