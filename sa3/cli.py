@@ -1,4 +1,5 @@
-"""Command line: ``python -m sa3 generate --model small-music --prompt "..." --duration 10 -o out.wav``.
+"""Command line: ``python -m sa3 generate --model small-music --prompt "..." --duration 10 -o out.wav``
+and ``python -m sa3 train --data-dir clips/ -o my_lora.safetensors`` (LoRA training).
 
 Runs the library's main job without ComfyUI. Flags follow the official ``stable-audio`` CLI; a
 batch writes ``name_0.wav``, ``name_1.wav``, ...
@@ -52,7 +53,58 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU: keep only the running stage's weights in RAM (peak = largest part, not the sum)")
     g.add_argument("-o", "--output", type=Path, default=Path("output.wav"))
     g.add_argument("-v", "--verbose", action="store_true")
+    _add_train_parser(sub)
     return parser
+
+
+def _add_train_parser(sub) -> None:
+    """``python -m sa3 train``: the official scripts/train_lora.py options, our defaults."""
+    from .training import ADAPTER_TYPES, BASE_PRECISIONS, LoRATrainingOptions
+
+    d = LoRATrainingOptions()
+    t = sub.add_parser("train", help="train a LoRA on a folder of clips with .txt captions (official recipe)")
+    t.add_argument("--model", default="small-music-base", help="official name or local folder (-base recommended)")
+    t.add_argument("--data-dir", type=Path, required=True, help="audio files, each with a same-name .txt caption")
+    t.add_argument("-o", "--output", type=Path, required=True, help="the LoRA file to write (.safetensors)")
+    t.add_argument("--adapter-type", default=d.adapter_type, choices=ADAPTER_TYPES)
+    t.add_argument("--rank", type=int, default=d.rank)
+    t.add_argument("--alpha", type=float, help="default: the rank")
+    t.add_argument("--dropout", type=float, default=d.dropout)
+    t.add_argument("--include", nargs="*", help="only layers whose name contains one of these ([a-b] ranges)")
+    t.add_argument("--exclude", nargs="*", help="skip layers whose name contains one of these")
+    t.add_argument("--steps", type=int, default=d.steps)
+    t.add_argument("--lr", type=float, default=d.learning_rate)
+    t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--clip-seconds", type=float, default=d.clip_seconds, help="crop/pad length per clip")
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--base-precision", default=d.base_precision, choices=list(BASE_PRECISIONS))
+    t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    t.add_argument("--resume-from", type=Path, help="a LoRA file to continue (exactly, with its .sa3state)")
+    t.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    t.add_argument("-v", "--verbose", action="store_true")
+
+
+def run_train(args: argparse.Namespace) -> Path:
+    from .pipeline import StableAudioModel
+    from .training import LoRATrainingOptions, check_options, train_lora
+
+    options = LoRATrainingOptions(
+        adapter_type=args.adapter_type, rank=args.rank, alpha=args.alpha, dropout=args.dropout,
+        include=tuple(args.include) if args.include else None, exclude=tuple(args.exclude) if args.exclude else None,
+        steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, clip_seconds=args.clip_seconds,
+        seed=args.seed, base_precision=args.base_precision, checkpoint_every=args.checkpoint_every)
+    check_options(options, float("inf"))  # model-independent checks before loading anything
+    model = StableAudioModel.from_pretrained(args.model, device=args.device, dtype="fp32")
+    bar = ProgressBar("training", args.steps)
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        bar.update(step)
+        if step % 50 == 0 or step == total:
+            print(f"  step {step}/{total} loss {loss:.4f}", file=sys.stderr)
+
+    result = train_lora(model, args.data_dir, args.output, options, resume_from=args.resume_from, on_step=on_step)
+    print(f"wrote {result.path} ({result.steps_done} steps)", file=sys.stderr)
+    return result.path
 
 
 def run_generate(args: argparse.Namespace) -> list[Path]:
@@ -124,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
-        run_generate(args)
+        run_train(args) if args.command == "train" else run_generate(args)
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -80,7 +80,6 @@ MAX_STEPS = 1_000_000
 MAX_BATCH = 64
 MAX_RANK = 1024
 STATE_SUFFIX = ".sa3state"
-CONDITIONER_TARGET = "conditioners.seconds_total.embedder.embedding.1"  # its only Linear
 KAIMING_A = math.sqrt(5)  # official lora_A init: kaiming_uniform_(a=sqrt(5))
 
 
@@ -396,47 +395,76 @@ def _batch_indices(n: int, batch: int, step: int, seed: int) -> list[int]:
     return order[pos * batch:(pos + 1) * batch].tolist()
 
 
-# --- the frozen copy ----------------------------------------------------------------------------
+# --- the frozen base -----------------------------------------------------------------------------
 
 
-def _frozen_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """A private eval-mode, grad-free copy with ordinary tensors (ComfyUI creates the model's
-    weights under inference mode; those cannot take part in autograd)."""
+@dataclass
+class _Frozen:
+    """A module run through ``torch.func.functional_call`` with ``tensors`` (every parameter and
+    buffer, frozen) in place of its own, so training never changes it: detached views of the
+    model's own tensors when possible (no copy), else a private eval-mode copy's."""
+
+    module: nn.Module
+    tensors: dict[str, torch.Tensor]
+
+    def __call__(self, weights: dict[str, torch.Tensor], *args):
+        from torch.func import functional_call
+
+        return functional_call(self.module, {**self.tensors, **weights}, args)
+
+
+def _frozen(module: nn.Module, dtype: torch.dtype) -> _Frozen:
+    """Views when ``module`` already has ``dtype`` and ordinary tensors; a copy when the precision
+    changes or its tensors were made under inference mode (ComfyUI), which autograd refuses."""
+    state = list(module.parameters()) + list(module.buffers())
+    if all(t.dtype == dtype or not t.is_floating_point() for t in state) and not any(t.is_inference() for t in state):
+        named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        return _Frozen(module, {n: t.detach() for n, t in named.items()})
     with torch.inference_mode(False):
         twin = copy.deepcopy(module)
         twin.to(dtype)  # the frozen base precision; LoRA parameters stay fp32
-    return twin.eval().requires_grad_(False)
-
-
-def _copy_attention(src: nn.Module, dst: nn.Module) -> None:
-    from .attention import Attention
-
-    for a, b in zip(src.modules(), dst.modules(), strict=False):
-        if isinstance(a, Attention):
-            b.backend, b.padding_mode = a.backend, a.padding_mode
+    twin.eval().requires_grad_(False)
+    return _Frozen(twin, dict([*twin.named_parameters(), *twin.named_buffers()]))
 
 
 # --- training -----------------------------------------------------------------------------------
 
 
-def _effective_weights(lora: _TrainableLoRA, modules: dict, part: str,
+ADAPTER_FIELDS = ("A", "B", "M", "U", "V", "magnitude", "magnitude_r", "magnitude_c")  # LayerAdapter's
+
+
+def _adapted(adapter_type: str, scaling: float, w: torch.Tensor, *tensors) -> torch.Tensor:
+    """w (O, ...) in the base precision -> adapted weight, fp32; ``tensors`` in ADAPTER_FIELDS order."""
+    layer = LayerAdapter(**dict(zip(ADAPTER_FIELDS, tensors, strict=True)))
+    return adapt_weight(w.float().reshape(w.shape[0], -1), layer, adapter_type, scaling, 1.0).reshape(w.shape)
+
+
+def _effective_weights(lora: _TrainableLoRA, base: _Frozen, prefix: str, part: str,
                        generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-    """``<path>.weight`` -> adapted weight (differentiable in the LoRA parameters) for one part."""
+    """``<path>.weight`` -> adapted weight (differentiable in the LoRA parameters) for one part.
+    The adapter maths runs in fp32 under activation checkpointing: only the adapted weight is
+    kept for backward (recomputed from the small LoRA tensors then), not its O x I intermediates."""
+    from torch.utils.checkpoint import checkpoint
+
     out = {}
     for key in lora.keys:
         if key[0] != part:
             continue
-        base = modules[key].weight  # frozen, in the base precision
-        w = base.float().reshape(base.shape[0], -1)  # (O, I) fp32: the adapter maths runs in fp32
-        adapted = adapt_weight(w, lora.layer(key, generator), lora.adapter_type, lora.scaling, 1.0)
-        out[key[1] + ".weight"] = adapted.reshape(base.shape).to(base.dtype)  # back to the base precision
+        name = key[1][len(prefix):] + ".weight"
+        w = base.tensors[name]  # frozen, in the base precision
+        layer = lora.layer(key, generator)  # dropout masks drawn here, outside the recomputed part
+        tensors = [getattr(layer, f) for f in ADAPTER_FIELDS]
+        adapted = checkpoint(_adapted, lora.adapter_type, lora.scaling, w, *tensors, use_reentrant=False)
+        out[name] = adapted.to(w.dtype)  # back to the base precision
     return out
 
 
-def _step_loss(dit, seconds, lora, modules, data: EncodedDataset, indices, options, shift, step_gen, device):
-    """One official training step's loss (see ``sa3.training_recipe``)."""
-    from torch.func import functional_call
+SECONDS_PREFIX = "conditioners.seconds_total."  # the conditioner part trained: its seconds_total embedder
 
+
+def _step_loss(dit: _Frozen, seconds: _Frozen, lora, data: EncodedDataset, indices, options, shift, step_gen,
+               device):
+    """One official training step's loss (see ``sa3.training_recipe``)."""
     crop = options.crop_latents()
     items = [data.clips[i] for i in indices]
     crops = [crop_latents(c, data.silence, crop, step_gen) for c in items]
@@ -457,16 +485,14 @@ def _step_loss(dit, seconds, lora, modules, data: EncodedDataset, indices, optio
     local = local_conditioning(b, crop, x0.shape[1], x0, keep.to(device), device)
 
     # conditioning: frozen prompt states + the (adapted) seconds_total embedding, then CFG dropout
-    sec_weights = _effective_weights(lora, modules, "conditioner", step_gen)
-    sec_weights = {k[len("conditioners.seconds_total."):]: v for k, v in sec_weights.items()}
-    sec = functional_call(seconds, sec_weights, ([c.seconds_total for c in items],))  # (B, 1, E)
+    sec = seconds(_effective_weights(lora, seconds, SECONDS_PREFIX, "conditioner", step_gen),
+                  [c.seconds_total for c in items])  # (B, 1, E)
     prompt = torch.stack([c.prompt for c in items]).to(device)  # (B, P, E)
     cross = torch.cat([prompt, sec.to(prompt.dtype)], dim=1)  # (B, K, E)
     cross = recipe.cfg_dropout(cross, step_gen)
     cond = DiTConditioning(cross=cross, global_cond=sec[:, 0], local=local, padding_mask=padding.to(device))
 
-    dit_weights = _effective_weights(lora, modules, "dit", step_gen)
-    v = functional_call(dit, dit_weights, (x_t, t, cond))  # (B, C, L)
+    v = dit(_effective_weights(lora, dit, "", "dit", step_gen), x_t, t, cond)  # (B, C, L)
     return recipe.masked_loss(v.float(), target, padding.to(device), keep.to(device))  # fp32 loss
 
 
@@ -558,11 +584,8 @@ def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) ->
 
 def _run(model, data, output, options, targets, device, resume_tensors, state, on_step, should_stop) -> TrainingResult:
     dtype = BASE_PRECISIONS[options.base_precision]
-    dit = _frozen_copy(model.dit, dtype)
-    _copy_attention(model.dit, dit)
-    seconds = _frozen_copy(model.conditioner.conditioners["seconds_total"], dtype)
-    modules = {(part, path): dit.get_submodule(path) if part == "dit"
-               else seconds.get_submodule(path[len("conditioners.seconds_total."):]) for part, path, _ in targets}
+    dit = _frozen(model.dit, dtype)  # a copy keeps the attention settings (backend, padding semantics)
+    seconds = _frozen(model.conditioner.conditioners["seconds_total"], dtype)
     # initialise from the fp32 original weights, before any precision change (as officially)
     lora = _TrainableLoRA(targets, options, _derived_generator(options.seed, "init"), device)
     fingerprint = _fingerprint(data)
@@ -583,7 +606,7 @@ def _run(model, data, output, options, targets, device, resume_tensors, state, o
             break
         step_gen = _derived_generator(options.seed, "step", step)
         indices = _batch_indices(len(data), options.batch_size, step, options.seed)
-        loss = _step_loss(dit, seconds, lora, modules, data, indices, options, shift, step_gen, device)
+        loss = _step_loss(dit, seconds, lora, data, indices, options, shift, step_gen, device)
         if not torch.isfinite(loss.detach()):
             raise FloatingPointError(f"Stable Audio 3 training: the loss became {float(loss.detach())} at step "
                                      f"{step + 1}. Lower learning_rate or use base_precision fp32.")

@@ -241,3 +241,15 @@ def test_model_with_lora_refused(model, data_dir, tmp_path):
             train_lora(model, data_dir, tmp_path / "x.safetensors", opts())
     finally:
         model.unload_lora()
+
+
+def test_cli_train(data_dir, tmp_path, capsys):
+    from sa3.cli import main
+    from tests.conftest import require_fixtures
+
+    out = tmp_path / "cli.safetensors"
+    args = ["train", "--model", str(require_fixtures() / TINY), "--data-dir", str(data_dir), "-o", str(out),
+            "--steps", "2", "--rank", "4", "--clip-seconds", "2", "--adapter-type", "lora-xs"]
+    assert main(args) == 0 and out.is_file()
+    assert main([*args[:-2], "--rank", "0"]) == 2
+    assert "rank must be an integer in 1..1024 (got 0)" in capsys.readouterr().err
