@@ -21,9 +21,9 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error
-from ._handle import SA3Handle, sync_loras
+from ._handle import sync_loras
 from ._validate import require_widgets, widget_error
-from .loaders import SA3LoraLoader
+from .loaders import SA3LoraLoader, _require_model  # the pack's one check of the model socket
 from .types import CATEGORY, SA3Model, SA3TrainingData
 
 if __package__ and "." in __package__:  # <pack>.nodes: the library is <pack>.sa3 (see _sa3.py)
@@ -317,9 +317,7 @@ class SA3TrainLoRA(io.ComfyNode):
                 clip_seconds, seed, include, exclude, dropout=DEFAULTS.dropout,
                 base_precision=DEFAULTS.base_precision, checkpoint_every=DEFAULTS.checkpoint_every,
                 resume_from=NO_RESUME) -> io.NodeOutput:
-        if not isinstance(model, SA3Handle):
-            raise ValueError(error(TRAIN_NODE, f"model is not an SA3 model (got {type(model).__name__}, expected the "
-                                               "output of SA3 Model Loader). Connect SA3 Model Loader."))
+        model = _require_model(model, TRAIN_NODE)
         if model.loras:
             raise ValueError(error(TRAIN_NODE, f"model already has {len(model.loras)} LoRA(s) applied (got "
                                                f"{[s.name for s in model.loras]}, expected none). Connect SA3 Model "
