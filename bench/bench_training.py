@@ -15,6 +15,7 @@ time, and the process's peak resident memory (``ru_maxrss``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import resource
 import statistics
@@ -103,7 +104,7 @@ def main() -> None:
         stamps = [time.perf_counter()]
         result = train_lora(model, data, Path(tmp) / "bench.safetensors", options,
                             on_step=lambda *_: stamps.append(time.perf_counter()))
-        steps = [b - a for a, b in zip(stamps, stamps[1:])]
+        steps = [b - a for a, b in itertools.pairwise(stamps)]
         size = result.path.stat().st_size
     per_step = statistics.median(steps[1:]) if len(steps) > 1 else steps[0]
     forward = _inference_forward(model, options, args.batch)

@@ -95,14 +95,17 @@ def run_train(args: argparse.Namespace) -> Path:
         seed=args.seed, base_precision=args.base_precision, checkpoint_every=args.checkpoint_every)
     check_options(options, float("inf"))  # model-independent checks before loading anything
     model = StableAudioModel.from_pretrained(args.model, device=args.device, dtype="fp32")
-    bar = ProgressBar("training", args.steps)
+    bar = tqdm(total=args.steps, desc="training", unit="step")
 
     def on_step(step: int, total: int, loss: float) -> None:
-        bar.update(step)
-        if step % 50 == 0 or step == total:
-            print(f"  step {step}/{total} loss {loss:.4f}", file=sys.stderr)
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{loss:.4f}")
 
-    result = train_lora(model, args.data_dir, args.output, options, resume_from=args.resume_from, on_step=on_step)
+    try:
+        result = train_lora(model, args.data_dir, args.output, options, resume_from=args.resume_from,
+                            on_step=on_step)
+    finally:
+        bar.close()
     print(f"wrote {result.path} ({result.steps_done} steps)", file=sys.stderr)
     return result.path
 
