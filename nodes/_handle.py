@@ -112,7 +112,7 @@ def sync_loras(handle: SA3Handle) -> None:
                 model.set_lora_options(i, interval=spec.interval, layer_filter=spec.layer_filter)
             model.set_lora_strength(spec.strength_dit, lora_index=i, target="dit")
             model.set_lora_strength(spec.strength_conditioner, lora_index=i, target="conditioner")
-    except Exception:
+    except BaseException:  # also an interrupt (a BaseException in newer ComfyUI)
         model._sa3_nodes_loras = None  # half applied: the next sync reloads the whole stack
         raise
     model._sa3_nodes_loras = wanted

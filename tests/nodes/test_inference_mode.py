@@ -18,12 +18,6 @@ SMALL = "tiny-small"
 LORA = f"{SMALL}/lora.safetensors"
 
 
-def test_tests_and_models_are_in_inference_mode():
-    assert torch.is_inference_mode_enabled()
-    h = load_handle(SMALL)
-    assert all(p.is_inference() for p in h.model.dit.parameters())  # loaded as ComfyUI loads it
-
-
 def test_lora_interval_graph_equals_generate_under_no_grad():
     """The in-place LoRA refresh between steps must reach the DiT's step cache although inference
     tensors keep no version counter (4 pingpong steps call the DiT at t = 1, 0.98, 0.89, 0.51: the
