@@ -145,6 +145,7 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--dtype", default="fp32", help="our DiT/conditioner dtype: fp32, bf16, fp16")
     parser.add_argument("--text-dtype", default=None, help="our T5Gemma dtype (default: the checkpoint's, bf16)")
+    parser.add_argument("--autoencoder-dtype", default="fp32", help="our SAME precision: fp32 or bf16-mixed")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--low-memory", action="store_true", help="our low_memory mode (release idle parts)")
     parser.add_argument("--blas-linear", action="store_true",
@@ -167,7 +168,7 @@ def configure_ours(args) -> dict:
     from sa3.layers import set_onednn_linear
 
     set_onednn_linear(not args.blas_linear)
-    return {"text_dtype": args.text_dtype, "low_memory": args.low_memory}
+    return {"text_dtype": args.text_dtype, "autoencoder_dtype": args.autoencoder_dtype, "low_memory": args.low_memory}
 
 
 def main():

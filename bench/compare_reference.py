@@ -121,7 +121,8 @@ def main():
 
     gb = 1e9
     print(f"model {model_dir}, steps {args.steps}, threads {torch.get_num_threads()}, our dtype {args.dtype}, "
-          f"low_memory {args.low_memory}, linear {'blas' if args.blas_linear else 'onednn'}, "
+          f"SAME {args.autoencoder_dtype}, low_memory {args.low_memory}, "
+          f"linear {'blas' if args.blas_linear else 'onednn'}, "
           f"load average {os.getloadavg()[0]:.1f}")
     header = ["impl", "duration_s", "total_s"] + [f"{s}_s" for s in STAGES] + [f"{s}_peak_GB" for s in STAGES]
     rows = [tuple(header)]
