@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import PROMPT, StageMonitor, fmt_table, load_ours, wrap  # noqa: E402
-from compare_reference import import_official, latents_rel_l2, load_official, rel_l2  # noqa: E402
+from bench_generate import PROMPT, StageMonitor, fmt_table, load_ours, wrap
+from compare_reference import import_official, latents_rel_l2, load_official, rel_l2
 
 
 def generate(model, monitor: StageMonitor, duration: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
