@@ -7,6 +7,7 @@ from comfy_api.latest import ComfyExtension, io
 from .conditioning import SA3TextEncode
 from .decode import SA3Decode
 from .latents import SA3EmptyLatent, SA3EncodeAudio, SA3InpaintMask
+from .limits import register_route
 from .loaders import SA3LoraLoader, SA3LoraStrength, SA3ModelLoader, register_folder
 from .sampling import SA3Sampler
 from .training import SA3TrainingDataset, SA3TrainLoRA
@@ -20,8 +21,9 @@ NODES: list[type[io.ComfyNode]] = [
 
 
 class StableAudio3Extension(ComfyExtension):
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:  # (0.3.64 never calls on_load)
         register_folder()
+        register_route()  # the models' duration limits, for web/js/duration_limits.js
         return list(NODES)
 
 

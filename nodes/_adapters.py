@@ -1,15 +1,21 @@
 """ComfyUI dicts <-> library tensors, widget text parsing, and the pack's error shape.
 
-LATENT (ComfyUI's audio latent dict, extended with ``sa3_*`` keys that core nodes carry along):
-    samples        (B, C, L) float32 on the intermediate device
+LATENT, as the pack writes it (core's audio nodes read ``samples`` and ``type``, as from their
+own audio latents, and carry the ``sa3_*`` keys along):
+    samples        (B, C, L) float32 SAME latents (C = 256 for the released models, 4096 samples
+                   per frame, no scaling: what core's SA3 VAE encodes and decodes too)
     type           "audio"
     sa3_durations  per-item requested seconds (B floats): the plan of ``generate()``
-    sa3_sample_rate
     sa3_source     (encode node) per item {"waveform": (C, S) float32 CPU, "sample_rate": int}: the
                    source audio as given, so the sampler can encode it at the plan's length and at
                    the right point of the seed's random stream (see nodes/sampling.py)
     sa3_rng        (sampler) {"state": uint8 tensor, "device": str}: the generator after sampling,
                    which the decoder continues
+LATENT, as the pack reads it (``read_latent``): the above; core's EmptyLatentAudio (all zeros,
+64 channels at 2048 samples per frame in 0.3.64, the ratio in ``downscale_ratio_temporal`` in
+newer ComfyUI), whose batch size and length are used as core's samplers use them; and a latent
+of the model's channel count without ``sa3_*`` keys (core's VAEEncodeAudio with core's SA3 VAE),
+whose values are SAME latents as they are.
 AUDIO: {"waveform": (B, C, S) float32 CPU in [-1, 1], "sample_rate": int}.
 """
 
@@ -17,12 +23,16 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import torch
 
+from ._sa3 import SAMPLES_PER_LATENT
+
 LATENT_TYPE = "audio"
 DURATIONS = "sa3_durations"
-SAMPLE_RATE = "sa3_sample_rate"
+RATIO = "downscale_ratio_temporal"  # newer ComfyUI: audio samples per latent frame
+CORE_EMPTY_RATIO = 2048  # EmptyLatentAudio without RATIO (0.3.64): Stable Audio Open's frames
 SOURCE = "sa3_source"
 RNG = "sa3_rng"
 
@@ -102,38 +112,103 @@ def check_regions(regions: list[tuple[float, float]], duration: float, node: str
                                          "or lengthen the duration."))
 
 
+# --- inpaint regions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InpaintRegions:
+    """What travels on an ``SA3_INPAINT_REGIONS`` socket: what to regenerate, in seconds.
+    Either ``regions`` ((start, end) pairs) or, for a continuation, everything from
+    ``continue_from`` to the end of the duration, which only the sampler knows."""
+
+    regions: tuple[tuple[float, float], ...] = ()
+    continue_from: float | None = None
+
+    def spans(self, duration: float) -> list[tuple[float, float]]:
+        """The regions for a generation (or audio) of ``duration`` seconds."""
+        if self.continue_from is not None:
+            return [(self.continue_from, duration)]
+        return list(self.regions)
+
+
+def read_regions(value, node: str, input_name: str) -> InpaintRegions:
+    if not isinstance(value, InpaintRegions):
+        raise ValueError(error(node, f"{input_name} is not SA3 inpaint regions (got {type(value).__name__}, expected "
+                                     "the output of SA3 Inpaint Regions). Connect SA3 Inpaint Regions."))
+    return value
+
+
 # --- LATENT -----------------------------------------------------------------------------------
 
 
-def make_latent(samples: torch.Tensor, durations, sample_rate: int, **extra) -> dict:
-    latent = {"samples": samples, "type": LATENT_TYPE, DURATIONS: [float(d) for d in durations],
-              SAMPLE_RATE: int(sample_rate)}
+def make_latent(samples: torch.Tensor, durations, **extra) -> dict:
+    latent = {"samples": samples, "type": LATENT_TYPE, DURATIONS: [float(d) for d in durations]}
     latent.update(extra)
     return latent
 
 
-def read_latent(latent, node: str, input_name: str, channels: int) -> tuple[torch.Tensor, list[float]]:
-    """Samples and per-item durations of an SA3 latent, or a readable error."""
+@dataclass(frozen=True)
+class LatentIn:
+    """A LATENT input as the pack understands it (see the module docstring).
+
+    kind: "sa3" (made by the pack), "empty" (core's EmptyLatentAudio) or "encoded" (SAME
+    latents without the pack's keys: core's VAEEncodeAudio with core's SA3 VAE).
+    samples: (B, C, L) SAME latents; None for "empty". frames: L in SA3 frames (4096 samples).
+    durations: the pack's per-item seconds ("sa3" only, one per item).
+    """
+
+    kind: str
+    batch: int
+    frames: int
+    samples: torch.Tensor | None
+    durations: list[float] | None
+
+
+def _use_instead(node: str) -> str:
+    return ("Connect SA3 Encode Audio, core's EmptyLatentAudio or core's VAEEncodeAudio with the SA3 VAE, or "
+            "leave it unconnected" if node == "Sampler" else
+            "Decode the output of SA3 Sampler, SA3 Encode Audio or core's VAEEncodeAudio with the SA3 VAE")
+
+
+def read_latent(latent, node: str, input_name: str, channels: int | None) -> LatentIn:
+    """Classify a LATENT input (ours, core's empty one, core's SAME-encoded one) or refuse it
+    with a message saying what to use instead. ``channels``: the model's (None: not known)."""
     if not isinstance(latent, dict) or not torch.is_tensor(latent.get("samples")):
         raise ValueError(error(node, f"{input_name} is not a LATENT (got {type(latent).__name__}, expected a dict "
-                                     "with 'samples'). Connect an SA3 latent."))
+                                     f"with 'samples'). {_use_instead(node)}."))
     samples = latent["samples"]
-    if samples.dim() != 3 or samples.shape[1] != channels:
-        raise ValueError(error(node, f"{input_name} has the wrong shape for this model (got {tuple(samples.shape)}, "
-                                     f"expected (batch, {channels}, frames)). Use SA3 Empty Latent or SA3 Encode "
-                                     "Audio with the same model."))
-    durations = latent.get(DURATIONS)
-    if durations is None:
-        raise ValueError(error(node, f"{input_name} carries no SA3 durations (got keys {sorted(latent)}, expected "
-                                     f"{DURATIONS!r}). Make it with SA3 Empty Latent or SA3 Encode Audio."))
-    durations = [float(d) for d in durations]
-    if len(durations) != samples.shape[0]:
-        if len(durations) == 1:
-            durations = durations * samples.shape[0]  # a core batch node repeated the samples
-        else:
-            raise ValueError(error(node, f"{input_name} has {samples.shape[0]} items but {len(durations)} "
-                                         "durations (expected one per item). Re-create the latent."))
-    return samples, durations
+    shape = tuple(samples.shape)
+    if samples.dim() != 3 or 0 in shape:
+        raise ValueError(error(node, f"{input_name} is not an audio latent (got shape {shape}, expected (batch, "
+                                     f"channels, frames)). {_use_instead(node)}."))
+    batch, got_channels, frames = shape
+    if DURATIONS in latent:
+        if channels is not None and got_channels != channels:
+            raise ValueError(error(node, f"{input_name} was made for another model (got {got_channels} channels, "
+                                         f"expected {channels}). Make it again with this model."))
+        durations = one_or_each([float(d) for d in latent[DURATIONS]], batch, error(  # core batch nodes repeat samples
+            node, f"{input_name} has {batch} items but {len(latent[DURATIONS])} durations (expected one per item). "
+                  "Make the latent again."))
+        return LatentIn("sa3", batch, frames, samples, durations)
+    ratio = latent.get(RATIO)
+    if not bool(samples.any()):  # core's EmptyLatentAudio: only its batch and length count
+        if ratio is None:
+            ratio = SAMPLES_PER_LATENT if got_channels == channels else CORE_EMPTY_RATIO
+        sa3_frames = max(1, round(frames * float(ratio) / SAMPLES_PER_LATENT))  # as core converts empty latents
+        return LatentIn("empty", batch, sa3_frames, None, None)
+    if got_channels != channels or (ratio is not None and ratio != SAMPLES_PER_LATENT):
+        raise ValueError(error(node, f"{input_name} holds latents of another audio model (got {got_channels} "
+                                     f"channels at {ratio or 'unknown'} samples per frame, expected {channels} at "
+                                     f"{SAMPLES_PER_LATENT}). {_use_instead(node)}."))
+    return LatentIn("encoded", batch, frames, samples, None)
+
+
+def fit_frames(samples: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B, C, L) -> (B, C, frames): cut, or zero-padded at the end (a core-encoded source of
+    another length; SA3 Encode Audio pads the audio itself instead, as generate() does)."""
+    if samples.shape[-1] >= frames:
+        return samples[..., :frames]
+    return torch.nn.functional.pad(samples, (0, frames - samples.shape[-1]))
 
 
 # --- AUDIO ------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What travels on the pack's custom sockets: the model handle and the text conditioning.
+"""What travels on the pack's model and conditioning sockets: the model handle and one side of
+the text conditioning.
 
 ``SA3Handle`` is an immutable description: the loaded ``StableAudioModel`` (shared by every handle
 derived from one loader output, never copied), the ComfyUI patchers that move its parts, and the
@@ -62,12 +63,15 @@ class SA3Handle:
 
 
 @dataclass(frozen=True)
-class SA3Conditioning:
-    """Encoded text of one side (positive or negative) for B items, on the intermediate device.
+class ConditioningSide:
+    """Encoded text of one side (positive or negative) for B items, on the intermediate device;
+    what travels on an ``SA3_CONDITIONING`` socket.
 
     cross: (B, K, E) prompt tokens + seconds token; global_cond: (B, E); mask: (B, K) or None.
-    ``prompts``/``durations`` are kept so a single-item conditioning can be re-encoded for a
-    larger batch exactly as ``generate(batch_size=...)`` encodes it.
+    ``durations`` are the seconds each item was conditioned on: the sampler plans the latent
+    from them (the one place a graph sets its durations). ``prompts`` are kept so a
+    single-item conditioning can be re-encoded for a larger batch exactly as
+    ``generate(batch_size=...)`` encodes it.
     """
 
     kind: str  # "positive" | "negative" | "none" (no negative prompt: zeros)
@@ -76,8 +80,6 @@ class SA3Conditioning:
     cross: torch.Tensor | None
     global_cond: torch.Tensor | None
     mask: torch.Tensor | None
-    family: str
-    partner_prompts: tuple[str, ...] | None = None  # the other side's prompts (re-encoding)
 
     @property
     def batch_size(self) -> int:

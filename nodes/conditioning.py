@@ -1,10 +1,13 @@
 """Text encode node: prompts, negative prompts and durations -> positive / negative conditioning.
 
-Batches: with ``one_prompt_per_line`` every non-empty line of ``prompt`` is one batch item; the
-negative prompt then has one line (used for every item) or one line per item. ``durations``
-(seconds, comma-separated) gives one duration per item, or leave it empty to use ``duration``
-for all. A single prompt used with a larger SA3 Empty Latent batch is repeated by the sampler,
-as ``generate(batch_size=...)`` does.
+This node is where a graph sets its durations: they condition ``seconds_total`` and the sampler
+sizes the latent from them (the official ``generate()`` sizing), so no other node asks for them.
+
+Batches: with ``one_prompt_per_line`` every non-empty line of ``prompt`` is one batch item;
+``batch_size`` N > 1 makes N items (one prompt, or exactly N lines), as
+``generate(batch_size=N)`` does. The negative prompt then has one line (used for every item) or
+one line per item; ``durations`` (seconds, comma-separated) one value or one per item; leave it
+empty to use ``duration`` for all.
 """
 
 from __future__ import annotations
@@ -13,38 +16,46 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import check_durations, error, one_or_each, parse_durations, split_prompts
-from ._handle import SA3Conditioning, sync_loras
+from ._handle import ConditioningSide, sync_loras
 from ._sa3 import pipeline
+from ._validate import widget_error
 from .loaders import _require_model
-from .types import CATEGORY, SA3Model
-from .types import SA3Conditioning as SA3ConditioningType
+from .types import CATEGORY, SA3Conditioning, SA3Model
 
 NODE = "Text Encode"
-MAX_SECONDS = 384.0  # the seconds conditioner's range; each model's own maximum is checked on run
+# The longest official model (medium: 16,777,216 samples at 44.1 kHz); each model's own maximum
+# (small: 120 s) is checked before encoding, and the web extension lowers the widget to it.
+MAX_SECONDS = 380.4
+MAX_BATCH = 64
 
 
-def text_batch(prompt: str, negative_prompt: str, one_per_line: bool, duration: float, durations: str):
-    """(prompts, negatives or None, durations) from the widgets, or ValueError naming the input."""
+def text_batch(prompt: str, negative_prompt: str, one_per_line: bool, duration: float, durations: str,
+               batch_size: int = 1):
+    """(prompts, negatives or None, durations), one per batch item, from the widgets, or
+    ValueError naming the input."""
     prompts = split_prompts(prompt, one_per_line)
-    n = len(prompts)
-    if n == 0:
+    if not prompts:
         raise ValueError(error(NODE, "prompt has no non-empty line (got an empty prompt list, expected at least one "
                                      "prompt). Type a prompt, one per line."))
+    n = batch_size if batch_size > 1 else len(prompts)
+    prompts = one_or_each(prompts, n, error(
+        NODE, f"prompt has {len(prompts)} lines but batch_size is {batch_size} (expected 1 or {batch_size}). Give "
+              "one prompt, one line per item, or set batch_size to 1."))
     negatives = None
     if negative_prompt.strip():
         negatives = split_prompts(negative_prompt, one_per_line)
         negatives = one_or_each(negatives, n, error(
-            NODE, f"negative_prompt has {len(negatives)} lines but prompt has {n} (expected 1 or {n}). Give one "
-                  "negative line for all items or one per prompt."))
+            NODE, f"negative_prompt has {len(negatives)} lines but the batch has {n} items (expected 1 or {n}). "
+                  "Give one negative line for all items or one per prompt."))
     seconds = parse_durations(durations, NODE, "durations") or [float(duration)]
     seconds = one_or_each(seconds, n, error(
-        NODE, f"durations has {len(seconds)} values but prompt has {n} item(s) (expected 1 or {n}). Give one "
-              "duration per prompt line."))
+        NODE, f"durations has {len(seconds)} values but the batch has {n} item(s) (expected 1 or {n}). Give one "
+              "duration for all items or one per item."))
     check_durations(seconds, MAX_SECONDS, NODE, "duration")
     return prompts, negatives, seconds
 
 
-def encode(handle, prompts, negatives, durations) -> tuple[SA3Conditioning, SA3Conditioning]:
+def encode(handle, prompts, negatives, durations) -> tuple[ConditioningSide, ConditioningSide]:
     """Encode like ``generate()`` (one ``encode_text`` call) and split into the two sides."""
     sync_loras(handle)  # conditioner LoRAs change the seconds embedding
     comfy_models.load_parts(handle, "text")
@@ -52,15 +63,13 @@ def encode(handle, prompts, negatives, durations) -> tuple[SA3Conditioning, SA3C
     text = pipeline.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
     comfy_models.release_parts(handle, "text")
     out = comfy_models.intermediate_device()
-    family = handle.config.family
-    positive = SA3Conditioning("positive", tuple(prompts), tuple(durations), text.cross.to(out),
-                               text.global_cond.to(out), None, family,
-                               partner_prompts=tuple(negatives) if negatives is not None else None)
+    prompts, durations = tuple(prompts), tuple(durations)
+    positive = ConditioningSide("positive", prompts, durations, text.cross.to(out), text.global_cond.to(out), None)
     if negatives is None:
-        negative = SA3Conditioning("none", tuple(prompts), tuple(durations), None, None, None, family)
+        negative = ConditioningSide("none", prompts, durations, None, None, None)
     else:
-        negative = SA3Conditioning("negative", tuple(negatives), tuple(durations), text.negative_cross.to(out),
-                                   None, text.negative_mask.to(out), family, partner_prompts=tuple(prompts))
+        negative = ConditioningSide("negative", tuple(negatives), durations, text.negative_cross.to(out), None,
+                                    text.negative_mask.to(out))
     return positive, negative
 
 
@@ -83,37 +92,50 @@ class SA3TextEncode(io.ComfyNode):
                                         "one_prompt_per_line: one line for all items or one line per item."),
                 io.Float.Input("duration", default=30.0, min=0.1, max=MAX_SECONDS, step=0.1,
                                tooltip="Length in seconds of every item (small models: up to 120 s, medium: up to "
-                                       "380 s). Must equal the SA3 Empty Latent duration."),
+                                       "380.4 s); the sampler sizes the latent from it."),
                 io.Boolean.Input("one_prompt_per_line", default=False,
                                  tooltip="Off: the whole text is one prompt. On: each non-empty line is the prompt "
                                          "of one batch item."),
                 io.String.Input("durations", default="",
                                 tooltip="Optional per-item seconds, comma-separated (e.g. '10, 20, 15'), one per "
                                         "prompt line; overrides duration. Empty: duration for every item."),
+                io.Int.Input("batch_size", default=1, min=1, max=MAX_BATCH, optional=True,
+                             tooltip="How many clips to generate. 1: one per prompt line. N: N clips of one prompt "
+                                     "(or of N lines), as generate(batch_size=N)."),
             ],
             outputs=[
-                SA3ConditioningType.Output("positive", display_name="positive",
-                                           tooltip="Prompt + duration conditioning for SA3 Sampler's positive input."),
-                SA3ConditioningType.Output("negative", display_name="negative",
-                                           tooltip="Negative prompt conditioning for SA3 Sampler's negative input "
-                                                   "(zeros when the negative prompt is empty)."),
+                SA3Conditioning.Output("positive", display_name="positive",
+                                       tooltip="Prompt + duration conditioning for SA3 Sampler's positive input "
+                                               "(it also sizes the latent)."),
+                SA3Conditioning.Output("negative", display_name="negative",
+                                       tooltip="Negative prompt conditioning for SA3 Sampler's negative input "
+                                               "(zeros when the negative prompt is empty)."),
             ],
         )
 
     @classmethod
-    def validate_inputs(cls, prompt=None, negative_prompt=None, one_prompt_per_line=None, durations=None):
-        if prompt is None or negative_prompt is None or durations is None:
+    def validate_inputs(cls, prompt=None, negative_prompt=None, one_prompt_per_line=None, durations=None,
+                        batch_size=None):
+        message = widget_error(cls, NODE, batch_size=batch_size)
+        if message is not None:
+            return message
+        if prompt is None or negative_prompt is None or durations is None or one_prompt_per_line is None:
             return True  # linked: checked again when the node runs
-        try:
-            text_batch(prompt, negative_prompt, bool(one_prompt_per_line), 1.0, durations)
+        try:  # duration itself is range-checked by ComfyUI (it is not named here)
+            text_batch(prompt, negative_prompt, bool(one_prompt_per_line), 1.0, durations, batch_size or 1)
         except ValueError as e:
             return str(e)
         return True
 
     @classmethod
-    def execute(cls, model, prompt, negative_prompt, duration, one_prompt_per_line, durations) -> io.NodeOutput:
+    def execute(cls, model, prompt, negative_prompt, duration, one_prompt_per_line, durations,
+                batch_size=1) -> io.NodeOutput:
         handle = _require_model(model, NODE)
-        prompts, negatives, seconds = text_batch(prompt, negative_prompt, one_prompt_per_line, duration, durations)
-        check_durations(seconds, handle.config.max_duration, NODE, "duration")
+        message = widget_error(cls, NODE, duration=duration, batch_size=batch_size)  # either may come by link
+        if message is not None:
+            raise ValueError(message)
+        prompts, negatives, seconds = text_batch(prompt, negative_prompt, one_prompt_per_line, duration, durations,
+                                                 batch_size)
+        check_durations(seconds, handle.config.max_duration, NODE, "duration")  # before any encoding
         positive, negative = encode(handle, prompts, negatives, seconds)
         return io.NodeOutput(positive, negative)

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import RNG, error, make_audio, read_latent, restore_generator
-from ._sa3 import pipeline
+from ._sa3 import SAMPLES_PER_LATENT, pipeline
 from ._validate import require_widgets, widget_error
 from .loaders import _require_model
 from .types import CATEGORY, SA3Model
@@ -28,7 +28,8 @@ class SA3Decode(io.ComfyNode):
                         "result equals the official generate().",
             inputs=[
                 SA3Model.Input("model", tooltip="The SA3 model whose SAME autoencoder decodes."),
-                io.Latent.Input("latent", tooltip="Latents from SA3 Sampler (or SA3 Encode Audio for a round trip)."),
+                io.Latent.Input("latent", tooltip="Latents from SA3 Sampler (or SA3 Encode Audio, or core's "
+                                                  "VAEEncodeAudio with the SA3 VAE, for a round trip)."),
                 io.Combo.Input("chunked", options=list(CHUNKING), default="auto",
                                tooltip="Decode in overlapping 128-frame chunks (less memory for long audio). auto: "
                                        "the model's setting, as generate() does."),
@@ -49,12 +50,20 @@ class SA3Decode(io.ComfyNode):
         handle = _require_model(model, NODE)
         require_widgets(cls, NODE, chunked=chunked)
         config = handle.config
-        samples, durations = read_latent(latent, NODE, "latent", config.latent_channels)
-        plan = pipeline.plan_latents(config, durations)
-        if samples.shape[-1] != plan.latents:
-            raise ValueError(error(NODE, f"latent has {samples.shape[-1]} frames but {durations} s needs "
-                                         f"{plan.latents} (expected a latent of this model). Decode the output of "
-                                         "SA3 Sampler or SA3 Encode Audio."))
+        shape = read_latent(latent, NODE, "latent", config.latent_channels)
+        if shape.kind == "empty":
+            raise ValueError(error(NODE, "latent is empty (got all zeros, expected sampled or encoded latents). Decode "
+                                         "the output of SA3 Sampler."))
+        samples, durations = shape.samples, shape.durations
+        if durations is None:  # core's VAEEncodeAudio: the whole latent is audio, nothing to silence or trim
+            durations = [shape.frames * SAMPLES_PER_LATENT / config.sample_rate] * shape.batch
+            trim = False
+        try:  # the latent's own length (the official plan's, or a core EmptyLatentAudio's)
+            plan = pipeline.plan_latents(config, durations, latents=shape.frames)
+        except ValueError:
+            raise ValueError(error(NODE, f"latent has {shape.frames} frames, too few for {max(durations):g} s "
+                                         "(expected a latent of this model). Decode the output of SA3 Sampler or SA3 "
+                                         "Encode Audio.")) from None
         device = comfy_models.load_parts(handle, "autoencoder")
         saved = latent.get(RNG)
         generator = restore_generator(saved) if saved is not None else pipeline.make_generator(FALLBACK_SEED, device)

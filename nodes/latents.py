@@ -1,4 +1,9 @@
-"""Latent nodes: empty latent (the plan of a generation), audio -> latent, inpaint regions."""
+"""Latent nodes: audio -> latent, inpaint regions, and the deprecated SA3 Empty Latent.
+
+SA3 Empty Latent asked for the durations a second time (SA3 Text Encode already has them); the
+sampler now sizes the latent from the conditioning, so the node is kept, deprecated and hidden
+from the node search, only so that workflows saved with it still load and run unchanged.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import (
-    DURATIONS,
     SOURCE,
+    InpaintRegions,
     check_durations,
     check_regions,
     error,
@@ -23,10 +28,10 @@ from ._sa3 import pipeline
 from ._validate import require_widgets, widget_error
 from .conditioning import MAX_SECONDS
 from .loaders import _require_model
-from .types import CATEGORY, SA3Model
-from .types import SA3InpaintMask as SA3InpaintMaskType
+from .types import CATEGORY, SA3InpaintRegions, SA3Model
 
 MASK_MODES = ["regions", "continuation"]
+NODE_MASK = "Inpaint Regions"
 ENCODE_SEED = 0  # the encode node's own SAME-L noise; the sampler re-draws it from the seed's stream
 
 
@@ -42,11 +47,12 @@ class SA3EmptyLatent(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3EmptyLatent",
-            display_name="SA3 Empty Latent",
+            display_name="SA3 Empty Latent (deprecated)",
             category=CATEGORY,
-            description="An empty audio latent sized exactly as the official generate() sizes it: the longest "
-                        "duration + 6 s headroom, rounded to 8192 samples. Sets the batch size and the durations "
-                        "the sampler and decoder use.",
+            description="Deprecated: SA3 Sampler now sizes the latent from SA3 Text Encode's durations (leave its "
+                        "latent input unconnected; batch_size is on SA3 Text Encode). Kept so that saved workflows "
+                        "run; its durations must equal SA3 Text Encode's.",
+            is_deprecated=True,
             inputs=[
                 SA3Model.Input("model", tooltip="The SA3 model (sets the channels and the maximum length)."),
                 io.Float.Input("duration", default=30.0, min=0.1, max=MAX_SECONDS, step=0.1,
@@ -63,12 +69,15 @@ class SA3EmptyLatent(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, durations=None):
-        if durations is None:
-            return True
+    def validate_inputs(cls, batch_size=None, durations=None):
+        message = widget_error(cls, "Empty Latent", batch_size=batch_size)
+        if message is not None or durations is None:
+            return message or True
         try:
-            check_durations(parse_durations(durations, "Empty Latent", "durations"), MAX_SECONDS, "Empty Latent",
-                            "durations")
+            seconds = parse_durations(durations, "Empty Latent", "durations")
+            check_durations(seconds, MAX_SECONDS, "Empty Latent", "durations")
+            if batch_size is not None:
+                _batch_durations(1.0, batch_size, durations, "Empty Latent")
         except ValueError as e:
             return str(e)
         return True
@@ -81,7 +90,7 @@ class SA3EmptyLatent(io.ComfyNode):
         plan = pipeline.plan_latents(handle.config, seconds)
         samples = torch.zeros(len(seconds), handle.config.latent_channels, plan.latents,
                               device=comfy_models.intermediate_device())
-        return io.NodeOutput(make_latent(samples, seconds, handle.sample_rate))
+        return io.NodeOutput(make_latent(samples, seconds))
 
 
 def encode_sources(handle, sources, plan, generator) -> torch.Tensor:
@@ -111,9 +120,9 @@ class SA3EncodeAudio(io.ComfyNode):
                 SA3Model.Input("model", tooltip="The SA3 model whose SAME autoencoder encodes the audio."),
                 io.Audio.Input("audio", tooltip="Source audio; resampled to 44.1 kHz, mono is duplicated to stereo."),
                 io.Latent.Input("latent", optional=True,
-                                tooltip="Optional: the SA3 Empty Latent of the generation. The source is then cut or "
-                                        "zero-padded to exactly that length, as generate() does. Without it the "
-                                        "audio's own length is used."),
+                                tooltip="Optional (older workflows): the SA3 Empty Latent of the generation, to encode "
+                                        "at its length. Unconnected: the audio's own length; the sampler encodes the "
+                                        "source again at the generation's length when that differs."),
             ],
             outputs=[io.Latent.Output(display_name="latent",
                                       tooltip="SAME latents (batch, channels, frames) plus the source audio, so the "
@@ -125,9 +134,10 @@ class SA3EncodeAudio(io.ComfyNode):
         handle = _require_model(model, "Encode Audio")
         cfg = handle.config
         sources = read_audio(audio, "Encode Audio", "audio")
-        if latent is not None:
-            _, durations = read_latent(latent, "Encode Audio", "latent", cfg.latent_channels)
-        else:
+        shape = read_latent(latent, "Encode Audio", "latent", cfg.latent_channels) if latent is not None else None
+        if shape is not None and shape.durations is not None:
+            durations = shape.durations
+        else:  # no plan given (core latents carry none): the audio's own length
             seconds = sources[0][1].shape[-1] / sources[0][0]
             durations = [min(seconds, cfg.max_duration)] * len(sources)
         plan = pipeline.plan_latents(cfg, durations)
@@ -137,21 +147,22 @@ class SA3EncodeAudio(io.ComfyNode):
         if len(durations) != batch:
             durations = [max(durations)] * batch
         source = [{"waveform": wav, "sample_rate": sr} for sr, wav in sources]
-        return io.NodeOutput(make_latent(samples, durations, handle.sample_rate, **{SOURCE: source}))
+        return io.NodeOutput(make_latent(samples, durations, **{SOURCE: source}))
 
 
 class SA3InpaintMask(io.ComfyNode):
+    """Node id kept from when it was called SA3 Inpaint Mask (saved workflows name it)."""
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3InpaintMask",
-            display_name="SA3 Inpaint Mask",
+            display_name="SA3 Inpaint Regions",
             category=CATEGORY,
             description="Chooses what the sampler regenerates: one or several regions in seconds (the rest of "
                         "the source is kept), or continuation (keep the first seconds of the source and generate "
-                        "everything after it, also past the source's end).",
+                        "everything after it, up to SA3 Text Encode's duration, also past the source's end).",
             inputs=[
-                io.Latent.Input("latent", tooltip="The SA3 Empty Latent of the generation (gives the duration)."),
                 io.Combo.Input("mode", options=MASK_MODES, default="regions",
                                tooltip="regions: regenerate the listed regions. continuation: keep 0..keep_seconds of "
                                        "the source and generate the rest."),
@@ -160,40 +171,44 @@ class SA3InpaintMask(io.ComfyNode):
                                         "lines, e.g. '2-4, 8.5-10'. Used in regions mode."),
                 io.Float.Input("keep_seconds", default=10.0, min=0.0, max=MAX_SECONDS, step=0.1,
                                tooltip="Continuation mode: seconds of the source to keep from the start; everything "
-                                       "after is generated up to the latent's duration."),
+                                       "after is generated up to the duration set on SA3 Text Encode."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="Optional (older workflows): an SA3 Empty Latent, to check the regions "
+                                        "against its duration here. The sampler checks them in any case."),
             ],
-            outputs=[SA3InpaintMaskType.Output(display_name="inpaint_mask",
-                                               tooltip="The regions to regenerate; connect to SA3 Sampler's "
-                                                       "inpaint_mask together with inpaint_source.")],
+            outputs=[SA3InpaintRegions.Output(display_name="inpaint_regions",
+                                              tooltip="The regions to regenerate; connect to SA3 Sampler's "
+                                                      "inpaint_mask together with inpaint_source.")],
         )
 
     @classmethod
-    def validate_inputs(cls, mode=None, regions=None):
-        message = widget_error(cls, "Inpaint Mask", mode=mode)
+    def validate_inputs(cls, mode=None, regions=None, keep_seconds=None):
+        message = widget_error(cls, NODE_MASK, mode=mode, keep_seconds=keep_seconds)
         if message is not None:
             return message
         if mode != "regions" or regions is None:
             return True
         try:
-            check_regions(parse_regions(regions, "Inpaint Mask", "regions"), float("inf"), "Inpaint Mask", "regions")
+            check_regions(parse_regions(regions, NODE_MASK, "regions"), float("inf"), NODE_MASK, "regions")
         except ValueError as e:
             return str(e)
         return True
 
     @classmethod
-    def execute(cls, latent, mode, regions, keep_seconds) -> io.NodeOutput:
-        require_widgets(cls, "Inpaint Mask", mode=mode)
-        if not isinstance(latent, dict) or DURATIONS not in latent:
-            raise ValueError(error("Inpaint Mask", "latent carries no SA3 durations (expected the output of SA3 Empty "
-                                                   "Latent). Connect SA3 Empty Latent."))
-        duration = max(float(d) for d in latent[DURATIONS])
+    def execute(cls, mode, regions, keep_seconds, latent=None) -> io.NodeOutput:
+        require_widgets(cls, NODE_MASK, mode=mode, keep_seconds=keep_seconds)
         if mode == "continuation":
-            if not 0 <= keep_seconds < duration:
-                raise ValueError(error("Inpaint Mask", f"keep_seconds {keep_seconds:g} leaves nothing to generate (got "
-                                                       f"{keep_seconds:g} s, expected < the {duration:g} s duration). "
-                                                       "Lower keep_seconds or lengthen the duration."))
-            spans = [(float(keep_seconds), duration)]
+            out = InpaintRegions(continue_from=float(keep_seconds))
         else:
-            spans = parse_regions(regions, "Inpaint Mask", "regions")
-            check_regions(spans, duration, "Inpaint Mask", "regions")
-        return io.NodeOutput({"regions": spans, "durations": [float(d) for d in latent[DURATIONS]]})
+            spans = parse_regions(regions, NODE_MASK, "regions")
+            check_regions(spans, float("inf"), NODE_MASK, "regions")
+            out = InpaintRegions(regions=tuple(spans))
+        shape = read_latent(latent, NODE_MASK, "latent", None) if latent is not None else None
+        if shape is not None and shape.durations is not None:  # an old graph's plan: check now, not after encoding
+            duration = max(shape.durations)
+            if out.continue_from is not None and not out.continue_from < duration:
+                raise ValueError(error(NODE_MASK, f"keep_seconds {keep_seconds:g} leaves nothing to generate (got "
+                                                  f"{keep_seconds:g} s, expected < the {duration:g} s duration). "
+                                                  "Lower keep_seconds or lengthen the duration."))
+            check_regions(out.spans(duration), duration, NODE_MASK, "regions")
+        return io.NodeOutput(out)

@@ -1,4 +1,8 @@
-"""Every custom socket type of the pack, declared once, and the pack-wide schema constants."""
+"""Every custom socket type of the pack, declared once, and the pack-wide schema constants.
+
+The type strings are what saved workflows and links carry; ComfyUI compares them when a link
+is made and when a prompt is validated (against the node definitions, not the saved file).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ CATEGORY = "audio/stable audio 3"
 
 # An SA3Handle (nodes/_handle.py): the loaded modules plus the LoRA stack requested for them.
 SA3Model = io.Custom("SA3_MODEL")
-# An SA3Conditioning (nodes/_handle.py): encoded prompts + seconds for each batch item.
+# A ConditioningSide (nodes/_handle.py): encoded prompts + seconds for each batch item.
 SA3Conditioning = io.Custom("SA3_CONDITIONING")
-# An inpaint keep-mask over the latent frames of one plan, plus the regions it was built from.
-SA3InpaintMask = io.Custom("SA3_INPAINT_MASK")
+# An InpaintRegions (nodes/_adapters.py): what to regenerate, in seconds (regions or a
+# continuation point); the sampler turns it into the latent keep-mask once the plan is known.
+SA3InpaintRegions = io.Custom("SA3_INPAINT_REGIONS")
 # A tuple of sa3.training_data.TrainingClip: checked clips + captions of one training folder.
 SA3TrainingData = io.Custom("SA3_TRAINING_DATA")

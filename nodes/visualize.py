@@ -19,10 +19,10 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_models
-from ._adapters import error, parse_regions, read_audio
+from ._adapters import error, parse_regions, read_audio, read_regions
 from ._sa3 import pictures
 from ._validate import require_widgets, widget_error
-from .types import CATEGORY, SA3InpaintMask
+from .types import CATEGORY, SA3InpaintRegions
 
 NODE = "Spectrogram"
 PREVIEW_SECONDS = 6.0  # seconds of audio decoded per live preview (cost grows with it)
@@ -32,13 +32,10 @@ PREVIEW_SEED = 0  # the preview decoder's private noise; never the sampler's gen
 OPTIONS = pictures.SpectrogramOptions()  # defaults shown on the node
 
 
-def _shaded_regions(inpaint_mask, regions: str) -> list[tuple[float, float]]:
+def _shaded_regions(inpaint_mask, regions: str, duration: float) -> list[tuple[float, float]]:
     spans: list[tuple[float, float]] = []
     if inpaint_mask is not None:
-        if not isinstance(inpaint_mask, dict) or "regions" not in inpaint_mask:
-            raise ValueError(error(NODE, f"inpaint_mask is not an SA3 inpaint mask (got {type(inpaint_mask).__name__}, "
-                                         "expected the output of SA3 Inpaint Mask). Connect SA3 Inpaint Mask."))
-        spans += [(float(s), float(e)) for s, e in inpaint_mask["regions"]]
+        spans += read_regions(inpaint_mask, NODE, "inpaint_mask").spans(duration)
     spans += parse_regions(regions or "", NODE, "regions")
     for s, e in spans:
         if s < 0 or e <= s:
@@ -86,9 +83,9 @@ class SA3Spectrogram(io.ComfyNode):
                                          "so clips of a batch compare by level."),
                 io.Boolean.Input("waveform", default=OPTIONS.waveform,
                                  tooltip="Draw the waveform (min/max per column) above the spectrogram."),
-                SA3InpaintMask.Input("inpaint_mask", optional=True,
-                                     tooltip="Optional: the SA3 Inpaint Mask used for this audio; its regions are "
-                                             "shaded and labelled 'regenerated'."),
+                SA3InpaintRegions.Input("inpaint_mask", optional=True,
+                                        tooltip="Optional: the SA3 Inpaint Regions used for this audio; its regions "
+                                                "are shaded and labelled 'regenerated'."),
                 io.String.Input("regions", default="", optional=True,
                                 tooltip="Optional extra regions to shade, start-end in seconds separated by commas, "
                                         "e.g. '2-4, 8.5-10'."),
@@ -111,7 +108,7 @@ class SA3Spectrogram(io.ComfyNode):
                                "fmin < fmax). Lower fmin or set fmax to 0 for the full range.")
         if regions is not None:
             try:
-                _shaded_regions(None, regions)
+                _shaded_regions(None, regions, float("inf"))
             except ValueError as e:
                 return str(e)
         return True
@@ -123,7 +120,7 @@ class SA3Spectrogram(io.ComfyNode):
         items = read_audio(audio, NODE, "audio")  # [(sr, (C, S))]
         sample_rate = items[0][0]
         waves = torch.stack([wav for _, wav in items])  # (B, C, S)
-        spans = _shaded_regions(inpaint_mask, regions)
+        spans = _shaded_regions(inpaint_mask, regions, waves.shape[-1] / sample_rate)
         nyquist = sample_rate / 2
         if fmin >= min(fmax or nyquist, nyquist):
             raise ValueError(error(NODE, f"fmin {fmin:g} Hz leaves no frequencies to draw (got fmin {fmin:g}, "

@@ -27,6 +27,16 @@ MODEL_REPOS = {
     "medium-base": "stabilityai/stable-audio-3-medium-base",
 }
 AUTOENCODER_REPOS = {"same-s": "stabilityai/SAME-S", "same-l": "stabilityai/SAME-L"}
+# ``sample_size`` of each official model_config.json: the longest audio it makes is
+# sample_size / 44100 s (small 120 s, small base 120.7 s, medium 380.4 s), known before download.
+MODEL_SAMPLE_SIZES = {
+    "small-music": 5_292_032,
+    "small-sfx": 5_292_032,
+    "medium": 16_777_216,
+    "small-music-base": 5_324_800,
+    "small-sfx-base": 5_324_800,
+    "medium-base": 16_777_216,
+}
 
 
 def _reject_unknown(section: str, cfg: dict, allowed: set[str]) -> None:

@@ -208,20 +208,30 @@ class LatentPlan:
         return torch.arange(self.latents, device=device)[None, :] < valid[:, None]
 
 
-def plan_latents(cfg: ModelConfig, durations: Sequence[float], padding_sec: float = DURATION_PADDING_SEC) -> LatentPlan:
+def plan_latents(cfg: ModelConfig, durations: Sequence[float], padding_sec: float = DURATION_PADDING_SEC,
+                 latents: int | None = None) -> LatentPlan:
     """Latent length for a batch: ``align8192((max duration + 6 s) * sr)``, capped at the
-    model's ``sample_size`` (from its config, so medium reaches 380 s)."""
+    model's ``sample_size`` (from its config, so medium reaches 380 s).
+
+    ``latents``: a length fixed elsewhere instead (ComfyUI's EmptyLatentAudio sizes latents from
+    its own seconds, rounded to the nearest frame, without headroom); each item's valid region
+    is capped at it, and the longest duration must fit in it (to that same rounding).
+    """
     durations = check_durations(durations, cfg)
     sr = cfg.sample_rate
-    n = int((max(durations) + padding_sec) * sr)
-    n = math.ceil(n / SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
-    n = math.ceil(n / LATENT_ALIGN) * LATENT_ALIGN
-    n = min(n, cfg.sample_size // LATENT_ALIGN * LATENT_ALIGN)
-    latents = n // SAMPLES_PER_LATENT
     headroom = int(padding_sec * sr / SAMPLES_PER_LATENT)
     effective = tuple(max(1, math.ceil(int(d * sr) / SAMPLES_PER_LATENT)) for d in durations)
+    if latents is None:
+        n = int((max(durations) + padding_sec) * sr)
+        n = math.ceil(n / SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
+        n = math.ceil(n / LATENT_ALIGN) * LATENT_ALIGN
+        n = min(n, cfg.sample_size // LATENT_ALIGN * LATENT_ALIGN)
+        latents = n // SAMPLES_PER_LATENT
+    elif not (needed := round(max(durations) * sr / SAMPLES_PER_LATENT)) <= latents <= cfg.max_latents:
+        raise ValueError(f"Stable Audio 3: a latent of {latents} frames ({latents * SAMPLES_PER_LATENT / sr:.2f} s) "
+                         f"does not fit {max(durations):g} s (expected {needed} to {cfg.max_latents} frames).")
     valid = tuple(min(e + headroom, latents) for e in effective)
-    return LatentPlan(n, latents, effective, valid, tuple(durations))
+    return LatentPlan(latents * SAMPLES_PER_LATENT, latents, effective, valid, tuple(durations))
 
 
 # --- stage 4: audio in -----------------------------------------------------------------------

@@ -126,10 +126,14 @@ def test_audio_goes_in_and_out_through_core_nodes(name, schemas):
 
 
 @pytest.mark.parametrize("name", MODES)
-def test_text_and_latent_durations_agree(name, schemas):
-    data = ui(name)
-    text, latent = widgets(data, schemas, "SA3TextEncode"), widgets(data, schemas, "SA3EmptyLatent")
-    assert text["duration"] == latent["duration"] and text["durations"] == latent["durations"]
+def test_one_duration_per_workflow(name, schemas):
+    """The durations are set on SA3 Text Encode only: no (deprecated) SA3 Empty Latent, and the
+    sampler sizes the latent from the conditioning."""
+    data, prompt = ui(name), api(name)
+    assert not nodes_of(data, "SA3EmptyLatent")
+    with_duration = [n for n in prompt.values() if {"duration", "durations"} & set(n["inputs"])]
+    assert [n["class_type"] for n in with_duration] == ["SA3TextEncode"]
+    assert all("latent" not in n["inputs"] for n in prompt.values() if n["class_type"] != "SA3Decode")
 
 
 def test_mode_specific_settings(schemas):
@@ -138,9 +142,8 @@ def test_mode_specific_settings(schemas):
     assert "negative" in api("text_to_audio_negative_cfg")["4"]["inputs"]
 
     text = widgets(ui("batch_prompts_durations"), schemas, "SA3TextEncode")
-    latent = widgets(ui("batch_prompts_durations"), schemas, "SA3EmptyLatent")
     lines = [line for line in text["prompt"].splitlines() if line.strip()]
-    assert text["one_prompt_per_line"] and len(lines) == latent["batch_size"] == len(text["durations"].split(","))
+    assert text["one_prompt_per_line"] and text["batch_size"] == 1 and len(lines) == len(text["durations"].split(","))
 
     assert widgets(ui("audio_to_audio"), schemas, "SA3Sampler")["init_noise_level"] < 1
     assert "init_latent" in api("audio_to_audio")["4"]["inputs"]
@@ -182,7 +185,7 @@ def test_widget_layout_follows_input_order_and_frontend_extras(schemas):
     assert cw.widget_layout(schemas["LoadAudio"]) == ["audio", cw.EXTRA, cw.EXTRA]
     assert cw.widget_layout(schemas["PreviewImage"]) == []
     layout = cw.widget_layout(schemas["SA3TextEncode"])
-    assert layout == ["prompt", "negative_prompt", "duration", "one_prompt_per_line", "durations"]
+    assert layout == ["prompt", "negative_prompt", "duration", "one_prompt_per_line", "durations", "batch_size"]
     assert "model" not in layout  # sockets take no slot
 
 
@@ -199,9 +202,9 @@ def test_ui_to_api_takes_a_widget_turned_into_a_linked_input(schemas):
     data["last_link_id"] += 1
     link_id = data["last_link_id"]
     sampler["inputs"].append({"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": link_id})
-    data["links"].append([link_id, 3, 0, sampler["id"], len(sampler["inputs"]) - 1, "INT"])
+    data["links"].append([link_id, 2, 0, sampler["id"], len(sampler["inputs"]) - 1, "INT"])
     prompt = cw.ui_to_api(data, schemas)
-    assert prompt[str(sampler["id"])]["inputs"]["steps"] == ["3", 0]
+    assert prompt[str(sampler["id"])]["inputs"]["steps"] == ["2", 0]
 
 
 @pytest.mark.parametrize("edit, expected", [
@@ -209,10 +212,10 @@ def test_ui_to_api_takes_a_widget_turned_into_a_linked_input(schemas):
     (lambda p: p["4"]["inputs"].update(steps=8.5), "is not an INT"),
     (lambda p: p["4"]["inputs"].update(cfg=True), "is not a FLOAT"),
     (lambda p: p["4"]["inputs"].update(sampler="ddim"), "not in"),
-    (lambda p: p["3"]["inputs"].update(duration=1000.0), "bigger than the maximum"),
+    (lambda p: p["2"]["inputs"].update(duration=1000.0), "bigger than the maximum"),
     (lambda p: p["4"]["inputs"].update(latent=["2", 0]), "is linked to a SA3_CONDITIONING output"),
     (lambda p: p["4"]["inputs"].update(latent=["99", 0]), "links to missing node"),
-    (lambda p: p["4"]["inputs"].update(latent=["3", 5]), "which has 1"),
+    (lambda p: p["4"]["inputs"].update(latent=["4", 5]), "which has 1"),
     (lambda p: p["4"]["inputs"].pop("steps"), "required input 'steps' is missing"),
     (lambda p: p["4"]["inputs"].update(stepz=8), "unknown input 'stepz'"),
     (lambda p: p["2"]["inputs"].update(durations="10, abc"), "validate_inputs says"),

@@ -92,11 +92,12 @@ def expected_samples(prompt: dict) -> list[int]:
     from sa3.config import ModelConfig
     from sa3.pipeline import plan_latents
 
-    latent = next(n["inputs"] for n in prompt.values() if n["class_type"] == "SA3EmptyLatent")
-    durations = [float(d) for d in latent["durations"].replace(",", " ").split()] or \
-        [float(latent["duration"])] * latent["batch_size"]
+    text = next(n["inputs"] for n in prompt.values() if n["class_type"] == "SA3TextEncode")
+    lines = [p for p in text["prompt"].splitlines() if p.strip()] if text["one_prompt_per_line"] else [text["prompt"]]
+    batch = text["batch_size"] if text["batch_size"] > 1 else len(lines)  # as SA3 Text Encode counts items
+    durations = [float(d) for d in text["durations"].replace(",", " ").split()] or [float(text["duration"])]
     if len(durations) == 1:
-        durations = durations * latent["batch_size"]
+        durations = durations * batch
     if len(set(durations)) == 1:
         return [int(durations[0] * SAMPLE_RATE)] * len(durations)
     config = ModelConfig.from_file(fixture_root() / "tiny-small" / "model_config.json")
@@ -243,7 +244,7 @@ def _queue(server, prompt: dict) -> tuple[int, dict]:
 @pytest.mark.parametrize("node_id, field, value, error_type", [
     ("4", "steps", 0, "value_smaller_than_min"),
     ("4", "steps", 5000, "value_bigger_than_max"),
-    ("3", "duration", 1000.0, "value_bigger_than_max"),
+    ("2", "duration", 1000.0, "value_bigger_than_max"),
     ("2", "durations", "10, abc", "custom_validation_failed"),
     ("11", "regions", "8-4", "custom_validation_failed"),
 ])
@@ -289,11 +290,11 @@ def test_bad_combo_value_is_refused(server, tmp_path):
 
 
 def test_runtime_error_is_reported_not_raised(server, tmp_path):
-    """A region past the audio passes validation (the duration is only known at run time) and fails
-    in the node: the runner reports ComfyUI's execution error in one line."""
+    """A region past the audio passes validation (the duration is on another node) and fails in the
+    sampler before it encodes or samples: the runner reports ComfyUI's execution error in one line."""
     prompt = cw.read_json(cw.API_DIR / "inpaint_one_region.json")
     prompt = comfy_run.apply_overrides(prompt, ["duration=4", "11.regions=\"8-9\""])
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(prompt))
-    with pytest.raises(comfy_run.ComfyError, match=r"SA3InpaintMask.*starts outside the audio"):
+    with pytest.raises(comfy_run.ComfyError, match=r"SA3Sampler.*starts outside the audio"):
         comfy_run.run(path, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=io.StringIO())

@@ -25,25 +25,30 @@ def _audio(wave: torch.Tensor, sr: int) -> dict:
 def run_graph(h, *, prompt="a dog barking", negative_prompt="", duration=3.0, durations="", per_line=False,
               batch_size=1, seed=7, steps=4, cfg=1.0, sampler=DEFAULT, apg_scale=1.0, init_audio=None,
               init_noise_level=1.0, inpaint_audio=None, mask_mode=None, regions="", keep_seconds=0.0,
-              connect_negative=True, chunked="auto"):
-    """Loader output -> Text Encode -> Empty Latent -> [Encode Audio, Inpaint Mask] -> Sampler -> Decode."""
+              connect_negative=True, chunked="auto", old_empty_latent=False):
+    """Loader output -> Text Encode -> [Encode Audio, Inpaint Regions] -> Sampler -> Decode: the durations
+    are set once, on Text Encode. ``old_empty_latent``: the graph of older workflows, with the
+    deprecated SA3 Empty Latent repeating the durations and setting the batch size."""
+    batch = {} if old_empty_latent else {"batch_size": batch_size}
     pos, neg = nodes.SA3TextEncode.execute(model=h, prompt=prompt, negative_prompt=negative_prompt, duration=duration,
-                                           one_prompt_per_line=per_line, durations=durations).args
-    (latent,) = nodes.SA3EmptyLatent.execute(model=h, duration=duration, batch_size=batch_size,
-                                             durations=durations).args
-    extra = {}
+                                           one_prompt_per_line=per_line, durations=durations, **batch).args
+    extra, plan = {}, {}
+    if old_empty_latent:
+        (latent,) = nodes.SA3EmptyLatent.execute(model=h, duration=duration, batch_size=batch_size,
+                                                 durations=durations).args
+        extra["latent"] = plan["latent"] = latent
     if init_audio is not None:
-        (extra["init_latent"],) = nodes.SA3EncodeAudio.execute(model=h, audio=init_audio, latent=latent).args
+        (extra["init_latent"],) = nodes.SA3EncodeAudio.execute(model=h, audio=init_audio, **plan).args
         extra["init_noise_level"] = init_noise_level
     if inpaint_audio is not None:
-        (extra["inpaint_source"],) = nodes.SA3EncodeAudio.execute(model=h, audio=inpaint_audio, latent=latent).args
+        (extra["inpaint_source"],) = nodes.SA3EncodeAudio.execute(model=h, audio=inpaint_audio, **plan).args
     if mask_mode is not None:
-        (extra["inpaint_mask"],) = nodes.SA3InpaintMask.execute(latent=latent, mode=mask_mode, regions=regions,
-                                                               keep_seconds=keep_seconds).args
+        (extra["inpaint_mask"],) = nodes.SA3InpaintMask.execute(mode=mask_mode, regions=regions,
+                                                               keep_seconds=keep_seconds, **plan).args
     if connect_negative:
         extra["negative"] = neg
-    (sampled,) = nodes.SA3Sampler.execute(model=h, positive=pos, latent=latent, seed=seed, steps=steps, cfg=cfg,
-                                          sampler=sampler, apg_scale=apg_scale, **extra).args
+    (sampled,) = nodes.SA3Sampler.execute(model=h, positive=pos, seed=seed, steps=steps, cfg=cfg, sampler=sampler,
+                                          apg_scale=apg_scale, **extra).args
     (audio,) = nodes.SA3Decode.execute(model=h, latent=sampled, chunked=chunked, trim=True).args
     return audio
 
@@ -72,9 +77,10 @@ def test_text_to_audio_cfg_negative_apg_sampler(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_batch_of_one_prompt(name):
+@pytest.mark.parametrize("old_empty_latent", [False, True])
+def test_batch_of_one_prompt(name, old_empty_latent):
     h, ref = load_handle(name), load_reference(name)
-    audio = run_graph(h, batch_size=2, negative_prompt="hiss", cfg=2.0, seed=3)
+    audio = run_graph(h, batch_size=2, negative_prompt="hiss", cfg=2.0, seed=3, old_empty_latent=old_empty_latent)
     expected = ref.generate("a dog barking", negative_prompt="hiss", duration=3.0, steps=4, seed=3, batch_size=2,
                             cfg_scale=2.0)
     assert_same(audio, expected)
@@ -84,7 +90,7 @@ def test_batch_of_one_prompt(name):
 def test_per_batch_prompts_and_durations(name):
     h, ref = load_handle(name), load_reference(name)
     audio = run_graph(h, prompt="rain on a roof\n\n  a cat purring  \n", per_line=True, durations="2, 3.5",
-                      batch_size=2, negative_prompt="noise", cfg=2.0, seed=5)
+                      batch_size=1, negative_prompt="noise", cfg=2.0, seed=5)
     expected = ref.generate(["rain on a roof", "a cat purring"], negative_prompt="noise", duration=[2.0, 3.5],
                             batch_size=2, steps=4, seed=5, cfg_scale=2.0)
     assert_same(audio, expected)
@@ -111,11 +117,12 @@ def test_inpaint_regions(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_continuation(name):
+@pytest.mark.parametrize("old_empty_latent", [False, True])
+def test_continuation(name, old_empty_latent):
     h, ref = load_handle(name), load_reference(name)
     wave = _wave(1.5, 48000, 2, seed=3)
     audio = run_graph(h, duration=4.0, inpaint_audio=_audio(wave, 48000), mask_mode="continuation",
-                      keep_seconds=1.5, seed=6)
+                      keep_seconds=1.5, seed=6, old_empty_latent=old_empty_latent)
     expected = ref.generate("a dog barking", duration=4.0, steps=4, seed=6, inpaint_audio=(48000, wave),
                             inpaint_mask_start_seconds=1.5, inpaint_mask_end_seconds=4.0)
     assert_same(audio, expected)

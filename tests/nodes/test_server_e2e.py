@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import wave
 
 import pytest
 
@@ -47,10 +48,8 @@ def t2a_graph(seed: int = 7, steps: int = 4, duration: float = 2.0, prompt: str 
         "2": {"class_type": "SA3TextEncode", "inputs": {"model": ["1", 0], "prompt": prompt, "negative_prompt": "",
                                                          "duration": duration, "one_prompt_per_line": per_line,
                                                          "durations": ""}},
-        "3": {"class_type": "SA3EmptyLatent", "inputs": {"model": ["1", 0], "duration": duration, "batch_size": 1,
-                                                          "durations": ""}},
         "4": {"class_type": "SA3Sampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 1],
-                                                      "latent": ["3", 0], "seed": seed, "steps": steps, "cfg": 1.0,
+                                                      "seed": seed, "steps": steps, "cfg": 1.0,
                                                       "sampler": "default for the model", "apg_scale": 1.0,
                                                       "init_noise_level": 1.0}},
         "5": {"class_type": "SA3Decode", "inputs": {"model": ["1", 0], "latent": ["4", 0], "chunked": "auto",
@@ -86,7 +85,7 @@ def test_text_to_audio_writes_a_file_and_reruns_without_reloading(server):
     entry = server.run(t2a_graph(seed=8))
     assert entry["status"]["status_str"] == "success"
     cached = next(m[1]["nodes"] for m in entry["status"]["messages"] if m[0] == "execution_cached")
-    assert {"1", "2", "3"} <= set(cached)
+    assert {"1", "2"} <= set(cached)
     assert server.log().count("Stable Audio 3: loaded") == 1
 
 
@@ -96,6 +95,69 @@ def test_bad_input_is_refused_at_validation_naming_the_input(server):
     errors = body["node_errors"]["2"]["errors"]
     assert errors[0]["type"] == "custom_validation_failed"
     assert "Stable Audio 3 Text Encode: prompt has no non-empty line" in errors[0]["details"]
+
+
+def test_core_empty_latent_audio_sets_batch_and_length(server):
+    """Core's EmptyLatentAudio (0.3.64: 64 channels at 2048 samples per frame) into SA3 Sampler:
+    its batch size and length are used; the durations stay SA3 Text Encode's."""
+    graph = t2a_graph(duration=2.0)
+    graph["3"] = {"class_type": "EmptyLatentAudio", "inputs": {"seconds": 4.0, "batch_size": 2}}
+    graph["4"]["inputs"]["latent"] = ["3", 0]
+    graph["5"]["inputs"]["trim"] = False
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+    assert len(entry["outputs"]["6"]["audio"]) == 2  # one file per item
+    graph["3"]["inputs"]["seconds"] = 1.0  # shorter than the 2 s duration: refused before sampling
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    (error,) = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert error["node_id"] == "4" and error["exception_message"].startswith(
+        "Stable Audio 3 Sampler: latent is 1.02 s long, but positive asks for 2 s")
+
+
+def test_graph_saved_with_the_old_empty_latent_still_runs(server):
+    """A workflow saved before the durations moved to SA3 Text Encode alone: SA3 Empty Latent
+    (deprecated, still listed) repeats them and feeds the sampler, SA3 Encode Audio and SA3
+    Inpaint Mask's latent input, exactly as those files were written."""
+    info = server.get("/object_info/SA3EmptyLatent")["SA3EmptyLatent"]
+    assert info["deprecated"] is True
+    wav = server.dirs["input"] / "old_graph.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes(b"\x10\x00" * 22050 * 2)
+    graph = t2a_graph(duration=2.0)
+    graph["3"] = {"class_type": "SA3EmptyLatent", "inputs": {"model": ["1", 0], "duration": 2.0, "batch_size": 1,
+                                                              "durations": ""}}
+    graph["9"] = {"class_type": "LoadAudio", "inputs": {"audio": "old_graph.wav"}}
+    graph["10"] = {"class_type": "SA3EncodeAudio", "inputs": {"model": ["1", 0], "audio": ["9", 0],
+                                                               "latent": ["3", 0]}}
+    graph["11"] = {"class_type": "SA3InpaintMask", "inputs": {"latent": ["3", 0], "mode": "regions",
+                                                               "regions": "0.5-1", "keep_seconds": 10.0}}
+    graph["4"]["inputs"].update(latent=["3", 0], inpaint_mask=["11", 0], inpaint_source=["10", 0])
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+    (saved,) = entry["outputs"]["6"]["audio"]
+    assert (server.dirs["output"] / saved.get("subfolder", "") / saved["filename"]).stat().st_size > 1000
+
+
+def test_duration_widgets_follow_the_selected_model(server):
+    """web/js/duration_limits.js is served and reads each model choice's maximum from the pack's
+    route: the folder's own config, or the official one for a model not downloaded."""
+    assert f"/extensions/{PACK_NAME}/js/duration_limits.js" in server.get("/extensions")
+    limits = server.get("/sa3/max_durations")
+    assert limits == server.get("/api/sa3/max_durations")
+    config = json.loads((fixture_root() / "tiny-small" / "model_config.json").read_text())
+    assert limits["tiny-small"] == config["sample_size"] / config["sample_rate"]
+    assert round(limits["medium"], 1) == 380.4 and round(limits["small-music"], 1) == 120.0
+
+
+def test_duration_over_every_model_is_refused_at_validation(server):
+    status, body = server.post("/prompt", {"prompt": t2a_graph(duration=400.0)})
+    assert status == 400, body
+    (error,) = body["node_errors"]["2"]["errors"]
+    assert error["type"] == "value_bigger_than_max" and error["extra_info"]["input_name"] == "duration"
 
 
 def test_unknown_combo_value_is_refused_at_validation(server):
@@ -116,7 +178,7 @@ def _lora_graph(**options) -> dict:
     inputs = {"model": ["1", 0], "lora_name": "tiny-small/lora.safetensors", "strength_dit": 1.0,
               "strength_conditioner": 1.0, **options}
     graph["7"] = {"class_type": "SA3LoraLoader", "inputs": inputs}
-    for node in ("2", "3", "4", "5"):
+    for node in ("2", "4", "5"):
         graph[node]["inputs"]["model"] = ["7", 0]
     return graph
 

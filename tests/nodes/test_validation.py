@@ -25,9 +25,10 @@ def _latent(h, **kw):
     return nodes.SA3EmptyLatent.execute(**args).args[0]
 
 
-def _sample(h, pos, latent, **kw):
-    args = dict(model=h, positive=pos, latent=latent, seed=0, steps=2, cfg=1.0, sampler="default for the model",
-                apg_scale=1.0)
+def _sample(h, pos, latent=None, **kw):
+    args = dict(model=h, positive=pos, seed=0, steps=2, cfg=1.0, sampler="default for the model", apg_scale=1.0)
+    if latent is not None:
+        args["latent"] = latent
     args.update(kw)
     return nodes.SA3Sampler.execute(**args).args[0]
 
@@ -40,15 +41,24 @@ def _sample(h, pos, latent, **kw):
      "Stable Audio 3 Text Encode: prompt has no non-empty line (got an empty prompt list, expected at least one "
      "prompt)."),
     (dict(prompt="a\nb\nc", negative_prompt="x\ny", one_prompt_per_line=True),
-     "Stable Audio 3 Text Encode: negative_prompt has 2 lines but prompt has 3 (expected 1 or 3)."),
+     "Stable Audio 3 Text Encode: negative_prompt has 2 lines but the batch has 3 items (expected 1 or 3)."),
     (dict(prompt="a\nb", durations="1, 2, 3", one_prompt_per_line=True),
-     "Stable Audio 3 Text Encode: durations has 3 values but prompt has 2 item(s) (expected 1 or 2)."),
+     "Stable Audio 3 Text Encode: durations has 3 values but the batch has 2 item(s) (expected 1 or 2)."),
+    (dict(prompt="a\nb\nc", one_prompt_per_line=True, batch_size=2),
+     "Stable Audio 3 Text Encode: prompt has 3 lines but batch_size is 2 (expected 1 or 2)."),
+    (dict(durations="2, 3", batch_size=3),
+     "Stable Audio 3 Text Encode: durations has 2 values but the batch has 3 item(s) (expected 1 or 3)."),
+    (dict(durations="400"),
+     "Stable Audio 3 Text Encode: duration 400 s is outside this model's range (got 400, expected 0 < seconds <= "
+     "380.40)."),
+    (dict(batch_size=65),
+     "Stable Audio 3 Text Encode: batch_size 65 is out of range (got 65, expected 1 to 64)."),
     (dict(durations="10, ten"),
      "Stable Audio 3 Text Encode: durations must be numbers of seconds separated by commas (got 'ten' in "
      "'10, ten', expected e.g. '10, 20, 5.5')."),
 ])
 def test_text_encode_validation(kwargs, message):
-    args = dict(prompt="a", negative_prompt="", one_prompt_per_line=False, durations="")
+    args = dict(prompt="a", negative_prompt="", one_prompt_per_line=False, durations="", batch_size=1)
     args.update({k: v for k, v in kwargs.items() if k in args})
     result = nodes.SA3TextEncode.validate_inputs(**args)
     assert isinstance(result, str) and result.startswith(message), result
@@ -67,6 +77,18 @@ def test_linked_inputs_pass_validation():
     assert nodes.SA3TextEncode.validate_inputs(prompt=None, negative_prompt=None) is True
     assert nodes.SA3EmptyLatent.validate_inputs(durations=None) is True
     assert nodes.SA3InpaintMask.validate_inputs(mode="regions", regions=None) is True
+    assert nodes.SA3TextEncode.validate_inputs(prompt="a", negative_prompt="", one_prompt_per_line=False,
+                                               durations="", batch_size=None) is True
+
+
+def test_text_encode_makes_the_batch():
+    h = load_handle(SMALL)
+    pos, neg = _encode(h, prompt="a dog", batch_size=3, durations="1, 2, 3")
+    assert pos.prompts == ("a dog",) * 3 and pos.durations == (1.0, 2.0, 3.0) and pos.cross.shape[0] == 3
+    assert neg.kind == "none" and neg.durations == pos.durations
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Text Encode: duration 0 is out of range \(got 0, expected "
+                                         r"0.1 to 380.4\)"):
+        _encode(h, duration=0.0)  # a linked duration is checked when the node runs
 
 
 # --- empty latent / inpaint mask ---------------------------------------------------------------
@@ -75,11 +97,16 @@ def test_linked_inputs_pass_validation():
 def test_empty_latent_matches_generate_sizes():
     h = load_handle(SMALL)
     latent = _latent(h, duration=3.0, batch_size=2)
+    assert set(latent) == {"samples", "type", "sa3_durations"}
     assert latent["type"] == "audio" and latent["sa3_durations"] == [3.0, 3.0]
     assert latent["samples"].shape == (2, h.config.latent_channels, 98)  # ceil((3 + 6) s * 44100 / 8192) * 2
     assert not latent["samples"].any()
     with pytest.raises(ValueError, match="durations has 3 values but batch_size is 2"):
         _latent(h, batch_size=2, durations="1, 2, 3")
+    assert nodes.SA3EmptyLatent.validate_inputs(batch_size=2, durations="1, 2, 3").startswith(
+        "Stable Audio 3 Empty Latent: durations has 3 values but batch_size is 2 (expected 1 or 2).")
+    assert nodes.SA3EmptyLatent.validate_inputs(batch_size=2, durations="1, 2") is True
+    assert nodes.SA3EmptyLatent.define_schema().is_deprecated  # hidden from the node search, still runs
     with pytest.raises(ValueError, match=r"duration 130 s is outside this model's range"):
         _latent(h, duration=130.0)
 
@@ -88,34 +115,53 @@ def test_empty_latent_matches_generate_sizes():
     ("", "regions is empty (got no region, expected at least one 'start-end'). Add a region such as '2-4'."),
     ("3-1", "region 3-1 s in regions is empty or reversed (got start 3, end 1, expected 0 <= start < end)."),
     ("2-2", "region 2-2 s in regions is empty or reversed"),
-    ("1-2, 5-6", "region 5-6 s in regions starts outside the audio (got start 5 s, expected < the 4 s duration)."),
     ("1 to x", "regions entry '1 to x' is not a region (got '1 to x', expected 'start-end' in seconds"),
 ])
-def test_inpaint_mask_errors(regions, message):
-    latent = _latent(load_handle(SMALL), duration=4.0)
+def test_inpaint_regions_errors(regions, message):
     with pytest.raises(ValueError) as e:
-        nodes.SA3InpaintMask.execute(latent=latent, mode="regions", regions=regions, keep_seconds=0.0)
-    assert str(e.value).startswith("Stable Audio 3 Inpaint Mask: " + message), str(e.value)
-    if "outside" not in message:  # needs the duration: only known when the node runs
-        assert nodes.SA3InpaintMask.validate_inputs(mode="regions", regions=regions).startswith(
-            "Stable Audio 3 Inpaint Mask: " + message)
+        nodes.SA3InpaintMask.execute(mode="regions", regions=regions, keep_seconds=0.0)
+    assert str(e.value).startswith("Stable Audio 3 Inpaint Regions: " + message), str(e.value)
+    assert nodes.SA3InpaintMask.validate_inputs(mode="regions", regions=regions).startswith(
+        "Stable Audio 3 Inpaint Regions: " + message)
+
+
+def test_inpaint_regions_outside_the_duration():
+    """Known once the duration is: checked by the sampler (before any encoding), or by the node
+    itself when an old graph connects an SA3 Empty Latent."""
+    h = load_handle(SMALL)
+    pos, _ = _encode(h, duration=4.0)
+    (mask,) = nodes.SA3InpaintMask.execute(mode="regions", regions="1-2, 5-6", keep_seconds=0.0).args
+    source = {"samples": torch.zeros(1, h.config.latent_channels, 98) + 0.5, "type": "audio"}
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Sampler: region 5-6 s in inpaint_mask starts outside the "
+                                         r"audio \(got start 5 s, expected < the 4 s duration\)"):
+        _sample(h, pos, inpaint_mask=mask, inpaint_source=source)
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Inpaint Regions: region 5-6 s in regions starts outside "
+                                         r"the audio \(got start 5 s, expected < the 4 s duration\)"):
+        nodes.SA3InpaintMask.execute(mode="regions", regions="1-2, 5-6", keep_seconds=0.0,
+                                     latent=_latent(h, duration=4.0))
+    (keep,) = nodes.SA3InpaintMask.execute(mode="continuation", regions="", keep_seconds=4.0).args
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Sampler: inpaint_mask keeps 4 s of the source, which "
+                                         r"leaves nothing to generate \(got keep_seconds 4, expected < the 4 s "
+                                         r"duration\)"):
+        _sample(h, pos, inpaint_mask=keep, inpaint_source=source)
+    with pytest.raises(ValueError, match=r"keep_seconds 4 leaves nothing to generate \(got 4 s, expected < the 4 s"):
+        nodes.SA3InpaintMask.execute(mode="continuation", regions="", keep_seconds=4.0,
+                                     latent=_latent(h, duration=4.0))
 
 
 def test_inpaint_mask_unknown_mode():
     assert nodes.SA3InpaintMask.validate_inputs(mode="everything", regions="1-2") == (
-        "Stable Audio 3 Inpaint Mask: mode 'everything' is not one of its choices (got 'everything', expected one of "
-        "['regions', 'continuation']). Pick a value from the list.")
+        "Stable Audio 3 Inpaint Regions: mode 'everything' is not one of its choices (got 'everything', expected one "
+        "of ['regions', 'continuation']). Pick a value from the list.")
+    assert nodes.SA3InpaintMask.validate_inputs(mode="continuation", regions="", keep_seconds=-1.0).startswith(
+        "Stable Audio 3 Inpaint Regions: keep_seconds -1 is out of range (got -1, expected 0 to 380.4).")
 
 
 def test_inpaint_mask_regions_and_continuation():
-    latent = _latent(load_handle(SMALL), duration=4.0)
-    (mask,) = nodes.SA3InpaintMask.execute(latent=latent, mode="regions", regions="0.5-1\n2 - 3.5; 3.8..9",
-                                           keep_seconds=0.0).args
-    assert mask["regions"] == [(0.5, 1.0), (2.0, 3.5), (3.8, 9.0)]
-    (mask,) = nodes.SA3InpaintMask.execute(latent=latent, mode="continuation", regions="", keep_seconds=1.5).args
-    assert mask["regions"] == [(1.5, 4.0)]
-    with pytest.raises(ValueError, match=r"keep_seconds 4 leaves nothing to generate \(got 4 s, expected < the 4 s"):
-        nodes.SA3InpaintMask.execute(latent=latent, mode="continuation", regions="", keep_seconds=4.0)
+    (mask,) = nodes.SA3InpaintMask.execute(mode="regions", regions="0.5-1\n2 - 3.5; 3.8..9", keep_seconds=0.0).args
+    assert mask.spans(4.0) == [(0.5, 1.0), (2.0, 3.5), (3.8, 9.0)]
+    (mask,) = nodes.SA3InpaintMask.execute(mode="continuation", regions="", keep_seconds=1.5).args
+    assert mask.spans(4.0) == [(1.5, 4.0)] and mask.spans(6.0) == [(1.5, 6.0)]  # up to the generation's duration
 
 
 # --- sampler -----------------------------------------------------------------------------------
@@ -126,20 +172,20 @@ def test_sampler_input_errors():
     pos, _neg = _encode(h, duration=2.0)
     latent = _latent(h, duration=3.0)
     with pytest.raises(ValueError, match=r"the positive conditioning was encoded for \[2.0\] s but the latent is "
-                                         r"planned for \[3.0\] s \(expected the same\)"):
+                                         r"planned for \[3.0\] s \(expected the same\). Leave latent unconnected"):
         _sample(h, pos, latent)
     pos3, _ = _encode(h, prompt="a\nb\nc", one_prompt_per_line=True, duration=3.0)
     with pytest.raises(ValueError, match=r"positive has 3 items but the latent has 2 \(expected 1 or 2\)"):
         _sample(h, pos3, _latent(h, duration=3.0, batch_size=2))
     with pytest.raises(ValueError, match="inpaint_mask is connected but inpaint_source is not"):
-        _sample(h, pos, _latent(h), inpaint_mask={"regions": [(0.5, 1.0)], "durations": [2.0]})
-    core_latent = {"samples": torch.zeros(1, 64, 22), "type": "audio"}  # core EmptyLatentAudio
-    with pytest.raises(ValueError, match=r"latent has the wrong shape for this model \(got \(1, 64, 22\)"):
-        _sample(h, pos, core_latent)
+        _sample(h, pos, inpaint_mask=nodes.SA3InpaintMask.execute(mode="regions", regions="0.5-1",
+                                                                   keep_seconds=0.0).args[0])
     with pytest.raises(ValueError, match=r"model is not an SA3 model \(got str"):
         _sample("not a model", pos, latent)
     with pytest.raises(ValueError, match="negative is not negative/none SA3 conditioning"):
-        _sample(h, pos, _latent(h), negative=pos)
+        _sample(h, pos, negative=pos)
+    with pytest.raises(ValueError, match=r"inpaint_mask is not SA3 inpaint regions \(got dict"):
+        _sample(h, pos, inpaint_mask={"regions": [(0.5, 1.0)]}, inpaint_source=latent)
 
 
 def test_encode_audio_rejects_non_audio():

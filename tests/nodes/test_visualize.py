@@ -45,8 +45,7 @@ def test_image_is_one_picture_per_clip():
 
 
 def test_inpaint_mask_regions_are_shaded():
-    latent = {"samples": torch.zeros(1, 4, 8), "type": "audio", "sa3_durations": [4.0]}
-    (mask,) = nodes.SA3InpaintMask.execute(latent=latent, mode="regions", regions="1-2, 3-3.5", keep_seconds=0.0).args
+    (mask,) = nodes.SA3InpaintMask.execute(mode="regions", regions="1-2, 3-3.5", keep_seconds=0.0).args
     audio = {"waveform": torch.zeros(1, 2, 4 * SR), "sample_rate": SR}
     shaded = _spectrogram(audio, inpaint_mask=mask)
     same = _spectrogram(audio, regions="1-2, 3-3.5")
@@ -63,8 +62,8 @@ def test_inpaint_mask_regions_are_shaded():
 
 
 def test_continuation_mask_shades_to_the_end():
-    latent = {"samples": torch.zeros(1, 4, 8), "type": "audio", "sa3_durations": [3.0]}
-    (mask,) = nodes.SA3InpaintMask.execute(latent=latent, mode="continuation", regions="", keep_seconds=1.0).args
+    """The continuation ends where the audio does (the generation's duration)."""
+    (mask,) = nodes.SA3InpaintMask.execute(mode="continuation", regions="", keep_seconds=1.0).args
     image = _spectrogram({"waveform": torch.zeros(1, 2, 3 * SR), "sample_rate": SR}, inpaint_mask=mask)
     layout = pictures.compute_layout(pictures.SpectrogramOptions(height=256, width=640), 3.0, SR, True)
     row = image[0, layout.spec_y0 + 4, layout.plot_x0:layout.plot_x1].sum(-1) > 0
@@ -77,8 +76,8 @@ def test_messages_follow_the_error_shape():
     with pytest.raises(ValueError, match=r"^Stable Audio 3 Spectrogram: regions entry 'x' is not a region \(got 'x', "
                                          r"expected 'start-end' in seconds.*\)\. Write each region as start-end\.$"):
         _spectrogram(audio, regions="x")
-    with pytest.raises(ValueError, match=r"^Stable Audio 3 Spectrogram: inpaint_mask is not an SA3 inpaint mask "
-                                         r"\(got str, expected .*\)\. Connect SA3 Inpaint Mask\.$"):
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Spectrogram: inpaint_mask is not SA3 inpaint regions "
+                                         r"\(got str, expected .*\)\. Connect SA3 Inpaint Regions\.$"):
         _spectrogram(audio, inpaint_mask="1-2")
     with pytest.raises(ValueError, match=r"^Stable Audio 3 Spectrogram: fmin 30000 Hz leaves no frequencies to draw "
                                          r"\(got fmin 30000, fmax 22050, expected fmin < min\(fmax, 22050 Hz\)\)\. "

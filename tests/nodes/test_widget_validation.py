@@ -111,12 +111,11 @@ def test_execute_rechecks_linked_combos():
                                          one_prompt_per_line=False, durations="").args
     (latent,) = nodes.SA3EmptyLatent.execute(model=h, duration=1.0, batch_size=1, durations="").args
     with pytest.raises(ValueError, match=r"^Stable Audio 3 Sampler: sampler 'ddim' is not one of its choices"):
-        nodes.SA3Sampler.execute(model=h, positive=pos, latent=latent, seed=0, steps=1, cfg=1.0, sampler="ddim",
-                                 apg_scale=1.0)
+        nodes.SA3Sampler.execute(model=h, positive=pos, seed=0, steps=1, cfg=1.0, sampler="ddim", apg_scale=1.0)
     with pytest.raises(ValueError, match=r"^Stable Audio 3 Decode: chunked 'yes' is not one of its choices"):
         nodes.SA3Decode.execute(model=h, latent=latent, chunked="yes", trim=True)
-    with pytest.raises(ValueError, match=r"^Stable Audio 3 Inpaint Mask: mode 'all' is not one of its choices"):
-        nodes.SA3InpaintMask.execute(latent=latent, mode="all", regions="", keep_seconds=0.0)
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Inpaint Regions: mode 'all' is not one of its choices"):
+        nodes.SA3InpaintMask.execute(mode="all", regions="", keep_seconds=0.0)
     with pytest.raises(ValueError, match=r"^Stable Audio 3 Model Loader: attention 'xformers' is not one of"):
         nodes.SA3ModelLoader.execute(model_name="tiny-small", precision="fp32", attention="xformers",
                                      padding_mode="exact", download=False)
