@@ -413,16 +413,18 @@ class _Frozen:
         return functional_call(self.module, {**self.tensors, **weights}, args)
 
 
-def _frozen(module: nn.Module, dtype: torch.dtype) -> _Frozen:
-    """Views when ``module`` already has ``dtype`` and ordinary tensors; a copy when the precision
-    changes or its tensors were made under inference mode (ComfyUI), which autograd refuses."""
+def _frozen(module: nn.Module, dtype: torch.dtype, device: torch.device) -> _Frozen:
+    """Views when ``module`` already has ``dtype``, sits on ``device`` and holds ordinary tensors;
+    else a copy: when the precision or device differs (ComfyUI may keep the conditioner offloaded)
+    or its tensors were made under inference mode (ComfyUI), which autograd refuses."""
     state = list(module.parameters()) + list(module.buffers())
-    if all(t.dtype == dtype or not t.is_floating_point() for t in state) and not any(t.is_inference() for t in state):
+    if all((t.dtype == dtype or not t.is_floating_point()) and t.device == device and not t.is_inference()
+           for t in state):
         named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
         return _Frozen(module, {n: t.detach() for n, t in named.items()})
     with torch.inference_mode(False):
         twin = copy.deepcopy(module)
-        twin.to(dtype)  # the frozen base precision; LoRA parameters stay fp32
+        twin.to(device, dtype)  # the frozen base precision; LoRA parameters stay fp32
     twin.eval().requires_grad_(False)
     return _Frozen(twin, dict([*twin.named_parameters(), *twin.named_buffers()]))
 
@@ -551,7 +553,6 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     resume_tensors = None
     if resume_from is not None:
         resume_tensors = _resume_tensors(resume_from, state, targets, options)
-    device = next(model.dit.parameters()).device
     with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference mode
         if not isinstance(dataset, EncodedDataset):
             dataset = encode_dataset(model, clips, options.crop_latents(),
@@ -559,6 +560,7 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
         dataset = _normal_tensors(dataset)
         if on_stage is not None:
             on_stage("dit")
+        device = next(model.dit.parameters()).device  # where the DiT runs (ComfyUI moved it just now)
         return _run(model, dataset, output, options, targets, device, resume_tensors, state, on_step, should_stop)
 
 
@@ -584,8 +586,8 @@ def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) ->
 
 def _run(model, data, output, options, targets, device, resume_tensors, state, on_step, should_stop) -> TrainingResult:
     dtype = BASE_PRECISIONS[options.base_precision]
-    dit = _frozen(model.dit, dtype)  # a copy keeps the attention settings (backend, padding semantics)
-    seconds = _frozen(model.conditioner.conditioners["seconds_total"], dtype)
+    dit = _frozen(model.dit, dtype, device)  # a copy keeps the attention settings (backend, padding semantics)
+    seconds = _frozen(model.conditioner.conditioners["seconds_total"], dtype, device)
     # initialise from the fp32 original weights, before any precision change (as officially)
     lora = _TrainableLoRA(targets, options, _derived_generator(options.seed, "init"), device)
     fingerprint = _fingerprint(data)
