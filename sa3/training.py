@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from . import training_recipe as recipe
+from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
 from .dit import DiTConditioning
 from .lora import ADAPTER_KINDS, OFFICIAL_PREFIX, LayerAdapter, adapt_weight, svd_bases
 from .lora_files import ADAPTER_PARAMS, SLOT, read_lora_file, selected
@@ -119,7 +120,7 @@ class LoRATrainingOptions:
 
     def crop_latents(self) -> int:
         """Latent frames per clip: the clip length aligned down to whole latents (official)."""
-        return int(self.clip_seconds * 44100) // 4096
+        return int(self.clip_seconds * SAMPLE_RATE) // SAMPLES_PER_LATENT
 
 
 @dataclass
@@ -175,8 +176,9 @@ def check_options(options: LoRATrainingOptions, max_duration: float) -> LoRATrai
         raise _error(f"learning_rate must be in (0, 1] (got {o.learning_rate!r})", "Use 1e-4 (official)")
     if not _is_int(o.batch_size) or not 1 <= o.batch_size <= MAX_BATCH:
         raise _error(f"batch_size must be an integer in 1..{MAX_BATCH} (got {o.batch_size!r})", "Use 1 on a CPU")
-    if not _is_number(o.clip_seconds) or not 4096 / 44100 <= o.clip_seconds <= max_duration:
-        raise _error(f"clip_seconds must be in [{4096 / 44100:.3f}, {max_duration:.1f}] s for this model "
+    shortest = SAMPLES_PER_LATENT / SAMPLE_RATE  # one latent frame
+    if not _is_number(o.clip_seconds) or not shortest <= o.clip_seconds <= max_duration:
+        raise _error(f"clip_seconds must be in [{shortest:.3f}, {max_duration:.1f}] s for this model "
                      f"(got {o.clip_seconds!r})", "Use e.g. 30")
     if not _is_int(o.seed) or not 0 <= o.seed <= MAX_SEED:
         raise _error(f"seed must be an integer in [0, {MAX_SEED}] (got {o.seed!r})", "Use e.g. 42")
@@ -382,7 +384,7 @@ def _fingerprint(data: EncodedDataset) -> str:
     h = hashlib.blake2b(digest_size=16)
     for c in data.clips:
         h.update(f"{c.name}|{c.seconds_total}|{tuple(c.latents.shape)}|".encode())
-        h.update(c.latents.numpy().tobytes()[:4096])
+        h.update(c.latents.numpy().tobytes()[:4096])  # a sample of the values is enough to tell datasets apart
     return h.hexdigest()
 
 
@@ -595,6 +597,9 @@ def _run(model, data, output, options, targets, device, resume_tensors, state, o
     if resume_tensors is not None:
         lora.load_file_tensors(resume_tensors)
         start = int(state[0]["step"]) if state is not None else 0
+        if state is not None and state[0].get("dataset") != fingerprint:
+            logger.warning("Stable Audio 3 training: resuming on other clips than the run that wrote the state "
+                           "(the result differs from an uninterrupted run)")
     params = [lora.get(key, n) for key in lora.keys for n in ADAPTER_PARAMS[lora.adapter_type]]
     optimizer = torch.optim.AdamW(params, lr=options.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
     if state is not None:
