@@ -125,7 +125,7 @@ class LoRATrainingOptions:
 
 @dataclass
 class TrainingResult:
-    path: Path  # the LoRA file written
+    path: Path | None  # the LoRA file written; None when stopped before the first step
     losses: list[float]  # loss of every step run in this call
     steps_done: int  # total optimizer steps the file holds (including resumed ones)
     stopped: bool  # True when should_stop ended training early
@@ -628,6 +628,9 @@ def _run(model, data, output, options, targets, device, resume_tensors, state, o
             ckpt = output.with_name(f"{output.stem}-step{step:06d}.safetensors")
             _save(lora, optimizer, options, step, fingerprint, ckpt)
             checkpoints.append(ckpt)
+    if not losses:  # stopped before the first step: nothing new to save (an existing file stays as it is)
+        logger.info("Stable Audio 3 training: stopped before the first step; %s not written", output)
+        return TrainingResult(path=None, losses=[], steps_done=step, stopped=stopped)
     _save(lora, optimizer, options, step, fingerprint, output)
     logger.info("Stable Audio 3 training: %d step(s) -> %s%s", step, output, " (stopped early)" if stopped else "")
     return TrainingResult(path=output, losses=losses, steps_done=step, stopped=stopped, checkpoints=checkpoints)

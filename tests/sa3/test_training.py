@@ -128,6 +128,10 @@ def test_resume_continues_where_it_stopped(model, data_dir, tmp_path):
     again = train_lora(model, data_dir, tmp_path / "again.safetensors", opts(steps=6),
                        resume_from=straight.checkpoints[1])
     assert again.path.read_bytes() == straight.path.read_bytes()
+    # stopped before the first step: nothing is written, an existing file is kept
+    before = stopped.path.read_bytes()
+    none = train_lora(model, data_dir, stopped.path, opts(steps=6), resume_from=stopped.path, should_stop=lambda: True)
+    assert none.path is None and none.stopped and none.steps_done == 3 and stopped.path.read_bytes() == before
     # without the state file (e.g. an official LoRA): starts from its weights, fresh optimizer
     state_path(stopped.path).unlink()
     fresh = train_lora(model, data_dir, tmp_path / "fresh.safetensors", opts(steps=2), resume_from=stopped.path)
