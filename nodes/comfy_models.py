@@ -126,6 +126,21 @@ def check_interrupt() -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
+def interrupted() -> bool:
+    """True once Cancel / POST /interrupt was requested (for work that stops cleanly on its own)."""
+    return mm.processing_interrupted()
+
+
+def progress_text(node_id: str | None, text: str) -> None:
+    """A line of text under the running node in the UI (no-op without a server or node id)."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    if node_id is not None and getattr(PromptServer, "instance", None) is not None:
+        PromptServer.instance.send_progress_text(text, node_id)
+
+
 def progress_bar(total: int):
     """A ComfyUI progress bar (``update_absolute(value, total)``) for the running node."""
     return comfy.utils.ProgressBar(total)

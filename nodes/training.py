@@ -206,17 +206,6 @@ def loss_curve_image(losses: list[float], steps: int, size: tuple[int, int] = CU
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
 
 
-def _progress_text(cls, text: str) -> None:
-    """The loss under the node (ComfyUI's progress text), when a server is running."""
-    node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)
-    try:
-        from server import PromptServer
-    except ImportError:
-        return
-    if node_id is not None and getattr(PromptServer, "instance", None) is not None:
-        PromptServer.instance.send_progress_text(text, node_id)
-
-
 class SA3TrainLoRA(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -345,18 +334,17 @@ class SA3TrainLoRA(io.ComfyNode):
 
         sync_loras(model)  # the shared modules carry no LoRA (another branch of the graph may have left some)
         pbar = comfy_models.progress_bar(int(steps))
+        node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)  # where the loss text goes
 
         def on_step(step: int, total: int, loss: float) -> None:
             pbar.update_absolute(step, total)
-            _progress_text(cls, f"step {step}/{total}  loss {loss:.4f}")
+            comfy_models.progress_text(node_id, f"step {step}/{total}  loss {loss:.4f}")
             if step == total or step % 50 == 0:
                 logger.info("Stable Audio 3 training: step %d/%d, loss %.4f", step, total, loss)
 
-        import comfy.model_management as mm
-
         try:
             result = training.train_lora(model.model, list(dataset), output, options, resume_from=resume,
-                                         on_step=on_step, should_stop=mm.processing_interrupted,
+                                         on_step=on_step, should_stop=comfy_models.interrupted,
                                          on_stage=lambda part: comfy_models.load_parts(model, part))
         except (training.TrainingError, training_data.TrainingDataError) as e:
             raise ValueError(_node_message(TRAIN_NODE, e)) from e
