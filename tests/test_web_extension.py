@@ -22,7 +22,7 @@ globalThis.__api = {
   fetchApi: async (route) => ({ ok: route === "/sa3/max_durations",
                                 json: async () => ({ "small-music": 120.0007, medium: 380.4357 }) }),
 };
-await import("./extensions/pack/duration_limits.js");
+await import("./extensions/pack/js/duration_limits.js");
 const ext = registered[0];
 const tick = () => new Promise((r) => setTimeout(r, 5));
 class Graph {
@@ -60,7 +60,7 @@ def test_duration_widget_follows_the_selected_model(tmp_path):
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "app.js").write_text("export const app = globalThis.__app;\n")
     (tmp_path / "scripts" / "api.js").write_text("export const api = globalThis.__api;\n")
-    pack = tmp_path / "extensions" / "pack"
+    pack = tmp_path / "extensions" / "pack" / "js"  # where ComfyUI serves web/js/ (relative imports resolve so)
     pack.mkdir(parents=True)
     shutil.copy(REPO / "web" / "js" / "duration_limits.js", pack)
     (tmp_path / "run.mjs").write_text(DRIVER)

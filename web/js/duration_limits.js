@@ -6,8 +6,8 @@
 // whole graph. Each model choice's longest duration comes from GET /sa3/max_durations
 // (nodes/limits.py). The model's own limit is checked again when SA3 Text Encode runs, before
 // anything is encoded, so a graph queued without this extension is still refused in time.
-import { app } from "../../scripts/app.js";
-import { api } from "../../scripts/api.js";
+import { app } from "../../../scripts/app.js"; // served as /extensions/<pack>/js/duration_limits.js
+import { api } from "../../../scripts/api.js";
 
 const LOADERS = { SA3ModelLoader: "model_name", SA3CheckpointLoader: "ckpt_name" };
 const PASS_THROUGH = new Set(["SA3LoraLoader", "SA3LoraStrength"]); // model in -> model out
