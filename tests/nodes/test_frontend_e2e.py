@@ -19,8 +19,9 @@ import urllib.request
 import pytest
 import websocket
 
-from tests.comfy_server import ComfyServer, free_port, requires_comfyui
-from tests.conftest import REPO, fixture_root
+from tests.comfy_server import free_port, requires_comfyui
+from tests.conftest import REPO
+from tests.nodes.test_server_e2e import server  # noqa: F401  (the module's ComfyUI server fixture)
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = [requires_comfyui, pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to run the frontend")]
@@ -92,22 +93,15 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    root = fixture_root()
-    if root is None or not (root / "tiny-small").is_dir():
-        pytest.skip("tiny-small fixture model not found (set SA3_FIXTURES)")
-    server = ComfyServer(tmp_path_factory.mktemp("comfyui"), {"stable_audio_3": root, "loras": root / "loras"})
-    browser = None
+def page(request):
+    browser = Browser(request.getfixturevalue("server").url)
     try:
-        browser = Browser(server.start().url)
         browser.wait_for(f"!!(window.comfyAPI?.app?.app?.graph && {APP}.extensionManager && "
                          f"{APP}.extensions?.some((e) => e.name === 'StableAudio3.DurationLimits'))")
         time.sleep(3)  # let the app restore its start-up graph first, or it would replace the one loaded here
         yield browser
     finally:
-        if browser is not None:
-            browser.close()
-        server.stop()
+        browser.close()
 
 
 def test_duration_widget_takes_the_selected_models_maximum(page):
