@@ -70,9 +70,11 @@ __all__ = [
     "LoRATrainingOptions",
     "TrainingError",
     "TrainingResult",
+    "check_options",
     "save_lora_file",
     "state_path",
     "train_lora",
+    "validation_loss",
 ]
 
 ADAPTER_TYPES = tuple(ADAPTER_KINDS)  # lora, dora-rows, dora-cols, bora and the -xs variants
