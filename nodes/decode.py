@@ -60,10 +60,11 @@ class SA3Decode(io.ComfyNode):
             trim = False
         try:  # the latent's own length (the official plan's, or a core EmptyLatentAudio's)
             plan = pipeline.plan_latents(config, durations, latents=shape.frames)
-        except ValueError:
-            raise ValueError(error(NODE, f"latent has {shape.frames} frames, too few for {max(durations):g} s "
-                                         "(expected a latent of this model). Decode the output of SA3 Sampler or SA3 "
-                                         "Encode Audio.")) from None
+        except ValueError:  # longer than this model makes, or too short for its durations
+            what = (f"more than this model makes (expected at most {config.max_latents} frames)"
+                    if shape.frames > config.max_latents else f"too few for {max(durations):g} s")
+            raise ValueError(error(NODE, f"latent has {shape.frames} frames, {what}. Decode the output of SA3 Sampler "
+                                         "or SA3 Encode Audio with this model.")) from None
         device = comfy_models.load_parts(handle, "autoencoder")
         saved = latent.get(RNG)
         generator = restore_generator(saved) if saved is not None else pipeline.make_generator(FALLBACK_SEED, device)

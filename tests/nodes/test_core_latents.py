@@ -129,3 +129,14 @@ def test_empty_latents_are_not_sources_or_audio():
     with pytest.raises(ValueError, match=r"^Stable Audio 3 Decode: latent is empty \(got all zeros, expected sampled "
                                          r"or encoded latents\)\. Decode the output of SA3 Sampler\."):
         _decode(h, _core_empty(9.1, 1))
+
+
+def test_decode_refuses_latents_that_do_not_fit_the_model():
+    h = load_handle(SMALL)
+    channels = h.config.latent_channels
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Decode: latent has 1400 frames, more than this model makes "
+                                         r"\(expected at most 1292 frames\)\. Decode the output of SA3 Sampler"):
+        _decode(h, {"samples": torch.ones(1, channels, 1400)})  # a VAEEncodeAudio latent longer than 120 s
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Decode: latent has 10 frames, too few for 3 s\. Decode "
+                                         r"the output of SA3 Sampler or SA3 Encode Audio with this model\.$"):
+        _decode(h, {"samples": torch.ones(1, channels, 10), "type": "audio", "sa3_durations": [3.0]})
