@@ -90,7 +90,7 @@ class SA3TrainingDataset(io.ComfyNode):
             node_id="SA3TrainingDataset",
             display_name="SA3 Training Dataset",
             category=CATEGORY,
-            description="Reads a folder of audio clips (.wav; .flac/.mp3/.ogg when torchaudio can decode them), each "
+            description="Reads a folder of audio clips (.wav, .flac, .ogg, .mp3), each "
                         "with a same-name .txt file holding its prompt, for SA3 Train LoRA. Every file is checked: "
                         "missing or empty captions, unreadable or silent audio and unusable sample rates are "
                         "refused naming the file.",
