@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .checkpoint_loader import SA3CheckpointLoader
 from .conditioning import SA3TextEncode
 from .decode import SA3Decode
 from .latents import SA3EmptyLatent, SA3EncodeAudio, SA3InpaintMask
@@ -14,8 +15,8 @@ from .training import SA3TrainingDataset, SA3TrainLoRA
 from .visualize import NODES as VISUALIZE_NODES
 
 NODES: list[type[io.ComfyNode]] = [
-    SA3ModelLoader, SA3LoraLoader, SA3LoraStrength, SA3TextEncode, SA3EmptyLatent, SA3EncodeAudio, SA3InpaintMask,
-    SA3Sampler, SA3Decode, *VISUALIZE_NODES, SA3TrainingDataset,
+    SA3ModelLoader, SA3CheckpointLoader, SA3LoraLoader, SA3LoraStrength, SA3TextEncode, SA3EmptyLatent,
+    SA3EncodeAudio, SA3InpaintMask, SA3Sampler, SA3Decode, *VISUALIZE_NODES, SA3TrainingDataset,
     SA3TrainLoRA,
 ]
 

@@ -10,6 +10,7 @@ Progress bars and interrupts also go through here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import comfy.model_management as mm
@@ -77,13 +78,28 @@ def _autoencoder_dtype(precision: str, device: torch.device) -> torch.dtype | st
 def load_model(folder: str | Path, name: str, precision: str, attention: str, padding_mode: str,
                low_memory: bool = False, autoencoder_precision: str = "auto") -> SA3Handle:
     """Load an official folder on ComfyUI's offload device and wrap its parts in patchers."""
+    return _load(lambda **kwargs: StableAudioModel.from_pretrained(folder, **kwargs), name, precision, attention,
+                 padding_mode, low_memory, autoencoder_precision)
+
+
+def load_single_file(checkpoint: str | Path, text_encoder: str | Path, variant: str, name: str, precision: str,
+                     attention: str, padding_mode: str, low_memory: bool = False,
+                     autoencoder_precision: str = "auto") -> SA3Handle:
+    """Load core's single files (checkpoint + text encoder) like ``load_model`` loads a folder."""
+    return _load(lambda **kwargs: StableAudioModel.from_single_file(checkpoint, text_encoder, variant=variant,
+                                                                    **kwargs),
+                 name, precision, attention, padding_mode, low_memory, autoencoder_precision)
+
+
+def _load(load: Callable[..., StableAudioModel], name: str, precision: str, attention: str, padding_mode: str,
+          low_memory: bool, autoencoder_precision: str) -> SA3Handle:
+    """Call a library loader with ComfyUI's devices and dtypes, then wrap the three parts."""
     dit_device, dit_offload = mm.get_torch_device(), mm.unet_offload_device()
     text_device, text_offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
     vae_device, vae_offload = mm.vae_device(), mm.vae_offload_device()
-    model = StableAudioModel.from_pretrained(
-        folder, device=dit_offload, dtype=_dit_dtype(precision, dit_device), attention=attention,
-        padding_mode=padding_mode, text_dtype=_text_dtype(),
-        autoencoder_dtype=_autoencoder_dtype(autoencoder_precision, vae_device), low_memory=low_memory)
+    model = load(device=dit_offload, dtype=_dit_dtype(precision, dit_device), attention=attention,
+                 padding_mode=padding_mode, text_dtype=_text_dtype(),
+                 autoencoder_dtype=_autoencoder_dtype(autoencoder_precision, vae_device), low_memory=low_memory)
     # the backend was resolved for the offload device; resolve it again for where the parts run
     model.dit.set_attention(pipeline.resolve_backend(attention, dit_device, model.dit.dtype), padding_mode)
     model.autoencoder.attention_backend = pipeline.resolve_backend(attention, vae_device, model.autoencoder.dtype)

@@ -64,9 +64,10 @@ class Twins:
     spiece: bytes
 
 
-def make_twins(fixture: Path, root: Path, proto: bytes | None = None) -> Twins:
-    """Build the twins of the fixture model folder ``fixture`` under ``root``."""
-    name = fixture.name
+def make_twins(fixture: Path, root: Path, proto: bytes | None = None, name: str | None = None) -> Twins:
+    """Build the twins of the fixture model folder ``fixture`` under ``root`` (named ``name``,
+    by default the fixture's)."""
+    name = name or fixture.name
     proto = proto if proto is not None else train_spiece()
     folder = root / "stable_audio_3" / name
     shutil.copytree(fixture, folder)

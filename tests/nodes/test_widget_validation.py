@@ -17,7 +17,8 @@ import pytest
 from tests.nodes.conftest import load_handle, nodes
 
 BAD = "no-such-choice"
-FILE_LISTS = {"model_name", "lora_name", "resume_from"}  # answered with the loaders' own messages (files, folders)
+FILE_LISTS = {"model_name", "lora_name", "resume_from", "ckpt_name",  # answered with the loaders' own messages
+              "text_encoder_name"}  # (files, folders)
 
 
 def _node(node_id: str):

@@ -1,0 +1,104 @@
+"""SA3 Checkpoint Loader in the real ComfyUI: core's single files give the same SA3_MODEL, and
+the same audio bit for bit, as SA3 Model Loader with the official folder; bad files are refused
+at queue time naming the file."""
+
+from __future__ import annotations
+
+import shutil
+
+import folder_paths
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.conftest import require_fixtures
+from tests.nodes.conftest import nodes
+from tests.nodes.test_graph_parity import assert_same, run_graph
+from tests.single_file_twins import make_twins, train_spiece
+
+OPTIONS = {"variant": "auto", "precision": "fp32", "attention": "auto", "padding_mode": "exact"}
+
+
+@pytest.fixture(scope="module")
+def twin_root(tmp_path_factory):
+    """Twins of both tiny models under one models folder registered with ComfyUI."""
+    root = tmp_path_factory.mktemp("models")
+    proto = train_spiece()
+    twins = {}
+    for name in ("tiny-small", "tiny-medium"):
+        fixture = require_fixtures() / name
+        if fixture.is_dir():
+            twins[name] = make_twins(fixture, root, proto, name=f"twin-{name}")
+    for kind in ("stable_audio_3", "checkpoints", "text_encoders"):
+        folder_paths.add_model_folder_path(kind, str(root / kind))
+    return root, twins
+
+
+def _twin(twin_root, name):
+    _, twins = twin_root
+    if name not in twins:
+        pytest.skip(f"fixture model {name} not present")
+    return twins[name]
+
+
+@pytest.mark.parametrize("name", ["tiny-small", "tiny-medium"])
+def test_checkpoint_graph_equals_model_loader_graph(twin_root, name):
+    twins = _twin(twin_root, name)
+    ckpt, text = twins.checkpoint.name, twins.text_encoder.name
+    with torch.inference_mode():  # as ComfyUI runs every node
+        assert nodes.SA3CheckpointLoader.validate_inputs(ckpt_name=ckpt, text_encoder_name=text, **OPTIONS) is True
+        (single,) = nodes.SA3CheckpointLoader.execute(ckpt_name=ckpt, text_encoder_name=text, **OPTIONS).args
+        (folder,) = nodes.SA3ModelLoader.execute(model_name=twins.folder.name, precision="fp32", attention="auto",
+                                                 padding_mode="exact", download=False).args
+        assert type(single) is type(folder) and set(single.patchers) == set(folder.patchers)
+        for part in ("text", "dit", "autoencoder"):
+            assert type(single.patchers[part].model) is type(folder.patchers[part].model)
+        kwargs = {"prompt": "ambient piano with rain", "negative_prompt": "noise", "cfg": 2.0, "duration": 2.0,
+                  "steps": 2, "seed": 5}
+        audio = run_graph(single, **kwargs)
+        assert_same(audio, run_graph(folder, **kwargs)["waveform"])
+        assert audio["waveform"].abs().sum() > 0
+
+
+def test_lists_offer_core_folders(twin_root):
+    twins = _twin(twin_root, "tiny-small")
+    inputs = {i.id: i for i in nodes.SA3CheckpointLoader.GET_SCHEMA().inputs}
+    assert twins.checkpoint.name in inputs["ckpt_name"].options
+    assert twins.text_encoder.name in inputs["text_encoder_name"].options
+    assert inputs["variant"].options[0] == "auto" and "small-sfx" in inputs["variant"].options
+
+
+def _validate(**overrides):
+    return nodes.SA3CheckpointLoader.validate_inputs(**{**OPTIONS, **overrides})
+
+
+def test_queue_time_refusals_name_the_file(twin_root):
+    root, _ = twin_root
+    twins = _twin(twin_root, "tiny-small")
+    text = twins.text_encoder.name
+    assert _validate(ckpt_name="nope.safetensors", text_encoder_name=text) == (
+        "Stable Audio 3 Checkpoint Loader: ckpt_name 'nope.safetensors' is not in models/checkpoints (got "
+        "'nope.safetensors', expected one of the listed files). Refresh the node list after adding files.")
+    other = root / "checkpoints" / "sdxl_base.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2)}, other)
+    message = _validate(ckpt_name=other.name, text_encoder_name=text)
+    assert message.startswith("Stable Audio 3 Checkpoint Loader: ckpt_name 'sdxl_base.safetensors' cannot be loaded (")
+    assert "sdxl_base.safetensors' is not a Stable Audio 3 checkpoint" in message
+    bare = root / "checkpoints" / "finetune.safetensors"
+    shutil.copyfile(twins.checkpoint, bare)  # tiny shapes without a sidecar
+    assert "finetune.safetensors' matches the shapes of no official" in _validate(ckpt_name=bare.name,
+                                                                                  text_encoder_name=text)
+    message = _validate(ckpt_name=twins.checkpoint.name, text_encoder_name=text, variant="small-sfx")
+    assert "has a sidecar config 'twin-tiny-small.json'" in message
+    message = _validate(ckpt_name=twins.checkpoint.name, text_encoder_name=twins.checkpoint.name.replace(
+        ".safetensors", "-missing.safetensors"))
+    assert "text_encoder_name 'twin-tiny-small-missing.safetensors' is not in models/text_encoders" in message
+    wrong = root / "text_encoders" / "clip_l.safetensors"
+    shutil.copyfile(twins.checkpoint, wrong)
+    message = _validate(ckpt_name=twins.checkpoint.name, text_encoder_name=wrong.name)
+    assert message.startswith("Stable Audio 3 Checkpoint Loader: text_encoder_name 'clip_l.safetensors' cannot be "
+                              "loaded (") and "is not a T5Gemma-b-b-ul2 text encoder" in message
+    assert _validate(ckpt_name=twins.checkpoint.name, text_encoder_name=text, variant="large").startswith(
+        "Stable Audio 3 Checkpoint Loader: variant 'large' is not one of its choices")
+    with torch.inference_mode(), pytest.raises(ValueError, match="clip_l.safetensors' cannot be loaded"):
+        nodes.SA3CheckpointLoader.execute(ckpt_name=twins.checkpoint.name, text_encoder_name=wrong.name, **OPTIONS)
