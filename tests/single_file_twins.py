@@ -5,7 +5,7 @@ For a fixture model ``name`` this writes, from the same weights:
   SentencePiece model (``tokenizer.model`` and the ``tokenizer.json`` transformers converts it to);
 - ``checkpoints/<name>.safetensors``: the fixture's ``model.safetensors`` byte for byte, with
   its ``model_config.json`` as the sidecar ``<name>.json`` (tiny shapes match no official model);
-- ``text_encoders/<name>-t5gemma.safetensors``: the T5Gemma tensors plus ``spiece_model``
+- ``text_encoders/<name>-t5gemma.safetensors`` (or another name): the T5Gemma tensors plus ``spiece_model``
   (the same SentencePiece model as a uint8 tensor), with the folder's ``config.json`` as sidecar.
 
 So ``from_pretrained(folder)`` and ``from_single_file(checkpoint, text_encoder)`` load the same
@@ -64,9 +64,11 @@ class Twins:
     spiece: bytes
 
 
-def make_twins(fixture: Path, root: Path, proto: bytes | None = None, name: str | None = None) -> Twins:
-    """Build the twins of the fixture model folder ``fixture`` under ``root`` (named ``name``,
-    by default the fixture's)."""
+def make_twins(fixture: Path, root: Path, proto: bytes | None = None, name: str | None = None,
+               text_encoder_name: str | None = None) -> Twins:
+    """Build the twins of the fixture model folder ``fixture`` under ``root`` (the folder and
+    checkpoint named ``name``, by default the fixture's; the text encoder ``text_encoder_name``,
+    by default ``<name>-t5gemma``)."""
     name = name or fixture.name
     proto = proto if proto is not None else train_spiece()
     folder = root / "stable_audio_3" / name
@@ -82,7 +84,7 @@ def make_twins(fixture: Path, root: Path, proto: bytes | None = None, name: str 
     shutil.copyfile(fixture / "model.safetensors", checkpoint)
     shutil.copyfile(fixture / "model_config.json", checkpoint.with_suffix(".json"))
 
-    text_encoder = text_encoders / f"{name}-t5gemma.safetensors"
+    text_encoder = text_encoders / f"{text_encoder_name or name + '-t5gemma'}.safetensors"
     tensors = load_file(fixture / "t5gemma-b-b-ul2" / "model.safetensors")
     tensors["spiece_model"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
     save_file(tensors, text_encoder)

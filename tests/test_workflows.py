@@ -24,7 +24,8 @@ import check_workflows as cw
 
 MODES = ["text_to_audio", "text_to_audio_negative_cfg", "batch_prompts_durations", "audio_to_audio",
          "inpaint_one_region", "inpaint_two_regions", "continuation", "lora_stack", "base_euler_50_steps",
-         "base_train_lora"]
+         "base_train_lora", "text_to_audio_core_files"]
+CORE_FILES = "text_to_audio_core_files"  # SA3 Checkpoint Loader on core ComfyUI's single files
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +107,18 @@ def test_check_all_reports_no_problem(schemas, pack_nodes):
 # --- what each workflow is for ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", MODES)
+@pytest.mark.parametrize("name", [m for m in MODES if m != CORE_FILES])
 def test_defaults_point_at_the_official_model(name, schemas):
     loader = widgets(ui(name), schemas, "SA3ModelLoader")
     assert loader["model_name"] == ("small-music-base" if name.startswith("base") else "small-music")
     assert loader["download"] is True  # a new user's first run fetches the model
+
+
+def test_core_files_template_names_cores_files(schemas):
+    loader = widgets(ui(CORE_FILES), schemas, "SA3CheckpointLoader")
+    assert loader["ckpt_name"] == "stable_audio_3_small_music.safetensors"
+    assert loader["text_encoder_name"] == "t5gemma_b_b_ul2.safetensors"
+    assert loader["variant"] == "auto"
 
 
 @pytest.mark.parametrize("name", MODES)

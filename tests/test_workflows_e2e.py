@@ -8,7 +8,8 @@ Needs a ComfyUI checkout (0.3.64 or newer) and an interpreter with its requireme
 Skipped (with the reason) when COMFYUI_PATH is not set. The test starts its own server with
 ``--cpu`` on a free local port (``COMFYUI_E2E_PORT`` to choose one), loading only this checkout
 as a custom node pack, with a temporary models folder where ``stable_audio_3/small-music`` and
-``stable_audio_3/small-music-base`` are the tiny-small fixture and the workflows' LoRA names are
+``stable_audio_3/small-music-base`` are the tiny-small fixture, ``checkpoints/`` and ``text_encoders/``
+hold its single-file twins under core's file names, and the workflows' LoRA names are
 fixture LoRAs, so the workflows run unchanged (only durations are shortened, through the same
 ``--set`` overrides ``python -m sa3.comfy_run`` offers; ``SA3_E2E_FULL=1`` runs them exactly as
 shipped). Each run must write audio of the planned
@@ -34,6 +35,7 @@ import pytest
 
 from tests.comfy_server import PACK_NAME, ComfyServer, requires_comfyui
 from tests.conftest import REPO, fixture_root
+from tests.single_file_twins import make_twins
 
 sys.path.insert(0, str(REPO / "tools"))
 import check_workflows as cw
@@ -120,7 +122,11 @@ def prepare_models(root: Path) -> dict[str, Path]:
     loras.mkdir(parents=True)
     for name, source in LORA_FILES.items():
         shutil.copyfile(fixtures / "loras" / "tiny-small" / source, loras / name)
-    return {"stable_audio_3": models, "loras": loras}
+    # core's single files under the names the core-files template uses (tiny-small, with sidecars)
+    twins = make_twins(fixtures / "tiny-small", root / "single_files", name="stable_audio_3_small_music",
+                       text_encoder_name="t5gemma_b_b_ul2")
+    return {"stable_audio_3": models, "loras": loras, "checkpoints": twins.checkpoint.parent,
+            "text_encoders": twins.text_encoder.parent}
 
 
 @pytest.fixture(scope="module")

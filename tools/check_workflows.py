@@ -51,7 +51,9 @@ CONTROL = "<control_after_generate>"  # placeholder name of the frontend's seed 
 EXTRA = "<frontend widget>"  # placeholder name of a trailing frontend-only widget
 MODE_ACTIVE, MODE_MUTED, MODE_BYPASS = 0, 2, 4
 UI_VERSION = 0.4
-PACK_FILE_LISTS = {"SA3LoraLoader": ["lora_name"], "SA3TrainLoRA": ["resume_from"]}  # combos of the user's files
+# combos listing the user's files (models/loras, models/checkpoints, models/text_encoders)
+PACK_FILE_LISTS = {"SA3LoraLoader": ["lora_name"], "SA3TrainLoRA": ["resume_from"],
+                   "SA3CheckpointLoader": ["ckpt_name", "text_encoder_name"]}
 
 
 # --- schemas ----------------------------------------------------------------------------------
