@@ -11,6 +11,7 @@ from ._adapters import error
 from ._sa3 import single_file
 from ._validate import require_widgets, widget_error
 from .loaders import ATTENTIONS, PADDING_MODES, PRECISIONS
+from .search import schema_aliases
 from .types import CATEGORY, SA3Model
 
 NODE = "Checkpoint Loader"
@@ -56,6 +57,7 @@ class SA3CheckpointLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3CheckpointLoader",
+            **schema_aliases("SA3CheckpointLoader"),
             display_name="SA3 Checkpoint Loader",
             category=CATEGORY,
             description="Loads a Stable Audio 3 model from core ComfyUI's single files: a checkpoint from "

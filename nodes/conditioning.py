@@ -20,6 +20,7 @@ from ._handle import ConditioningSide, sync_loras
 from ._sa3 import pipeline
 from ._validate import widget_error
 from .loaders import _require_model
+from .search import schema_aliases
 from .types import CATEGORY, SA3Conditioning, SA3Model
 
 NODE = "Text Encode"
@@ -78,6 +79,7 @@ class SA3TextEncode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3TextEncode",
+            **schema_aliases("SA3TextEncode"),
             display_name="SA3 Text Encode",
             category=CATEGORY,
             description="Encodes the prompt, the negative prompt and the duration with T5Gemma and the SA3 "

@@ -9,6 +9,7 @@ from ._adapters import RNG, error, make_audio, read_latent, restore_generator
 from ._sa3 import SAMPLES_PER_LATENT, pipeline
 from ._validate import require_widgets, widget_error
 from .loaders import _require_model
+from .search import schema_aliases
 from .types import CATEGORY, SA3Model
 
 NODE = "Decode"
@@ -21,6 +22,7 @@ class SA3Decode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3Decode",
+            **schema_aliases("SA3Decode"),
             display_name="SA3 Decode",
             category=CATEGORY,
             description="Decodes SA3 latents to 44.1 kHz stereo AUDIO with SAME, silencing each item past its "

@@ -28,6 +28,7 @@ from ._sa3 import pipeline
 from ._validate import require_widgets, widget_error
 from .conditioning import MAX_SECONDS
 from .loaders import _require_model
+from .search import schema_aliases
 from .types import CATEGORY, SA3InpaintRegions, SA3Model
 
 MASK_MODES = ["regions", "continuation"]
@@ -47,6 +48,7 @@ class SA3EmptyLatent(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3EmptyLatent",
+            **schema_aliases("SA3EmptyLatent"),
             display_name="SA3 Empty Latent (deprecated)",
             category=CATEGORY,
             description="Deprecated: SA3 Sampler now sizes the latent from SA3 Text Encode's durations (leave its "
@@ -112,6 +114,7 @@ class SA3EncodeAudio(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3EncodeAudio",
+            **schema_aliases("SA3EncodeAudio"),
             display_name="SA3 Encode Audio",
             category=CATEGORY,
             description="Encodes audio (any sample rate, mono or stereo) to an SA3 latent with SAME, for "
@@ -157,6 +160,7 @@ class SA3InpaintMask(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3InpaintMask",
+            **schema_aliases("SA3InpaintMask"),
             display_name="SA3 Inpaint Regions",
             category=CATEGORY,
             description="Chooses what the sampler regenerates: one or several regions in seconds (the rest of "

@@ -13,9 +13,10 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error
-from ._handle import LoraSpec, SA3Handle, sync_loras
+from ._handle import SVD_BASES_FILE, LoraSpec, SA3Handle, sync_loras
 from ._sa3 import CONFIG_FILE, MODEL_REPOS, TEXT_FOLDER, WEIGHTS_FILE, ModelConfig, expand_brackets, loading, pipeline
 from ._validate import require_widgets, widget_error
+from .search import schema_aliases
 from .types import CATEGORY, SA3Model
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class SA3ModelLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3ModelLoader",
+            **schema_aliases("SA3ModelLoader"),
             display_name="SA3 Model Loader",
             category=CATEGORY,
             description="Loads a Stable Audio 3 model (DiT, T5Gemma text encoder, SAME autoencoder) from "
@@ -218,6 +220,7 @@ class SA3LoraLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3LoraLoader",
+            **schema_aliases("SA3LoraLoader"),
             display_name="SA3 LoRA Loader",
             category=CATEGORY,
             description="Adds a LoRA from models/loras to the model's LoRA chain (chain several of these nodes to "
@@ -226,7 +229,7 @@ class SA3LoraLoader(io.ComfyNode):
                         "(layer_filter).",
             inputs=[
                 SA3Model.Input("model", tooltip="The SA3 model (from the loader or another LoRA node)."),
-                io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
+                io.Combo.Input("lora_name", options=lora_choices(),
                                tooltip="A Stable Audio 3 LoRA file (.safetensors or Lightning .ckpt) in models/loras. "
                                        "-XS LoRAs use svd_bases.safetensors from the same folder."),
                 io.Float.Input("strength_dit", default=1.0, min=-10.0, max=10.0, step=0.01,
@@ -294,11 +297,29 @@ class SA3LoraLoader(io.ComfyNode):
         return io.NodeOutput(new)
 
 
+def lora_choices() -> list[str]:
+    """The files of models/loras that can be LoRAs: the -XS bases file (svd_bases.safetensors,
+    read beside -XS LoRAs) is not one, so it is not offered."""
+    return [name for name in folder_paths.get_filename_list("loras") if Path(name).name != SVD_BASES_FILE]
+
+
 def _check_lora_name(lora_name: str) -> str | None:
-    if folder_paths.get_full_path("loras", lora_name) is None:
-        return error("LoRA Loader", f"lora_name {lora_name!r} is not in models/loras (got {lora_name!r}, expected "
-                                    "one of the listed files). Refresh the node list.")
-    return None
+    if lora_name in lora_choices() and folder_paths.get_full_path("loras", lora_name) is not None:
+        return None
+    available = lora_choices()
+    if Path(lora_name).name == SVD_BASES_FILE:
+        got = f"{lora_name!r}, the -XS bases file that -XS LoRAs read beside them"
+    else:
+        got = f"{lora_name!r}"
+    if not available:
+        fix = ("models/loras has no LoRA file yet: put a Stable Audio 3 LoRA there (.safetensors or Lightning .ckpt), "
+               "refresh the node list (press R), then pick it here; or bypass this node (Ctrl+B) to run without it.")
+    else:
+        listed = ", ".join(repr(n) for n in available[:5]) + (", ..." if len(available) > 5 else "")
+        fix = (f"Pick one of your LoRA files in lora_name ({listed}); a template's LoRA names are placeholders. "
+               "After adding files, refresh the node list (press R).")
+    return error("LoRA Loader", f"lora_name {lora_name!r} is not a LoRA in models/loras (got {got}, expected one of "
+                                f"the listed files). {fix}")
 
 
 def _interval_message(t_from: float, t_to: float) -> str:
@@ -311,6 +332,7 @@ class SA3LoraStrength(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3LoraStrength",
+            **schema_aliases("SA3LoraStrength"),
             display_name="SA3 LoRA Strength",
             category=CATEGORY,
             description="Changes the strength of one LoRA of the chain (or all) for the DiT, the conditioner or "

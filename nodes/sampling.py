@@ -34,6 +34,7 @@ from ._sa3 import SAMPLERS, SAMPLES_PER_LATENT, pipeline
 from ._validate import require_widgets, widget_error
 from .latents import encode_sources
 from .loaders import _require_model
+from .search import schema_aliases
 from .types import CATEGORY, SA3Conditioning, SA3InpaintRegions, SA3Model
 from .visualize import PREVIEW_SECONDS, make_preview_callback
 
@@ -148,6 +149,7 @@ class SA3Sampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3Sampler",
+            **schema_aliases("SA3Sampler"),
             display_name="SA3 Sampler",
             category=CATEGORY,
             description="Rectified-flow sampling of Stable Audio 3: text-to-audio from an empty latent, "

@@ -22,6 +22,7 @@ from . import comfy_models
 from ._adapters import error, parse_regions, read_audio, read_regions
 from ._sa3 import pictures
 from ._validate import require_widgets, widget_error
+from .search import schema_aliases
 from .types import CATEGORY, SA3InpaintRegions
 
 NODE = "Spectrogram"
@@ -52,6 +53,7 @@ class SA3Spectrogram(io.ComfyNode):
         lo_db, hi_db = pictures.DB_FLOOR_RANGE
         return io.Schema(
             node_id="SA3Spectrogram",
+            **schema_aliases("SA3Spectrogram"),
             display_name="SA3 Spectrogram",
             category=CATEGORY,
             description="Draws each audio clip as a log-mel spectrogram (time axis in seconds, frequency axis in "

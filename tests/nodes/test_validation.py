@@ -228,7 +228,7 @@ def test_lora_errors():
                                                strength_conditioner=1.0).args
     with pytest.raises(ValueError, match=r"lora_index 2 is out of range \(got 2, expected 0..1 for 1 LoRA"):
         nodes.SA3LoraStrength.execute(model=with_lora, lora_index=2, target="dit", strength=0.5)
-    with pytest.raises(ValueError, match=r"lora_name 'missing\.safetensors' is not in models/loras"):
+    with pytest.raises(ValueError, match=r"lora_name 'missing\.safetensors' is not a LoRA in models/loras"):
         nodes.SA3LoraLoader.execute(model=small, lora_name="missing.safetensors", strength_dit=1.0,
                                     strength_conditioner=1.0)
     medium = load_handle("tiny-medium")
