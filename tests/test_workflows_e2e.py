@@ -191,6 +191,9 @@ def test_templates_list_the_ui_workflows_only(server):
     assert sorted(templates.get(PACK_NAME, [])) == cw.workflow_names()
     with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{PACK_NAME}/text_to_audio.json") as resp:
         assert "nodes" in json.loads(resp.read())
+    for name in cw.workflow_names():  # the thumbnail the template browser asks for: <name>.jpg beside it
+        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{PACK_NAME}/{name}.jpg") as resp:
+            assert resp.headers["Content-Type"] == "image/jpeg" and resp.read(3) == b"\xff\xd8\xff"
 
 
 @pytest.mark.parametrize("name", cw.workflow_names())
