@@ -72,7 +72,7 @@ def test_placeholder_lora_name_says_what_to_pick():
 
 
 def test_no_lora_at_all_says_where_to_put_one(monkeypatch):
-    monkeypatch.setattr(loaders, "lora_choices", lambda: [])
+    monkeypatch.setattr(loaders, "lora_choices", list)
     message = loaders._check_lora_name("sa3-style-lora.safetensors")
     assert "models/loras has no LoRA file yet: put a Stable Audio 3 LoRA there" in message
     assert "bypass this node (Ctrl+B)" in message
