@@ -78,7 +78,8 @@ class SA3CheckpointLoader(io.ComfyNode):
                                        "music/sfx and -base from the file name (small-music when it does not say)."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                tooltip="DiT and conditioner precision. auto: ComfyUI's choice for the device "
-                                       "(fp32 on CPU, fp16/bf16 on GPU). SAME stays fp32 unless --fp16-vae/--bf16-vae."),
+                                       "(fp32 on CPU, fp16/bf16 on GPU). SAME stays fp32 unless "
+                                       "--fp16-vae/--bf16-vae."),
                 io.Combo.Input("attention", options=ATTENTIONS, default="auto",
                                tooltip="Attention backend. auto: flash-attn on CUDA when installed, else PyTorch "
                                        "SDPA. math is the slow dense reference."),

@@ -11,7 +11,7 @@ from PIL import Image
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
-import make_thumbnails as mt  # noqa: E402
+import make_thumbnails as mt
 
 NAMES = sorted(p.stem for p in mt.WORKFLOWS.glob("*.json"))
 

@@ -80,12 +80,14 @@ def _piece(seconds: float, seed: int, bright: float = 1.0) -> torch.Tensor:
         length = min(n - start, int(0.25 * SAMPLE_RATE))
         tt = torch.arange(length) / SAMPLE_RATE
         if j % 2 == 0:  # kick
-            out[start:start + length] += 0.6 * torch.exp(-tt * 18) * torch.sin(2 * math.pi * (55 + 90 * torch.exp(-tt * 30)) * tt)
+            pitch = 55 + 90 * torch.exp(-tt * 30)  # a falling sine
+            out[start:start + length] += 0.6 * torch.exp(-tt * 18) * torch.sin(2 * math.pi * pitch * tt)
         hat = int(0.5 * beat * SAMPLE_RATE)
         for h in (start, start + hat):
             m = min(n - h, int(0.05 * SAMPLE_RATE))
             if m > 0:
-                out[h:h + m] += 0.12 * bright * torch.randn(m, generator=g) * torch.exp(-torch.arange(m) / SAMPLE_RATE * 80)
+                decay = torch.exp(-torch.arange(m) / SAMPLE_RATE * 80)
+                out[h:h + m] += 0.12 * bright * torch.randn(m, generator=g) * decay
     return out / out.abs().max().clamp_min(1e-6) * 0.8
 
 

@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                     return [Math.min(...xs), Math.min(...ys), Math.max(...xe), Math.max(...ye)];
                 }""")
                 pad = 20
-                canvas_w, canvas_h = page.evaluate("() => [window.app.canvasEl.clientWidth, window.app.canvasEl.clientHeight]")
+                canvas_w, canvas_h = page.evaluate(
+                    "() => [window.app.canvasEl.clientWidth, window.app.canvasEl.clientHeight]")
                 page.set_viewport_size({"width": int((x1 - x0) * args.scale) + 2 * pad + width - canvas_w,
                                         "height": int((y1 - y0) * args.scale) + 2 * pad + height - canvas_h})
                 page.wait_for_timeout(1000)  # the canvas follows the window size

@@ -100,5 +100,5 @@ def test_queue_time_refusals_name_the_file(twin_root):
                               "loaded (") and "is not a T5Gemma-b-b-ul2 text encoder" in message
     assert _validate(ckpt_name=twins.checkpoint.name, text_encoder_name=text, variant="large").startswith(
         "Stable Audio 3 Checkpoint Loader: variant 'large' is not one of its choices")
-    with torch.inference_mode(), pytest.raises(ValueError, match="clip_l.safetensors' cannot be loaded"):
+    with torch.inference_mode(), pytest.raises(ValueError, match=r"clip_l\.safetensors' cannot be loaded"):
         nodes.SA3CheckpointLoader.execute(ckpt_name=twins.checkpoint.name, text_encoder_name=wrong.name, **OPTIONS)

@@ -36,7 +36,8 @@ def test_aliases_reach_the_schema_only_where_comfyui_has_the_field():
     """ComfyUI 0.3.64's io.Schema has no search_aliases (its frontend searches names only): the
     schemas build there; a Schema with the field (newer ComfyUI) receives the words."""
     has_field = "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)}
-    assert search.schema_aliases("SA3Sampler") == ({"search_aliases": search.aliases("SA3Sampler")} if has_field else {})
+    expected = {"search_aliases": search.aliases("SA3Sampler")} if has_field else {}
+    assert search.schema_aliases("SA3Sampler") == expected
 
     @dataclasses.dataclass
     class NewerSchema:

@@ -9,7 +9,8 @@ import pytest
 
 from tests.nodes.conftest import nodes, pack
 
-EXPECTED = {"SA3ModelLoader", "SA3CheckpointLoader", "SA3LoraLoader", "SA3LoraStrength", "SA3TextEncode", "SA3EmptyLatent",
+EXPECTED = {"SA3ModelLoader", "SA3CheckpointLoader", "SA3LoraLoader", "SA3LoraStrength", "SA3TextEncode",
+            "SA3EmptyLatent",
             "SA3EncodeAudio", "SA3InpaintMask", "SA3Sampler", "SA3Decode"}
 
 

@@ -18,7 +18,8 @@ def _run(args, tmp_path):
         (blocker / name).mkdir(parents=True)
         (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} imported by the runner')\n")
     env = {**os.environ, "PYTHONPATH": str(blocker)}
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
 
 
 def test_runner_imports_only_the_standard_library(tmp_path):
