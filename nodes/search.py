@@ -25,6 +25,8 @@ ALIASES = {
     "SA3Sampler": ["audio sampler", "sampler", "ksampler", "generate audio", "text to audio", "inpaint audio"],
     "SA3Decode": ["decode audio", "vae decode audio", "latent to audio"],
     "SA3Spectrogram": ["spectrogram", "audio to image", "show audio"],
+    "SA3TrainingDataset": ["lora dataset", "training data", "audio dataset"],
+    "SA3TrainLoRA": ["train lora", "lora training", "fine tune", "finetune"],
 }
 
 

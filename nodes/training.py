@@ -24,6 +24,7 @@ from ._adapters import error
 from ._handle import sync_loras
 from ._validate import require_widgets, widget_error
 from .loaders import SA3LoraLoader, _require_model  # the pack's one check of the model socket
+from .search import schema_aliases
 from .types import CATEGORY, SA3Model, SA3TrainingData
 
 if __package__ and "." in __package__:  # <pack>.nodes: the library is <pack>.sa3 (see _sa3.py)
@@ -88,6 +89,7 @@ class SA3TrainingDataset(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SA3TrainingDataset",
+            **schema_aliases("SA3TrainingDataset"),
             display_name="SA3 Training Dataset",
             category=CATEGORY,
             description="Reads a folder of audio clips (.wav, .flac, .ogg, .mp3), each "
@@ -212,6 +214,7 @@ class SA3TrainLoRA(io.ComfyNode):
         o = DEFAULTS
         return io.Schema(
             node_id="SA3TrainLoRA",
+            **schema_aliases("SA3TrainLoRA"),
             display_name="SA3 Train LoRA",
             category=CATEGORY,
             description="Trains a LoRA on the model with the official Stable Audio 3 recipe (scripts/train_lora.py) "
