@@ -1,6 +1,6 @@
 """Queue an API-format workflow on a running ComfyUI, follow its progress, download the audio.
 
-    python -m sa3.comfy_run example_workflows/api/text_to_audio.json --server 127.0.0.1:8188 \\
+    python -m sa3.comfy_run "example_workflows/api/01 Text to audio.json" --server 127.0.0.1:8188 \\
         --set prompt="warm analog pad" --set seed=42 -o out/
 
 ``--set name=value`` sets every input called ``name``; ``--set 6.name=value`` only node 6's.

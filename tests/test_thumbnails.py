@@ -32,8 +32,8 @@ def test_no_thumbnail_without_a_template():
 def test_thumbnail_follows_the_workflow():
     """Regions and batch items come from the API twin: shaded regions for inpainting, one strip
     per item for a batch (the picture differs from plain text-to-audio where the output does)."""
-    assert mt._settings("inpaint_two_regions")["regions"] == [(4.0, 8.0), (18.0, 24.0)]
-    assert mt._settings("continuation")["regions"] == [(10.0, None)]
-    assert mt._settings("batch_prompts_durations")["durations"] == [10.0, 20.0, 15.0]
-    plain, inpaint = mt.render("text_to_audio", "t"), mt.render("inpaint_two_regions", "t")
+    assert mt._settings("07 Inpaint two regions")["regions"] == [(4.0, 8.0), (18.0, 24.0)]
+    assert mt._settings("08 Continue a clip")["regions"] == [(10.0, None)]
+    assert mt._settings("04 Batch of prompts and durations")["durations"] == [10.0, 20.0, 15.0]
+    plain, inpaint = mt.render("01 Text to audio", "t"), mt.render("07 Inpaint two regions", "t")
     assert plain.size == inpaint.size == mt.SIZE and plain.tobytes() != inpaint.tobytes()

@@ -22,10 +22,14 @@ from tests.conftest import REPO
 sys.path.insert(0, str(REPO / "tools"))
 import check_workflows as cw
 
-MODES = ["text_to_audio", "text_to_audio_negative_cfg", "batch_prompts_durations", "audio_to_audio",
-         "inpaint_one_region", "inpaint_two_regions", "continuation", "lora_stack", "base_euler_50_steps",
-         "base_train_lora", "text_to_audio_core_files"]
-CORE_FILES = "text_to_audio_core_files"  # SA3 Checkpoint Loader on core ComfyUI's single files
+# the templates, in the order (and with the titles) ComfyUI's template browser shows
+MODES = ["01 Text to audio", "02 Text to audio from core model files", "03 Text to audio with a negative prompt",
+         "04 Batch of prompts and durations", "05 Audio to audio", "06 Inpaint one region", "07 Inpaint two regions",
+         "08 Continue a clip", "09 LoRA stack", "10 Train a LoRA", "11 Base model with euler at 50 steps"]
+CORE_FILES = "02 Text to audio from core model files"  # SA3 Checkpoint Loader on core ComfyUI's single files
+BASE = "11 Base model with euler at 50 steps"
+ON_BASE_MODEL = {BASE, "10 Train a LoRA"}  # templates that load small-music-base
+TAKES_AUDIO = {"05 Audio to audio", "06 Inpaint one region", "07 Inpaint two regions", "08 Continue a clip"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +65,13 @@ def widgets(workflow: dict, schemas: dict, kind: str) -> dict:
 
 
 # --- the shipped files ------------------------------------------------------------------------
+
+
+def test_template_names_are_numbered_titles():
+    """ComfyUI shows a pack template's file name as its title: a number that sorts them, then words."""
+    assert sorted(MODES) == MODES
+    for number, name in enumerate(MODES, start=1):
+        assert name.startswith(f"{number:02d} ") and name[3].isupper() and "_" not in name
 
 
 def test_every_mode_has_a_ui_and_an_api_workflow():
@@ -110,7 +121,7 @@ def test_check_all_reports_no_problem(schemas, pack_nodes):
 @pytest.mark.parametrize("name", [m for m in MODES if m != CORE_FILES])
 def test_defaults_point_at_the_official_model(name, schemas):
     loader = widgets(ui(name), schemas, "SA3ModelLoader")
-    assert loader["model_name"] == ("small-music-base" if name.startswith("base") else "small-music")
+    assert loader["model_name"] == ("small-music-base" if name in ON_BASE_MODEL else "small-music")
     assert loader["download"] is True  # a new user's first run fetches the model
 
 
@@ -126,7 +137,7 @@ def test_audio_goes_in_and_out_through_core_nodes(name, schemas):
     data = ui(name)
     outs = nodes_of(data, "SaveAudio") + nodes_of(data, "PreviewAudio")
     assert len(outs) == 1
-    takes_audio = name.startswith(("audio_to", "inpaint", "continuation"))
+    takes_audio = name in TAKES_AUDIO
     assert len(nodes_of(data, "LoadAudio")) == (1 if takes_audio else 0)
     assert nodes_of(data, "Note"), "a short note on the canvas explains what to change"
     if "SA3Spectrogram" in schemas:
@@ -145,44 +156,45 @@ def test_one_duration_per_workflow(name, schemas):
 
 
 def test_mode_specific_settings(schemas):
-    neg = widgets(ui("text_to_audio_negative_cfg"), schemas, "SA3Sampler")
-    assert neg["cfg"] > 1 and widgets(ui("text_to_audio_negative_cfg"), schemas, "SA3TextEncode")["negative_prompt"]
-    assert "negative" in api("text_to_audio_negative_cfg")["4"]["inputs"]
+    negative = "03 Text to audio with a negative prompt"
+    neg = widgets(ui(negative), schemas, "SA3Sampler")
+    assert neg["cfg"] > 1 and widgets(ui(negative), schemas, "SA3TextEncode")["negative_prompt"]
+    assert "negative" in api("03 Text to audio with a negative prompt")["4"]["inputs"]
 
-    text = widgets(ui("batch_prompts_durations"), schemas, "SA3TextEncode")
+    text = widgets(ui("04 Batch of prompts and durations"), schemas, "SA3TextEncode")
     lines = [line for line in text["prompt"].splitlines() if line.strip()]
     assert text["one_prompt_per_line"] and text["batch_size"] == 1 and len(lines) == len(text["durations"].split(","))
 
-    assert widgets(ui("audio_to_audio"), schemas, "SA3Sampler")["init_noise_level"] < 1
-    assert "init_latent" in api("audio_to_audio")["4"]["inputs"]
+    assert widgets(ui("05 Audio to audio"), schemas, "SA3Sampler")["init_noise_level"] < 1
+    assert "init_latent" in api("05 Audio to audio")["4"]["inputs"]
 
-    one = widgets(ui("inpaint_one_region"), schemas, "SA3InpaintMask")
-    two = widgets(ui("inpaint_two_regions"), schemas, "SA3InpaintMask")
-    cont = widgets(ui("continuation"), schemas, "SA3InpaintMask")
+    one = widgets(ui("06 Inpaint one region"), schemas, "SA3InpaintMask")
+    two = widgets(ui("07 Inpaint two regions"), schemas, "SA3InpaintMask")
+    cont = widgets(ui("08 Continue a clip"), schemas, "SA3InpaintMask")
     assert one["mode"] == two["mode"] == "regions" and cont["mode"] == "continuation"
     assert len(one["regions"].split(",")) == 1 and len(two["regions"].split(",")) == 2
-    for name in ("inpaint_one_region", "inpaint_two_regions", "continuation"):
+    for name in ("06 Inpaint one region", "07 Inpaint two regions", "08 Continue a clip"):
         inputs = api(name)["4"]["inputs"]
         assert "inpaint_mask" in inputs and "inpaint_source" in inputs
 
-    loras = nodes_of(ui("lora_stack"), "SA3LoraLoader")
+    loras = nodes_of(ui("09 LoRA stack"), "SA3LoraLoader")
     assert len(loras) == 2
     first, second = sorted(loras, key=lambda n: n["id"])
-    assert api("lora_stack")[str(second["id"])]["inputs"]["model"] == [str(first["id"]), 0]
+    assert api("09 LoRA stack")[str(second["id"])]["inputs"]["model"] == [str(first["id"]), 0]
     layout = cw.widget_layout(schemas["SA3LoraLoader"])
     strengths = [dict(zip(layout, n["widgets_values"], strict=False)) for n in (first, second)]
     assert any(s["strength_dit"] != s["strength_conditioner"] for s in strengths)  # per-target strengths
 
-    base = widgets(ui("base_euler_50_steps"), schemas, "SA3Sampler")
+    base = widgets(ui(BASE), schemas, "SA3Sampler")
     assert (base["sampler"], base["steps"], base["cfg"]) == ("euler", 50, 7.0)
 
 
 def test_seed_keeps_its_frontend_control_value(schemas):
-    node = nodes_of(ui("text_to_audio"), "SA3Sampler")[0]
+    node = nodes_of(ui("01 Text to audio"), "SA3Sampler")[0]
     layout = cw.widget_layout(schemas["SA3Sampler"])
     assert layout[:2] == ["seed", cw.CONTROL]
     assert node["widgets_values"][1] in cw.CONTROL_VALUES
-    assert "control_after_generate" not in json.dumps(api("text_to_audio"))
+    assert "control_after_generate" not in json.dumps(api("01 Text to audio"))
 
 
 # --- the checker catches what it should ---------------------------------------------------------
@@ -198,14 +210,14 @@ def test_widget_layout_follows_input_order_and_frontend_extras(schemas):
 
 
 def test_ui_to_api_drops_notes_and_frontend_values(schemas):
-    prompt = cw.ui_to_api(ui("text_to_audio"), schemas)
+    prompt = cw.ui_to_api(ui("01 Text to audio"), schemas)
     assert not any(n["class_type"] in cw.FRONTEND_ONLY for n in prompt.values())
     save = next(n for n in prompt.values() if n["class_type"] == "SaveAudio")
     assert set(save["inputs"]) == {"audio", "filename_prefix"}
 
 
 def test_ui_to_api_takes_a_widget_turned_into_a_linked_input(schemas):
-    data = copy.deepcopy(ui("text_to_audio"))
+    data = copy.deepcopy(ui("01 Text to audio"))
     sampler = nodes_of(data, "SA3Sampler")[0]
     data["last_link_id"] += 1
     link_id = data["last_link_id"]
@@ -231,27 +243,27 @@ def test_ui_to_api_takes_a_widget_turned_into_a_linked_input(schemas):
     (lambda p: [p.pop(k) for k in ("6", "8") if k in p], "no output node"),
 ])
 def test_validate_api_reports_bad_values(schemas, pack_nodes, edit, expected):
-    prompt = copy.deepcopy(api("text_to_audio"))
+    prompt = copy.deepcopy(api("01 Text to audio"))
     edit(prompt)
     problems = cw.validate_api(prompt, schemas, pack_nodes)
     assert any(expected in p for p in problems), problems
 
 
 def test_validate_ui_reports_broken_structure(schemas):
-    data = copy.deepcopy(ui("text_to_audio"))
+    data = copy.deepcopy(ui("01 Text to audio"))
     sampler = nodes_of(data, "SA3Sampler")[0]
     sampler["widgets_values"] = sampler["widgets_values"][:-2]
     assert any("widgets_values" in p for p in cw.validate_ui(data, schemas))
 
-    data = copy.deepcopy(ui("text_to_audio"))
+    data = copy.deepcopy(ui("01 Text to audio"))
     data["links"][0][5] = "AUDIO"
     assert any("type" in p for p in cw.validate_ui(data, schemas))
 
-    data = copy.deepcopy(ui("text_to_audio"))
+    data = copy.deepcopy(ui("01 Text to audio"))
     nodes_of(data, "SA3Sampler")[0]["widgets_values"][1] = "sometimes"
     assert any("control_after_generate" in p for p in cw.validate_ui(data, schemas))
 
-    data = copy.deepcopy(ui("text_to_audio"))
+    data = copy.deepcopy(ui("01 Text to audio"))
     data["last_node_id"] = 1
     assert any("last_node_id" in p for p in cw.validate_ui(data, schemas))
 
@@ -299,19 +311,19 @@ def test_files_saved_by_frontend_1_58_pass(name, schemas, pack_nodes):
 
 
 def test_a_missing_widgets_values_is_still_caught_where_widgets_exist(schemas):
-    data = as_frontend_1_58_saves(ui("text_to_audio"), schemas)
+    data = as_frontend_1_58_saves(ui("01 Text to audio"), schemas)
     del nodes_of(data, "SA3Sampler")[0]["widgets_values"]
     assert any("SA3Sampler" in p and "widgets_values" in p for p in cw.validate_ui(data, schemas))
 
 
 def test_named_widget_values_must_agree_with_the_positional_ones(schemas):
-    data = as_frontend_1_58_saves(ui("text_to_audio"), schemas)
+    data = as_frontend_1_58_saves(ui("01 Text to audio"), schemas)
     nodes_of(data, "SA3Sampler")[0]["widgets_values_named"]["steps"] = 99
     assert any("widgets_values_named['steps'] is 99" in p for p in cw.validate_ui(data, schemas))
 
 
 def test_same_prompt_sees_a_changed_input_or_title():
-    prompt = api("text_to_audio")
+    prompt = api("01 Text to audio")
     changed = copy.deepcopy(prompt)
     changed["4"]["inputs"]["steps"] += 1
     assert not cw.same_prompt(prompt, changed)
@@ -321,7 +333,7 @@ def test_same_prompt_sees_a_changed_input_or_title():
 
 
 def test_ui_to_api_refuses_unknown_nodes(schemas):
-    data = copy.deepcopy(ui("text_to_audio"))
+    data = copy.deepcopy(ui("01 Text to audio"))
     nodes_of(data, "SA3Decode")[0]["type"] = "SA3Nope"
     with pytest.raises(cw.WorkflowError, match="unknown node type"):
         cw.ui_to_api(data, schemas)

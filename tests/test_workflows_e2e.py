@@ -27,6 +27,7 @@ import shutil
 import struct
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import wave
 from pathlib import Path
@@ -189,10 +190,12 @@ def test_every_workflow_pair_checks_against_the_server(server):
 def test_templates_list_the_ui_workflows_only(server):
     templates = server.get("/workflow_templates")
     assert sorted(templates.get(PACK_NAME, [])) == cw.workflow_names()
-    with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{PACK_NAME}/text_to_audio.json") as resp:
+    first = urllib.parse.quote(cw.workflow_names()[0])  # names are titles with spaces, as the frontend asks for them
+    with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{PACK_NAME}/{first}.json") as resp:
         assert "nodes" in json.loads(resp.read())
     for name in cw.workflow_names():  # the thumbnail the template browser asks for: <name>.jpg beside it
-        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{PACK_NAME}/{name}.jpg") as resp:
+        url = f"{server.url}/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(name)}.jpg"
+        with urllib.request.urlopen(url) as resp:
             assert resp.headers["Content-Type"] == "image/jpeg" and resp.read(3) == b"\xff\xd8\xff"
 
 
@@ -205,14 +208,14 @@ def test_low_memory_loader_runs_inpainting(server, tmp_path):
     """The loader's low_memory option on a real server: encode, sample and decode each release
     the part they used, and the next run reads the weights back."""
     for run in range(2):
-        run_and_check(server, "inpaint_one_region", tmp_path / str(run), ["1.low_memory=true", f"4.seed={run + 5}"])
+        run_and_check(server, "06 Inpaint one region", tmp_path / str(run), ["1.low_memory=true", f"4.seed={run + 5}"])
 
 
 def test_identical_rerun_is_served_from_the_cache(server, tmp_path):
     """Queueing the same prompt again finishes at once (every output cached); the runner connects
     its websocket before queueing, so it still sees the end and fetches the files."""
     for run in range(2):
-        run_and_check(server, "text_to_audio", tmp_path / str(run), ["4.seed=11"], progress=run == 0)
+        run_and_check(server, "01 Text to audio", tmp_path / str(run), ["4.seed=11"], progress=run == 0)
 
 
 def run_and_check(server, name: str, tmp_path: Path, extra: list[str] = (), progress: bool = True) -> None:
@@ -258,7 +261,7 @@ def _queue(server, prompt: dict) -> tuple[int, dict]:
     ("11", "regions", "8-4", "custom_validation_failed"),
 ])
 def test_bad_graph_gets_a_validation_error(server, node_id, field, value, error_type):
-    prompt = cw.read_json(cw.API_DIR / ("inpaint_one_region.json" if node_id == "11" else "text_to_audio.json"))
+    prompt = cw.read_json(cw.API_DIR / ("06 Inpaint one region.json" if node_id == "11" else "01 Text to audio.json"))
     prompt[node_id]["inputs"][field] = value
     status, body = _queue(server, prompt)
     assert status == 400, body
@@ -272,7 +275,7 @@ def test_bad_graph_gets_a_validation_error(server, node_id, field, value, error_
 
 
 def test_bad_link_and_missing_input_are_rejected(server):
-    prompt = cw.read_json(cw.API_DIR / "text_to_audio.json")
+    prompt = cw.read_json(cw.API_DIR / "01 Text to audio.json")
     prompt["4"]["inputs"]["latent"] = ["2", 0]  # SA3_CONDITIONING into LATENT
     del prompt["4"]["inputs"]["steps"]
     status, body = _queue(server, prompt)
@@ -285,7 +288,7 @@ def test_bad_combo_value_is_refused(server, tmp_path):
     """ComfyUI 0.3.64 checks combo values only for V1 list-typed inputs, not for V3 io.Combo: a
     wrong sampler name is refused at validation by newer ComfyUI, else by the node when it runs;
     either way the user gets a message naming the input, not a traceback."""
-    prompt = cw.read_json(cw.API_DIR / "text_to_audio.json")
+    prompt = cw.read_json(cw.API_DIR / "01 Text to audio.json")
     prompt["4"]["inputs"]["sampler"] = "ddim"
     status, body = _queue(server, prompt)
     if status == 400:
@@ -301,7 +304,7 @@ def test_bad_combo_value_is_refused(server, tmp_path):
 def test_runtime_error_is_reported_not_raised(server, tmp_path):
     """A region past the audio passes validation (the duration is on another node) and fails in the
     sampler before it encodes or samples: the runner reports ComfyUI's execution error in one line."""
-    prompt = cw.read_json(cw.API_DIR / "inpaint_one_region.json")
+    prompt = cw.read_json(cw.API_DIR / "06 Inpaint one region.json")
     prompt = comfy_run.apply_overrides(prompt, ["duration=4", "11.regions=\"8-9\""])
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(prompt))

@@ -138,8 +138,8 @@ def jpeg_bytes(image: Image.Image) -> bytes:
 
 
 def template_titles() -> dict[str, str]:
-    """Template name -> title (the name with spaces, as ComfyUI's browser shows it)."""
-    return {p.stem: p.stem for p in sorted(WORKFLOWS.glob("*.json"))}
+    """Template name -> the title drawn on its picture (the name without its order number)."""
+    return {p.stem: p.stem.split(" ", 1)[-1] for p in sorted(WORKFLOWS.glob("*.json"))}
 
 
 def main(argv: list[str] | None = None) -> int:

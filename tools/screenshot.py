@@ -5,7 +5,7 @@ no model download is needed and the generated audio is noise), opens the fronten
 template the way the template browser does, queues it, waits for the run to finish and saves a
 picture of the canvas with its spectrogram previews.
 
-    COMFYUI_PATH=/path/to/ComfyUI python tools/screenshot.py [--workflow inpaint_one_region] [-o docs/...png]
+    COMFYUI_PATH=/path/to/ComfyUI python tools/screenshot.py [--workflow "06 Inpaint one region"] [-o docs/...png]
 
 Needs Playwright (``pip install playwright``) and a Chromium (``apt-get install chromium``, or
 ``--chromium PATH``); the fixtures of ``../shared/fixtures`` (or ``SA3_FIXTURES``).
@@ -69,7 +69,7 @@ def start_server(root: Path) -> ComfyServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workflow", default="inpaint_one_region", help="template name in example_workflows/")
+    parser.add_argument("--workflow", default="06 Inpaint one region", help="template name in example_workflows/")
     parser.add_argument("-o", "--output", type=Path, default=REPO / "docs" / "spectrogram_workflow.png")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--size", default="1850x860", help="viewport WIDTHxHEIGHT while loading")
