@@ -10,7 +10,7 @@ from . import comfy_models
 from ._adapters import error
 from ._sa3 import single_file
 from ._validate import require_widgets, widget_error
-from .loaders import ATTENTIONS, PADDING_MODES, PRECISIONS
+from .loaders import load_option_inputs, optional_load_inputs
 from .search import schema_aliases
 from .types import CATEGORY, SA3Model
 
@@ -76,20 +76,8 @@ class SA3CheckpointLoader(io.ComfyNode):
                                tooltip="Which official model the checkpoint is; it sets the default sampler and "
                                        "steps and the longest duration. auto: small or medium from the weights, "
                                        "music/sfx and -base from the file name (small-music when it does not say)."),
-                io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="DiT and conditioner precision. auto: ComfyUI's choice for the device "
-                                       "(fp32 on CPU, fp16/bf16 on GPU). SAME stays fp32 unless "
-                                       "--fp16-vae/--bf16-vae."),
-                io.Combo.Input("attention", options=ATTENTIONS, default="auto",
-                               tooltip="Attention backend. auto: flash-attn on CUDA when installed, else PyTorch "
-                                       "SDPA. math is the slow dense reference."),
-                io.Combo.Input("padding_mode", options=PADDING_MODES, default="exact",
-                               tooltip="How padded frames are masked: exact (as trained, flash semantics) or "
-                                       "reference (the official CPU behaviour, for bit-level comparisons)."),
-                io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="For small-RAM CPU machines: after each node, drop the weights of the "
-                                         "parts it used from RAM (text encoder, DiT, SAME); they are read back from "
-                                         "the disk cache at the next use."),
+                *load_option_inputs(),
+                *optional_load_inputs(),
             ],
             outputs=[SA3Model.Output(display_name="model",
                                      tooltip="The loaded Stable Audio 3 model for the SA3 nodes.")],
@@ -97,9 +85,9 @@ class SA3CheckpointLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, ckpt_name=None, text_encoder_name=None, variant=None, precision=None, attention=None,
-                        padding_mode=None, low_memory=None) -> bool | str:
+                        padding_mode=None, low_memory=None, autoencoder_precision=None) -> bool | str:
         message = widget_error(cls, NODE, variant=variant, precision=precision, attention=attention,
-                               padding_mode=padding_mode)
+                               padding_mode=padding_mode, autoencoder_precision=autoencoder_precision)
         if message is None and ckpt_name is not None:
             message = _check_checkpoint(ckpt_name, variant if variant is not None else single_file.AUTO)
         if message is None and text_encoder_name is not None:
@@ -108,13 +96,13 @@ class SA3CheckpointLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, ckpt_name, text_encoder_name, variant, precision, attention, padding_mode,
-                low_memory=False) -> io.NodeOutput:
+                low_memory=False, autoencoder_precision="auto") -> io.NodeOutput:
         require_widgets(cls, NODE, variant=variant, precision=precision, attention=attention,
-                        padding_mode=padding_mode)
+                        padding_mode=padding_mode, autoencoder_precision=autoencoder_precision)
         message = _check_checkpoint(ckpt_name, variant) or _check_text_encoder(text_encoder_name)
         if message is not None:
             raise ValueError(message)
         return io.NodeOutput(comfy_models.load_single_file(
             folder_paths.get_full_path("checkpoints", ckpt_name), folder_paths.get_full_path("text_encoders",
                                                                                             text_encoder_name),
-            variant, ckpt_name, precision, attention, padding_mode, bool(low_memory)))
+            variant, ckpt_name, precision, attention, padding_mode, bool(low_memory), autoencoder_precision))

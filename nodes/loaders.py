@@ -125,6 +125,37 @@ def _hub_download(name: str, target: Path) -> Path:
     return target
 
 
+def load_option_inputs() -> list:
+    """precision, attention and padding_mode: the load options of both model loaders."""
+    return [
+        io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                       tooltip="DiT and conditioner precision. auto: ComfyUI's choice for the device (fp32 on CPU, "
+                               "fp16/bf16 on GPU). SAME stays fp32 unless --fp16-vae/--bf16-vae."),
+        io.Combo.Input("attention", options=ATTENTIONS, default="auto",
+                       tooltip="Attention backend. auto: flash-attn on CUDA when installed, else PyTorch SDPA. math "
+                               "is the slow dense reference."),
+        io.Combo.Input("padding_mode", options=PADDING_MODES, default="exact",
+                       tooltip="How padded frames are masked: exact (as trained, flash semantics) or reference (the "
+                               "official CPU behaviour, for bit-level comparisons)."),
+    ]
+
+
+def optional_load_inputs() -> list:
+    """low_memory and autoencoder_precision: the optional switches of both model loaders."""
+    return [
+        io.Boolean.Input("low_memory", default=False, optional=True,
+                         tooltip="For small-RAM CPU machines: after each node, drop the weights of the parts it "
+                                 "used from RAM (text encoder, DiT, SAME), so the peak is the largest part instead "
+                                 "of all three. They are read back from the disk cache at the next use (well under "
+                                 "a second for small)."),
+        io.Combo.Input("autoencoder_precision", options=AUTOENCODER_PRECISIONS, default="auto", optional=True,
+                       tooltip="SAME (decoder/encoder) precision. auto: ComfyUI's choice (fp32 unless "
+                               "--fp16-vae/--bf16-vae). fp32: exact. bf16-mixed: faster on CPUs with bf16 support, "
+                               "bf16 matrix products with fp32 norms, attention and noise; changes the audio "
+                               "slightly (about 2e-2 relative L2 on test models)."),
+    ]
+
+
 class SA3ModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -141,31 +172,12 @@ class SA3ModelLoader(io.ComfyNode):
                                tooltip=f"A folder in models/{FOLDER}/ holding {CONFIG_FILE}, {WEIGHTS_FILE} and "
                                        f"{TEXT_FOLDER}/, or an official name (small-music, small-sfx, medium and "
                                        "their -base versions)."),
-                io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="DiT and conditioner precision. auto: ComfyUI's choice for the device "
-                                       "(fp32 on CPU, fp16/bf16 on GPU). SAME stays fp32 unless "
-                                       "--fp16-vae/--bf16-vae."),
-                io.Combo.Input("attention", options=ATTENTIONS, default="auto",
-                               tooltip="Attention backend. auto: flash-attn on CUDA when installed, else PyTorch "
-                                       "SDPA. math is the slow dense reference."),
-                io.Combo.Input("padding_mode", options=PADDING_MODES, default="exact",
-                               tooltip="How padded frames are masked: exact (as trained, flash semantics) or "
-                                       "reference (the official CPU behaviour, for bit-level comparisons)."),
+                *load_option_inputs(),
                 io.Boolean.Input("download", default=False,
                                  tooltip=f"Allow downloading an official model from Hugging Face into "
                                          f"models/{FOLDER}/<name>/ when it is missing (gated: accept the license "
                                          "and set HF_TOKEN)."),
-                io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="For small-RAM CPU machines: after each node, drop the weights of the "
-                                         "parts it used from RAM (text encoder, DiT, SAME), so the peak is the "
-                                         "largest part instead of all three. They are read back from the disk "
-                                         "cache at the next use (well under a second for small)."),
-                io.Combo.Input("autoencoder_precision", options=AUTOENCODER_PRECISIONS, default="auto",
-                               optional=True,
-                               tooltip="SAME (decoder/encoder) precision. auto: ComfyUI's choice (fp32 unless "
-                                       "--fp16-vae/--bf16-vae). fp32: exact. bf16-mixed: faster on CPUs with "
-                                       "bf16 support, bf16 matrix products with fp32 norms, attention and noise; "
-                                       "changes the audio slightly (about 2e-2 relative L2 on test models)."),
+                *optional_load_inputs(),
             ],
             outputs=[SA3Model.Output(display_name="model",
                                      tooltip="The loaded Stable Audio 3 model for the SA3 nodes.")],

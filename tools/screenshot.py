@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import struct
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,30 +25,12 @@ sys.path.insert(0, str(REPO))
 
 from tests.comfy_server import PACK_NAME, ComfyServer  # noqa: E402
 from tests.conftest import fixture_root  # noqa: E402
+from tests.test_workflows_e2e import write_wav  # noqa: E402
 
-SAMPLE_RATE = 44100
 # a clean canvas: no first-run template dialog, minimap, canvas info, zoom menu or source badges
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False,
             "Comfy.Graph.CanvasMenu": False, "Comfy.NodeBadge.NodeSourceBadgeMode": "None",
             "Comfy.NodeBadge.NodeIdBadgeMode": "None"}
-
-
-def write_source(path: Path, seconds: float = 30.0) -> None:
-    """The LoadAudio input: a chord with a slow tremolo and a rising tone, so its spectrogram
-    shows what the inpainting keeps."""
-    frames = bytearray()
-    for i in range(int(seconds * SAMPLE_RATE)):
-        t = i / SAMPLE_RATE
-        env = 0.6 + 0.4 * math.sin(2 * math.pi * 0.5 * t)
-        chord = sum(math.sin(2 * math.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
-        sweep = math.sin(2 * math.pi * (300 * t + 40 * t * t))
-        left, right = 0.3 * env * chord + 0.1 * sweep, 0.3 * env * chord - 0.1 * sweep
-        frames += struct.pack("<hh", int(left * 32767), int(right * 32767))
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(bytes(frames))
 
 
 def start_server(root: Path) -> ComfyServer:
@@ -63,7 +42,7 @@ def start_server(root: Path) -> ComfyServer:
     for name in ("small-music", "small-music-base"):
         (models / name).symlink_to(fixtures / "tiny-small", target_is_directory=True)
     server = ComfyServer(root, {"stable_audio_3": models, "loras": fixtures / "loras" / "tiny-small"})
-    write_source(server.dirs["input"] / "sa3_input.wav")
+    write_wav(server.dirs["input"] / "sa3_input.wav", 30.0)  # the LoadAudio input (two sines)
     return server.start()
 
 
