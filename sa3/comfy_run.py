@@ -6,7 +6,8 @@
 ``--set name=value`` sets every input called ``name``; ``--set 6.name=value`` only node 6's.
 Values are parsed as JSON when they can be (numbers, true/false, lists), else kept as text.
 Progress comes from ComfyUI's websocket (``websocket-client``, as in ComfyUI's own API examples);
-if the websocket cannot be opened, the runner polls ``/history`` instead.
+if the websocket cannot be opened, or websocket-client is not installed (a plain Python: this
+module needs nothing else outside the standard library), the runner polls ``/history`` instead.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import websocket
+try:
+    import websocket  # websocket-client: live progress
+except ImportError:  # a plain Python: the runner polls /history instead (no live progress)
+    websocket = None
 
 
 class ComfyError(RuntimeError):
@@ -125,12 +129,15 @@ def format_rejection(detail: dict) -> str:
 # --- run -------------------------------------------------------------------------------------
 
 
-WEBSOCKET_ERRORS = (OSError, websocket.WebSocketException)  # refused, closed, bad handshake, timeout
+# refused, closed, bad handshake, timeout, or websocket-client missing
+WEBSOCKET_ERRORS = (OSError,) if websocket is None else (OSError, websocket.WebSocketException)
 
 
 def open_websocket(client: ComfyClient, timeout: float) -> websocket.WebSocket:
     """Connect before queueing: a prompt whose outputs are all cached finishes at once, and its
     messages would be gone before a later connection."""
+    if websocket is None:
+        raise OSError("websocket-client is not installed: following the prompt through /history")
     url = client.server.replace("http", "ws", 1) + f"/ws?clientId={client.client_id}"
     return websocket.create_connection(url, timeout=timeout)
 

@@ -131,6 +131,14 @@ def test_run_downloads_audio(server, workflow, tmp_path, websocket):
         assert "node 5" not in log.getvalue()  # another prompt's progress is not shown
 
 
+def test_without_websocket_client_the_runner_polls(server, workflow, tmp_path, monkeypatch):
+    """A plain Python without websocket-client: no live progress, the same files."""
+    monkeypatch.setattr(comfy_run, "websocket", None)
+    saved = comfy_run.run(workflow, server, [], tmp_path / "out", timeout=10, out=io.StringIO())
+    assert [p.name for p in saved] == ["x_00001_.flac"]
+    assert "ws" not in FakeComfy.requests
+
+
 def test_websocket_closed_early_falls_back_to_polling(server, workflow, tmp_path):
     FakeComfy.reset(finish=False)
     saved = comfy_run.run(workflow, server, [], tmp_path / "out", timeout=10, out=io.StringIO())

@@ -1,5 +1,6 @@
 """The README's run command works from a plain Python: ``python -m sa3.comfy_run`` imports only
-the standard library (the ``sa3`` package imports its model classes on first use)."""
+the standard library (the ``sa3`` package imports its model classes on first use; without
+websocket-client the runner follows the prompt through ``/history``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 from tests.conftest import REPO
 
-HEAVY = {"torch", "torchaudio", "numpy", "safetensors", "transformers", "huggingface_hub"}
+HEAVY = {"torch", "torchaudio", "numpy", "safetensors", "transformers", "huggingface_hub", "websocket"}
 
 
 def _run(args, tmp_path):
