@@ -329,7 +329,7 @@ def _check_lora_name(lora_name: str) -> str | None:
     else:
         listed = ", ".join(repr(n) for n in available[:5]) + (", ..." if len(available) > 5 else "")
         fix = (f"Pick one of your LoRA files in lora_name ({listed}); a template's LoRA names are placeholders. "
-               "After adding files, refresh the node list (press R).")
+               "Refresh the node list (press R) after adding files.")
     return error("LoRA Loader", f"lora_name {lora_name!r} is not a LoRA in models/loras (got {got}, expected one of "
                                 f"the listed files). {fix}")
 
