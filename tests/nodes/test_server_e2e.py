@@ -202,7 +202,7 @@ def test_missing_lora_file_is_refused_at_validation_with_the_packs_message(serve
     assert status == 400, body
     (error,) = body["node_errors"]["7"]["errors"]
     assert error["type"] == "custom_validation_failed"
-    assert "Stable Audio 3 LoRA Loader: lora_name 'no-such-lora.safetensors' is not in models/loras" \
+    assert "Stable Audio 3 LoRA Loader: lora_name 'no-such-lora.safetensors' is not a LoRA in models/loras" \
         in error["details"]
 
 
