@@ -106,7 +106,7 @@ def page(request):
 
 def test_duration_widget_takes_the_selected_models_maximum(page):
     # (the fixture waited for StableAudio3.DurationLimits: web/js/ loaded, its imports resolved)
-    workflow = (REPO / "example_workflows" / "text_to_audio.json").read_text()
+    workflow = (REPO / "example_workflows" / "01 Text to audio.json").read_text()
     loaded = f"{APP}.graph._nodes.some((n) => n.comfyClass === 'SA3TextEncode')"
     for _ in range(5):  # (again if the app's own start-up restore replaced it meanwhile)
         page.eval(f"{APP}.loadGraphData({workflow}).then(() => new Promise((r) => setTimeout(() => r(true), 500)))")
