@@ -1,4 +1,5 @@
-"""Each model choice's longest duration, served to the web extension
+"""Each model choice's longest duration (SA3 Model Loader's folders and official names, SA3
+Checkpoint Loader's files), served to the web extension
 (``web/js/duration_limits.js``), which sets the maximum of the duration widgets of the nodes
 connected to a model loader to the maximum of the model selected there.
 
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import logging
 
-from ._sa3 import CONFIG_FILE, MODEL_SAMPLE_SIZES, SAMPLE_RATE, ModelConfig
+import folder_paths
+
+from ._sa3 import CONFIG_FILE, MODEL_SAMPLE_SIZES, SAMPLE_RATE, ModelConfig, single_file
 from .loaders import _model_folders, model_choices
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,14 @@ def max_durations() -> dict[str, float]:
             out[name] = ModelConfig.from_file(folder / CONFIG_FILE).max_duration
         except (OSError, ValueError, RuntimeError, KeyError, TypeError):
             continue
+    for name in folder_paths.get_filename_list("checkpoints"):  # header reads only; other models are skipped
+        if not name.endswith(".safetensors"):
+            continue
+        try:
+            config, _ = single_file.checkpoint_config(folder_paths.get_full_path("checkpoints", name))
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError):
+            continue
+        out[name] = config.max_duration
     return out
 
 

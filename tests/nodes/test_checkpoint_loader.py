@@ -4,6 +4,8 @@ at queue time naming the file."""
 
 from __future__ import annotations
 
+import importlib
+import json
 import shutil
 
 import folder_paths
@@ -12,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.conftest import require_fixtures
-from tests.nodes.conftest import nodes
+from tests.nodes.conftest import PACK, nodes
 from tests.nodes.test_graph_parity import assert_same, run_graph
 from tests.single_file_twins import make_twins, train_spiece
 
@@ -102,3 +104,19 @@ def test_queue_time_refusals_name_the_file(twin_root):
         "Stable Audio 3 Checkpoint Loader: variant 'large' is not one of its choices")
     with torch.inference_mode(), pytest.raises(ValueError, match=r"clip_l\.safetensors' cannot be loaded"):
         nodes.SA3CheckpointLoader.execute(ckpt_name=twins.checkpoint.name, text_encoder_name=wrong.name, **OPTIONS)
+
+
+def test_duration_limits_cover_checkpoint_files(twin_root):
+    """GET /sa3/max_durations (the web extension's source) knows SA3 Checkpoint Loader's files;
+    a file that is not an SA3 checkpoint is left out."""
+    twin = _twin(twin_root, "tiny-small")
+    limits = importlib.import_module(f"{PACK}.nodes.limits")
+    config = json.loads((require_fixtures() / "tiny-small" / "model_config.json").read_text())
+    other = twin.checkpoint.parent / "not_sa3.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(other))
+    try:
+        durations = limits.max_durations()
+    finally:
+        other.unlink()
+    assert durations[twin.checkpoint.name] == config["sample_size"] / config["sample_rate"]
+    assert "not_sa3.safetensors" not in durations
