@@ -6,9 +6,6 @@ own audio latents, and carry the ``sa3_*`` keys along):
                    per frame, no scaling: what core's SA3 VAE encodes and decodes too)
     type           "audio"
     sa3_durations  per-item requested seconds (B floats): the plan of ``generate()``
-    sa3_source     (encode node) per item {"waveform": (C, S) float32 CPU, "sample_rate": int}: the
-                   source audio as given, so the sampler can encode it at the plan's length and at
-                   the right point of the seed's random stream (see nodes/sampling.py)
     sa3_rng        (sampler) {"state": uint8 tensor, "device": str}: the generator after sampling,
                    which the decoder continues
 LATENT, as the pack reads it (``read_latent``): the above; core's EmptyLatentAudio (all zeros,
@@ -33,7 +30,6 @@ LATENT_TYPE = "audio"
 DURATIONS = "sa3_durations"
 RATIO = "downscale_ratio_temporal"  # newer ComfyUI: audio samples per latent frame
 CORE_EMPTY_RATIO = 2048  # EmptyLatentAudio without RATIO (0.3.64): Stable Audio Open's frames
-SOURCE = "sa3_source"
 RNG = "sa3_rng"
 
 

@@ -20,7 +20,7 @@ import torch
 from comfy.cli_args import args
 from torch import nn
 
-from ._handle import SA3Handle
+from ._handle import LORA_PARTS, LORAS, SA3Handle
 from ._sa3 import StableAudioModel, loading, pipeline
 
 logger = logging.getLogger(__name__)
@@ -116,11 +116,25 @@ def _load(load: Callable[..., StableAudioModel], name: str, precision: str, atte
 
 
 def load_parts(handle: SA3Handle, *parts: str) -> torch.device:
-    """Move the named parts to their load devices (offloading others as ComfyUI sees fit) and
+    """Move the named parts to their load devices (offloading others as ComfyUI sees fit), put
+    the handle's LoRA chain onto the shared modules when a part it adapts is among them, and
     return the load device of the first one."""
     patchers = [handle.patchers[p] for p in parts]
     mm.load_models_gpu(patchers)
+    if any(p in LORA_PARTS for p in parts):
+        handle.model.apply_loras(handle.loras)
     return patchers[0].load_device
+
+
+def with_loras(handle: SA3Handle, loras) -> SA3Handle:
+    """A handle for a new branch carrying ``loras`` (a sequence of ``LoRALink``): clones of the DiT
+    and text patchers (ComfyUI's own way to keep patches of one model apart) with the chain as
+    their attachment; the autoencoder patcher is shared. ``handle`` is left as it was."""
+    patchers = dict(handle.patchers)
+    for part in LORA_PARTS:
+        patchers[part] = handle.patchers[part].clone()
+        patchers[part].set_attachments(LORAS, tuple(loras))
+    return SA3Handle(model=handle.model, name=handle.name, patchers=patchers)
 
 
 def release_parts(handle: SA3Handle, *parts: str) -> None:

@@ -16,7 +16,7 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import check_durations, error, one_or_each, parse_durations, split_prompts
-from ._handle import ConditioningSide, sync_loras
+from ._handle import ConditioningSide
 from ._sa3 import pipeline
 from ._validate import widget_error
 from .loaders import _require_model
@@ -58,8 +58,7 @@ def text_batch(prompt: str, negative_prompt: str, one_per_line: bool, duration: 
 
 def encode(handle, prompts, negatives, durations) -> tuple[ConditioningSide, ConditioningSide]:
     """Encode like ``generate()`` (one ``encode_text`` call) and split into the two sides."""
-    sync_loras(handle)  # conditioner LoRAs change the seconds embedding
-    comfy_models.load_parts(handle, "text")
+    comfy_models.load_parts(handle, "text")  # with the branch's LoRAs: they change the seconds embedding
     model = handle.model
     text = pipeline.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
     comfy_models.release_parts(handle, "text")

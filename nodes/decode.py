@@ -1,6 +1,14 @@
-"""Decode node: SA3 latent -> ComfyUI AUDIO, continuing the sampler's random stream."""
+"""Decode node: SA3 latent -> ComfyUI AUDIO.
+
+SAME's decoder draws noise. ``decoder_seed`` -1 continues the random stream SA3 Sampler stored
+in its LATENT (``sa3_rng``), as ``generate()`` does, so the graph equals ``generate()`` bit for
+bit. A latent without that stream (SA3 Encode Audio, LoadLatent, a node that rebuilt the dict) is
+decoded with seed 0 and the node logs it; a decoder_seed >= 0 always starts a fresh stream.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from comfy_api.latest import io
 
@@ -12,8 +20,11 @@ from .loaders import _require_model
 from .search import schema_aliases
 from .types import CATEGORY, SA3Model
 
+logger = logging.getLogger(__name__)
+
 NODE = "Decode"
-FALLBACK_SEED = 0  # decoder noise for latents that did not come from SA3 Sampler
+FROM_SAMPLER = -1  # decoder_seed value: continue the stream stored by SA3 Sampler
+NO_STREAM_SEED = 0  # decoder seed of a latent that carries no sampler stream, at -1
 CHUNKING = {"auto": None, "on": True, "off": False}
 
 
@@ -38,6 +49,12 @@ class SA3Decode(io.ComfyNode):
                 io.Boolean.Input("trim", default=True,
                                  tooltip="Cut the 6 s headroom off when all items share one duration (as generate() "
                                          "does); mixed durations keep the padded length."),
+                io.Int.Input("decoder_seed", default=FROM_SAMPLER, min=FROM_SAMPLER, max=pipeline.MAX_SEED,
+                             optional=True, control_after_generate=False,
+                             tooltip="The decoder's small random noise. -1: continue SA3 Sampler's random stream "
+                                     "(stored in its latent), so the audio equals generate(); a latent without it "
+                                     "(SA3 Encode Audio, Load Latent) decodes with seed 0, logged. 0 or more: "
+                                     "decode with this seed."),
             ],
             outputs=[io.Audio.Output(display_name="audio",
                                      tooltip="AUDIO: float32 (batch, 2, samples) at 44100 Hz on the CPU.")],
@@ -48,7 +65,7 @@ class SA3Decode(io.ComfyNode):
         return widget_error(cls, NODE, chunked=chunked) or True
 
     @classmethod
-    def execute(cls, model, latent, chunked, trim) -> io.NodeOutput:
+    def execute(cls, model, latent, chunked, trim, decoder_seed=FROM_SAMPLER) -> io.NodeOutput:
         handle = _require_model(model, NODE)
         require_widgets(cls, NODE, chunked=chunked)
         config = handle.config
@@ -68,8 +85,7 @@ class SA3Decode(io.ComfyNode):
             raise ValueError(error(NODE, f"latent has {shape.frames} frames, {what}. Decode the output of SA3 Sampler "
                                          "or SA3 Encode Audio with this model.")) from None
         device = comfy_models.load_parts(handle, "autoencoder")
-        saved = latent.get(RNG)
-        generator = restore_generator(saved) if saved is not None else pipeline.make_generator(FALLBACK_SEED, device)
+        generator = _decoder_generator(latent, decoder_seed, device)
         use_chunks = CHUNKING[chunked]
         if use_chunks is None:
             use_chunks = handle.model.autoencoder.config.chunked
@@ -85,3 +101,14 @@ class SA3Decode(io.ComfyNode):
         if trim:
             audio = pipeline.trim_to_duration(audio, durations, config.sample_rate)
         return io.NodeOutput(make_audio(audio, config.sample_rate))
+
+
+def _decoder_generator(latent: dict, seed: int, device):
+    if seed != FROM_SAMPLER:
+        return pipeline.make_generator(seed, device)
+    saved = latent.get(RNG)
+    if saved is None:
+        logger.info("Stable Audio 3 %s: the latent carries no SA3 Sampler random stream (%r); decoding with seed %d. "
+                    "Set SA3 Decode decoder_seed to choose another.", NODE, RNG, NO_STREAM_SEED)
+        return pipeline.make_generator(NO_STREAM_SEED, device)
+    return restore_generator(saved)

@@ -12,7 +12,6 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import (
-    SOURCE,
     InpaintRegions,
     check_durations,
     check_regions,
@@ -33,7 +32,7 @@ from .types import CATEGORY, SA3InpaintRegions, SA3Model
 
 MASK_MODES = ["regions", "continuation"]
 NODE_MASK = "Inpaint Regions"
-ENCODE_SEED = 0  # the encode node's own SAME-L noise; the sampler re-draws it from the seed's stream
+ENCODE_SEED = 0  # SAME-L's encoder noise here (the sampler's init_audio / inpaint_audio draw it from the seed)
 
 
 def _batch_durations(duration: float, batch_size: int, durations: str, node: str) -> list[float]:
@@ -95,20 +94,6 @@ class SA3EmptyLatent(io.ComfyNode):
         return io.NodeOutput(make_latent(samples, seconds))
 
 
-def encode_sources(handle, sources, plan, generator) -> torch.Tensor:
-    """Encode source audio items ``[(sr, (C, S))]`` at the plan's length, as ``generate()`` does:
-    prepare (resample, pad/crop, stereo), then SAME encode drawing from ``generator``."""
-    model, cfg = handle.model, handle.config
-    chunked = model.autoencoder.config.chunked
-    comfy_models.load_parts(handle, "autoencoder")
-    out = []
-    for source in sources:
-        wav = pipeline.prepare_audio(source, cfg.sample_rate, plan.audio_samples)
-        out.append(pipeline.encode_audio(model.autoencoder, wav, chunked=chunked, generator=generator))
-    comfy_models.release_parts(handle, "autoencoder")
-    return torch.cat(out)
-
-
 class SA3EncodeAudio(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -124,12 +109,14 @@ class SA3EncodeAudio(io.ComfyNode):
                 io.Audio.Input("audio", tooltip="Source audio; resampled to 44.1 kHz, mono is duplicated to stereo."),
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Optional (older workflows): the SA3 Empty Latent of the generation, to encode "
-                                        "at its length. Unconnected: the audio's own length; the sampler encodes the "
-                                        "source again at the generation's length when that differs."),
+                                        "at its length. Unconnected: the audio's own length; the sampler cuts or "
+                                        "zero-pads the latents to the generation's length."),
             ],
             outputs=[io.Latent.Output(display_name="latent",
-                                      tooltip="SAME latents (batch, channels, frames) plus the source audio, so the "
-                                              "sampler can reproduce generate() exactly.")],
+                                      tooltip="SAME latents (batch, channels, frames). SAME-L (medium) adds a little "
+                                              "noise while encoding, from seed 0 here: for generate()'s exact "
+                                              "audio connect the audio to SA3 Sampler's init_audio / inpaint_audio "
+                                              "instead.")],
         )
 
     @classmethod
@@ -144,13 +131,17 @@ class SA3EncodeAudio(io.ComfyNode):
             seconds = sources[0][1].shape[-1] / sources[0][0]
             durations = [min(seconds, cfg.max_duration)] * len(sources)
         plan = pipeline.plan_latents(cfg, durations)
-        generator = pipeline.make_generator(ENCODE_SEED, handle.patchers["autoencoder"].load_device)
-        samples = encode_sources(handle, sources, plan, generator).to(comfy_models.intermediate_device(), torch.float32)
+        generator = pipeline.make_generator(ENCODE_SEED, comfy_models.load_parts(handle, "autoencoder"))
+        waveforms = [pipeline.prepare_audio(source, cfg.sample_rate, plan.audio_samples) for source in sources]
+        autoencoder = handle.model.autoencoder
+        samples = pipeline.encode_sources(autoencoder, waveforms, chunked=autoencoder.config.chunked,
+                                          generator=generator)
+        comfy_models.release_parts(handle, "autoencoder")
+        samples = samples.to(comfy_models.intermediate_device(), torch.float32)
         batch = samples.shape[0]
         if len(durations) != batch:
             durations = [max(durations)] * batch
-        source = [{"waveform": wav, "sample_rate": sr} for sr, wav in sources]
-        return io.NodeOutput(make_latent(samples, durations, **{SOURCE: source}))
+        return io.NodeOutput(make_latent(samples, durations))
 
 
 class SA3InpaintMask(io.ComfyNode):

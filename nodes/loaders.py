@@ -13,8 +13,18 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error
-from ._handle import SVD_BASES_FILE, LoraSpec, SA3Handle, sync_loras
-from ._sa3 import CONFIG_FILE, MODEL_REPOS, TEXT_FOLDER, WEIGHTS_FILE, ModelConfig, expand_brackets, loading, pipeline
+from ._handle import SA3Handle
+from ._sa3 import (
+    CONFIG_FILE,
+    MODEL_REPOS,
+    TEXT_FOLDER,
+    WEIGHTS_FILE,
+    LoRALink,
+    ModelConfig,
+    expand_brackets,
+    loading,
+    pipeline,
+)
 from ._validate import require_widgets, widget_error
 from .search import schema_aliases
 from .types import CATEGORY, SA3Model
@@ -28,6 +38,7 @@ ATTENTIONS = ["auto", "sdpa", "flash", "math"]
 PADDING_MODES = list(pipeline.PADDING_MODES)
 LORA_TARGETS = {"dit and conditioner": None, "dit": "dit", "conditioner": "conditioner"}
 ALWAYS = (0.0, 1.0)  # t_from, t_to of a LoRA active at every step
+SVD_BASES_FILE = "svd_bases.safetensors"  # -XS LoRA bases, looked up beside the LoRA file
 
 
 # --- model folders ----------------------------------------------------------------------------
@@ -297,16 +308,16 @@ class SA3LoraLoader(io.ComfyNode):
                                                   f"model (got {layer_filter!r}, expected parts of layer names such "
                                                   "as 'cross_attn', 'self_attn', 'ff' or 'transformer.layers.0'). "
                                                   "Fix the spelling or clear layer_filter."))
-        spec = LoraSpec(folder_paths.get_full_path("loras", lora_name), float(strength_dit),
-                        float(strength_conditioner), interval=_lora_interval(t_from, t_to),
-                        layer_filter=(layer_filter or "").strip())
-        new = handle.with_loras((*handle.loras, spec))
-        try:
-            sync_loras(new)  # fail here, naming the file, rather than in the sampler
+        path = Path(folder_paths.get_full_path("loras", lora_name))
+        bases = path.parent / SVD_BASES_FILE
+        try:  # read once here; every run of this branch applies it from memory
+            lora = handle.model.prepare_lora(path, svd_bases_path=bases if bases.is_file() else None)
         except (ValueError, RuntimeError) as e:  # sa3's LoRALoadError is a RuntimeError
             raise ValueError(error("LoRA Loader", f"lora_name {lora_name!r} does not fit {handle.name!r} ({e}). "
                                                   "Use a LoRA trained for this model.")) from e
-        return io.NodeOutput(new)
+        link = LoRALink(lora, float(strength_dit), float(strength_conditioner), interval=_lora_interval(t_from, t_to),
+                        layer_filter=(layer_filter or "").strip())
+        return io.NodeOutput(comfy_models.with_loras(handle, (*handle.loras, link)))
 
 
 def lora_choices() -> list[str]:
@@ -383,4 +394,4 @@ class SA3LoraStrength(io.ComfyNode):
                 dit = float(strength) if part in (None, "dit") else spec.strength_dit
                 conditioner = float(strength) if part in (None, "conditioner") else spec.strength_conditioner
                 loras[i] = replace(spec, strength_dit=dit, strength_conditioner=conditioner)  # options stay
-        return io.NodeOutput(handle.with_loras(loras))
+        return io.NodeOutput(comfy_models.with_loras(handle, loras))

@@ -1,12 +1,13 @@
 """The sampler node, owner of the generation's random stream.
 
 One ``torch.Generator`` seeded with ``seed`` makes every random draw of a generation in the
-official order (``StableAudioModel.generate``): initial noise, SAME encoder noise (init source
-then inpaint source), sampler noise; its state after sampling rides in the output LATENT
-(``sa3_rng``) and SA3 Decode continues it for the decoder noise. Source audio therefore reaches
-the sampler with its waveform (``sa3_source`` from SA3 Encode Audio): when the SAME encoder draws
-noise (SAME-L) or the source was encoded at another length, the sampler encodes it here at the
-right point of the stream, so the graph gives the same audio as ``generate()`` bit for bit.
+official order: ``pipeline.prepare_sampling`` (the stage ``generate()`` calls too) draws the
+initial noise and SAME-encodes the sources given as AUDIO (``init_audio``, ``inpaint_audio``:
+SAME-L's encoder noise comes from the stream, init before inpaint), then sampling draws its noise;
+the generator's state after sampling goes into the output LATENT (``sa3_rng``) for SA3 Decode.
+Sources given as LATENT (``init_latent``, ``inpaint_source``: SA3 Encode Audio, core latents)
+are used as they are (cut or zero-padded to the generation's length) and never encoded again, so
+only the AUDIO inputs give ``generate()``'s audio bit for bit for every model and length.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from comfy_api.latest import io
 from . import comfy_models
 from ._adapters import (
     RNG,
-    SOURCE,
     InpaintRegions,
     LatentIn,
     check_regions,
@@ -25,14 +25,14 @@ from ._adapters import (
     fit_frames,
     make_latent,
     one_or_each,
+    read_audio,
     read_latent,
     read_regions,
     save_generator,
 )
-from ._handle import ConditioningSide, sync_loras
+from ._handle import ConditioningSide
 from ._sa3 import SAMPLERS, SAMPLES_PER_LATENT, pipeline
 from ._validate import require_widgets, widget_error
-from .latents import encode_sources
 from .loaders import _require_model
 from .search import schema_aliases
 from .types import CATEGORY, SA3Conditioning, SA3InpaintRegions, SA3Model
@@ -40,6 +40,7 @@ from .visualize import PREVIEW_SECONDS, make_preview_callback
 
 NODE = "Sampler"
 DEFAULT_SAMPLER = "default for the model"
+AUDIO_INPUT = {"init_latent": "init_audio", "inpaint_source": "inpaint_audio"}  # the AUDIO twin of each LATENT source
 
 
 def _side(cond, name: str, kinds: tuple[str, ...]) -> ConditioningSide:
@@ -103,7 +104,6 @@ def text_conditioning(handle, positive, negative, durations: list[float], batch:
             cross=positive.cross, global_cond=positive.global_cond, durations=durations, prompts=prompts,
             negative_cross=negative.cross if has_negative else None,
             negative_mask=negative.mask if has_negative else None)
-    sync_loras(handle)
     comfy_models.load_parts(handle, "text")
     model = handle.model
     text = pipeline.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
@@ -111,25 +111,21 @@ def text_conditioning(handle, positive, negative, durations: list[float], batch:
     return text
 
 
-def source_latents(handle, latent, plan, generator, name: str) -> torch.Tensor:
-    """(1 or B, C, L) latents of a source, encoded here from its waveform when needed (see module
-    doc); a core-encoded source (no waveform) is cut or zero-padded to the plan's length."""
-    cfg, autoencoder = handle.config, handle.model.autoencoder
-    source = read_latent(latent, NODE, name, cfg.latent_channels)
+def source_latents(handle, latent, plan, name: str) -> torch.Tensor:
+    """(1 or B, C, L) latents of a source given as LATENT (SA3 Encode Audio, core's VAEEncodeAudio),
+    used as they are: cut or zero-padded to the plan's length, never encoded again."""
+    source = read_latent(latent, NODE, name, handle.config.latent_channels)
     if source.kind == "empty":
         raise ValueError(error(NODE, f"{name} is an empty latent (got all zeros, expected encoded audio). Connect "
-                                     "the source audio through SA3 Encode Audio."))
-    waveforms = latent.get(SOURCE)
-    draws = autoencoder.config.encoder.mask_noise > 0  # SAME-L: the encoder takes noise from the stream
-    if waveforms is not None and (draws or source.frames != plan.latents):
-        return encode_sources(handle, [(s["sample_rate"], s["waveform"]) for s in waveforms], plan, generator)
-    samples = source.samples
-    if source.kind == "encoded":
-        samples = fit_frames(samples, plan.latents)
-    elif source.frames != plan.latents:
-        raise ValueError(error(NODE, f"{name} has {source.frames} frames but the latent has {plan.latents} "
-                                     "(expected the same). Encode the source with SA3 Encode Audio."))
-    return samples.to(generator.device, autoencoder.dtype)
+                                     f"the source audio to {AUDIO_INPUT[name]}, or through SA3 Encode Audio."))
+    samples = fit_frames(source.samples, plan.latents)
+    return samples.to(dtype=handle.model.autoencoder.dtype)  # as generate()'s encoder output
+
+
+def source_audio(handle, audio, plan, name: str) -> list[torch.Tensor]:
+    """One prepared (1, 2, S) waveform per AUDIO item: resampled, cut or padded to the plan, stereo."""
+    return [pipeline.prepare_audio(item, handle.config.sample_rate, plan.audio_samples)
+            for item in read_audio(audio, NODE, name)]
 
 
 def inpaint_regions(mask: InpaintRegions, duration: float) -> list[tuple[float, float]]:
@@ -152,9 +148,9 @@ class SA3Sampler(io.ComfyNode):
             **schema_aliases("SA3Sampler"),
             display_name="SA3 Sampler",
             category=CATEGORY,
-            description="Rectified-flow sampling of Stable Audio 3: text-to-audio from an empty latent, "
-                        "audio-to-audio with init_latent, inpainting/continuation with inpaint_mask + "
-                        "inpaint_source. With the same inputs and seed the audio equals the official generate().",
+            description="Rectified-flow sampling of Stable Audio 3: text-to-audio, audio-to-audio with init_audio "
+                        "(or init_latent), inpainting/continuation with inpaint_mask + inpaint_audio (or "
+                        "inpaint_source). With the same inputs and seed the audio equals the official generate().",
             inputs=[
                 SA3Model.Input("model", tooltip="The SA3 model (with its LoRAs)."),
                 SA3Conditioning.Input("positive", tooltip="Positive conditioning from SA3 Text Encode: the prompts "
@@ -183,17 +179,29 @@ class SA3Sampler(io.ComfyNode):
                                       tooltip="Negative conditioning from SA3 Text Encode (used when cfg > 1). "
                                               "Unconnected: no negative prompt."),
                 io.Latent.Input("init_latent", optional=True,
-                                tooltip="Audio-to-audio: the source from SA3 Encode Audio (or core's VAEEncodeAudio "
-                                        "with the SA3 VAE). The sampler starts from it, noised to init_noise_level."),
+                                tooltip="Audio-to-audio from latents: SA3 Encode Audio (or core's VAEEncodeAudio with "
+                                        "the SA3 VAE), used as they are, cut or padded to the generation's length. "
+                                        "The sampler starts from them, noised to init_noise_level. For generate()'s "
+                                        "exact audio connect the audio to init_audio instead."),
+                io.Audio.Input("init_audio", optional=True,
+                               tooltip="Audio-to-audio from audio (e.g. LoadAudio), instead of init_latent: encoded "
+                                       "here at the generation's length and at the seed's point of the random "
+                                       "stream, so the result equals generate(init_audio=...)."),
                 io.Float.Input("init_noise_level", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Audio-to-audio strength: 1 = ignore init_latent, 0 = keep it as is; about "
                                        "0.5-0.8 keeps the structure and changes the style."),
                 SA3InpaintRegions.Input("inpaint_mask", optional=True,
                                         tooltip="Regions to regenerate, from SA3 Inpaint Regions (needs "
-                                                "inpaint_source)."),
+                                                "inpaint_audio or inpaint_source)."),
                 io.Latent.Input("inpaint_source", optional=True,
-                                tooltip="Inpainting/continuation: the source from SA3 Encode Audio. Without "
-                                        "inpaint_mask the whole source is kept up to the duration."),
+                                tooltip="Inpainting/continuation from latents (SA3 Encode Audio), used as they are, "
+                                        "cut or padded to the generation's length. Without inpaint_mask the whole "
+                                        "source is kept up to the duration. For generate()'s exact audio connect the "
+                                        "audio to inpaint_audio instead."),
+                io.Audio.Input("inpaint_audio", optional=True,
+                               tooltip="Inpainting/continuation from audio, instead of inpaint_source: encoded here "
+                                       "(after init_audio, as generate() does), so the result equals "
+                                       "generate(inpaint_audio=...)."),
                 io.Int.Input("preview_every", default=0, min=0, max=1000, optional=True,
                              tooltip=f"Live preview: every N steps, show a spectrogram of the first "
                                      f"{PREVIEW_SECONDS:g} s of the current estimate on this node. 0 = off. Costs "
@@ -209,41 +217,53 @@ class SA3Sampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, seed, steps, cfg, sampler, apg_scale, latent=None, negative=None,
-                init_latent=None, init_noise_level=1.0, inpaint_mask=None, inpaint_source=None,
-                preview_every=0) -> io.NodeOutput:
+                init_latent=None, init_audio=None, init_noise_level=1.0, inpaint_mask=None, inpaint_source=None,
+                inpaint_audio=None, preview_every=0) -> io.NodeOutput:
         handle = _require_model(model, NODE)
         require_widgets(cls, NODE, sampler=sampler)
         config = handle.config
-        if inpaint_mask is not None and inpaint_source is None:
-            raise ValueError(error(NODE, "inpaint_mask is connected but inpaint_source is not (expected both). Connect "
-                                         "the source audio through SA3 Encode Audio to inpaint_source."))
+        pairs = (("init_latent", init_latent, "init_audio", init_audio),
+                 ("inpaint_source", inpaint_source, "inpaint_audio", inpaint_audio))
+        for latent_name, as_latent, audio_name, as_audio in pairs:
+            if as_latent is not None and as_audio is not None:
+                raise ValueError(error(NODE, f"both {latent_name} and {audio_name} are connected (expected one "
+                                             f"{audio_name.split('_')[0]} source). Disconnect one of them."))
+        if inpaint_mask is not None and inpaint_source is None and inpaint_audio is None:
+            raise ValueError(error(NODE, "inpaint_mask is connected but no inpaint source is (expected inpaint_audio "
+                                         "or inpaint_source too). Connect the source audio to inpaint_audio."))
         shape = read_latent(latent, NODE, "latent", config.latent_channels) if latent is not None else None
         batch, durations, plan = plan_generation(config, positive, shape)
         regions = []
         if inpaint_mask is not None:
             regions = inpaint_regions(read_regions(inpaint_mask, NODE, "inpaint_mask"), max(durations))
+        sources = {
+            "init_latents": None if init_latent is None else source_latents(handle, init_latent, plan, "init_latent"),
+            "inpaint_latents": (None if inpaint_source is None
+                                else source_latents(handle, inpaint_source, plan, "inpaint_source")),
+            "init_audio": None if init_audio is None else source_audio(handle, init_audio, plan, "init_audio"),
+            "inpaint_audio": (None if inpaint_audio is None
+                              else source_audio(handle, inpaint_audio, plan, "inpaint_audio")),
+        }
         text = text_conditioning(handle, positive, negative, durations, batch)
 
         device = handle.patchers["dit"].load_device
         generator = pipeline.make_generator(seed, device)
-        noise = pipeline.make_noise(batch, config.latent_channels, plan.latents, generator, device)
-        init = inpaint = mask = None
-        if init_latent is not None:
-            init = source_latents(handle, init_latent, plan, generator, "init_latent")
-        if inpaint_source is not None:
-            inpaint = source_latents(handle, inpaint_source, plan, generator, "inpaint_source")
-            mask = pipeline.build_inpaint_mask(plan, regions, config.sample_rate, device)
-        local = pipeline.local_conditioning(batch, plan.latents, config.latent_channels, inpaint, mask, device)
+        encodes = init_audio is not None or inpaint_audio is not None
+        if encodes:
+            comfy_models.load_parts(handle, "autoencoder")
+        start = pipeline.prepare_sampling(handle.model.autoencoder, config, plan, generator, batch_size=batch,
+                                          inpaint_regions=regions, device=device, **sources)
+        if encodes:
+            comfy_models.release_parts(handle, "autoencoder")
 
-        sync_loras(handle)
         comfy_models.load_parts(handle, "dit")
         bar = comfy_models.progress_bar(steps)
         hooks = [lambda t: comfy_models.check_interrupt(), *handle.model.step_hooks()]
         out = pipeline.sample(
-            handle.model.dit, noise, text, plan, cfg=config, steps=steps, cfg_scale=cfg, apg_scale=apg_scale,
-            sampler_type=None if sampler == DEFAULT_SAMPLER else sampler, init_latents=init,
-            init_noise_level=init_noise_level, local_cond=local, generator=generator,
+            handle.model.dit, start.noise, text, plan, cfg=config, steps=steps, cfg_scale=cfg, apg_scale=apg_scale,
+            sampler_type=None if sampler == DEFAULT_SAMPLER else sampler, init_latents=start.init_latents,
+            init_noise_level=init_noise_level, local_cond=start.local_cond, generator=generator,
             callback=make_preview_callback(handle, preview_every, steps, bar), step_hooks=hooks)
-        comfy_models.release_parts(handle, "dit", "autoencoder")  # the autoencoder: sources, previews
+        comfy_models.release_parts(handle, "dit", "autoencoder")  # the autoencoder: previews
         result = out.to(comfy_models.intermediate_device(), torch.float32)
         return io.NodeOutput(make_latent(result, durations, **{RNG: save_generator(generator)}))

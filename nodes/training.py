@@ -21,7 +21,6 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error
-from ._handle import sync_loras
 from ._validate import require_widgets, widget_error
 from .loaders import SA3LoraLoader, _require_model  # the pack's one check of the model socket
 from .search import schema_aliases
@@ -335,7 +334,7 @@ class SA3TrainLoRA(io.ComfyNode):
         output = Path(folder_paths.get_folder_paths("loras")[0]) / file_name
         output.parent.mkdir(parents=True, exist_ok=True)
 
-        sync_loras(model)  # the shared modules carry no LoRA (another branch of the graph may have left some)
+        model.model.apply_loras(())  # the shared modules carry no LoRA (another branch of the graph may have left some)
         pbar = comfy_models.progress_bar(int(steps))
         node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)  # where the loss text goes
 

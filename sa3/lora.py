@@ -41,7 +41,7 @@ from .lora_files import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoRAInfo", "LoRALoadError", "LoRAStack", "adapt_weight", "svd_bases"]
+__all__ = ["LoRAInfo", "LoRALink", "LoRALoadError", "LoRAStack", "PreparedLoRA", "adapt_weight", "svd_bases"]
 
 TARGET_TYPES = (nn.Linear, nn.Conv1d)  # the official loader's lora_config keys
 PARTS = ("dit", "conditioner")
@@ -155,6 +155,35 @@ class LoRAInfo:
     layer_filter: str  # comma-separated substrings of DiT layer names to leave unadapted
 
 
+@dataclass(frozen=True, eq=False)
+class PreparedLoRA:
+    """One LoRA file read once and matched to one model: its fp32 tensors per adapted layer. It
+    changes nothing by itself; ``LoRAStack.set_chain`` applies it from memory, any number of times
+    and in any chain (compared by identity: preparing the same file twice gives two objects)."""
+
+    file: LoRAFile  # metadata only (its tensors are dropped once matched)
+    layers: dict[tuple[str, str], LayerAdapter] = field(repr=False)  # (part, path) -> tensors
+
+    @property
+    def name(self) -> str:
+        return self.file.path.name
+
+
+@dataclass(frozen=True)
+class LoRALink:
+    """One LoRA of a chain with its settings (see ``LoRAStack.set_strength`` / ``set_options``)."""
+
+    lora: PreparedLoRA
+    strength_dit: float = 1.0  # 1 = as trained
+    strength_conditioner: float = 1.0
+    interval: tuple[float, float] | None = None  # DiT adapters active while interval[0] <= t <= interval[1]
+    layer_filter: str = ""  # comma-separated DiT layer-name parts left unadapted
+
+    @property
+    def name(self) -> str:
+        return self.lora.name
+
+
 @dataclass
 class _LoRA:
     file: LoRAFile  # tensors dropped (layers={}); kept for its metadata
@@ -180,6 +209,40 @@ class _Target:
     base: torch.Tensor  # untouched copy of the original weight (its own dtype/device)
 
 
+# --- settings checks (one per rule, shared by set_strength / set_options / set_chain) ------------
+
+
+def _check_strength(strength) -> float:
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength):
+        raise ValueError(f"Stable Audio 3 LoRA: strength must be a finite number (got {strength!r}).")
+    return float(strength)
+
+
+def _check_options(interval, layer_filter) -> tuple[tuple[float, float] | None, str | None]:
+    if interval is not None:
+        try:
+            lo, hi = (float(x) for x in interval)
+        except (TypeError, ValueError):
+            raise ValueError(f"Stable Audio 3 LoRA: interval must be two numbers (got {interval!r}).") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise ValueError(f"Stable Audio 3 LoRA: interval must satisfy lo <= hi (got {interval!r}). "
+                             "Use e.g. (0.0, 0.5) to apply the LoRA only at low noise.")
+        interval = (lo, hi)
+    if layer_filter is not None and not isinstance(layer_filter, str):
+        raise ValueError(f"Stable Audio 3 LoRA: layer_filter must be a string (got {layer_filter!r}).")
+    return interval, layer_filter
+
+
+def _set_options(lora: _LoRA, interval: tuple[float, float] | None, layer_filter: str | None) -> None:
+    """Checked options onto one LoRA's state (the caller refreshes the weights)."""
+    lora.interval = interval
+    lora.bounds32 = None if interval is None else (_fp32(interval[0]), _fp32(interval[1]))
+    lora.layer_filter = (layer_filter or "").strip()
+    lora.filters = tuple(e for x in lora.layer_filter.split(",") if x.strip()
+                         for e in expand_brackets(x.strip().lower()))
+    lora.active = True
+
+
 class LoRAStack:
     """Ordered LoRAs on one DiT + conditioner pair. See ``StableAudioModel.load_lora``."""
 
@@ -189,22 +252,27 @@ class LoRAStack:
                             for name, m in root.named_modules() if isinstance(m, TARGET_TYPES)}
         self._targets: dict[tuple[str, str], _Target] = {}
         self._loras: list[_LoRA] = []
+        self._chain: tuple[LoRALink, ...] | None = ()  # what set_chain made; None once changed otherwise
 
     def __len__(self) -> int:
         return len(self._loras)
 
     # -- loading --
 
-    def load(self, paths: Sequence[str | Path], svd_bases_path: str | Path | None = None) -> None:
-        """Append LoRA files to the chain, in order. Every file is read and checked against the
-        model before anything changes; any error leaves weights and stack exactly as they were."""
+    def prepare(self, paths: Sequence[str | Path], svd_bases_path: str | Path | None = None) -> list[PreparedLoRA]:
+        """Read LoRA files and check them against the model: nothing changes (see ``set_chain``)."""
         files = [read_lora_file(p) for p in paths]
         bases = None
         if svd_bases_path is not None and any(f.adapter_type.endswith("-xs") for f in files):
             bases = read_svd_bases(svd_bases_path)
         svd_cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
-        staged = [self._stage(f, bases, svd_cache) for f in files]
+        return [self._stage(f, bases, svd_cache) for f in files]
 
+    def load(self, paths: Sequence[str | Path], svd_bases_path: str | Path | None = None) -> None:
+        """Append LoRA files to the chain, in order. Every file is read and checked against the
+        model before anything changes; any error leaves weights and stack exactly as they were."""
+        staged = [_LoRA(file=p.file, layers=p.layers) for p in self.prepare(paths, svd_bases_path)]
+        self._chain = None
         new_targets = [key for lora in staged for key in lora.layers if key not in self._targets]
         n_before = len(self._loras)
         try:
@@ -228,7 +296,7 @@ class LoRAStack:
                         self._loras.index(lora), f.path.name, f.adapter_type, f.rank, f.alpha, n_dit,
                         len(lora.layers) - n_dit)
 
-    def _stage(self, f: LoRAFile, bases, svd_cache) -> _LoRA:
+    def _stage(self, f: LoRAFile, bases, svd_cache) -> PreparedLoRA:
         """Match one file to the model; build its fp32 tensors. Mutates nothing of the model."""
         unknown = [f.keys[key] for key in f.layers if key not in self._candidates]
         if unknown:
@@ -265,7 +333,7 @@ class LoRAStack:
                                      f"expected {expected[p]} for the model's layer of weight {tuple(weight.shape)})",
                                      "The LoRA was made for another model variant (e.g. medium vs small)")
             layers[key] = self._layer_tensors(f, key, params, weight, bases, svd_cache)
-        return _LoRA(file=replace(f, layers={}), layers=layers)
+        return PreparedLoRA(file=replace(f, layers={}), layers=layers)
 
     def _layer_tensors(self, f: LoRAFile, key, params, weight, bases, svd_cache) -> LayerAdapter:
         device = weight.device
@@ -303,12 +371,11 @@ class LoRAStack:
     def set_strength(self, strength: float, lora_index: int | None = None, target: str | None = None) -> None:
         """Strength of one LoRA (``lora_index``) or all, for ``target`` "dit", "conditioner" or
         both (None). 1 is the trained effect; the new weights are written now."""
-        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength):
-            raise ValueError(f"Stable Audio 3 LoRA: strength must be a finite number (got {strength!r}).")
-        strength = float(strength)
+        strength = _check_strength(strength)
         if target not in (None, *PARTS):
             raise ValueError(f"Stable Audio 3 LoRA: target must be None, 'dit' or 'conditioner' (got {target!r}).")
         parts = PARTS if target is None else (target,)
+        self._chain = None
         dirty = set()
         for lora in self._select(lora_index):
             for part in parts:
@@ -323,24 +390,42 @@ class LoRAStack:
         ``interval[0] <= t <= interval[1]`` (None: always); ``layer_filter`` = comma-separated
         DiT layer-name substrings (bracket ranges allowed) left unadapted (None or "": none)."""
         (lora,) = self._select(lora_index, required=True)
-        if interval is not None:
-            try:
-                lo, hi = (float(x) for x in interval)
-            except (TypeError, ValueError):
-                raise ValueError(f"Stable Audio 3 LoRA: interval must be two numbers (got {interval!r}).") from None
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-                raise ValueError(f"Stable Audio 3 LoRA: interval must satisfy lo <= hi (got {interval!r}). "
-                                 "Use e.g. (0.0, 0.5) to apply the LoRA only at low noise.")
-            interval = (lo, hi)
-        if layer_filter is not None and not isinstance(layer_filter, str):
-            raise ValueError(f"Stable Audio 3 LoRA: layer_filter must be a string (got {layer_filter!r}).")
-        lora.interval = interval
-        lora.bounds32 = None if interval is None else (_fp32(interval[0]), _fp32(interval[1]))
-        lora.layer_filter = (layer_filter or "").strip()
-        lora.filters = tuple(e for x in lora.layer_filter.split(",") if x.strip()
-                             for e in expand_brackets(x.strip().lower()))
-        lora.active = True
+        interval, layer_filter = _check_options(interval, layer_filter)
+        self._chain = None
+        _set_options(lora, interval, layer_filter)
         self._refresh({key for key in lora.layers if key[0] == "dit"})
+
+    def set_chain(self, links: Sequence[LoRALink]) -> None:
+        """Make the modules carry exactly ``links``, in order (LoRAs prepared by ``prepare`` for
+        this model, with their strengths and options), replacing whatever was loaded: layers no
+        longer adapted get their base weight back bit for bit. No file is read; a no-op when the
+        stack already is this chain. Invalid settings raise before anything changes."""
+        links = tuple(links)
+        if links == self._chain:
+            return
+        loras = []
+        for link in links:
+            unknown = [key for key in link.lora.layers if key not in self._candidates]
+            if unknown:
+                raise ValueError(f"Stable Audio 3 LoRA: {link.lora.name!r} was prepared for another model (got layer "
+                                 f"{unknown[0][1]!r}, not a layer of this one). Prepare it with this model.")
+            lora = _LoRA(file=link.lora.file, layers=link.lora.layers)
+            for part, strength in (("dit", link.strength_dit), ("conditioner", link.strength_conditioner)):
+                lora.strength[part] = _check_strength(strength)
+            _set_options(lora, *_check_options(link.interval, link.layer_filter))
+            loras.append(lora)
+        wanted = {key for lora in loras for key in lora.layers}
+        with torch.no_grad():
+            for key in [key for key in self._targets if key not in wanted]:
+                target = self._targets.pop(key)
+                target.module.weight.copy_(target.base)
+            for key in wanted - set(self._targets):
+                module = self._candidates[key]
+                self._targets[key] = _Target(key[0], key[1], module, module.weight.detach().clone())
+        self._loras = loras
+        self._chain = None  # until every weight is written
+        self._refresh(wanted)
+        self._chain = links
 
     def on_step(self, t: torch.Tensor) -> None:
         """Called before every DiT forward with t (B,): switches interval LoRAs on or off by
@@ -363,6 +448,7 @@ class LoRAStack:
             write_weight(target.module, target.base)
         self._targets.clear()
         self._loras.clear()
+        self._chain = ()
 
     def describe(self) -> list[LoRAInfo]:
         return [LoRAInfo(index=i, name=lora.file.name, path=lora.file.path, adapter_type=lora.file.adapter_type,

@@ -4,8 +4,10 @@ Stages (each a function here, and a node in ComfyUI):
 1. ``StableAudioModel.from_pretrained``: DiT + conditioner + text encoder + SAME.
 2. ``encode_text``: prompts, negative prompts and durations -> ``TextConditioning``.
 3. ``plan_latents``: durations -> ``LatentPlan`` (latent length, padding mask, schedule lengths).
-4. ``encode_audio`` / ``build_inpaint_mask``: source audio -> latents; regions -> latent mask.
-5. ``make_generator`` / ``make_noise``: the one explicit RNG stream of a generation.
+4. ``make_generator``: the one explicit RNG stream of a generation.
+5. ``prepare_sampling``: initial noise (``make_noise``), source audio -> latents (``encode_audio``),
+   regions -> latent keep-mask (``build_inpaint_mask``) and inpainting conditioning, in the
+   stream's order; ``generate()`` and the sampler node both call it.
 6. ``sample``: schedule + sampler + CFG/APG -> latents.
 7. ``decode``: latents -> audio, zeroed past each item's valid region, clamped.
 
@@ -300,9 +302,6 @@ def make_noise(batch_size: int, channels: int, latents: int, generator: torch.Ge
     return torch.randn(batch_size, channels, latents, generator=generator, device=device or generator.device)
 
 
-# --- stage 6: sampling -----------------------------------------------------------------------
-
-
 def local_conditioning(batch_size: int, latents: int, channels: int, inpaint_latents: torch.Tensor | None,
                        inpaint_mask: torch.Tensor | None, device=None) -> torch.Tensor:
     """(B, 1 + C, L): the keep-mask and the masked source latents; zeros without inpainting."""
@@ -312,6 +311,60 @@ def local_conditioning(batch_size: int, latents: int, channels: int, inpaint_lat
     source = torch.zeros(batch_size, channels, latents, device=device) if inpaint_latents is None \
         else inpaint_latents.to(device).expand(batch_size, -1, -1)
     return torch.cat([mask, source * mask], dim=1)
+
+
+def encode_sources(autoencoder: SAMEAutoencoder, waveforms: Sequence[torch.Tensor], *, chunked: bool,
+                   generator: torch.Generator | None) -> torch.Tensor:
+    """Prepared sources, one (1, 2, S) waveform per item -> (N, C, L) latents, encoded one item
+    after the other (SAME-L draws each item's encoder noise in turn)."""
+    return torch.cat([encode_audio(autoencoder, wav, chunked=chunked, generator=generator) for wav in waveforms])
+
+
+@dataclass
+class SamplingStart:
+    """What ``sample`` starts from: noise (B, C, L) float32; init_latents (1 or B, C, L) or None
+    (text-to-audio); local_cond (B, 1 + C, L), the inpainting conditioning (zeros without)."""
+
+    noise: torch.Tensor
+    init_latents: torch.Tensor | None
+    local_cond: torch.Tensor
+
+
+def prepare_sampling(autoencoder: SAMEAutoencoder, cfg: ModelConfig, plan: LatentPlan, generator: torch.Generator, *,
+                     batch_size: int, init_audio: Sequence[torch.Tensor] | None = None,
+                     init_latents: torch.Tensor | None = None, inpaint_audio: Sequence[torch.Tensor] | None = None,
+                     inpaint_latents: torch.Tensor | None = None, inpaint_regions: Sequence[tuple[float, float]] = (),
+                     device=None) -> SamplingStart:
+    """Stages 4-5 in the official random order (spec 6.9): the initial noise, then the init source,
+    then the inpaint source, each SAME-encoded here when given as audio (SAME-L draws encoder
+    noise from ``generator``), then the inpaint keep-mask and the local conditioning.
+
+    A source is either audio, ``prepare_audio`` waveforms (1, 2, plan.audio_samples) one per
+    item, or latents (1 or B, C, L) encoded before (used as given: no encoder draw here).
+    ``inpaint_regions`` (seconds) are regenerated; without regions an inpaint source is kept
+    whole up to the longest duration (continuation past its end).
+    """
+    for name, audio, latents in (("init", init_audio, init_latents), ("inpaint", inpaint_audio, inpaint_latents)):
+        if audio is not None and latents is not None:
+            raise ValueError(f"Stable Audio 3: give the {name} source as audio or as latents, not both.")
+    device = device or generator.device
+    channels = cfg.latent_channels
+    chunked = autoencoder.config.chunked  # the checkpoint's default
+    noise = make_noise(batch_size, channels, plan.latents, generator, device)
+    if init_audio is not None:
+        init_latents = encode_sources(autoencoder, init_audio, chunked=chunked, generator=generator)
+    if inpaint_audio is not None:
+        inpaint_latents = encode_sources(autoencoder, inpaint_audio, chunked=chunked, generator=generator)
+    mask = None
+    if inpaint_latents is not None:
+        mask = build_inpaint_mask(plan, inpaint_regions, cfg.sample_rate, device)
+    elif inpaint_regions:
+        raise ValueError("Stable Audio 3: inpaint regions need an inpaint source.")
+    local = local_conditioning(batch_size, plan.latents, channels, inpaint_latents, mask, device)
+    return SamplingStart(noise, None if init_latents is None else init_latents.to(device), local)
+
+
+# --- stage 6: sampling -----------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -679,34 +732,27 @@ class StableAudioModel:
         init_wav = prepare_audio(init_audio, sr, plan.audio_samples) if init_audio is not None else None
         inpaint_wav = prepare_audio(inpaint_audio, sr, plan.audio_samples) if inpaint_audio is not None else None
 
-        # 1. initial noise: the first draw of the stream
-        noise = make_noise(batch_size, self.config.latent_channels, plan.latents, generator, self.device)
-        # 2. text and duration conditioning
+        # 1. text and duration conditioning (no random draw)
         text = encode_text(self.text_encoder, self.conditioner, prompts, durations, negatives)
         self._release(self.text_encoder)
         self._release(self.conditioner)
-        # 3. source audio -> latents (init first, then inpaint: the official draw order)
-        chunked_encode = self.autoencoder.config.chunked  # the checkpoint's default
-        init_latents = inpaint_latents = mask = None
-        if init_wav is not None:
-            init_latents = encode_audio(self.autoencoder, init_wav, chunked=chunked_encode, generator=generator)
-        if inpaint_wav is not None:
-            inpaint_latents = encode_audio(self.autoencoder, inpaint_wav, chunked=chunked_encode, generator=generator)
-            mask = build_inpaint_mask(plan, regions, sr, self.device)
-        local = local_conditioning(batch_size, plan.latents, self.config.latent_channels, inpaint_latents, mask,
-                                   self.device)
+        # 2. initial noise, then the sources' latents (init first, then inpaint: the official draw order)
+        start = prepare_sampling(self.autoencoder, self.config, plan, generator, batch_size=batch_size,
+                                 init_audio=None if init_wav is None else [init_wav],
+                                 inpaint_audio=None if inpaint_wav is None else [inpaint_wav],
+                                 inpaint_regions=regions, device=self.device)
         if init_wav is not None or inpaint_wav is not None:
             self._release(self.autoencoder)
-        # 4. sample
-        latents = sample(self.dit, noise, text, plan, cfg=self.config, steps=steps, cfg_scale=cfg_scale,
-                         apg_scale=apg_scale, sampler_type=sampler_type, init_latents=init_latents,
-                         init_noise_level=init_noise_level, local_cond=local, generator=generator,
+        # 3. sample
+        latents = sample(self.dit, start.noise, text, plan, cfg=self.config, steps=steps, cfg_scale=cfg_scale,
+                         apg_scale=apg_scale, sampler_type=sampler_type, init_latents=start.init_latents,
+                         init_noise_level=init_noise_level, local_cond=start.local_cond, generator=generator,
                          callback=callback, step_hooks=self.step_hooks(), **sampler_kwargs)
         self._release(self.dit)
         if return_latents:
             return latents
-        # 5. decode
-        chunked = chunked_encode if chunked_decode is None else bool(chunked_decode)
+        # 4. decode
+        chunked = self.autoencoder.config.chunked if chunked_decode is None else bool(chunked_decode)
         audio = decode(self.autoencoder, latents, plan, chunked=chunked, generator=generator, on_chunk=on_decode_chunk)
         self._release(self.autoencoder)
         return trim_to_duration(audio, durations, sr) if truncate_output_to_duration else audio
@@ -723,13 +769,27 @@ class StableAudioModel:
     def load_lora(self, paths: str | Path | Sequence[str | Path], svd_bases_path: str | Path | None = None) -> None:
         """Stack LoRA files (official .safetensors or Lightning .ckpt) in order, after any loaded
         before. A failed call leaves the model exactly as it was."""
-        from .lora import LoRAStack
-
         if isinstance(paths, (str, Path)):
             paths = [paths]
-        stack = self.lora or LoRAStack(self.dit, self.conditioner)
-        stack.load(list(paths), svd_bases_path=svd_bases_path or self.config.svd_bases_path)
-        self.lora = stack
+        self._lora_stack().load(list(paths), svd_bases_path=svd_bases_path or self.config.svd_bases_path)
+
+    def prepare_lora(self, path: str | Path, svd_bases_path: str | Path | None = None):
+        """Read one LoRA file and check it against this model without applying it: the returned
+        ``sa3.lora.PreparedLoRA`` holds its tensors in memory for ``apply_loras`` (no file read there)."""
+        return self._lora_stack().prepare([path], svd_bases_path=svd_bases_path or self.config.svd_bases_path)[0]
+
+    def apply_loras(self, links) -> None:
+        """Make the model carry exactly the chain ``links`` (``sa3.lora.LoRALink``: a prepared LoRA
+        with its strengths and options), replacing any LoRA loaded before; weights no longer
+        adapted return to their base values bit for bit. A no-op when the model already carries it."""
+        self._lora_stack().set_chain(links)
+
+    def _lora_stack(self):
+        from .lora import LoRAStack
+
+        if self.lora is None:
+            self.lora = LoRAStack(self.dit, self.conditioner)
+        return self.lora
 
     def set_lora_strength(self, strength: float, lora_index: int | None = None, target: str | None = None) -> None:
         """Set the strength of one LoRA (``lora_index``) or all, for the DiT, the conditioner

@@ -42,21 +42,27 @@ def test_global_rng_untouched():
     assert torch.equal(state, torch.get_rng_state())
 
 
-def test_unchanged_lora_chain_is_not_reloaded(monkeypatch):
+def test_unchanged_lora_chain_is_not_rewritten(monkeypatch):
+    """The chain is written onto the shared modules when it changes, from memory; an unchanged
+    branch run again writes nothing, the base model gets its weights back."""
+    pytest.importorskip("sa3.lora")
     h = load_handle(SMALL)
     (m,) = nodes.SA3LoraLoader.execute(model=h, lora_name="tiny-small/lora.safetensors", strength_dit=0.5,
                                        strength_conditioner=1.0).args
-    calls = []
-    original = type(h.model).load_lora
-    monkeypatch.setattr(type(h.model), "load_lora", lambda self, *a, **k: (calls.append(a), original(self, *a, **k)))
+    stack_type = type(h.model._lora_stack())
+    writes = []
+    original = stack_type._refresh
+    monkeypatch.setattr(stack_type, "_refresh", lambda self, keys: (writes.append(len(keys)), original(self, keys)))
     run_graph(m, steps=2)
+    assert writes and writes[0] > 0  # applied when the branch first runs (text encode)
+    writes.clear()
     run_graph(m, steps=2, seed=3)
-    assert calls == []  # applied once by the LoRA node, reused by text encode and sampler
+    assert writes == []  # unchanged: nothing rewritten by text encode or sampler
     (weaker,) = nodes.SA3LoraStrength.execute(model=m, lora_index=1, target="dit and conditioner", strength=0.2).args
     run_graph(weaker, steps=2)
-    assert calls == []  # a strength change re-weights in place
+    assert writes and writes[0] > 0  # a strength change re-weights in place
     run_graph(h, steps=2)  # the base model: LoRA removed without loading anything
-    assert calls == [] and len(h.model.lora or ()) == 0
+    assert len(h.model.lora) == 0 and h.model.lora.describe() == []
 
 
 def test_decode_of_encoded_audio_round_trip():
@@ -64,7 +70,7 @@ def test_decode_of_encoded_audio_round_trip():
     wave = torch.rand(1, 2, 44100) - 0.5
     (latent,) = nodes.SA3EncodeAudio.execute(model=h, audio={"waveform": wave, "sample_rate": 44100}).args
     assert latent["sa3_durations"] == [1.0] and latent["samples"].dtype == torch.float32
-    assert latent["sa3_source"][0]["waveform"].shape == (2, 44100)
+    assert set(latent) == {"samples", "type", "sa3_durations"}  # no waveform, no random stream
     (audio,) = nodes.SA3Decode.execute(model=h, latent=latent, chunked="auto", trim=True).args
     assert audio["waveform"].shape == (1, 2, 44100) and audio["sample_rate"] == 44100
     (again,) = nodes.SA3Decode.execute(model=h, latent=latent, chunked="auto", trim=True).args

@@ -124,7 +124,8 @@ def test_empty_latents_are_not_sources_or_audio():
     h = load_handle(SMALL)
     pos, _ = _encode(h)
     with pytest.raises(ValueError, match=r"^Stable Audio 3 Sampler: init_latent is an empty latent \(got all zeros, "
-                                         r"expected encoded audio\)\. Connect the source audio through SA3 Encode"):
+                                         r"expected encoded audio\)\. Connect the source audio to init_audio, or "
+                                         r"through SA3 Encode Audio\.$"):
         _sample(h, pos, init_latent=_core_empty(9.1, 1))
     with pytest.raises(ValueError, match=r"^Stable Audio 3 Decode: latent is empty \(got all zeros, expected sampled "
                                          r"or encoded latents\)\. Decode the output of SA3 Sampler\."):

@@ -10,6 +10,13 @@ from tests.conftest import fixture_root
 from tests.nodes.conftest import load_handle, load_reference, nodes
 
 MODELS = ["tiny-small", "tiny-medium"]
+
+
+@pytest.fixture
+def inference_mode():
+    """ComfyUI runs every node under inference mode (until tests/nodes/conftest.py does it for all)."""
+    with torch.inference_mode():
+        yield
 DEFAULT = "default for the model"
 
 
@@ -25,10 +32,11 @@ def _audio(wave: torch.Tensor, sr: int) -> dict:
 def run_graph(h, *, prompt="a dog barking", negative_prompt="", duration=3.0, durations="", per_line=False,
               batch_size=1, seed=7, steps=4, cfg=1.0, sampler=DEFAULT, apg_scale=1.0, init_audio=None,
               init_noise_level=1.0, inpaint_audio=None, mask_mode=None, regions="", keep_seconds=0.0,
-              connect_negative=True, chunked="auto", old_empty_latent=False):
+              connect_negative=True, chunked="auto", old_empty_latent=False, sources="audio"):
     """Loader output -> Text Encode -> [Encode Audio, Inpaint Regions] -> Sampler -> Decode: the durations
     are set once, on Text Encode. ``old_empty_latent``: the graph of older workflows, with the
-    deprecated SA3 Empty Latent repeating the durations and setting the batch size."""
+    deprecated SA3 Empty Latent repeating the durations and setting the batch size. Sources go to the
+    sampler's AUDIO inputs (``sources="audio"``) or through SA3 Encode Audio (``"latent"``)."""
     batch = {} if old_empty_latent else {"batch_size": batch_size}
     pos, neg = nodes.SA3TextEncode.execute(model=h, prompt=prompt, negative_prompt=negative_prompt, duration=duration,
                                            one_prompt_per_line=per_line, durations=durations, **batch).args
@@ -37,11 +45,14 @@ def run_graph(h, *, prompt="a dog barking", negative_prompt="", duration=3.0, du
         (latent,) = nodes.SA3EmptyLatent.execute(model=h, duration=duration, batch_size=batch_size,
                                                  durations=durations).args
         extra["latent"] = plan["latent"] = latent
+    for audio, as_audio, as_latent in ((init_audio, "init_audio", "init_latent"),
+                                       (inpaint_audio, "inpaint_audio", "inpaint_source")):
+        if audio is not None and sources == "audio":
+            extra[as_audio] = audio
+        elif audio is not None:
+            (extra[as_latent],) = nodes.SA3EncodeAudio.execute(model=h, audio=audio, **plan).args
     if init_audio is not None:
-        (extra["init_latent"],) = nodes.SA3EncodeAudio.execute(model=h, audio=init_audio, **plan).args
         extra["init_noise_level"] = init_noise_level
-    if inpaint_audio is not None:
-        (extra["inpaint_source"],) = nodes.SA3EncodeAudio.execute(model=h, audio=inpaint_audio, **plan).args
     if mask_mode is not None:
         (extra["inpaint_mask"],) = nodes.SA3InpaintMask.execute(mode=mask_mode, regions=regions,
                                                                keep_seconds=keep_seconds, **plan).args
@@ -216,3 +227,68 @@ def test_mixed_bf16_autoencoder_from_the_loader_matches_the_library():
     assert_same(audio, expected)
     assert not torch.equal(audio["waveform"], load_reference("tiny-small").generate("a dog barking", duration=3.0,
                                                                                     steps=4, seed=7))
+
+
+@pytest.mark.parametrize("name", ["tiny-small"])
+@pytest.mark.parametrize("case", ["a2a", "inpaint", "continuation"])
+def test_sources_as_latents_equal_generate_without_encoder_noise(name, case, inference_mode):
+    """SAME-S draws no encoder noise, so SA3 Encode Audio's latents, encoded at the generation's length
+    (its latent input), give generate()'s audio too."""
+    h, ref = load_handle(name), load_reference(name)
+    wave = _wave(2.0, 32000, 2, seed=7)
+    graph = {"a2a": dict(init_audio=_audio(wave, 32000), init_noise_level=0.6),
+             "inpaint": dict(inpaint_audio=_audio(wave, 32000), mask_mode="regions", regions="0.5-1.5"),
+             "continuation": dict(inpaint_audio=_audio(wave, 32000), mask_mode="continuation", keep_seconds=2.0)}
+    call = {"a2a": dict(init_audio=(32000, wave), init_noise_level=0.6),
+            "inpaint": dict(inpaint_audio=(32000, wave), inpaint_mask_start_seconds=0.5, inpaint_mask_end_seconds=1.5),
+            "continuation": dict(inpaint_audio=(32000, wave), inpaint_mask_start_seconds=2.0,
+                                 inpaint_mask_end_seconds=3.0)}
+    audio = run_graph(h, sources="latent", old_empty_latent=True, seed=13, **graph[case])
+    assert_same(audio, ref.generate("a dog barking", duration=3.0, steps=4, seed=13, **call[case]))
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("sources", ["audio", "latent"])
+def test_each_source_is_encoded_once_per_graph_run(name, sources, monkeypatch, inference_mode):
+    h = load_handle(name)
+    autoencoder = h.model.autoencoder
+    calls = []
+    original = autoencoder.encode
+    monkeypatch.setattr(autoencoder, "encode", lambda *a, **k: calls.append(a[0].shape) or original(*a, **k))
+    a, b = _wave(3.0, 44100, 2, seed=4), _wave(2.0, 22050, 1, seed=5)
+    run_graph(h, init_audio=_audio(a, 44100), init_noise_level=0.8, inpaint_audio=_audio(b, 22050),
+              mask_mode="regions", regions="1-2", seed=8, sources=sources)
+    assert len(calls) == 2  # one SAME encode per source (init, inpaint), none again in the sampler
+
+
+def _sampled(h, seed=7):
+    pos, neg = nodes.SA3TextEncode.execute(model=h, prompt="a dog barking", negative_prompt="", duration=3.0,
+                                           one_prompt_per_line=False, durations="").args
+    (sampled,) = nodes.SA3Sampler.execute(model=h, positive=pos, negative=neg, seed=seed, steps=4,
+                                          cfg=1.0, sampler=DEFAULT, apg_scale=1.0).args
+    return sampled
+
+
+def _decode(h, latent, **kw):
+    (audio,) = nodes.SA3Decode.execute(model=h, latent=latent, chunked="auto", trim=True, **kw).args
+    return audio
+
+
+def test_decoder_seed_choices(caplog, inference_mode):
+    """decoder_seed -1 continues the sampler's stream (generate()'s audio); a latent whose stream was dropped
+    (a node that rebuilt the dict) decodes with seed 0 and says so; decoder_seed >= 0 decodes with that seed."""
+    h, ref = load_handle("tiny-medium"), load_reference("tiny-medium")
+    sampled = _sampled(h)
+    expected = ref.generate("a dog barking", duration=3.0, steps=4, seed=7)
+    assert_same(_decode(h, sampled), expected)
+    assert_same(_decode(h, sampled, decoder_seed=-1), expected)
+    rebuilt = {k: v for k, v in sampled.items() if k != "sa3_rng"}
+    with caplog.at_level("INFO"):
+        dropped = _decode(h, rebuilt)
+    assert ("Stable Audio 3 Decode: the latent carries no SA3 Sampler random stream ('sa3_rng'); decoding with "
+            "seed 0. Set SA3 Decode decoder_seed to choose another.") in caplog.messages
+    assert not torch.equal(dropped["waveform"], expected)  # SAME-L's decoder noise differs from the sampler's stream
+    assert torch.equal(_decode(h, sampled, decoder_seed=0)["waveform"], dropped["waveform"])
+    other = _decode(h, sampled, decoder_seed=5)["waveform"]
+    assert not torch.equal(other, dropped["waveform"])
+    assert torch.equal(_decode(h, rebuilt, decoder_seed=5)["waveform"], other)  # an explicit seed ignores the stream

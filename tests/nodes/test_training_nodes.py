@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import importlib
 import math
+from dataclasses import replace
 
 import folder_paths
 import pytest
 import torch
 
+from tests.conftest import fixture_root
 from tests.nodes.conftest import PACK, load_handle, nodes
 from tests.sa3.test_training import make_dataset
 
@@ -37,6 +39,11 @@ def dirs(tmp_path, monkeypatch):
     return inp, loras
 
 
+def _settings(loras) -> list:
+    """A LoRA chain without its in-memory tensors (each LoRA node reads its own copy)."""
+    return [replace(link, lora=None) for link in loras]
+
+
 def _dataset(folder="clips"):
     return nodes.SA3TrainingDataset.execute(folder=folder).args[0]
 
@@ -52,7 +59,7 @@ def test_train_node_writes_file_and_applies_it(dirs, record):
     assert [s.name for s in model.loras] == ["node_lora.safetensors"]
     via_loader = nodes.SA3LoraLoader.execute(model=handle, lora_name="node_lora.safetensors", strength_dit=1.0,
                                              strength_conditioner=1.0).args[0]
-    assert model.loras == via_loader.loras  # held exactly as the LoRA loader holds it
+    assert _settings(model.loras) == _settings(via_loader.loras)  # held exactly as the LoRA loader holds it
     assert handle.loras == ()  # the input handle is unchanged
     assert curve.shape == (1, 320, 768, 3) and curve.dtype == torch.float32 and 0 <= curve.min() <= curve.max() <= 1
     assert record.progress[-1] == (3, 3) and len(record.progress) == 3
@@ -66,7 +73,7 @@ def test_train_node_matches_library(dirs, tmp_path):
     handle = load_handle(MODEL)
     with torch.inference_mode():
         nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN)
-        _pack_module("_handle").sync_loras(handle)  # the shared modules back to no LoRA, as the node starts
+        handle.model.apply_loras(())  # the shared modules back to no LoRA, as the node starts
         lib = train_lora(handle.model, inp / "clips", tmp_path / "lib.safetensors",
                          LoRATrainingOptions(adapter_type="lora", rank=4, steps=3, learning_rate=1e-3, batch_size=1,
                                              clip_seconds=2.0, seed=5))
@@ -166,7 +173,8 @@ def test_execute_refuses_before_work(dirs, change, message):
 
 def test_model_with_lora_and_wrong_inputs_refused(dirs):
     handle = load_handle(MODEL)
-    with_lora = handle.with_loras((_pack_module("_handle").LoraSpec("x.safetensors"),))
+    lora = handle.model.prepare_lora(fixture_root() / "loras" / MODEL / "lora.safetensors")
+    with_lora = _pack_module("comfy_models").with_loras(handle, (_pack_module("_sa3").LoRALink(lora),))
     data = _dataset()
     with pytest.raises(ValueError, match="model already has 1 LoRA"):
         nodes.SA3TrainLoRA.execute(model=with_lora, dataset=data, **TRAIN)

@@ -177,9 +177,20 @@ def test_sampler_input_errors():
     pos3, _ = _encode(h, prompt="a\nb\nc", one_prompt_per_line=True, duration=3.0)
     with pytest.raises(ValueError, match=r"positive has 3 items but the latent has 2 \(expected 1 or 2\)"):
         _sample(h, pos3, _latent(h, duration=3.0, batch_size=2))
-    with pytest.raises(ValueError, match="inpaint_mask is connected but inpaint_source is not"):
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Sampler: inpaint_mask is connected but no inpaint source is "
+                                         r"\(expected inpaint_audio or inpaint_source too\). Connect the source audio "
+                                         r"to inpaint_audio.$"):
         _sample(h, pos, inpaint_mask=nodes.SA3InpaintMask.execute(mode="regions", regions="0.5-1",
                                                                    keep_seconds=0.0).args[0])
+    audio = {"waveform": torch.zeros(1, 2, 44100), "sample_rate": 44100}
+    (encoded,) = nodes.SA3EncodeAudio.execute(model=h, audio=audio).args
+    for latent_name, audio_name in (("init_latent", "init_audio"), ("inpaint_source", "inpaint_audio")):
+        with pytest.raises(ValueError, match=rf"^Stable Audio 3 Sampler: both {latent_name} and {audio_name} are "
+                                             r"connected \(expected one (init|inpaint) source\). Disconnect one of "
+                                             r"them.$"):
+            _sample(h, pos, **{latent_name: encoded, audio_name: audio})
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Sampler: init_audio is not AUDIO \(got str"):
+        _sample(h, pos, init_audio="song.wav")
     with pytest.raises(ValueError, match=r"model is not an SA3 model \(got str"):
         _sample("not a model", pos, latent)
     with pytest.raises(ValueError, match="negative is not negative/none SA3 conditioning"):
@@ -232,8 +243,10 @@ def test_lora_errors():
         nodes.SA3LoraLoader.execute(model=small, lora_name="missing.safetensors", strength_dit=1.0,
                                     strength_conditioner=1.0)
     medium = load_handle("tiny-medium")
+    before = [dit.weight.clone() for dit in medium.model.dit.modules() if isinstance(dit, torch.nn.Linear)]
     with pytest.raises(ValueError, match=r"Stable Audio 3 LoRA Loader: lora_name 'tiny-small/lora.safetensors' does "
                                          r"not fit 'tiny-medium' \("):
         nodes.SA3LoraLoader.execute(model=medium, lora_name="tiny-small/lora.safetensors", strength_dit=1.0,
                                     strength_conditioner=1.0)
-    assert medium.model.lora is None or len(medium.model.lora) == 0  # nothing half-applied
+    after = [dit.weight for dit in medium.model.dit.modules() if isinstance(dit, torch.nn.Linear)]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # a LoRA that does not fit: no change

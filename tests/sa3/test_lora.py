@@ -269,6 +269,53 @@ def test_stacking_order(tiny):
     assert torch.allclose(additive_1, w(), atol=1e-6)  # additive adapters commute up to rounding
 
 
+@pytest.mark.parametrize("tiny", MODELS, indirect=True)
+def test_prepared_chains_equal_loaded_ones_and_read_no_file(tiny, monkeypatch):
+    """``prepare_lora`` + ``apply_loras`` (what the nodes use) write the same weights, bit for bit,
+    as ``load_lora`` + ``set_lora_strength`` + ``set_lora_options``; switching between chains reads
+    no file, and the empty chain gives the base weights back."""
+    model, root, name, snap = tiny
+    bases = _svd_file(root, name)
+    files = [_file(root, name, "dora-rows.safetensors"), _file(root, name, "lora-xs.safetensors")]
+    model.load_lora(files, svd_bases_path=bases)
+    model.set_lora_strength(0.7, lora_index=0, target="dit")
+    model.set_lora_strength(0.4, lora_index=1, target="conditioner")
+    model.set_lora_options(1, interval=(0.2, 0.9), layer_filter="self_attn, transformer.layers.[0-0]")
+    loaded = _snapshot(model)
+    model.unload_lora()
+    rows, xs = (model.prepare_lora(f, svd_bases_path=bases) for f in files)
+    _assert_same(model, snap)  # preparing changes nothing
+    monkeypatch.setattr(L, "read_lora_file", lambda path: pytest.fail(f"read {path} again"))
+    chain = [L.LoRALink(rows, strength_dit=0.7),
+             L.LoRALink(xs, strength_conditioner=0.4, interval=(0.2, 0.9),
+                        layer_filter="self_attn, transformer.layers.[0-0]")]
+    model.apply_loras(chain)
+    _assert_same(model, loaded)
+    model.apply_loras([L.LoRALink(xs)])  # another branch's chain on the same modules
+    alone = _snapshot(model)
+    model.apply_loras(chain)
+    _assert_same(model, loaded)
+    model.apply_loras([])
+    _assert_same(model, snap)
+    model.apply_loras([L.LoRALink(xs)])
+    _assert_same(model, alone)
+
+
+def test_apply_loras_checks_settings_before_any_change(tiny):
+    model, root, name, snap = tiny
+    prepared = model.prepare_lora(_file(root, name, "lora.safetensors"))
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA: strength must be a finite number \(got nan\)"):
+        model.apply_loras([L.LoRALink(prepared), L.LoRALink(prepared, strength_dit=float("nan"))])
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA: interval must satisfy lo <= hi"):
+        model.apply_loras([L.LoRALink(prepared, interval=(0.9, 0.1))])
+    _assert_same(model, snap)
+    other = L.PreparedLoRA(file=prepared.file, layers={("dit", "no.such.layer"): None})
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA: 'lora.safetensors' was prepared for another model "
+                                         r"\(got layer 'no.such.layer', not a layer of this one\)"):
+        model.apply_loras([L.LoRALink(other)])
+    _assert_same(model, snap)
+
+
 def test_chain_matches_adapt_weight(tiny):
     """The written weight is the chain of adapt_weight links over the original weight."""
     model, root, name, snap = tiny
