@@ -166,7 +166,7 @@ def test_mode_specific_settings(schemas):
     assert text["one_prompt_per_line"] and text["batch_size"] == 1 and len(lines) == len(text["durations"].split(","))
 
     assert widgets(ui("05 Audio to audio"), schemas, "SA3Sampler")["init_noise_level"] < 1
-    assert "init_latent" in api("05 Audio to audio")["4"]["inputs"]
+    assert "init_audio" in api("05 Audio to audio")["4"]["inputs"]  # encoded by the sampler, as generate() does
 
     one = widgets(ui("06 Inpaint one region"), schemas, "SA3InpaintMask")
     two = widgets(ui("07 Inpaint two regions"), schemas, "SA3InpaintMask")
@@ -175,7 +175,7 @@ def test_mode_specific_settings(schemas):
     assert len(one["regions"].split(",")) == 1 and len(two["regions"].split(",")) == 2
     for name in ("06 Inpaint one region", "07 Inpaint two regions", "08 Continue a clip"):
         inputs = api(name)["4"]["inputs"]
-        assert "inpaint_mask" in inputs and "inpaint_source" in inputs
+        assert "inpaint_mask" in inputs and "inpaint_audio" in inputs
 
     loras = nodes_of(ui("09 LoRA stack"), "SA3LoraLoader")
     assert len(loras) == 2
