@@ -10,13 +10,6 @@ from tests.conftest import fixture_root
 from tests.nodes.conftest import load_handle, load_reference, nodes
 
 MODELS = ["tiny-small", "tiny-medium"]
-
-
-@pytest.fixture
-def inference_mode():
-    """ComfyUI runs every node under inference mode (until tests/nodes/conftest.py does it for all)."""
-    with torch.inference_mode():
-        yield
 DEFAULT = "default for the model"
 
 
@@ -231,7 +224,7 @@ def test_mixed_bf16_autoencoder_from_the_loader_matches_the_library():
 
 @pytest.mark.parametrize("name", ["tiny-small"])
 @pytest.mark.parametrize("case", ["a2a", "inpaint", "continuation"])
-def test_sources_as_latents_equal_generate_without_encoder_noise(name, case, inference_mode):
+def test_sources_as_latents_equal_generate_without_encoder_noise(name, case):
     """SAME-S draws no encoder noise, so SA3 Encode Audio's latents, encoded at the generation's length
     (its latent input), give generate()'s audio too."""
     h, ref = load_handle(name), load_reference(name)
@@ -249,7 +242,7 @@ def test_sources_as_latents_equal_generate_without_encoder_noise(name, case, inf
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("sources", ["audio", "latent"])
-def test_each_source_is_encoded_once_per_graph_run(name, sources, monkeypatch, inference_mode):
+def test_each_source_is_encoded_once_per_graph_run(name, sources, monkeypatch):
     h = load_handle(name)
     autoencoder = h.model.autoencoder
     calls = []
@@ -274,7 +267,7 @@ def _decode(h, latent, **kw):
     return audio
 
 
-def test_decoder_seed_choices(caplog, inference_mode):
+def test_decoder_seed_choices(caplog):
     """decoder_seed -1 continues the sampler's stream (generate()'s audio); a latent whose stream was dropped
     (a node that rebuilt the dict) decodes with seed 0 and says so; decoder_seed >= 0 decodes with that seed."""
     h, ref = load_handle("tiny-medium"), load_reference("tiny-medium")

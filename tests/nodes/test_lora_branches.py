@@ -17,12 +17,6 @@ from tests.nodes.test_graph_parity import assert_same, run_graph
 PROMPT = "a dog barking"
 
 
-@pytest.fixture(autouse=True)
-def _inference_mode():
-    """ComfyUI runs every node under inference mode (until tests/nodes/conftest.py does it for all)."""
-    with torch.inference_mode():
-        yield
-
 
 @pytest.fixture
 def file_reads(monkeypatch):
