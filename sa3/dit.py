@@ -13,6 +13,7 @@ D model width, K context tokens (257), Cl local-conditioning channels (1 + C).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -155,6 +156,9 @@ class ContinuousTransformer(nn.Module):
         self.memory_tokens = nn.Parameter(torch.zeros(cfg.num_memory_tokens, d))
         self.global_cond_embedder = mlp(d, d, 6 * d, bias=True)
         self.layers = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
+        # called with each block once it has run (low_memory: drop its memory-mapped weights, so
+        # a step holds one block's weights at a time instead of the whole DiT); None: nothing
+        self.after_block: Callable[[nn.Module], object] | None = None
 
     def forward(self, x, *, global_embed, cache: DiTCache):
         """x: (B, T, C) -> (B, T, C)."""
@@ -165,6 +169,8 @@ class ContinuousTransformer(nn.Module):
         for layer, cross_kv, local_emb in zip(self.layers, cache.cross_kv, cache.local_embeds, strict=True):
             h = layer(h, cross_kv=cross_kv, modulation=modulation, local_emb=local_emb, rotary=cache.rotary,
                       key_padding=cache.key_padding, num_memory=self.num_memory)
+            if self.after_block is not None:
+                self.after_block(layer)
         return self.project_out(h[:, self.num_memory:])
 
 

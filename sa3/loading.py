@@ -228,7 +228,7 @@ def _file_page_runs(pagemap, first: int, last: int, page: int) -> list[tuple[int
     return [(first + a * page, first + b * page) for a, b in zip(starts, ends, strict=True)]
 
 
-def release_mapped_weights(module: nn.Module) -> int:
+def release_mapped_weights(module: nn.Module, trim_heap: bool = True) -> int:
     """Drop the resident pages of ``module``'s memory-mapped weights from this process (Linux).
 
     Only pages that are still exactly what the checkpoint file holds are dropped: pages of
@@ -239,11 +239,12 @@ def release_mapped_weights(module: nn.Module) -> int:
     inside ComfyUI) do not keep. The next access reads the pages again from the page cache (or
     disk), so this trades a little time at the next use for a lower peak resident memory while
     other stages run. Returns the number of bytes released (0 where pagemap is not readable).
+    ``trim_heap=False`` skips the heap trim (for calls in the middle of a stage).
     """
     if not sys.platform.startswith("linux"):
         return 0
     libc = ctypes.CDLL(None, use_errno=True)
-    if hasattr(libc, "malloc_trim"):  # glibc: hand freed heap memory (the last stage's activations) back
+    if trim_heap and hasattr(libc, "malloc_trim"):  # glibc: hand freed heap memory (the last stage's activations) back
         libc.malloc_trim(0)
     mappings = _private_file_mappings()
     starts = [start for start, _ in mappings]

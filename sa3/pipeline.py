@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import audio as audio_utils
 from . import single_file
@@ -510,6 +511,12 @@ def _resolve_autoencoder_precision(precision, device: torch.device, model_dtype:
     return _resolve_dtype(precision, device)
 
 
+def _release_block(block: nn.Module) -> None:
+    """``low_memory`` during sampling: drop one DiT block's memory-mapped CPU weights (no heap
+    trim in the middle of a step)."""
+    release_mapped_weights(block, trim_heap=False)
+
+
 class StableAudioModel:
     """The official Stable Audio 3 Python interface (``from_pretrained`` / ``generate`` / LoRA)."""
 
@@ -526,6 +533,9 @@ class StableAudioModel:
         self.sample_rate = config.sample_rate
         self.lora = None  # sa3.lora.LoRAStack once load_lora() is called
         self.low_memory = low_memory  # see from_pretrained
+        # low_memory also streams the DiT's mapped weights during sampling: each block's pages are
+        # dropped once it has run and fault back in from the page cache at the next step
+        dit.transformer.after_block = _release_block if low_memory else None
 
     # -- loading --
 

@@ -39,6 +39,25 @@ def test_low_memory_generation_is_bit_identical():
 
 
 @linux_only
+def test_low_memory_streams_dit_blocks_during_sampling(monkeypatch):
+    """low_memory drops each DiT block's mapped pages once it has run (one release per block and
+    DiT call), inside ComfyUI's inference mode too, and the audio stays bit-identical."""
+    from sa3 import pipeline
+
+    ref = _fresh_model().generate(**KW)
+    model = _fresh_model(low_memory=True)
+    released = []
+    monkeypatch.setattr(pipeline, "release_mapped_weights",
+                        lambda m, trim_heap=True: released.append((m, trim_heap)) or release_mapped_weights(m, trim_heap))
+    with torch.inference_mode():
+        out = model.generate(**KW)
+    assert torch.equal(out, ref)
+    blocks = [m for m, trim in released if m in set(model.dit.transformer.layers) and not trim]
+    assert len(blocks) == KW["steps"] * len(model.dit.transformer.layers)  # cfg 1: one DiT call per step
+    assert _fresh_model().dit.transformer.after_block is None  # only with low_memory
+
+
+@linux_only
 def test_release_drops_mapped_weights_and_keeps_their_values():
     model = _fresh_model()
     before = {k: v.clone() for k, v in model.dit.state_dict().items()}
