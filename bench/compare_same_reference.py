@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _random_model import official_config, random_same  # noqa: E402
-from bench_generate import fmt_table  # noqa: E402
-from compare_reference import import_official, rel_l2  # noqa: E402
+from _random_model import official_config, random_same
+from bench_generate import fmt_table
+from compare_reference import import_official, rel_l2
 
 
 def official_same(variant: str, state: dict):

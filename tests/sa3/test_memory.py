@@ -47,8 +47,11 @@ def test_low_memory_streams_dit_blocks_during_sampling(monkeypatch):
     ref = _fresh_model().generate(**KW)
     model = _fresh_model(low_memory=True)
     released = []
-    monkeypatch.setattr(pipeline, "release_mapped_weights",
-                        lambda m, trim_heap=True: released.append((m, trim_heap)) or release_mapped_weights(m, trim_heap))
+    def spy(module, trim_heap=True):
+        released.append((module, trim_heap))
+        return release_mapped_weights(module, trim_heap)
+
+    monkeypatch.setattr(pipeline, "release_mapped_weights", spy)
     with torch.inference_mode():
         out = model.generate(**KW)
     assert torch.equal(out, ref)
