@@ -7,7 +7,7 @@ library through here, so there is exactly one copy of it per process.
 
 from __future__ import annotations
 
-from ..sa3 import audio, loading, pictures, pipeline, single_file
+from ..sa3 import attention, audio, checks, loading, pictures, pipeline, precision, single_file
 from ..sa3.config import MODEL_REPOS, MODEL_SAMPLE_SIZES, SAMPLE_RATE, SAMPLES_PER_LATENT, ModelConfig
 from ..sa3.loading import CONFIG_FILE, TEXT_FOLDER, WEIGHTS_FILE
 from ..sa3.lora import LoRALink
@@ -17,5 +17,5 @@ from ..sa3.sampling import SAMPLERS
 StableAudioModel = pipeline.StableAudioModel
 
 __all__ = ["CONFIG_FILE", "MODEL_REPOS", "MODEL_SAMPLE_SIZES", "SAMPLERS", "SAMPLES_PER_LATENT", "SAMPLE_RATE",
-           "TEXT_FOLDER", "WEIGHTS_FILE", "LoRALink", "ModelConfig", "StableAudioModel", "audio", "expand_brackets",
-           "loading", "pictures", "pipeline", "single_file"]
+           "TEXT_FOLDER", "WEIGHTS_FILE", "LoRALink", "ModelConfig", "StableAudioModel", "attention", "audio", "checks",
+           "expand_brackets", "loading", "pictures", "pipeline", "precision", "single_file"]

@@ -22,11 +22,9 @@ from torch import nn
 
 from ._handle import LORA_PARTS, LORAS, SA3Handle
 from ._sa3 import StableAudioModel, loading, pipeline
+from ._sa3 import precision as precision_dtypes
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 class _Part(nn.Module):
     """A plain container, so ModelPatcher can set ``.device`` and its bookkeeping attributes
@@ -53,7 +51,7 @@ class SA3Autoencoder(_Part):
 
 def _dit_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision != "auto":
-        return PRECISIONS[precision]
+        return precision_dtypes.DTYPES[precision]
     # ComfyUI's pick for diffusion models (fp32 on CPU, fp16/bf16 on GPUs, --*-unet flags win)
     return mm.unet_dtype(device, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
 

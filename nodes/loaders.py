@@ -21,9 +21,11 @@ from ._sa3 import (
     WEIGHTS_FILE,
     LoRALink,
     ModelConfig,
+    attention,
     expand_brackets,
     loading,
     pipeline,
+    precision,
 )
 from ._validate import require_widgets, widget_error
 from .search import schema_aliases
@@ -32,10 +34,10 @@ from .types import CATEGORY, SA3Model
 logger = logging.getLogger(__name__)
 
 FOLDER = "stable_audio_3"  # models/stable_audio_3/<name>/{model_config.json, model.safetensors, t5gemma-b-b-ul2/}
-PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
-AUTOENCODER_PRECISIONS = ["auto", "fp32", pipeline.MIXED_BF16]
-ATTENTIONS = ["auto", "sdpa", "flash", "math"]
-PADDING_MODES = list(pipeline.PADDING_MODES)
+PRECISIONS = list(precision.PRECISIONS)
+AUTOENCODER_PRECISIONS = list(precision.AUTOENCODER_PRECISIONS)
+ATTENTIONS = list(attention.BACKENDS)
+PADDING_MODES = list(attention.PADDING_MODES)
 LORA_TARGETS = {"dit and conditioner": None, "dit": "dit", "conditioner": "conditioner"}
 ALWAYS = (0.0, 1.0)  # t_from, t_to of a LoRA active at every step
 SVD_BASES_FILE = "svd_bases.safetensors"  # -XS LoRA bases, looked up beside the LoRA file

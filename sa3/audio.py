@@ -38,15 +38,40 @@ def _sinc_kernel(orig: int, new: int, device=None) -> tuple[torch.Tensor, int]:
     return kernel.to(torch.float32), width
 
 
-def resample(audio: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Resample (..., S) from ``orig_sr`` to ``new_sr``; same numbers as
-    ``torchaudio.transforms.Resample(orig_sr, new_sr)`` in float32."""
-    if orig_sr <= 0 or new_sr <= 0:
-        raise ValueError(f"Stable Audio 3: sample rates must be positive (got {orig_sr} -> {new_sr}).")
-    if orig_sr == new_sr:
-        return audio
+def _reduced(orig_sr: int, new_sr: int) -> tuple[int, int, int]:
+    """(orig, new, width): the rates divided by their gcd and the filter's half width in input samples."""
     g = math.gcd(int(orig_sr), int(new_sr))
     orig, new = int(orig_sr) // g, int(new_sr) // g
+    return orig, new, math.ceil(LOWPASS_WIDTH * orig / (min(orig, new) * ROLLOFF))
+
+
+def resample_taps(orig_sr: int, new_sr: int) -> int:
+    """Size of the polyphase filter ``resample`` builds (new phases x taps); 0 when the rates match."""
+    if orig_sr == new_sr:
+        return 0
+    orig, new, width = _reduced(orig_sr, new_sr)
+    return new * (2 * width + orig)
+
+
+def samples_needed(length: int, orig_sr: int, new_sr: int) -> int:
+    """Input samples that determine the first ``length`` output samples of ``resample``: cropping the
+    input to this many gives those outputs unchanged (bounded work for a long file)."""
+    if orig_sr == new_sr:
+        return length
+    orig, new, width = _reduced(orig_sr, new_sr)
+    return math.ceil(length / new) * orig + width + orig + 1
+
+
+def resample(audio: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """Resample (..., S) from ``orig_sr`` to ``new_sr``; same numbers as
+    ``torchaudio.transforms.Resample(orig_sr, new_sr)`` in float32. Rate pairs whose filter would be
+    huge (``sa3.checks.MAX_RESAMPLE_TAPS``) are refused before anything is allocated."""
+    from .checks import check_resample, check_sample_rate  # checks imports this module
+
+    check_resample("audio", check_sample_rate("audio", orig_sr), check_sample_rate("target", new_sr))
+    if orig_sr == new_sr:
+        return audio
+    orig, new, _ = _reduced(orig_sr, new_sr)
     kernel, width = _sinc_kernel(orig, new, audio.device)
     shape = audio.shape
     flat = audio.reshape(-1, shape[-1])  # (..., S) -> (C, S)
@@ -73,10 +98,13 @@ def pad_crop(audio: torch.Tensor, length: int) -> torch.Tensor:
     return out
 
 
-def as_channels_first(audio) -> torch.Tensor:
-    """Accept a tensor (C, S) or (S,), or a NumPy array (S, C) / (S,) as the official interface
-    does (int16 / int32 scaled to [-1, 1]); returns float (C, S)."""
+def as_channels_first(audio, name: str = "audio") -> torch.Tensor:
+    """Accept a float tensor (C, S) or (S,), or a NumPy array (S, C) / (S,) as the official interface
+    does (int16 / int32 scaled to [-1, 1]); returns float (C, S). ``name`` is the input in messages."""
     if isinstance(audio, np.ndarray):
+        if audio.ndim not in (1, 2):
+            raise ValueError(f"Stable Audio 3: {name} array must be (samples, channels) or (samples,) (got shape "
+                             f"{audio.shape}).")
         if audio.dtype == np.int16:
             t = torch.from_numpy(audio.astype(np.float32) / 32767)
         elif audio.dtype == np.int32:
@@ -84,15 +112,19 @@ def as_channels_first(audio) -> torch.Tensor:
         elif audio.dtype in (np.float32, np.float64):
             t = torch.from_numpy(audio.astype(np.float32))
         else:
-            raise ValueError(f"Stable Audio 3: unsupported NumPy audio dtype {audio.dtype} "
-                             "(use float32, int16 or int32).")
+            raise ValueError(f"Stable Audio 3: {name} must be float32, int16 or int32 audio (got NumPy dtype "
+                             f"{audio.dtype}).")
         return t[None] if t.dim() == 1 else t.T  # (S, C) -> (C, S)
     if not torch.is_tensor(audio):
-        raise ValueError(f"Stable Audio 3: audio must be a torch.Tensor or numpy.ndarray, got {type(audio).__name__}.")
+        raise ValueError(f"Stable Audio 3: {name} must be a torch.Tensor or numpy.ndarray (got "
+                         f"{type(audio).__name__}).")
+    if not audio.dtype.is_floating_point:
+        raise ValueError(f"Stable Audio 3: {name} tensor must be floating point in [-1, 1] (got {audio.dtype}).")
     if audio.dim() == 1:
         return audio[None]
     if audio.dim() != 2:
-        raise ValueError(f"Stable Audio 3: audio tensor must be (channels, samples), got shape {tuple(audio.shape)}.")
+        raise ValueError(f"Stable Audio 3: {name} tensor must be (channels, samples) (got shape "
+                         f"{tuple(audio.shape)}).")
     return audio
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from . import audio as audio_utils
+from . import checks
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
 from .loading import (
     CONFIG_FILE,
@@ -63,8 +64,13 @@ class AutoencoderModel:
         rates = sr if isinstance(sr, (list, tuple)) else [sr] * len(items)
         if len(rates) != len(items):
             raise ValueError(f"Stable Audio 3: {len(items)} audio item(s) but {len(rates)} sample rate(s).")
-        wavs = [audio_utils.resample(audio_utils.as_channels_first(a).float(), int(r), self.sample_rate)
-                for a, r in zip(items, rates, strict=True)]
+        wavs = []
+        for i, (a, r) in enumerate(zip(items, rates, strict=True)):
+            name = "audio" if len(items) == 1 else f"audio item {i}"
+            rate = checks.check_sample_rate(name, r)
+            checks.check_resample(name, rate, self.sample_rate)
+            wav = checks.check_waveform(name, audio_utils.as_channels_first(a, name)).float()
+            wavs.append(audio_utils.resample(wav, rate, self.sample_rate))
         length = max(w.shape[-1] for w in wavs)
         length = -(-length // SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
         batch = torch.cat([audio_utils.to_stereo(audio_utils.pad_crop(w, length)[None]) for w in wavs])

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .attention import BACKENDS, PADDING_MODES
+from .precision import AUTOENCODER_PRECISIONS, PRECISIONS
 from .sampling import SAMPLERS
 
 
@@ -43,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lora-strength", type=float, action="append", default=[],
                    help="strength per --lora (in order), or one value for all")
     g.add_argument("--device", help="cuda, mps or cpu (default: best available)")
-    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    g.add_argument("--autoencoder-dtype", default="fp32", choices=["fp32", "bf16-mixed"],
+    g.add_argument("--dtype", default="auto", choices=PRECISIONS)
+    g.add_argument("--autoencoder-dtype", default="fp32", choices=AUTOENCODER_PRECISIONS,
                    help="SAME precision: fp32 (exact) or bf16-mixed (bf16 matrix products, the rest fp32; faster)")
-    g.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flash", "math"])
-    g.add_argument("--padding-mode", default="exact", choices=["exact", "reference"],
+    g.add_argument("--attention", default="auto", choices=BACKENDS)
+    g.add_argument("--padding-mode", default="exact", choices=PADDING_MODES,
                    help="exact = flash-attn semantics (as trained); reference = official CPU numbers")
     g.add_argument("--low-memory", action="store_true",
                    help="CPU: keep only the running stage's weights in RAM (peak = largest part, not the sum)")
@@ -112,9 +114,9 @@ def run_train(args: argparse.Namespace) -> Path:
 
 def run_generate(args: argparse.Namespace) -> list[Path]:
     from . import audio as audio_utils
-    from .config import ModelConfig
+    from . import checks
     from .loading import CONFIG_FILE, resolve_model_dir
-    from .pipeline import StableAudioModel, check_durations, random_seed
+    from .pipeline import StableAudioModel, check_request, random_seed, read_config
 
     batch = args.batch_size or len(args.prompt)
     prompt = args.prompt[0] if len(args.prompt) == 1 else args.prompt
@@ -128,21 +130,13 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
         raise SystemExit("error: --inpaint-start/--inpaint-end need --inpaint-audio")
     if args.lora_strength and len(args.lora_strength) not in (1, len(args.lora)):
         raise SystemExit("error: give one --lora-strength, or one per --lora")
+    for s in args.lora_strength:
+        checks.check_number("--lora-strength", s, -checks.MAX_LORA_STRENGTH, checks.MAX_LORA_STRENGTH)
 
-    # check the request against the model's config before loading any weights
-    model_dir = resolve_model_dir(args.model)
-    check_durations(args.duration, ModelConfig.from_file(model_dir / CONFIG_FILE))
-    model = StableAudioModel.from_pretrained(model_dir, device=args.device, dtype=args.dtype,
-                                             attention=args.attention, padding_mode=args.padding_mode,
-                                             autoencoder_dtype=args.autoencoder_dtype, low_memory=args.low_memory)
-    if args.lora:
-        model.load_lora(args.lora)
-        for i, s in enumerate(args.lora_strength):
-            model.set_lora_strength(s, lora_index=None if len(args.lora_strength) == 1 else i)
     seed = random_seed() if args.seed == -1 else args.seed
     kwargs = dict(prompt=prompt, negative_prompt=negative, duration=duration, steps=args.steps,
                   cfg_scale=args.cfg_scale, apg_scale=args.apg_scale, seed=seed, batch_size=batch,
-                  sampler_type=args.sampler, chunked_decode=args.chunked_decode)
+                  sampler_type=args.sampler)
     if args.init_audio:
         kwargs.update(init_audio=audio_utils.read_audio(args.init_audio), init_noise_level=args.init_noise_level)
     if args.inpaint_audio:
@@ -150,6 +144,17 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
         kwargs.update(inpaint_audio=audio_utils.read_audio(args.inpaint_audio),
                       inpaint_mask_start_seconds=starts if len(starts) > 1 else (starts[0] if starts else None),
                       inpaint_mask_end_seconds=ends if len(ends) > 1 else (ends[0] if ends else None))
+    # check the whole request against the model's config before loading any weights
+    model_dir = resolve_model_dir(args.model)
+    check_request(read_config(model_dir / CONFIG_FILE)[0], **kwargs)
+    model = StableAudioModel.from_pretrained(model_dir, device=args.device, dtype=args.dtype,
+                                             attention=args.attention, padding_mode=args.padding_mode,
+                                             autoencoder_dtype=args.autoencoder_dtype, low_memory=args.low_memory)
+    if args.lora:
+        model.load_lora(args.lora)
+        for i, s in enumerate(args.lora_strength):
+            model.set_lora_strength(s, lora_index=None if len(args.lora_strength) == 1 else i)
+    kwargs["chunked_decode"] = args.chunked_decode
 
     bars: dict[str, tqdm] = {}  # the step callback runs once per step, whatever the sampler
 

@@ -8,11 +8,19 @@ kept as its raw dict and parsed by ``sa3.same.SAMEConfig``.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, BadInput, check_number, fail
+
 SAMPLE_RATE = 44100
+MAX_SAMPLE_SIZE = 1 << 25  # samples (12.7 min at 44.1 kHz): twice the largest official model (medium, 2^24)
+MAX_WIDTH = 1 << 16  # any channel count, width, depth or token count of a config; official ones are <= 4096
+SHIFT_TYPES = ("logsnr", "full", "flux", "none")  # sampling_distribution_shift_options.type
+WHERE = "config"  # messages read "Stable Audio 3 config: <key> must be ..."
 SAMPLES_PER_LATENT = 4096  # patch 256 x SAME stride 16
 LATENT_ALIGN = 2 * SAMPLES_PER_LATENT  # generate() sizes are rounded up to 8192 samples
 DURATION_PADDING_SEC = 6.0  # headroom the official generate() adds after the longest duration
@@ -37,6 +45,50 @@ MODEL_SAMPLE_SIZES = {
     "small-sfx-base": 5_324_800,
     "medium-base": 16_777_216,
 }
+
+
+def _section(parent: dict, key: str, path: str) -> dict:
+    """``parent[key]``, which must be a JSON object."""
+    value = parent.get(key)
+    if not isinstance(value, dict):
+        raise fail(path, "a JSON object", value if key in parent else "nothing", WHERE)
+    return value
+
+
+def _int(cfg: dict, key: str, path: str, default: Any = None, lo: int = 1, hi: int = MAX_WIDTH) -> int:
+    """``cfg[key]`` as a whole number in [lo, hi] (JSON 2.0 counts; "2", true and 2.5 do not)."""
+    if key not in cfg and default is not None:
+        return default
+    value = cfg.get(key, "nothing")
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)
+    return check_number(f"{path}.{key}", value, lo, hi, integer=True, where=WHERE)
+
+
+def _float(cfg: dict, key: str, path: str, default: float) -> float:
+    return check_number(f"{path}.{key}", cfg.get(key, default), where=WHERE)
+
+
+def _str(cfg: dict, key: str, path: str, default: str | None = None) -> str | None:
+    value = cfg.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise fail(f"{path}.{key}", "a string", value, WHERE)
+    return value
+
+
+def _shift(diffusion: dict, key: str) -> ShiftConfig | None:
+    """A time-shift section (``type`` + numeric options), or None when absent or null."""
+    if diffusion.get(key) is None:
+        return None
+    path = f"model.diffusion.{key}"
+    opts = dict(_section(diffusion, key, path))
+    shift = ShiftConfig(type=opts.pop("type", "full"), options=opts)  # official default type
+    if shift.type not in SHIFT_TYPES:
+        raise fail(f"{path}.type", f"one of {', '.join(map(repr, SHIFT_TYPES))}", shift.type, WHERE)
+    for name, value in opts.items():  # every shift option is a number or a flag
+        if not isinstance(value, bool) and not (isinstance(value, numbers.Real) and math.isfinite(value)):
+            raise fail(f"{path}.{name}", "a finite number or true/false", value, WHERE)
+    return shift
 
 
 def _reject_unknown(section: str, cfg: dict, allowed: set[str]) -> None:
@@ -83,26 +135,31 @@ class DiTConfig:
                               ("patch_size", 1), ("transformer_type", "continuous_transformer"),
                               ("timestep_cond_type", "global")]:
             _require("model.diffusion.config", cfg, key, expected)
-        attn = dict(cfg.get("attn_kwargs", {}))
+        attn = dict(_section(cfg, "attn_kwargs", "model.diffusion.config.attn_kwargs") if "attn_kwargs" in cfg else {})
         _reject_unknown("attn_kwargs", attn, {"differential", "qk_norm", "qk_norm_eps", "feat_scale"})
         _require("attn_kwargs", attn, "qk_norm", "rms")
         _require("attn_kwargs", attn, "feat_scale", False)
-        ff = dict(cfg.get("ff_kwargs", {}))
+        ff = dict(_section(cfg, "ff_kwargs", "model.diffusion.config.ff_kwargs") if "ff_kwargs" in cfg else {})
         _reject_unknown("ff_kwargs", ff, {"mult", "glu", "no_bias"})
         _require("ff_kwargs", ff, "glu", True)
         _require("ff_kwargs", ff, "no_bias", False)
+        path = "model.diffusion.config"
+        embed_dim, num_heads = _int(cfg, "embed_dim", path), _int(cfg, "num_heads", path)
+        if embed_dim % num_heads:
+            raise BadInput(f"Stable Audio 3 config: {path}.embed_dim must be a multiple of num_heads (got "
+                           f"{embed_dim} and {num_heads}).", f"{path}.embed_dim")
         return cls(
-            io_channels=cfg["io_channels"],
-            embed_dim=cfg["embed_dim"],
-            depth=cfg["depth"],
-            num_heads=cfg["num_heads"],
-            cond_token_dim=cfg["cond_token_dim"],
-            global_cond_dim=cfg["global_cond_dim"],
-            local_add_cond_dim=cfg["local_add_cond_dim"],
-            num_memory_tokens=cfg.get("num_memory_tokens", 0),
+            io_channels=_int(cfg, "io_channels", path),
+            embed_dim=embed_dim,
+            depth=_int(cfg, "depth", path),
+            num_heads=num_heads,
+            cond_token_dim=_int(cfg, "cond_token_dim", path),
+            global_cond_dim=_int(cfg, "global_cond_dim", path),
+            local_add_cond_dim=_int(cfg, "local_add_cond_dim", path),
+            num_memory_tokens=_int(cfg, "num_memory_tokens", path, default=0, lo=0),
             differential=bool(attn.get("differential", False)),
-            ff_mult=float(ff.get("mult", 4.0)),
-            timestep_features_dim=cfg.get("timestep_features_dim", 256),
+            ff_mult=check_number(f"{path}.ff_kwargs.mult", ff.get("mult", 4.0), 0, 64, lo_open=True, where=WHERE),
+            timestep_features_dim=_int(cfg, "timestep_features_dim", path, default=256),
         )
 
 
@@ -164,6 +221,10 @@ class ModelConfig:
 
     @classmethod
     def from_official(cls, cfg: dict) -> ModelConfig:
+        """Parse and check a whole ``model_config.json``: every value this library reads is checked
+        for presence, type and range here, so a broken file fails at load, never mid-generation."""
+        if not isinstance(cfg, dict):
+            raise fail("model_config.json", "a JSON object", cfg, WHERE)
         _reject_unknown("model_config.json", cfg, {"model_type", "sample_rate", "sample_size", "svd_bases_path",
                                                    "model", "training", "audio_channels"})
         if cfg.get("model_type") != "diffusion_cond_inpaint":
@@ -171,8 +232,10 @@ class ModelConfig:
                 f"Stable Audio 3 config: model_type {cfg.get('model_type')!r} is not a Stable Audio 3 "
                 "generation model (expected 'diffusion_cond_inpaint')."
             )
-        model = cfg["model"]
-        diffusion = model["diffusion"]
+        sample_rate = _int(cfg, "sample_rate", "model_config", lo=MIN_SAMPLE_RATE, hi=MAX_SAMPLE_RATE)
+        sample_size = _int(cfg, "sample_size", "model_config", lo=SAMPLES_PER_LATENT, hi=MAX_SAMPLE_SIZE)
+        model = _section(cfg, "model", "model")
+        diffusion = _section(model, "diffusion", "model.diffusion")
         _require("model.diffusion", diffusion, "cross_attention_cond_ids", ["prompt", "seconds_total"])
         _require("model.diffusion", diffusion, "global_cond_ids", ["seconds_total"])
         _require("model.diffusion", diffusion, "local_add_cond_ids", ["inpaint_mask", "inpaint_masked_input"])
@@ -182,56 +245,71 @@ class ModelConfig:
         if objective not in ("rf_denoiser", "rectified_flow"):
             raise ValueError(f"Stable Audio 3 config: diffusion_objective {objective!r} is not supported.")
 
+        conditioning = _section(model, "conditioning", "model.conditioning")
+        entries = conditioning.get("configs")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise fail("model.conditioning.configs", "a list of conditioner objects", entries, WHERE)
         text, seconds = None, None
-        for entry in model["conditioning"]["configs"]:
-            c = dict(entry["config"])
-            if entry["id"] == "prompt" and entry["type"] == "t5gemma":
-                _reject_unknown("prompt conditioner", c, {"max_length", "padding_mode", "repo_id", "subfolder",
-                                                          "model_path", "model_name", "enable_grad", "project_out"})
-                _require("prompt conditioner", c, "project_out", False)
-                c.pop("model_name", None), c.pop("enable_grad", None), c.pop("project_out", None)
-                text = TextEncoderConfig(**c)
-            elif entry["id"] == "seconds_total" and entry["type"] == "number":
-                _require("seconds_total conditioner", c, "fourier_features_type", "expo")
-                seconds = SecondsConfig(min_val=c.get("min_val", 0), max_val=c.get("max_val", 1))
+        for entry in entries:
+            c = dict(_section(entry, "config", "model.conditioning.configs[].config"))
+            if entry.get("id") == "prompt" and entry.get("type") == "t5gemma":
+                path = "prompt conditioner"
+                _reject_unknown(path, c, {"max_length", "padding_mode", "repo_id", "subfolder",
+                                          "model_path", "model_name", "enable_grad", "project_out"})
+                _require(path, c, "project_out", False)
+                text = TextEncoderConfig(
+                    max_length=_int(c, "max_length", path, default=256, hi=4096),
+                    padding_mode=_str(c, "padding_mode", path, "learned"),
+                    repo_id=_str(c, "repo_id", path), subfolder=_str(c, "subfolder", path, "t5gemma-b-b-ul2"),
+                    model_path=_str(c, "model_path", path))
+            elif entry.get("id") == "seconds_total" and entry.get("type") == "number":
+                path = "seconds_total conditioner"
+                _require(path, c, "fourier_features_type", "expo")
+                lo, hi = _float(c, "min_val", path, 0.0), _float(c, "max_val", path, 1.0)
+                if not lo < hi:
+                    raise BadInput(f"Stable Audio 3 config: {path}.max_val must be above min_val (got min_val "
+                                   f"{lo:g}, max_val {hi:g}).", f"{path}.max_val")
+                seconds = SecondsConfig(min_val=lo, max_val=hi)
             else:
-                raise ValueError(f"Stable Audio 3 config: unexpected conditioner {entry['id']!r} ({entry['type']!r}).")
+                raise ValueError(f"Stable Audio 3 config: unexpected conditioner {entry.get('id')!r} "
+                                 f"({entry.get('type')!r}).")
         if text is None or seconds is None:
             raise ValueError("Stable Audio 3 config: the 'prompt' and 'seconds_total' conditioners are required.")
 
-        shift_opts = diffusion.get("sampling_distribution_shift_options")
-        shift = ShiftConfig()
-        if shift_opts is not None:
-            opts = dict(shift_opts)
-            shift = ShiftConfig(type=opts.pop("type", "full"), options=opts)  # official default type
-
-        train_opts = diffusion.get("distribution_shift_options")
-        training_shift = None  # null: the official trainer leaves sampled times unshifted
-        if train_opts is not None:
-            opts = dict(train_opts)
-            training_shift = ShiftConfig(type=opts.pop("type", "full"), options=opts)
-
-        dit = DiTConfig.from_official(diffusion["config"])
+        shift = _shift(diffusion, "sampling_distribution_shift_options") or ShiftConfig()
+        training_shift = _shift(diffusion, "distribution_shift_options")  # null: training times unshifted
+        dit = DiTConfig.from_official(_section(diffusion, "config", "model.diffusion.config"))
+        pretransform = _section(model, "pretransform", "model.pretransform")
+        svd_bases_path = _str(cfg, "svd_bases_path", "model_config")
         return cls(
-            sample_rate=cfg["sample_rate"],
-            sample_size=cfg["sample_size"],
-            latent_channels=model["io_channels"],
-            cond_dim=model["conditioning"]["cond_dim"],
+            sample_rate=sample_rate,
+            sample_size=sample_size,
+            latent_channels=_int(model, "io_channels", "model"),
+            cond_dim=_int(conditioning, "cond_dim", "model.conditioning"),
             diffusion_objective=objective,
             dit=dit,
             text=text,
             seconds=seconds,
             shift=shift,
-            pretransform=model["pretransform"],
-            svd_bases_path=cfg.get("svd_bases_path"),
+            pretransform=pretransform,
+            svd_bases_path=svd_bases_path,
             training_shift=training_shift,
         )
 
     @classmethod
     def from_file(cls, path: str | Path) -> ModelConfig:
+        """Read and check ``model_config.json``; any problem names the file and the key."""
         path = Path(path)
         try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+            raw = json.loads(path.read_bytes().decode("utf-8"))
+        except OSError as e:
+            raise RuntimeError(f"Stable Audio 3: cannot read the model config {str(path)!r} ({e}).") from e
+        except UnicodeDecodeError as e:
+            raise RuntimeError(f"Stable Audio 3: {str(path)!r} is not UTF-8 text (got byte 0x{e.object[e.start]:02x} "
+                               f"at offset {e.start}, expected a JSON model config).") from e
+        except (json.JSONDecodeError, RecursionError) as e:
             raise RuntimeError(f"Stable Audio 3: {str(path)!r} is not valid JSON ({e}).") from e
-        return cls.from_official(raw)
+        try:
+            return cls.from_official(raw)
+        except ValueError as e:
+            raise ValueError(f"{str(e).rstrip('.')} in {str(path)!r}.") from e

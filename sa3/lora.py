@@ -18,8 +18,6 @@ r rank, B batch.
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checks import MAX_LORA_STRENGTH, check_number, fail
 from .layers import mark_written
 from .lora_files import (
     SLOT,
@@ -213,18 +212,16 @@ class _Target:
 
 
 def _check_strength(strength) -> float:
-    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength):
-        raise ValueError(f"Stable Audio 3 LoRA: strength must be a finite number (got {strength!r}).")
-    return float(strength)
+    return check_number("strength", strength, -MAX_LORA_STRENGTH, MAX_LORA_STRENGTH, where="LoRA")
 
 
 def _check_options(interval, layer_filter) -> tuple[tuple[float, float] | None, str | None]:
     if interval is not None:
-        try:
-            lo, hi = (float(x) for x in interval)
-        except (TypeError, ValueError):
-            raise ValueError(f"Stable Audio 3 LoRA: interval must be two numbers (got {interval!r}).") from None
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        if not (isinstance(interval, (tuple, list)) and len(interval) == 2):
+            raise fail("interval", "two noise levels (from, to) in [0, 1]", interval, where="LoRA")
+        lo = check_number("interval from", interval[0], 0, 1, where="LoRA")
+        hi = check_number("interval to", interval[1], 0, 1, where="LoRA")
+        if not lo <= hi:
             raise ValueError(f"Stable Audio 3 LoRA: interval must satisfy lo <= hi (got {interval!r}). "
                              "Use e.g. (0.0, 0.5) to apply the LoRA only at low noise.")
         interval = (lo, hi)

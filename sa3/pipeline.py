@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import audio as audio_utils
-from . import single_file
-from .attention import PADDING_MODES, resolve_backend
+from . import checks, single_file
+from .attention import BACKENDS, PADDING_MODES, resolve_backend
 from .conditioners import Conditioner, TextEncoder, require_transformers
 from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig
 from .dit import DiT, DiTConditioning
@@ -49,12 +49,13 @@ from .loading import (
     resolve_text_dir,
     split_checkpoint,
 )
-from .same import MIXED_BF16, SAMEAutoencoder, SAMEConfig
+from .precision import resolve_autoencoder_precision, resolve_dtype
+from .same import SAMEAutoencoder, SAMEConfig
 from .sampling import SAMPLERS, build_schedule, get_sampler, guide, make_shift
 
 logger = logging.getLogger(__name__)
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = checks.MAX_SEED
 AudioInput = tuple  # (sample_rate, tensor (C, S) or numpy (S, C)), as in the official interface
 
 
@@ -64,60 +65,41 @@ AudioInput = tuple  # (sample_rate, tensor (C, S) or numpy (S, C)), as in the of
 def _as_list(value, name: str, batch_size: int) -> list:
     """Broadcast a scalar, or check a per-item list has ``batch_size`` entries."""
     if isinstance(value, (list, tuple)):
-        if len(value) != batch_size:
-            raise ValueError(
-                f"Stable Audio 3: {name} has {len(value)} entries but batch_size is {batch_size}; "
-                f"give one {name} per item or a single value."
-            )
+        checks.check_count(name, len(value), batch_size)
         return list(value)
     return [value] * batch_size
 
 
-def check_durations(durations: Sequence[float], cfg: ModelConfig) -> list[float]:
-    out = []
-    for d in durations:
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d):
-            raise ValueError(f"Stable Audio 3: duration must be a number of seconds (got {d!r}).")
-        if not 0 < d <= cfg.max_duration:
-            raise ValueError(
-                f"Stable Audio 3: duration {d} s is outside the allowed range (0, {cfg.max_duration:.2f}] s "
-                f"for this {cfg.family} model."
-            )
-        out.append(float(d))
-    return out
-
-
-def check_regions(starts, ends, duration: float) -> list[tuple[float, float]]:
-    """Validate inpaint regions in seconds: scalars or equal-length lists, 0 <= start < end."""
+def official_regions(starts, ends) -> list[tuple[float, float]]:
+    """The official ``inpaint_mask_start_seconds`` / ``inpaint_mask_end_seconds`` (two numbers or two
+    equal-length lists) as ``[(start, end)]``; their order is checked by ``checks.check_regions``."""
+    start_name, end_name = "inpaint_mask_start_seconds", "inpaint_mask_end_seconds"
     if (starts is None) != (ends is None):
-        raise ValueError("Stable Audio 3: give both inpaint_mask_start_seconds and inpaint_mask_end_seconds.")
+        raise checks.BadInput(checks.message(f"give both {start_name} and {end_name} (got only "
+                                             f"{end_name if starts is None else start_name})."), start_name)
     if starts is None:
         return []
-    start_list, end_list = isinstance(starts, (list, tuple)), isinstance(ends, (list, tuple))
-    if start_list != end_list:
-        raise ValueError(
-            "Stable Audio 3: inpaint_mask_start_seconds and inpaint_mask_end_seconds must both be numbers or both "
-            f"be lists (got {type(starts).__name__} and {type(ends).__name__})."
-        )
-    starts, ends = (list(starts), list(ends)) if start_list else ([starts], [ends])
-    if len(starts) != len(ends):
-        raise ValueError(
-            f"Stable Audio 3: {len(starts)} inpaint start(s) but {len(ends)} end(s); give one end per start."
-        )
-    regions = []
-    for s, e in zip(starts, ends, strict=True):
-        if not (0 <= s < e):
-            raise ValueError(
-                f"Stable Audio 3: inpaint region ({s} s, {e} s) is invalid: the end must be after the start "
-                "and the start must be >= 0."
-            )
-        if s >= duration:
-            raise ValueError(
-                f"Stable Audio 3: inpaint region ({s} s, {e} s) starts at or after the generated duration "
-                f"({duration} s)."
-            )
-        regions.append((float(s), float(e)))
-    return regions
+    if isinstance(starts, (list, tuple)) != isinstance(ends, (list, tuple)):
+        raise checks.BadInput(checks.message(f"{start_name} and {end_name} must both be numbers or both be lists "
+                                             f"(got {type(starts).__name__} and {type(ends).__name__})."), start_name)
+    starts, ends = (list(starts), list(ends)) if isinstance(starts, (list, tuple)) else ([starts], [ends])
+    checks.check_count(end_name, len(ends), len(starts), what=f"entries, one per {start_name} entry")
+    return [(checks.check_number(start_name, s, 0, unit="seconds"), checks.check_number(end_name, e, unit="seconds"))
+            for s, e in zip(starts, ends, strict=True)]
+
+
+def check_sampling(steps: int, cfg_scale: float, apg_scale: float, init_noise_level: float,
+                   sampler_type: str | None, scale_phi: float = 0.0, cfg_norm_threshold: float = 0.0) -> dict:
+    """The sampler's numbers, checked and normalised (``sample`` and ``generate`` step 0)."""
+    return dict(
+        steps=checks.check_number("steps", steps, 1, checks.MAX_STEPS, integer=True),
+        cfg_scale=checks.check_number("cfg_scale", cfg_scale, 0, checks.MAX_CFG_SCALE),
+        apg_scale=checks.check_number("apg_scale", apg_scale, 0, checks.MAX_APG_SCALE),
+        init_noise_level=checks.check_number("init_noise_level", init_noise_level, 0, 1),
+        sampler_type=None if sampler_type is None else checks.check_choice("sampler_type", sampler_type, SAMPLERS),
+        scale_phi=checks.check_number("scale_phi", scale_phi, 0, 1),
+        cfg_norm_threshold=checks.check_number("cfg_norm_threshold", cfg_norm_threshold, 0),
+    )
 
 
 # --- stage 2: text ---------------------------------------------------------------------------
@@ -167,21 +149,16 @@ def encode_text(text_encoder: TextEncoder, conditioner: Conditioner, prompts: Se
                 durations: Sequence[float], negative_prompts: Sequence[str] | None = None) -> TextConditioning:
     """Encode per-item prompts and durations (and optional negative prompts, which reuse the
     durations) into DiT conditioning."""
-    prompts, durations = list(prompts), list(durations)
-    if not prompts:
-        raise ValueError("Stable Audio 3: at least one prompt is required.")
-    if len(durations) != len(prompts):
-        raise ValueError(f"Stable Audio 3: {len(prompts)} prompt(s) but {len(durations)} duration(s).")
-    for p in prompts + list(negative_prompts or []):
-        if not isinstance(p, str):
-            raise ValueError(f"Stable Audio 3: prompts must be strings (got {type(p).__name__}).")
+    prompts = [checks.check_text("prompt", p) for p in prompts]
+    checks.check_number("prompt count", len(prompts), 1, checks.MAX_BATCH, integer=True)
+    durations = checks.check_durations("duration", durations, checks.MAX_SECONDS)
+    checks.check_count("duration", len(durations), len(prompts))
+    if negative_prompts is not None:
+        negative_prompts = [checks.check_text("negative_prompt", p) for p in negative_prompts]
+        checks.check_count("negative_prompt", len(negative_prompts), len(prompts))
     cross, _, global_cond = _encode_prompts(text_encoder, conditioner, prompts, durations)
     out = TextConditioning(cross=cross, global_cond=global_cond, durations=durations, prompts=prompts)
     if negative_prompts is not None:
-        negative_prompts = list(negative_prompts)
-        if len(negative_prompts) != len(prompts):
-            raise ValueError(f"Stable Audio 3: {len(prompts)} prompt(s) but {len(negative_prompts)} "
-                             "negative prompt(s).")
         out.negative_cross, out.negative_mask, _ = _encode_prompts(text_encoder, conditioner, negative_prompts,
                                                                    durations)
     return out
@@ -220,7 +197,9 @@ def plan_latents(cfg: ModelConfig, durations: Sequence[float], padding_sec: floa
     its own seconds, rounded to the nearest frame, without headroom); each item's valid region
     is capped at it, and the longest duration must fit in it (to that same rounding).
     """
-    durations = check_durations(durations, cfg)
+    durations = checks.check_durations("duration", durations, cfg.max_duration)
+    checks.check_number("batch size", len(durations), 1, checks.MAX_BATCH, integer=True)
+    padding_sec = checks.check_number("duration_padding_sec", padding_sec, 0, checks.MAX_SECONDS, unit="seconds")
     sr = cfg.sample_rate
     headroom = int(padding_sec * sr / SAMPLES_PER_LATENT)
     effective = tuple(max(1, math.ceil(int(d * sr) / SAMPLES_PER_LATENT)) for d in durations)
@@ -240,21 +219,31 @@ def plan_latents(cfg: ModelConfig, durations: Sequence[float], padding_sec: floa
 # --- stage 4: audio in -----------------------------------------------------------------------
 
 
-def prepare_audio(audio_input: AudioInput, sample_rate: int, length: int) -> torch.Tensor:
-    """(sample_rate, audio) -> (1, 2, length) float32 at the model rate: resample, then keep the
-    first ``length`` samples (zero-padded), then mono -> stereo (official order)."""
+def check_audio_input(name: str, audio_input: AudioInput, where: str | None = None) -> tuple[int, torch.Tensor]:
+    """``(sample_rate, audio)`` as the official interface takes it -> ``(rate, (C, S))`` with the rate
+    in range. ``name`` says which input is wrong (init_audio, inpaint_audio)."""
     if not (isinstance(audio_input, (tuple, list)) and len(audio_input) == 2):
-        raise ValueError("Stable Audio 3: audio inputs must be a (sample_rate, audio) tuple.")
+        raise checks.fail(name, "a (sample_rate, audio) pair", audio_input, where)
     in_sr, data = audio_input
-    if torch.is_tensor(in_sr) or not isinstance(in_sr, (int, float)):
-        raise ValueError(
-            f"Stable Audio 3: audio input must be (sample_rate, audio) with an integer sample rate first "
-            f"(got {type(in_sr).__name__}); torchaudio.load returns (audio, sr), so swap it."
-        )
-    wav = audio_utils.as_channels_first(data).float()
-    if wav.shape[-1] == 0:
-        raise ValueError("Stable Audio 3: the audio input is empty.")
-    wav = audio_utils.resample(wav, int(in_sr), sample_rate)
+    if torch.is_tensor(in_sr) and not torch.is_tensor(data):
+        raise checks.BadInput(checks.message(f"{name} must be (sample_rate, audio) with the sample rate first (got "
+                                             "(tensor, number)); torchaudio.load returns (audio, sr), so swap it.",
+                                             where), name)
+    rate = checks.check_sample_rate(name, in_sr, where)
+    return rate, audio_utils.as_channels_first(data, name)
+
+
+def prepare_audio(audio_input: AudioInput, sample_rate: int, length: int, name: str = "audio",
+                  where: str | None = None) -> torch.Tensor:
+    """(sample_rate, audio) -> (1, 2, length) float32 at the model rate: resample, then keep the
+    first ``length`` samples (zero-padded), then mono -> stereo (official order). Only the first two
+    channels and the samples that reach those ``length`` outputs are resampled (the same numbers,
+    bounded work for long files); each of those samples must be finite."""
+    in_sr, wav = check_audio_input(name, audio_input, where)
+    checks.check_resample(name, in_sr, sample_rate, where)
+    wav = wav[:2, : audio_utils.samples_needed(length, in_sr, sample_rate)]  # (C, S) -> (<=2, <=needed)
+    wav = checks.check_waveform(name, wav, where).float()
+    wav = audio_utils.resample(wav, in_sr, sample_rate)
     wav = audio_utils.pad_crop(wav, length)
     return audio_utils.to_stereo(wav[None])
 
@@ -273,6 +262,7 @@ def build_inpaint_mask(plan: LatentPlan, regions: Sequence[tuple[float, float]],
     Built at audio rate over ``[int(start * sr), int(end * sr))`` per region, zeroed past the
     longest duration (the headroom is generated), then nearest-sampled at sample 4096 * j.
     """
+    regions = checks.check_regions("inpaint region", regions, max(plan.durations))
     mask = torch.ones(1, plan.audio_samples, device=device)
     for start, end in regions:
         s = min(int(start * sample_rate), plan.audio_samples)
@@ -287,8 +277,7 @@ def build_inpaint_mask(plan: LatentPlan, regions: Sequence[tuple[float, float]],
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator seeded like ``torch.manual_seed(seed)`` on ``device``."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"Stable Audio 3: seed must be an integer in [0, {MAX_SEED}] or -1 (got {seed!r}).")
+    seed = checks.check_number("seed", seed, 0, MAX_SEED, integer=True)
     return torch.Generator(device=device).manual_seed(seed)
 
 
@@ -300,6 +289,7 @@ def random_seed() -> int:
 def make_noise(batch_size: int, channels: int, latents: int, generator: torch.Generator,
                device=None) -> torch.Tensor:
     """The initial noise (B, C, L), float32: always the first draw of the stream."""
+    checks.check_number("batch_size", batch_size, 1, checks.MAX_BATCH, integer=True)
     return torch.randn(batch_size, channels, latents, generator=generator, device=device or generator.device)
 
 
@@ -383,12 +373,12 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
     conditioning from ``local_conditioning``. ``callback(step, x, denoised)`` runs once per step;
     ``step_hooks`` run before every DiT call with its t (B,) (LoRA timing).
     """
+    checked = check_sampling(steps, cfg_scale, apg_scale, init_noise_level, sampler_type, scale_phi, cfg_norm_threshold)
+    steps, cfg_scale, apg_scale = checked["steps"], checked["cfg_scale"], checked["apg_scale"]
+    init_noise_level, scale_phi, cfg_norm_threshold = (checked[k] for k in ("init_noise_level", "scale_phi",
+                                                                            "cfg_norm_threshold"))
     sampler_type = sampler_type or cfg.default_sampler
     sampler = get_sampler(sampler_type)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"Stable Audio 3: steps must be an integer >= 1 (got {steps!r}).")
-    if not 0.0 <= init_noise_level <= 1.0:
-        raise ValueError(f"Stable Audio 3: init_noise_level must be in [0, 1] (got {init_noise_level}).")
     device, dtype = noise.device, dit.dtype
     b = noise.shape[0]
     padding_mask = plan.padding_mask(device)
@@ -462,21 +452,72 @@ def trim_to_duration(audio: torch.Tensor, durations: Sequence[float], sample_rat
     return audio
 
 
+# --- a whole request ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """The checked arguments of one ``generate()`` call, as its stages take them."""
+
+    prompts: list[str]
+    negatives: list[str] | None
+    durations: list[float]
+    regions: list[tuple[float, float]]
+    plan: LatentPlan
+    init_wav: torch.Tensor | None  # (1, 2, S) at the model rate
+    inpaint_wav: torch.Tensor | None
+
+
+def check_request(config: ModelConfig, *, prompt, negative_prompt=None, duration=120, steps=8, cfg_scale=1.0,
+                  seed=-1, batch_size=1, init_audio=None, init_noise_level=1.0, inpaint_audio=None,
+                  inpaint_mask_start_seconds=None, inpaint_mask_end_seconds=None, apg_scale=1.0,
+                  sampler_type=None, duration_padding_sec=DURATION_PADDING_SEC, scale_phi=0.0,
+                  cfg_norm_threshold=0.0) -> Request:
+    """Step 0 of ``generate()``: every argument checked against ``config`` (type, range, NaN, audio
+    rate and samples, cost) with no model work; the CLI calls it before loading any weights."""
+    if prompt is None:
+        raise checks.fail("prompt", "a string or one string per batch item", prompt)
+    batch_size = checks.check_number("batch_size", batch_size, 1, checks.MAX_BATCH, integer=True)
+    prompts = [checks.check_text("prompt", p) for p in _as_list(prompt, "prompt", batch_size)]
+    negatives = None if negative_prompt is None else \
+        [checks.check_text("negative_prompt", p) for p in _as_list(negative_prompt, "negative_prompt", batch_size)]
+    durations = checks.check_durations("duration", _as_list(duration, "duration", batch_size), config.max_duration)
+    check_sampling(steps, cfg_scale, apg_scale, init_noise_level, sampler_type, scale_phi, cfg_norm_threshold)
+    if seed != -1:
+        checks.check_number("seed", seed, -1, MAX_SEED, integer=True, fix="-1 picks a random seed.")
+    regions = checks.check_regions("inpaint region", official_regions(inpaint_mask_start_seconds,
+                                                                      inpaint_mask_end_seconds), max(durations))
+    if regions and inpaint_audio is None:
+        raise checks.BadInput(checks.message("inpaint regions need inpaint_audio (got regions and no audio)."),
+                              "inpaint_audio")
+    plan = plan_latents(config, durations, duration_padding_sec)
+    sr = config.sample_rate
+    init_wav = None if init_audio is None else prepare_audio(init_audio, sr, plan.audio_samples, "init_audio")
+    inpaint_wav = None if inpaint_audio is None else \
+        prepare_audio(inpaint_audio, sr, plan.audio_samples, "inpaint_audio")
+    return Request(prompts, negatives, durations, regions, plan, init_wav, inpaint_wav)
+
+
 # --- the model -------------------------------------------------------------------------------
 
 
-def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
-    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if dtype is None or dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32  # the official default
-    if isinstance(dtype, str):
-        if dtype not in names:
-            raise ValueError(f"Stable Audio 3: unknown dtype {dtype!r} (expected auto, fp32, fp16 or bf16).")
-        return names[dtype]
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"Stable Audio 3: unsupported dtype {dtype} (expected float32, float16 or bfloat16).")
-    return dtype
+def read_config(path: str | Path) -> tuple[ModelConfig, SAMEConfig]:
+    """``model_config.json`` parsed and checked whole (DiT, conditioners and SAME parts) before any
+    weights are read; a problem names the file and the key."""
+    config = ModelConfig.from_file(path)
+    return config, same_config(config, path)
+
+
+def same_config(config: ModelConfig, path: str | Path) -> SAMEConfig:
+    """The SAME part of ``config`` (read from ``path``), its problems named as config problems."""
+    try:
+        return SAMEConfig.from_official(config.pretransform)
+    except KeyError as e:
+        raise ValueError(f"Stable Audio 3 config: model.pretransform is missing the key {e.args[0]!r} in "
+                         f"{str(path)!r}.") from e
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"Stable Audio 3 config: model.pretransform is not a SAME autoencoder config ({e}) in "
+                         f"{str(path)!r}.") from e
 
 
 class _LoadOptions(NamedTuple):
@@ -485,30 +526,20 @@ class _LoadOptions(NamedTuple):
     backend: str  # the DiT's
     dtype: torch.dtype
     padding_mode: str
+    text_dtype: torch.dtype | None  # None: the checkpoint's
+    autoencoder_dtype: torch.dtype | str  # or "bf16-mixed"
 
 
-def _load_options(device, dtype, attention: str, padding_mode: str) -> _LoadOptions:
-    """Device, attention backend, DiT dtype and padding mode of a load, checked before any file is read."""
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"Stable Audio 3: padding_mode must be one of {PADDING_MODES} (got {padding_mode!r}).")
+def _load_options(device, dtype, attention: str, padding_mode: str, text_dtype, autoencoder_dtype) -> _LoadOptions:
+    """Device, attention backend, dtypes and padding mode of a load, checked before any file is read."""
+    checks.check_choice("padding_mode", padding_mode, PADDING_MODES)
+    checks.check_choice("attention", attention, BACKENDS)
     require_transformers()  # T5Gemma: a clear message before any weight is read
     device = torch.device(device) if device is not None else default_device()
-    model_dtype = _resolve_dtype(dtype, device)
-    return _LoadOptions(device, attention, resolve_backend(attention, device, model_dtype), model_dtype, padding_mode)
-
-
-def _resolve_autoencoder_precision(precision, device: torch.device, model_dtype: torch.dtype) -> torch.dtype | str:
-    """SAME's precision: a dtype name or torch dtype, ``"bf16-mixed"`` (bf16 GEMMs and
-    convolutions, the rest fp32) or None (the DiT's dtype)."""
-    if precision is None:
-        return model_dtype
-    if precision == MIXED_BF16:
-        return MIXED_BF16
-    if isinstance(precision, str) and precision not in ("auto", "fp32", "float32", "fp16", "float16", "bf16",
-                                                        "bfloat16"):
-        raise ValueError(f"Stable Audio 3: unknown autoencoder_dtype {precision!r} (expected fp32, "
-                         f"{MIXED_BF16}, bf16, fp16 or auto).")
-    return _resolve_dtype(precision, device)
+    model_dtype = resolve_dtype(dtype, device)
+    return _LoadOptions(device, attention, resolve_backend(attention, device, model_dtype), model_dtype, padding_mode,
+                        resolve_dtype(text_dtype, device, "text_dtype") if text_dtype else None,
+                        resolve_autoencoder_precision(autoencoder_dtype, device, model_dtype))
 
 
 def _release_block(block: nn.Module) -> None:
@@ -582,17 +613,17 @@ class StableAudioModel:
         Raises ValueError for bad options and RuntimeError for missing or broken files, before
         any weight is read where it can.
         """
-        options = _load_options(device, dtype, attention, padding_mode)  # checked before any download
+        # checked before any download
+        options = _load_options(device, dtype, attention, padding_mode, text_dtype, autoencoder_dtype)
         model_dir = resolve_model_dir(name_or_path, cache_dir=cache_dir, download=download)
-        config = ModelConfig.from_file(model_dir / "model_config.json")
+        config, _ = read_config(model_dir / "model_config.json")
 
         def load_text(text_dtype_: torch.dtype | None) -> TextEncoder:
             text_dir = resolve_text_dir(model_dir, config.text.model_path or config.text.repo_id,
                                         config.text.subfolder, cache_dir=cache_dir, download=download)
             return TextEncoder.from_folder(text_dir, config.text, dtype=text_dtype_)
 
-        return cls._assemble(config, model_dir / WEIGHTS_FILE, load_text, model_dir, options, text_dtype=text_dtype,
-                             autoencoder_dtype=autoencoder_dtype, low_memory=low_memory)
+        return cls._assemble(config, model_dir / WEIGHTS_FILE, load_text, model_dir, options, low_memory=low_memory)
 
     @classmethod
     def from_single_file(cls, checkpoint: str | Path, text_encoder: str | Path,
@@ -609,7 +640,7 @@ class StableAudioModel:
         (official model_config.json) decides instead; see ``sa3.single_file``. The other
         arguments are those of ``from_pretrained``; the same weights give the same audio.
         """
-        options = _load_options(device, dtype, attention, padding_mode)
+        options = _load_options(device, dtype, attention, padding_mode, text_dtype, autoencoder_dtype)
         checkpoint, text_encoder = Path(checkpoint), Path(text_encoder)
         config, source = single_file.checkpoint_config(checkpoint, variant)
         single_file.check_text_encoder_file(text_encoder)  # before any weight is read
@@ -618,17 +649,15 @@ class StableAudioModel:
         def load_text(text_dtype_: torch.dtype | None) -> TextEncoder:
             return single_file.load_text_encoder_file(text_encoder, config.text, dtype=text_dtype_)
 
-        return cls._assemble(config, checkpoint, load_text, None, options, text_dtype=text_dtype,
-                             autoencoder_dtype=autoencoder_dtype, low_memory=low_memory)
+        return cls._assemble(config, checkpoint, load_text, None, options, low_memory=low_memory)
 
     @classmethod
     def _assemble(cls, config: ModelConfig, weights: Path, load_text: Callable[[torch.dtype | None], TextEncoder],
-                  model_dir: Path | None, options: _LoadOptions, *, text_dtype, autoencoder_dtype,
-                  low_memory: bool) -> StableAudioModel:
+                  model_dir: Path | None, options: _LoadOptions, *, low_memory: bool) -> StableAudioModel:
         """Build the model of ``config`` from a checkpoint file and a text-encoder loader (shared
         by both ways of loading, so the same weights give the same modules)."""
-        device, attention, backend, model_dtype, padding_mode = options
-        same_cfg = SAMEConfig.from_official(config.pretransform)
+        device, attention, backend, model_dtype, padding_mode, text_dtype, autoencoder_dtype = options
+        same_cfg = same_config(config, weights)
         # weights kept in the file's dtype stay memory-mapped; converted ones are read straight into
         # their new dtype (no transient fp32 copy); the autoencoder is converted below if asked.
         # Core's DiT prefix (model.diffusion_model.) is converted like ours, then renamed.
@@ -647,10 +676,10 @@ class StableAudioModel:
         load_strict(autoencoder, parts["autoencoder"], "SAME autoencoder", weights)
         dit.to(device, model_dtype).set_attention(backend, padding_mode)
         conditioner.to(device, model_dtype)
-        autoencoder.to_precision(device, _resolve_autoencoder_precision(autoencoder_dtype, device, model_dtype))
+        autoencoder.to_precision(device, autoencoder_dtype)
         autoencoder.attention_backend = attention
 
-        text_encoder = load_text(_resolve_dtype(text_dtype, device) if text_dtype else None)
+        text_encoder = load_text(text_dtype)
         text_encoder.to(device)
         logger.info("Stable Audio 3: loaded %s (%s, %s, attention=%s)", weights, config.family, model_dtype, backend)
         return cls(config, dit, conditioner, text_encoder, autoencoder, device, model_dir, low_memory)
@@ -716,31 +745,19 @@ class StableAudioModel:
         Every argument is checked before any model work (ValueError naming it and its range).
         """
         # 0. check everything before any heavy work
-        if prompt is None:
-            raise ValueError("Stable Audio 3: prompt is required (a string or one string per batch item).")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"Stable Audio 3: batch_size must be an integer >= 1 (got {batch_size!r}).")
-        prompts = _as_list(prompt, "prompt", batch_size)
-        negatives = None if negative_prompt is None else _as_list(negative_prompt, "negative_prompt", batch_size)
-        durations = check_durations(_as_list(duration, "duration", batch_size), self.config)
-        if sampler_type is not None and sampler_type not in SAMPLERS:
-            raise ValueError(f"Stable Audio 3: unknown sampler_type {sampler_type!r} (expected one of {SAMPLERS}).")
-        if not 0.0 <= init_noise_level <= 1.0:
-            raise ValueError(f"Stable Audio 3: init_noise_level must be in [0, 1] (got {init_noise_level}).")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"Stable Audio 3: steps must be an integer >= 1 (got {steps!r}).")
         unknown = set(sampler_kwargs) - {"scale_phi", "cfg_norm_threshold"}
         if unknown:
             raise TypeError(f"Stable Audio 3: generate() got unexpected argument(s) {sorted(unknown)}.")
-        regions = check_regions(inpaint_mask_start_seconds, inpaint_mask_end_seconds, max(durations))
-        if regions and inpaint_audio is None:
-            raise ValueError("Stable Audio 3: inpaint regions need inpaint_audio.")
-        seed = random_seed() if seed == -1 else seed
-        generator = make_generator(seed, self.device)
-        plan = plan_latents(self.config, durations, duration_padding_sec)
+        request = check_request(
+            self.config, prompt=prompt, negative_prompt=negative_prompt, duration=duration, steps=steps,
+            cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, init_audio=init_audio,
+            init_noise_level=init_noise_level, inpaint_audio=inpaint_audio,
+            inpaint_mask_start_seconds=inpaint_mask_start_seconds, inpaint_mask_end_seconds=inpaint_mask_end_seconds,
+            apg_scale=apg_scale, sampler_type=sampler_type, duration_padding_sec=duration_padding_sec, **sampler_kwargs)
+        prompts, negatives, durations, regions = request.prompts, request.negatives, request.durations, request.regions
+        plan, init_wav, inpaint_wav = request.plan, request.init_wav, request.inpaint_wav
         sr = self.config.sample_rate
-        init_wav = prepare_audio(init_audio, sr, plan.audio_samples) if init_audio is not None else None
-        inpaint_wav = prepare_audio(inpaint_audio, sr, plan.audio_samples) if inpaint_audio is not None else None
+        generator = make_generator(random_seed() if seed == -1 else seed, self.device)
 
         # 1. text and duration conditioning (no random draw)
         text = encode_text(self.text_encoder, self.conditioner, prompts, durations, negatives)

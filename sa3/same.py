@@ -26,8 +26,8 @@ from torch import nn
 
 from .attention import Attention, resolve_backend
 from .layers import DynamicTanh, FeedForward, Linear, RotaryEmbedding, rotary_cos_sin
+from .precision import MIXED_BF16
 
-MIXED_BF16 = "bf16-mixed"  # SAME precision: bf16 GEMMs and convolutions, everything else fp32
 CHUNK_LATENTS = 128  # chunked encode/decode: latents per chunk (reference default)
 CHUNK_OVERLAP = 32  # latents shared by neighbouring chunks; half of it is trimmed on each side
 BOTTLENECK_NOISE_SCALE = 1e-3  # SoftNorm noise_regularize scale in eval mode (training uses 5e-2)

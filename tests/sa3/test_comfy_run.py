@@ -25,7 +25,7 @@ class FakeComfy:
 
     websocket = True  # serve /ws
     finish = True  # send the end-of-prompt message (else close the socket early)
-    filenames: ClassVar[list] = ["x_00001_.flac"]  # what the server names its outputs
+    filenames: ClassVar[tuple] = ("x_00001_.flac",)  # what the server names its outputs
     history: ClassVar[dict] = {}
     requests: ClassVar[list] = []  # "ws" / "queue" / "pong", in arrival order
 
@@ -196,13 +196,13 @@ UNSAFE_NAMES = ["../x.flac", "../../etc/x.flac", "/tmp/x.flac", "/etc/passwd", "
 def test_unsafe_output_names_write_nothing(server, workflow, tmp_path, name):
     """A server-chosen name never writes outside -o, and a bad one saves nothing at all."""
     FakeComfy.websocket = False
-    FakeComfy.filenames = ["good_00001_.flac", name]
+    FakeComfy.filenames = ("good_00001_.flac", name)
     out_dir = tmp_path / "deep" / "out"
     try:
         with pytest.raises(comfy_run.ComfyError, match=r"unsafe output file name .*nothing was saved"):
             comfy_run.run(workflow, server, [], out_dir, timeout=5, out=io.StringIO())
     finally:
-        FakeComfy.filenames = ["x_00001_.flac"]
+        FakeComfy.filenames = ("x_00001_.flac",)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["wf.json"]
 
 
@@ -218,9 +218,9 @@ def test_symlink_in_output_dir_is_not_followed(server, workflow, tmp_path):
 
 def test_output_names_with_dots_stay_inside(server, workflow, tmp_path):
     FakeComfy.websocket = False
-    FakeComfy.filenames = ["a..b_00001_.flac", "..x.flac"]
+    FakeComfy.filenames = ("a..b_00001_.flac", "..x.flac")
     try:
         saved = comfy_run.run(workflow, server, [], tmp_path / "out", timeout=5, out=io.StringIO())
     finally:
-        FakeComfy.filenames = ["x_00001_.flac"]
+        FakeComfy.filenames = ("x_00001_.flac",)
     assert [p.relative_to(tmp_path).as_posix() for p in saved] == ["out/a..b_00001_.flac", "out/..x.flac"]

@@ -241,8 +241,9 @@ def test_target_changes_only_its_part(tiny):
         model.set_lora_strength(1.0, target="vae")
     with pytest.raises(ValueError, match=r"lora_index out of range \(got 3, expected 0..0"):
         model.set_lora_strength(1.0, lora_index=3)
-    with pytest.raises(ValueError, match="strength must be a finite number"):
-        model.set_lora_strength(float("nan"))
+    for bad in (float("nan"), float("inf"), "1", None, True, 10.5):
+        with pytest.raises(ValueError, match=r"Stable Audio 3 LoRA: strength must be a number from -10 to 10 \(got "):
+            model.set_lora_strength(bad)
 
 
 def test_stacking_order(tiny):
@@ -351,6 +352,12 @@ def test_interval_switches_dit_only(tiny):
     _assert_same(model, adapted)
     with pytest.raises(ValueError, match=r"interval must satisfy lo <= hi \(got \(0.6, 0.2\)\)"):
         model.set_lora_options(0, interval=(0.6, 0.2))
+    for bad, name in (((float("nan"), 1.0), "from"), ((0.0, float("inf")), "to"), (("0", 1.0), "from"),
+                      ((0.0, 1.5), "to")):
+        with pytest.raises(ValueError, match=rf"LoRA: interval {name} must be a number from 0 to 1 \(got "):
+            model.set_lora_options(0, interval=bad)
+    with pytest.raises(ValueError, match=r"LoRA: interval must be two noise levels"):
+        model.set_lora_options(0, interval=0.5)
 
 
 def test_interval_generation_no_per_step_recompute(tiny, monkeypatch):

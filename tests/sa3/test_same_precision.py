@@ -93,8 +93,8 @@ def test_pipeline_option_and_errors():
     assert model.autoencoder.compute_dtype == torch.bfloat16 and model.autoencoder.dtype == torch.float32
     audio = model.generate(prompt="x", duration=1, steps=1, seed=0)
     assert audio.dtype == torch.float32 and torch.isfinite(audio).all()
-    with pytest.raises(ValueError, match=r"unknown autoencoder_dtype 'bf16-half' \(expected fp32, bf16-mixed, "
-                                         r"bf16, fp16 or auto\)"):
+    with pytest.raises(ValueError, match=r"autoencoder_dtype must be one of 'auto', 'fp32', 'fp16', 'bf16', "
+                                         r"'bf16-mixed' \(got 'bf16-half'\)"):
         StableAudioModel.from_pretrained(require_fixtures() / "tiny-small", device="cpu", autoencoder_dtype="bf16-half")
     with pytest.raises(ValueError, match=r"'bf16-mixed' needs a float32 autoencoder \(got torch.bfloat16\)"):
         _same("tiny-small", torch.bfloat16).use_mixed_bf16()
