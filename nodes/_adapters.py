@@ -18,13 +18,12 @@ AUDIO: {"waveform": (B, C, S) float32 CPU in [-1, 1], "sample_rate": int}.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 import torch
 
-from ._sa3 import SAMPLES_PER_LATENT
+from ._sa3 import SAMPLES_PER_LATENT, checks
 
 LATENT_TYPE = "audio"
 DURATIONS = "sa3_durations"
@@ -85,27 +84,6 @@ def one_or_each(values, n: int, message: str) -> list:
     if len(values) == 1:
         return values * n
     raise ValueError(message)
-
-
-def check_durations(durations: list[float], max_duration: float, node: str, input_name: str) -> None:
-    for d in durations:
-        if not math.isfinite(d) or d <= 0 or d > max_duration:
-            raise ValueError(error(node, f"{input_name} {d:g} s is outside this model's range (got {d:g}, "
-                                         f"expected 0 < seconds <= {max_duration:.2f}). Choose a shorter duration."))
-
-
-def check_regions(regions: list[tuple[float, float]], duration: float, node: str, input_name: str) -> None:
-    if not regions:
-        raise ValueError(error(node, f"{input_name} is empty (got no region, expected at least one "
-                                     "'start-end'). Add a region such as '2-4'."))
-    for s, e in regions:
-        if s < 0 or e <= s:
-            raise ValueError(error(node, f"region {s:g}-{e:g} s in {input_name} is empty or reversed (got start "
-                                         f"{s:g}, end {e:g}, expected 0 <= start < end). Swap or fix the numbers."))
-        if s >= duration:
-            raise ValueError(error(node, f"region {s:g}-{e:g} s in {input_name} starts outside the audio (got "
-                                         f"start {s:g} s, expected < the {duration:g} s duration). Move the region "
-                                         "or lengthen the duration."))
 
 
 # --- inpaint regions ---------------------------------------------------------------------------
@@ -221,8 +199,12 @@ def read_audio(audio, node: str, input_name: str) -> list[tuple[int, torch.Tenso
     if wav.dim() != 3 or wav.shape[-1] == 0 or wav.shape[1] not in (1, 2):
         raise ValueError(error(node, f"{input_name} waveform has shape {tuple(audio['waveform'].shape)} (expected "
                                      "(batch, 1 or 2 channels, samples > 0)). Use mono or stereo audio."))
-    sr = int(audio["sample_rate"])
-    return [(sr, wav[i].detach().to("cpu", torch.float32)) for i in range(wav.shape[0])]
+    sr = checks.check_sample_rate(input_name, audio["sample_rate"], node)  # a 1 Hz header would resample for ages
+    out = []
+    for i in range(wav.shape[0]):
+        item = f"{input_name} item {i}" if wav.shape[0] > 1 else input_name
+        out.append((sr, checks.check_waveform(item, wav[i].detach().to("cpu", torch.float32), node)))
+    return out
 
 
 def make_audio(waveform: torch.Tensor, sample_rate: int) -> dict:

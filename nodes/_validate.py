@@ -1,54 +1,75 @@
-"""Widget checks against a node's own schema, for ``validate_inputs`` and ``execute``.
+"""Widget checks against a node's own schema, built on ``sa3.checks`` (one rule, one message).
 
-ComfyUI 0.3.64 checks V3 ``io.Combo`` values nowhere (only V1 list inputs are compared with their
-options), and it skips its own min/max check for every input that ``validate_inputs`` names. So
-a node checks here, from the same schema the UI shows, each combo value it names and each number
-it names. ``None`` is a linked input (its value is not known before the run) and passes.
+Two facts of ComfyUI 0.3.64 shape this:
+- it never compares a V3 ``io.Combo`` value with its options, skips its own min/max check for every
+  input that ``validate_inputs`` names, and lets NaN through its min/max check (NaN comparisons are
+  false), so ``execute`` checks every number and combo it gets (``require_widgets``);
+- a message returned by ``validate_inputs`` is reported once *per parameter of validate_inputs*, each
+  copy labelled with that parameter's input name (``execution.validate_inputs``). So each node's
+  ``validate_inputs`` takes exactly one input, the one its queue-time message is about; everything
+  else is checked first thing in ``execute``, before any model work, with a message naming it.
+
+``None`` is a linked input (its value is not known before the run) and passes.
 """
 
 from __future__ import annotations
 
+import functools
+
 from comfy_api.latest import io
 
-from ._adapters import error
+from ._sa3 import checks
 
 MAX_LISTED = 20  # longer option lists (file names) are counted, not printed, as ComfyUI does
 
 
-def _fmt(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def _check(inp, node: str, value) -> None:
+    """Raise ``checks.BadInput`` when ``value`` does not fit the schema input ``inp``."""
+    if isinstance(inp, io.Combo.Input):
+        options = list(inp.options or [])
+        if value not in options:
+            shown = ", ".join(map(repr, options)) if len(options) <= MAX_LISTED else f"the {len(options)} listed files"
+            raise checks.fail(inp.id, f"one of {shown}", value, node, "Pick a value from the list.")
+    elif isinstance(inp, (io.Int.Input, io.Float.Input)):
+        checks.check_number(inp.id, value, inp.min, inp.max, integer=isinstance(inp, io.Int.Input), where=node,
+                            fix="Enter a value in that range.")
 
 
 def widget_error(node_cls, node: str, **values) -> str | None:
-    """The first problem among ``values`` (input id -> widget value) for ``node_cls``'s schema,
-    as the pack's error sentence naming the input, the value and what is allowed; None if all fit."""
+    """The first problem among ``values`` (input id -> widget value) for ``node_cls``'s schema, as
+    the pack's sentence naming the input, the allowed values and the value; None if all fit."""
     inputs = {inp.id: inp for inp in node_cls.define_schema().inputs}
     for name, value in values.items():
         if value is None:
             continue
-        inp = inputs[name]
-        if isinstance(inp, io.Combo.Input):
-            options = list(inp.options or [])
-            if value not in options:
-                allowed = options if len(options) <= MAX_LISTED else f"the {len(options)} listed choices"
-                return error(node, f"{name} {value!r} is not one of its choices (got {value!r}, expected one of "
-                                   f"{allowed}). Pick a value from the list.")
-        elif isinstance(inp, (io.Int.Input, io.Float.Input)):
-            lo, hi = inp.min, inp.max
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                return error(node, f"{name} {value!r} is not a number (got {value!r}, expected a number from "
-                                   f"{_fmt(lo)} to {_fmt(hi)}). Enter a number.")
-            if (lo is not None and not number >= lo) or (hi is not None and not number <= hi):
-                return error(node, f"{name} {_fmt(value)} is out of range (got {_fmt(value)}, expected "
-                                   f"{_fmt(lo) if lo is not None else '-inf'} to "
-                                   f"{_fmt(hi) if hi is not None else 'inf'}). Enter a value in that range.")
+        try:
+            _check(inputs[name], node, value)
+        except checks.BadInput as e:
+            return str(e)
     return None
 
 
 def require_widgets(node_cls, node: str, **values) -> None:
-    """``widget_error`` as a ValueError, for ``execute`` (a combo or number can arrive by link)."""
+    """``widget_error`` as a ValueError, for ``execute`` (NaN, API-sent combos, linked values)."""
     message = widget_error(node_cls, node, **values)
     if message is not None:
         raise ValueError(message)
+
+
+def checked(node: str, skip: tuple[str, ...] = ()):
+    """Decorator for ``execute``: every number and combo argument is checked against the schema
+    before the body runs (NaN, infinity, API-sent values), naming the input. ``skip`` lists inputs
+    the node answers itself (file lists with their own messages)."""
+
+    def wrap(execute):
+        @functools.wraps(execute)
+        def run(cls, *args, **kwargs):
+            inputs = {inp.id: inp for inp in cls.define_schema().inputs}
+            require_widgets(cls, node, **{name: value for name, value in kwargs.items() if name not in skip
+                                          and isinstance(inputs.get(name), (io.Combo.Input, io.Int.Input,
+                                                                            io.Float.Input))})
+            return execute(cls, *args, **kwargs)
+
+        return run
+
+    return wrap

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from . import comfy_models
 from ._adapters import error
 from ._sa3 import single_file
-from ._validate import require_widgets, widget_error
+from ._validate import checked
 from .loaders import load_option_inputs, optional_load_inputs
 from .search import schema_aliases
 from .types import CATEGORY, SA3Model
@@ -84,21 +84,18 @@ class SA3CheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ckpt_name=None, text_encoder_name=None, variant=None, precision=None, attention=None,
-                        padding_mode=None, low_memory=None, autoencoder_precision=None) -> bool | str:
-        message = widget_error(cls, NODE, variant=variant, precision=precision, attention=attention,
-                               padding_mode=padding_mode, autoencoder_precision=autoencoder_precision)
-        if message is None and ckpt_name is not None:
-            message = _check_checkpoint(ckpt_name, variant if variant is not None else single_file.AUTO)
-        if message is None and text_encoder_name is not None:
-            message = _check_text_encoder(text_encoder_name)
-        return message or True
+    def validate_inputs(cls, text_encoder_name=None) -> bool | str:
+        # one input only: ComfyUI labels the message with every input named here (nodes/_validate.py).
+        # The checkpoint's check needs the variant (another input), so it runs first thing in execute,
+        # with the combos and numbers (the loader is the graph's first node: nothing ran before it).
+        if text_encoder_name is None:
+            return True
+        return _check_text_encoder(text_encoder_name) or True
 
     @classmethod
+    @checked(NODE, skip=("ckpt_name", "text_encoder_name"))
     def execute(cls, ckpt_name, text_encoder_name, variant, precision, attention, padding_mode,
                 low_memory=False, autoencoder_precision="auto") -> io.NodeOutput:
-        require_widgets(cls, NODE, variant=variant, precision=precision, attention=attention,
-                        padding_mode=padding_mode, autoencoder_precision=autoencoder_precision)
         message = _check_checkpoint(ckpt_name, variant) or _check_text_encoder(text_encoder_name)
         if message is not None:
             raise ValueError(message)

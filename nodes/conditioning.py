@@ -15,10 +15,10 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import comfy_models
-from ._adapters import check_durations, error, one_or_each, parse_durations, split_prompts
+from ._adapters import error, one_or_each, parse_durations, split_prompts
 from ._handle import ConditioningSide
-from ._sa3 import pipeline
-from ._validate import widget_error
+from ._sa3 import checks, pipeline
+from ._validate import checked
 from .loaders import _require_model
 from .search import schema_aliases
 from .types import CATEGORY, SA3Conditioning, SA3Model
@@ -27,7 +27,7 @@ NODE = "Text Encode"
 # The longest official model (medium: 16,777,216 samples at 44.1 kHz); each model's own maximum
 # (small: 120 s) is checked before encoding, and the web extension lowers the widget to it.
 MAX_SECONDS = 380.4
-MAX_BATCH = 64
+MAX_BATCH = checks.MAX_BATCH
 
 
 def text_batch(prompt: str, negative_prompt: str, one_per_line: bool, duration: float, durations: str,
@@ -52,8 +52,12 @@ def text_batch(prompt: str, negative_prompt: str, one_per_line: bool, duration: 
     seconds = one_or_each(seconds, n, error(
         NODE, f"durations has {len(seconds)} values but the batch has {n} item(s) (expected 1 or {n}). Give one "
               "duration for all items or one per item."))
-    check_durations(seconds, MAX_SECONDS, NODE, "duration")
-    return prompts, negatives, seconds
+    checks.check_number("prompt lines", n, 1, checks.MAX_BATCH, integer=True, where=NODE,
+                        fix="Split the batch over several graphs.")
+    for text in prompts + (negatives or []):
+        checks.check_text("prompt", text, NODE)
+    return prompts, negatives, checks.check_durations("durations" if durations.strip() else "duration", seconds,
+                                                      MAX_SECONDS, NODE)
 
 
 def encode(handle, prompts, negatives, durations) -> tuple[ConditioningSide, ConditioningSide]:
@@ -115,28 +119,22 @@ class SA3TextEncode(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, prompt=None, negative_prompt=None, one_prompt_per_line=None, durations=None,
-                        batch_size=None):
-        message = widget_error(cls, NODE, batch_size=batch_size)
-        if message is not None:
-            return message
-        if prompt is None or negative_prompt is None or durations is None or one_prompt_per_line is None:
-            return True  # linked: checked again when the node runs
-        try:  # duration itself is range-checked by ComfyUI (it is not named here)
-            text_batch(prompt, negative_prompt, bool(one_prompt_per_line), 1.0, durations, batch_size or 1)
-        except ValueError as e:
-            return str(e)
+    def validate_inputs(cls, prompt=None):
+        # one input only: ComfyUI labels the message with every input named here (nodes/_validate.py);
+        # ComfyUI range-checks duration and batch_size per input, and execute checks every widget again
+        # (NaN, line counts, durations text) first thing, before anything is encoded
+        if prompt is not None and not prompt.strip():
+            return error(NODE, "prompt is empty (got no text, expected at least one prompt). Type a prompt.")
         return True
 
     @classmethod
+    @checked(NODE)
     def execute(cls, model, prompt, negative_prompt, duration, one_prompt_per_line, durations,
                 batch_size=1) -> io.NodeOutput:
         handle = _require_model(model, NODE)
-        message = widget_error(cls, NODE, duration=duration, batch_size=batch_size)  # either may come by link
-        if message is not None:
-            raise ValueError(message)
         prompts, negatives, seconds = text_batch(prompt, negative_prompt, one_prompt_per_line, duration, durations,
                                                  batch_size)
-        check_durations(seconds, handle.config.max_duration, NODE, "duration")  # before any encoding
+        checks.check_durations("durations" if durations.strip() else "duration", seconds,  # before any encoding
+                               handle.config.max_duration, NODE)
         positive, negative = encode(handle, prompts, negatives, seconds)
         return io.NodeOutput(positive, negative)

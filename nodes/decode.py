@@ -15,7 +15,7 @@ from comfy_api.latest import io
 from . import comfy_models
 from ._adapters import RNG, error, make_audio, read_latent, restore_generator
 from ._sa3 import SAMPLES_PER_LATENT, pipeline
-from ._validate import require_widgets, widget_error
+from ._validate import checked, widget_error
 from .loaders import _require_model
 from .search import schema_aliases
 from .types import CATEGORY, SA3Model
@@ -65,9 +65,9 @@ class SA3Decode(io.ComfyNode):
         return widget_error(cls, NODE, chunked=chunked) or True
 
     @classmethod
+    @checked(NODE)
     def execute(cls, model, latent, chunked, trim, decoder_seed=FROM_SAMPLER) -> io.NodeOutput:
         handle = _require_model(model, NODE)
-        require_widgets(cls, NODE, chunked=chunked)
         config = handle.config
         shape = read_latent(latent, NODE, "latent", config.latent_channels)
         if shape.kind == "empty":

@@ -7,14 +7,14 @@ from the node search, only so that workflows saved with it still load and run un
 
 from __future__ import annotations
 
+import math
+
 import torch
 from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import (
     InpaintRegions,
-    check_durations,
-    check_regions,
     error,
     make_latent,
     one_or_each,
@@ -23,8 +23,8 @@ from ._adapters import (
     read_audio,
     read_latent,
 )
-from ._sa3 import pipeline
-from ._validate import require_widgets, widget_error
+from ._sa3 import checks, pipeline
+from ._validate import checked
 from .conditioning import MAX_SECONDS
 from .loaders import _require_model
 from .search import schema_aliases
@@ -58,7 +58,7 @@ class SA3EmptyLatent(io.ComfyNode):
                 SA3Model.Input("model", tooltip="The SA3 model (sets the channels and the maximum length)."),
                 io.Float.Input("duration", default=30.0, min=0.1, max=MAX_SECONDS, step=0.1,
                                tooltip="Seconds of audio per item; must equal the SA3 Text Encode duration."),
-                io.Int.Input("batch_size", default=1, min=1, max=64,
+                io.Int.Input("batch_size", default=1, min=1, max=checks.MAX_BATCH,
                              tooltip="How many clips to generate at once. A single prompt is used for every item."),
                 io.String.Input("durations", default="",
                                 tooltip="Optional per-item seconds, comma-separated (e.g. '10, 20'); overrides "
@@ -70,24 +70,25 @@ class SA3EmptyLatent(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, batch_size=None, durations=None):
-        message = widget_error(cls, "Empty Latent", batch_size=batch_size)
-        if message is not None or durations is None:
-            return message or True
+    def validate_inputs(cls, durations=None):
+        # one input only: ComfyUI labels the message with every input named here (nodes/_validate.py);
+        # the count against batch_size is checked first thing in execute
+        if durations is None:
+            return True
         try:
-            seconds = parse_durations(durations, "Empty Latent", "durations")
-            check_durations(seconds, MAX_SECONDS, "Empty Latent", "durations")
-            if batch_size is not None:
-                _batch_durations(1.0, batch_size, durations, "Empty Latent")
+            checks.check_durations("durations", parse_durations(durations, "Empty Latent", "durations"), MAX_SECONDS,
+                                   "Empty Latent")
         except ValueError as e:
             return str(e)
         return True
 
     @classmethod
+    @checked("Empty Latent")
     def execute(cls, model, duration, batch_size, durations) -> io.NodeOutput:
         handle = _require_model(model, "Empty Latent")
         seconds = _batch_durations(duration, batch_size, durations, "Empty Latent")
-        check_durations(seconds, handle.config.max_duration, "Empty Latent", "duration")
+        checks.check_durations("durations" if durations.strip() else "duration", seconds, handle.config.max_duration,
+                               "Empty Latent")
         plan = pipeline.plan_latents(handle.config, seconds)
         samples = torch.zeros(len(seconds), handle.config.latent_channels, plan.latents,
                               device=comfy_models.intermediate_device())
@@ -120,6 +121,7 @@ class SA3EncodeAudio(io.ComfyNode):
         )
 
     @classmethod
+    @checked("Encode Audio")
     def execute(cls, model, audio, latent=None) -> io.NodeOutput:
         handle = _require_model(model, "Encode Audio")
         cfg = handle.config
@@ -131,8 +133,9 @@ class SA3EncodeAudio(io.ComfyNode):
             seconds = sources[0][1].shape[-1] / sources[0][0]
             durations = [min(seconds, cfg.max_duration)] * len(sources)
         plan = pipeline.plan_latents(cfg, durations)
+        waveforms = [pipeline.prepare_audio(source, cfg.sample_rate, plan.audio_samples, "audio", "Encode Audio")
+                     for source in sources]  # checked before the autoencoder is loaded
         generator = pipeline.make_generator(ENCODE_SEED, comfy_models.load_parts(handle, "autoencoder"))
-        waveforms = [pipeline.prepare_audio(source, cfg.sample_rate, plan.audio_samples) for source in sources]
         autoencoder = handle.model.autoencoder
         samples = pipeline.encode_sources(autoencoder, waveforms, chunked=autoencoder.config.chunked,
                                           generator=generator)
@@ -177,27 +180,28 @@ class SA3InpaintMask(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mode=None, regions=None, keep_seconds=None):
-        message = widget_error(cls, NODE_MASK, mode=mode, keep_seconds=keep_seconds)
-        if message is not None:
-            return message
-        if mode != "regions" or regions is None:
+    def validate_inputs(cls, regions=None):
+        # one input only: ComfyUI labels the message with every input named here (nodes/_validate.py).
+        # The text must parse in either mode; that there is a region is checked in execute (regions mode).
+        if regions is None:
             return True
         try:
-            check_regions(parse_regions(regions, NODE_MASK, "regions"), float("inf"), NODE_MASK, "regions")
+            checks.check_regions("regions", parse_regions(regions, NODE_MASK, "regions"), math.inf, NODE_MASK)
         except ValueError as e:
             return str(e)
         return True
 
     @classmethod
+    @checked(NODE_MASK)
     def execute(cls, mode, regions, keep_seconds, latent=None) -> io.NodeOutput:
-        require_widgets(cls, NODE_MASK, mode=mode, keep_seconds=keep_seconds)
         if mode == "continuation":
             out = InpaintRegions(continue_from=float(keep_seconds))
         else:
             spans = parse_regions(regions, NODE_MASK, "regions")
-            check_regions(spans, float("inf"), NODE_MASK, "regions")
-            out = InpaintRegions(regions=tuple(spans))
+            if not spans:
+                raise ValueError(error(NODE_MASK, "regions is empty (got no region, expected at least one "
+                                                  "'start-end'). Add a region such as '2-4'."))
+            out = InpaintRegions(regions=tuple(checks.check_regions("regions", spans, math.inf, NODE_MASK)))
         shape = read_latent(latent, NODE_MASK, "latent", None) if latent is not None else None
         if shape is not None and shape.durations is not None:  # an old graph's plan: check now, not after encoding
             duration = max(shape.durations)
@@ -205,5 +209,5 @@ class SA3InpaintMask(io.ComfyNode):
                 raise ValueError(error(NODE_MASK, f"keep_seconds {keep_seconds:g} leaves nothing to generate (got "
                                                   f"{keep_seconds:g} s, expected < the {duration:g} s duration). "
                                                   "Lower keep_seconds or lengthen the duration."))
-            check_regions(out.spans(duration), duration, NODE_MASK, "regions")
+            checks.check_regions("regions", out.spans(duration), duration, NODE_MASK)
         return io.NodeOutput(out)

@@ -27,7 +27,7 @@ from ._sa3 import (
     pipeline,
     precision,
 )
-from ._validate import require_widgets, widget_error
+from ._validate import checked, widget_error
 from .search import schema_aliases
 from .types import CATEGORY, SA3Model
 
@@ -89,8 +89,8 @@ def _check_model_name(model_name: str, download: bool) -> str | None:
                                          f"huggingface.co/{MODEL_REPOS[model_name]} there, or turn on download.")
         return None
     try:
-        config = ModelConfig.from_file(folder / CONFIG_FILE)
-    except (ValueError, RuntimeError, KeyError, TypeError) as e:
+        config, _ = pipeline.read_config(folder / CONFIG_FILE)  # the whole config, SAME part included
+    except (ValueError, RuntimeError) as e:
         return error("Model Loader", f"model_name {model_name!r} is not a Stable Audio 3 model (got "
                                      f"{folder / CONFIG_FILE}: {e}). Pick an official SA3 folder.")
     if not (folder / WEIGHTS_FILE).is_file():
@@ -197,19 +197,17 @@ class SA3ModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_name=None, precision=None, attention=None, padding_mode=None,
-                        download=None, low_memory=None, autoencoder_precision=None) -> bool | str:
-        message = widget_error(cls, "Model Loader", precision=precision, attention=attention,
-                               padding_mode=padding_mode, autoencoder_precision=autoencoder_precision)
-        if message is None and model_name is not None:
-            message = _check_model_name(model_name, bool(download))
-        return message or True
+    def validate_inputs(cls, model_name=None) -> bool | str:
+        # one input only: ComfyUI labels the message with every input named here (nodes/_validate.py);
+        # the download switch is read in execute (a missing folder with download on is fetched there)
+        if model_name is None:
+            return True
+        return _check_model_name(model_name, download=True) or True
 
     @classmethod
+    @checked("Model Loader", skip=("model_name",))
     def execute(cls, model_name, precision, attention, padding_mode, download, low_memory=False,
                 autoencoder_precision="auto") -> io.NodeOutput:
-        require_widgets(cls, "Model Loader", precision=precision, attention=attention, padding_mode=padding_mode,
-                        autoencoder_precision=autoencoder_precision)
         folder = _resolve(model_name, download)
         return io.NodeOutput(comfy_models.load_model(folder, model_name, precision, attention, padding_mode,
                                                      bool(low_memory), autoencoder_precision))
@@ -284,21 +282,20 @@ class SA3LoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name=None, t_from=None, t_to=None) -> bool | str:
-        # lora_name is taken here so that every ComfyUI gives this message: newer releases check
-        # io.Combo values at queue time themselves unless validate_inputs takes the input.
-        message = widget_error(cls, "LoRA Loader", t_from=t_from, t_to=t_to)
-        if message is None and lora_name is not None:
-            message = _check_lora_name(lora_name)
-        if message is None and t_from is not None and t_to is not None and t_from > t_to:
-            message = _interval_message(t_from, t_to)
-        return message or True
+    def validate_inputs(cls, lora_name=None) -> bool | str:
+        # lora_name is taken here so that every ComfyUI gives this message (newer releases check io.Combo
+        # values at queue time themselves unless validate_inputs takes the input), and only it: ComfyUI
+        # labels the message with every input named here (nodes/_validate.py). The numbers are
+        # range-checked by ComfyUI per input; NaN and the t_from/t_to order first thing in execute.
+        if lora_name is None:
+            return True
+        return _check_lora_name(lora_name) or True
 
     @classmethod
+    @checked("LoRA Loader", skip=("lora_name",))
     def execute(cls, model, lora_name, strength_dit, strength_conditioner, t_from=ALWAYS[0], t_to=ALWAYS[1],
                 layer_filter="") -> io.NodeOutput:
         handle = _require_model(model, "LoRA Loader")
-        require_widgets(cls, "LoRA Loader", t_from=t_from, t_to=t_to)
         message = _check_lora_name(lora_name)
         if message is not None:
             raise ValueError(message)
@@ -379,9 +376,9 @@ class SA3LoraStrength(io.ComfyNode):
         return widget_error(cls, "LoRA Strength", target=target) or True
 
     @classmethod
+    @checked("LoRA Strength")
     def execute(cls, model, lora_index, target, strength) -> io.NodeOutput:
         handle = _require_model(model, "LoRA Strength")
-        require_widgets(cls, "LoRA Strength", target=target)
         n = len(handle.loras)
         if n == 0:
             raise ValueError(error("LoRA Strength", "model has no LoRA (got 0 LoRAs, expected at least 1). Put SA3 "

@@ -20,7 +20,6 @@ from ._adapters import (
     RNG,
     InpaintRegions,
     LatentIn,
-    check_regions,
     error,
     fit_frames,
     make_latent,
@@ -31,8 +30,8 @@ from ._adapters import (
     save_generator,
 )
 from ._handle import ConditioningSide
-from ._sa3 import SAMPLERS, SAMPLES_PER_LATENT, pipeline
-from ._validate import require_widgets, widget_error
+from ._sa3 import SAMPLERS, SAMPLES_PER_LATENT, checks, pipeline
+from ._validate import checked, widget_error
 from .loaders import _require_model
 from .search import schema_aliases
 from .types import CATEGORY, SA3Conditioning, SA3InpaintRegions, SA3Model
@@ -124,7 +123,7 @@ def source_latents(handle, latent, plan, name: str) -> torch.Tensor:
 
 def source_audio(handle, audio, plan, name: str) -> list[torch.Tensor]:
     """One prepared (1, 2, S) waveform per AUDIO item: resampled, cut or padded to the plan, stereo."""
-    return [pipeline.prepare_audio(item, handle.config.sample_rate, plan.audio_samples)
+    return [pipeline.prepare_audio(item, handle.config.sample_rate, plan.audio_samples, name, NODE)
             for item in read_audio(audio, NODE, name)]
 
 
@@ -135,9 +134,7 @@ def inpaint_regions(mask: InpaintRegions, duration: float) -> list[tuple[float, 
                                      f"nothing to generate (got keep_seconds {mask.continue_from:g}, expected < the "
                                      f"{duration:g} s duration). Lower keep_seconds on SA3 Inpaint Regions or "
                                      "lengthen the duration on SA3 Text Encode."))
-    regions = mask.spans(duration)
-    check_regions(regions, duration, NODE, "inpaint_mask")
-    return regions
+    return checks.check_regions("inpaint_mask", mask.spans(duration), duration, NODE)
 
 
 class SA3Sampler(io.ComfyNode):
@@ -162,15 +159,15 @@ class SA3Sampler(io.ComfyNode):
                                         "are not used; audio-to-audio takes init_latent."),
                 io.Int.Input("seed", default=0, min=0, max=pipeline.MAX_SEED, control_after_generate=True,
                              tooltip="Seed of every random draw (noise, SAME, sampler, decoder)."),
-                io.Int.Input("steps", default=8, min=1, max=1000,
+                io.Int.Input("steps", default=8, min=1, max=checks.MAX_STEPS,
                              tooltip="Sampling steps. Distilled models (small-music, small-sfx, medium): 8. Base "
                                      "models (*-base): about 50."),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=30.0, step=0.1,
+                io.Float.Input("cfg", default=1.0, min=0.0, max=checks.MAX_CFG_SCALE, step=0.1,
                                tooltip="Classifier-free guidance scale; 1 = off (distilled models). Base models: "
                                        "about 7. Above 1 the negative prompt is used."),
                 io.Combo.Input("sampler", options=[DEFAULT_SAMPLER, *SAMPLERS], default=DEFAULT_SAMPLER,
                                tooltip="Sampler. Default: pingpong for distilled models, euler for base models."),
-                io.Float.Input("apg_scale", default=1.0, min=0.0, max=10.0, step=0.05,
+                io.Float.Input("apg_scale", default=1.0, min=0.0, max=checks.MAX_APG_SCALE, step=0.05,
                                tooltip="Adaptive projected guidance (used when cfg > 1). 1 = APG, the official "
                                        "default: only the part of the guidance orthogonal to the prediction is "
                                        "applied, which avoids harsh over-saturation at high cfg; 0 = plain CFG; "
@@ -202,7 +199,7 @@ class SA3Sampler(io.ComfyNode):
                                tooltip="Inpainting/continuation from audio, instead of inpaint_source: encoded here "
                                        "(after init_audio, as generate() does), so the result equals "
                                        "generate(inpaint_audio=...)."),
-                io.Int.Input("preview_every", default=0, min=0, max=1000, optional=True,
+                io.Int.Input("preview_every", default=0, min=0, max=checks.MAX_STEPS, optional=True,
                              tooltip=f"Live preview: every N steps, show a spectrogram of the first "
                                      f"{PREVIEW_SECONDS:g} s of the current estimate on this node. 0 = off. Costs "
                                      "one short SAME decode per preview; the result is identical either way."),
@@ -216,11 +213,11 @@ class SA3Sampler(io.ComfyNode):
         return widget_error(cls, NODE, sampler=sampler) or True
 
     @classmethod
+    @checked(NODE)
     def execute(cls, model, positive, seed, steps, cfg, sampler, apg_scale, latent=None, negative=None,
                 init_latent=None, init_audio=None, init_noise_level=1.0, inpaint_mask=None, inpaint_source=None,
                 inpaint_audio=None, preview_every=0) -> io.NodeOutput:
         handle = _require_model(model, NODE)
-        require_widgets(cls, NODE, sampler=sampler)
         config = handle.config
         pairs = (("init_latent", init_latent, "init_audio", init_audio),
                  ("inpaint_source", inpaint_source, "inpaint_audio", inpaint_audio))

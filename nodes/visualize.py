@@ -15,13 +15,15 @@ Legend: B batch, C channels, S samples, L latent frames, H/W image height/width.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error, parse_regions, read_audio, read_regions
-from ._sa3 import pictures
-from ._validate import require_widgets, widget_error
+from ._sa3 import checks, pictures
+from ._validate import checked
 from .search import schema_aliases
 from .types import CATEGORY, SA3InpaintRegions
 
@@ -38,11 +40,7 @@ def _shaded_regions(inpaint_mask, regions: str, duration: float) -> list[tuple[f
     if inpaint_mask is not None:
         spans += read_regions(inpaint_mask, NODE, "inpaint_mask").spans(duration)
     spans += parse_regions(regions or "", NODE, "regions")
-    for s, e in spans:
-        if s < 0 or e <= s:
-            raise ValueError(error(NODE, f"region {s:g}-{e:g} s is empty or reversed (got start {s:g}, end {e:g}, "
-                                         "expected 0 <= start < end). Swap or fix the numbers."))
-    return spans
+    return checks.check_regions("regions", spans, math.inf, NODE)
 
 
 class SA3Spectrogram(io.ComfyNode):
@@ -98,27 +96,26 @@ class SA3Spectrogram(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, regions=None, fmin=None, fmax=None, width=None, colormap=None):
-        message = widget_error(cls, NODE, width=width, fmin=fmin, fmax=fmax, colormap=colormap)
-        if message is not None:
-            return message
-        if width is not None and 0 < width < pictures.WIDTH_RANGE[0]:
-            return error(NODE, f"width {width} is too small (got {width}, expected 0 or >= "
-                               f"{pictures.WIDTH_RANGE[0]}). Raise width or set 0 to use px_per_second.")
-        if fmin is not None and fmax is not None and fmax > 0 and fmin >= fmax:
-            return error(NODE, f"fmin must be below fmax (got fmin {fmin:g} Hz, fmax {fmax:g} Hz, expected "
-                               "fmin < fmax). Lower fmin or set fmax to 0 for the full range.")
+    def validate_inputs(cls, regions=None):
+        # one input only: ComfyUI labels the message with every input named here (nodes/_validate.py);
+        # the numbers are range-checked by ComfyUI per input, and again (NaN, fmin/fmax, width) in execute
         if regions is not None:
             try:
-                _shaded_regions(None, regions, float("inf"))
+                _shaded_regions(None, regions, math.inf)
             except ValueError as e:
                 return str(e)
         return True
 
     @classmethod
+    @checked(NODE)
     def execute(cls, audio, height, width, px_per_second, colormap, fmin, fmax, db_floor, normalize, waveform,
                 inpaint_mask=None, regions="") -> io.NodeOutput:
-        require_widgets(cls, NODE, colormap=colormap)
+        if 0 < width < pictures.WIDTH_RANGE[0]:
+            raise ValueError(error(NODE, f"width {width} is too small (got {width}, expected 0 or >= "
+                                         f"{pictures.WIDTH_RANGE[0]}). Raise width or set 0 to use px_per_second."))
+        if fmax > 0 and fmin >= fmax:
+            raise ValueError(error(NODE, f"fmin must be below fmax (got fmin {fmin:g} Hz, fmax {fmax:g} Hz, expected "
+                                         "fmin < fmax). Lower fmin or set fmax to 0 for the full range."))
         items = read_audio(audio, NODE, "audio")  # [(sr, (C, S))]
         sample_rate = items[0][0]
         waves = torch.stack([wav for _, wav in items])  # (B, C, S)

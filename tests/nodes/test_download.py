@@ -63,7 +63,7 @@ def fake_hub(monkeypatch):
 
 def test_download_on_fetches_into_the_models_folder_and_loads(models_dir, fake_hub):
     target = models_dir / "stable_audio_3" / NAME
-    assert nodes.SA3ModelLoader.validate_inputs(model_name=NAME, download=True) is True
+    assert nodes.SA3ModelLoader.validate_inputs(model_name=NAME) is True
     (handle,) = nodes.SA3ModelLoader.execute(model_name=NAME, precision="fp32", attention="auto",
                                              padding_mode="exact", download=True).args
     assert {c["repo_id"] for c in fake_hub} == {REPO_ID}
@@ -81,7 +81,7 @@ def test_download_on_fetches_into_the_models_folder_and_loads(models_dir, fake_h
         assert a.equal(b), key
     # now it is an ordinary local folder: found without download, nothing fetched again
     fake_hub.clear()
-    assert nodes.SA3ModelLoader.validate_inputs(model_name=NAME, download=False) is True
+    assert nodes.SA3ModelLoader.validate_inputs(model_name=NAME) is True
     nodes.SA3ModelLoader.execute(model_name=NAME, precision="fp32", attention="auto", padding_mode="exact",
                                  download=False)
     assert fake_hub == []
@@ -92,7 +92,8 @@ def test_download_off_says_where_to_put_the_files(models_dir, fake_hub):
     message = (f"Stable Audio 3 Model Loader: model_name '{NAME}' is not downloaded (got no "
                f"{target}/model_config.json, expected model_config.json, model.safetensors and t5gemma-b-b-ul2/ "
                f"there). Put the files of huggingface.co/{REPO_ID} there, or turn on download.")
-    assert nodes.SA3ModelLoader.validate_inputs(model_name=NAME, download=False) == message
+    # validate_inputs takes model_name only (one input, one label): the download switch is read here
+    assert nodes.SA3ModelLoader.validate_inputs(model_name=NAME) is True
     with pytest.raises(ValueError) as e:
         nodes.SA3ModelLoader.execute(model_name=NAME, precision="fp32", attention="auto", padding_mode="exact",
                                      download=False)
@@ -108,11 +109,15 @@ def test_missing_text_encoder_folder(models_dir, fake_hub):
     for name in ("model_config.json", "model.safetensors"):
         shutil.copyfile(ROOT / "tiny-small" / name, folder / name)
     nodes.loaders.register_folder()
-    assert nodes.SA3ModelLoader.validate_inputs(model_name="my-model", download=False) == (
+    with pytest.raises(ValueError) as e:
+        nodes.SA3ModelLoader.execute(model_name="my-model", precision="fp32", attention="auto", padding_mode="exact",
+                                     download=False)
+    assert str(e.value) == (
         f"Stable Audio 3 Model Loader: model_name 'my-model' has no text encoder (got no "
         f"{folder}/t5gemma-b-b-ul2/config.json, expected the t5gemma-b-b-ul2/ folder of huggingface.co/{REPO_ID} "
         "beside model.safetensors). Copy that folder there, or turn on download.")
-    assert nodes.SA3ModelLoader.validate_inputs(model_name="my-model", download=True) is True
+    assert fake_hub == []
+    assert nodes.SA3ModelLoader.validate_inputs(model_name="my-model") is True
     (handle,) = nodes.SA3ModelLoader.execute(model_name="my-model", precision="fp32", attention="auto",
                                              padding_mode="exact", download=True).args
     assert (folder / "t5gemma-b-b-ul2" / "config.json").is_file()

@@ -136,5 +136,5 @@ def test_option_errors():
     with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA Loader: t_from 0.7 is above t_to 0.3 \(got t_from "
                                          r"0.7, t_to 0.3, expected t_from <= t_to\). Swap the two values.$"):
         _lora(h, t_from=0.7, t_to=0.3)
-    with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA Loader: t_to 2 is out of range"):
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA Loader: t_to must be a number from 0 to 1 \(got 2\)"):
         _lora(h, t_to=2.0)

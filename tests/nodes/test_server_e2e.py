@@ -12,8 +12,11 @@ temporary custom_nodes folder and the tiny fixture models are found through
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import urllib.request
+import uuid
 import wave
 
 import pytest
@@ -92,9 +95,9 @@ def test_text_to_audio_writes_a_file_and_reruns_without_reloading(server):
 def test_bad_input_is_refused_at_validation_naming_the_input(server):
     status, body = server.post("/prompt", {"prompt": t2a_graph(prompt="\n  \n", per_line=True)})
     assert status == 400
-    errors = body["node_errors"]["2"]["errors"]
-    assert errors[0]["type"] == "custom_validation_failed"
-    assert "Stable Audio 3 Text Encode: prompt has no non-empty line" in errors[0]["details"]
+    (error,) = body["node_errors"]["2"]["errors"]  # once, against the input it is about
+    assert error["type"] == "custom_validation_failed" and error["extra_info"]["input_name"] == "prompt"
+    assert "Stable Audio 3 Text Encode: prompt is empty" in error["details"]
 
 
 def test_core_empty_latent_audio_sets_batch_and_length(server):
@@ -169,8 +172,13 @@ def test_unknown_combo_value_is_refused_at_validation(server):
     (error,) = body["node_errors"]["4"]["errors"]
     assert error["type"] == "custom_validation_failed" and error["extra_info"]["input_name"] == "sampler"
     assert error["details"] == (
-        "sampler - Stable Audio 3 Sampler: sampler 'ddim' is not one of its choices (got 'ddim', expected one of "
-        "['default for the model', 'pingpong', 'euler', 'dpmpp', 'rk4']). Pick a value from the list.")
+        "sampler - Stable Audio 3 Sampler: sampler must be one of 'default for the model', 'pingpong', 'euler', "
+        "'dpmpp', 'rk4' (got 'ddim'). Pick a value from the list.")
+
+
+def _execution_error(entry: dict) -> dict:
+    (error,) = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    return error
 
 
 def _lora_graph(**options) -> dict:
@@ -186,10 +194,9 @@ def _lora_graph(**options) -> dict:
 def test_lora_interval_and_layer_filter(server):
     if not (fixture_root() / "loras" / "tiny-small" / "lora.safetensors").is_file():
         pytest.skip("no LoRA fixtures")
-    status, body = server.post("/prompt", {"prompt": _lora_graph(t_from=0.9, t_to=0.2)})
-    assert status == 400, body
-    messages = [e["details"] for e in body["node_errors"]["7"]["errors"]]
-    assert any("t_from 0.9 is above t_to 0.2" in m for m in messages), messages
+    entry = server.run(_lora_graph(t_from=0.9, t_to=0.2))  # a two-input rule: checked when the node runs
+    assert entry["status"]["status_str"] == "error"
+    assert "t_from 0.9 is above t_to 0.2" in _execution_error(entry)["exception_message"]
     entry = server.run(_lora_graph(t_from=0.5, t_to=1.0, layer_filter="cross_attn"))
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
     assert entry["outputs"]["6"]["audio"]
@@ -229,3 +236,76 @@ def test_interrupt_stops_a_long_run_and_the_server_stays_usable(server):
     assert stopped_after < 10, f"interrupt took {stopped_after:.1f} s"
     entry = server.run(t2a_graph(seed=22))
     assert entry["status"]["status_str"] == "success"
+
+
+# --- bad input through the real server (issue 13) ----------------------------------------------
+
+
+def _wav_bytes(sample_rate: int, frames: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(b"\x00\x10" * frames)
+    return buffer.getvalue()
+
+
+def _upload(server, name: str, data: bytes) -> str:
+    """POST /upload/image (ComfyUI's upload route for every input file, audio included)."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(server.url + "/upload/image", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())["name"]
+
+
+def _encode_graph(audio_name: str) -> dict:
+    graph = t2a_graph()
+    for node in ("2", "4"):
+        del graph[node]
+    graph["8"] = {"class_type": "LoadAudio", "inputs": {"audio": audio_name}}
+    graph["9"] = {"class_type": "SA3EncodeAudio", "inputs": {"model": ["1", 0], "audio": ["8", 0]}}
+    graph["5"]["inputs"]["latent"] = ["9", 0]
+    return graph
+
+
+@pytest.mark.parametrize("rate, frames, message", [
+    (1, 65_000, "audio sample rate must be an integer from 1000 to 384000 Hz (got 1)"),  # a 130 KB file
+    (44101, 4410, "audio sample rate 44101 Hz cannot be converted to 44100 Hz at a sane cost"),
+])
+def test_bad_wav_upload_is_refused_and_the_server_stays_up(server, rate, frames, message):
+    name = _upload(server, f"bad_{rate}.wav", _wav_bytes(rate, frames))
+    started = time.time()
+    entry = server.run(_encode_graph(name), timeout=120)
+    assert entry["status"]["status_str"] == "error"
+    error = _execution_error(entry)
+    assert error["node_type"] == "SA3EncodeAudio" and message in error["exception_message"], error
+    assert time.time() - started < 60  # refused before any resampling
+    good = server.run(t2a_graph(seed=5), timeout=300)  # the server is up and answers the next request
+    assert good["status"]["status_str"] == "success", json.dumps(good["status"])[-3000:]
+
+
+def test_nan_reaches_execute_and_is_named_once(server):
+    """NaN passes ComfyUI's own min/max check (JSON allows it); the node refuses it by name."""
+    graph = t2a_graph()
+    graph["4"]["inputs"]["cfg"] = float("nan")
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    error = _execution_error(entry)
+    assert error["node_type"] == "SA3Sampler"
+    assert error["exception_message"].startswith(
+        "Stable Audio 3 Sampler: cfg must be a number from 0 to 30 (got nan).")
+
+
+def test_problems_in_two_nodes_are_each_reported_once(server):
+    graph = t2a_graph(prompt="   ")
+    graph["4"]["inputs"]["sampler"] = "ddim"
+    graph["4"]["inputs"]["steps"] = 5000  # ComfyUI's own max check, per input
+    status, body = server.post("/prompt", {"prompt": graph})
+    assert status == 400
+    labels = sorted((node, e["extra_info"]["input_name"]) for node, v in body["node_errors"].items()
+                    for e in v["errors"])
+    assert labels == [("2", "prompt"), ("4", "sampler"), ("4", "steps")], labels

@@ -87,11 +87,15 @@ def test_messages_follow_the_error_shape():
         _spectrogram([1, 2, 3])
     v = visualize.SA3Spectrogram.validate_inputs
     assert v() is True and v(regions="2-4, 8.5-10") is True
-    assert v(regions="4-2").startswith("Stable Audio 3 Spectrogram: region 4-2 s is empty or reversed (got start 4")
-    assert v(fmin=5000.0, fmax=1000.0) == ("Stable Audio 3 Spectrogram: fmin must be below fmax (got fmin 5000 Hz, "
-                                           "fmax 1000 Hz, expected fmin < fmax). Lower fmin or set fmax to 0 for the "
-                                           "full range.")
-    assert v(width=100).startswith("Stable Audio 3 Spectrogram: width 100 is too small (got 100, expected 0 or >= 128)")
+    assert v(regions="4-2").startswith("Stable Audio 3 Spectrogram: regions region 4-2 s must end after it starts "
+                                       "(got start 4")
+    with pytest.raises(ValueError) as e:
+        _spectrogram(audio, fmin=5000.0, fmax=1000.0)
+    assert str(e.value) == ("Stable Audio 3 Spectrogram: fmin must be below fmax (got fmin 5000 Hz, fmax 1000 Hz, "
+                            "expected fmin < fmax). Lower fmin or set fmax to 0 for the full range.")
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Spectrogram: width 100 is too small \(got 100, expected 0 "
+                                         r"or >= 128\)"):
+        _spectrogram(audio, width=100)
 
 
 def test_node_is_registered():
