@@ -21,7 +21,7 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error
-from ._validate import require_widgets, widget_error
+from ._validate import checked
 from .loaders import SA3LoraLoader, _require_model  # the pack's one check of the model socket
 from .search import schema_aliases
 from .types import CATEGORY, SA3Model, SA3TrainingData
@@ -126,6 +126,7 @@ class SA3TrainingDataset(io.ComfyNode):
         return h.hexdigest()
 
     @classmethod
+    @checked(DATASET_NODE)
     def execute(cls, folder) -> io.NodeOutput:
         message = _dataset_message(folder)
         if message is not None:
@@ -287,23 +288,13 @@ class SA3TrainLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, output_name=None, adapter_type=None, rank=None, alpha=None, steps=None,
-                        learning_rate=None, batch_size=None, clip_seconds=None, seed=None, dropout=None,
-                        base_precision=None, checkpoint_every=None, resume_from=None, include=None,
-                        exclude=None) -> bool | str:
-        message = widget_error(cls, TRAIN_NODE, adapter_type=adapter_type, rank=rank, alpha=alpha, steps=steps,
-                               learning_rate=learning_rate, batch_size=batch_size, clip_seconds=clip_seconds,
-                               seed=seed, dropout=dropout, base_precision=base_precision,
-                               checkpoint_every=checkpoint_every)
-        if message is None and output_name is not None:
-            message = _name_message(output_name)
-        if message is None and resume_from not in (None, NO_RESUME) and \
-                folder_paths.get_full_path("loras", resume_from) is None:
-            message = error(TRAIN_NODE, f"resume_from {resume_from!r} is not in models/loras (got {resume_from!r}, "
-                                        "expected one of the listed files or 'none'). Refresh the node list.")
-        return message or True
+    def validate_inputs(cls, output_name=None) -> bool | str:
+        # one input only: ComfyUI labels the message with every input named here (nodes/_validate.py);
+        # ComfyUI range-checks the numbers per input, and execute checks them all again (NaN, combos)
+        return (output_name is not None and _name_message(output_name)) or True
 
     @classmethod
+    @checked(TRAIN_NODE, skip=("resume_from",))
     def execute(cls, model, dataset, output_name, adapter_type, rank, alpha, steps, learning_rate, batch_size,
                 clip_seconds, seed, include, exclude, dropout=DEFAULTS.dropout,
                 base_precision=DEFAULTS.base_precision, checkpoint_every=DEFAULTS.checkpoint_every,
@@ -317,9 +308,6 @@ class SA3TrainLoRA(io.ComfyNode):
                 not all(isinstance(c, training_data.TrainingClip) for c in dataset):
             raise ValueError(error(TRAIN_NODE, f"dataset is not a training dataset (got {type(dataset).__name__}, "
                                                "expected the output of SA3 Training Dataset). Connect it."))
-        require_widgets(cls, TRAIN_NODE, adapter_type=adapter_type, rank=rank, alpha=alpha, steps=steps,
-                        learning_rate=learning_rate, batch_size=batch_size, clip_seconds=clip_seconds, seed=seed,
-                        dropout=dropout, base_precision=base_precision, checkpoint_every=checkpoint_every)
         message = _name_message(output_name)
         if message is not None:
             raise ValueError(message)
@@ -327,7 +315,9 @@ class SA3TrainLoRA(io.ComfyNode):
         if resume_from not in (None, NO_RESUME):
             resume = folder_paths.get_full_path("loras", resume_from)
             if resume is None:
-                raise ValueError(cls.validate_inputs(resume_from=resume_from))
+                raise ValueError(error(TRAIN_NODE, f"resume_from {resume_from!r} is not in models/loras (got "
+                                                   f"{resume_from!r}, expected one of the listed files or 'none'). "
+                                                   "Refresh the node list."))
         options = _options(adapter_type, rank, alpha, steps, learning_rate, batch_size, clip_seconds, seed, include,
                            exclude, dropout, base_precision, checkpoint_every)
         file_name = _lora_file_name(output_name)
