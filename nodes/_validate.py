@@ -35,12 +35,13 @@ def _check(inp, node: str, value) -> None:
                             fix="Enter a value in that range.")
 
 
-def widget_error(node_cls, node: str, **values) -> str | None:
+def widget_error(node_cls, node: str, linked_none: bool = True, **values) -> str | None:
     """The first problem among ``values`` (input id -> widget value) for ``node_cls``'s schema, as
-    the pack's sentence naming the input, the allowed values and the value; None if all fit."""
+    the pack's sentence naming the input, the allowed values and the value; None if all fit.
+    ``linked_none``: None is a linked value not known yet (validate_inputs), so it passes."""
     inputs = {inp.id: inp for inp in node_cls.define_schema().inputs}
     for name, value in values.items():
-        if value is None:
+        if value is None and linked_none:
             continue
         try:
             _check(inputs[name], node, value)
@@ -51,7 +52,7 @@ def widget_error(node_cls, node: str, **values) -> str | None:
 
 def require_widgets(node_cls, node: str, **values) -> None:
     """``widget_error`` as a ValueError, for ``execute`` (NaN, API-sent combos, linked values)."""
-    message = widget_error(node_cls, node, **values)
+    message = widget_error(node_cls, node, linked_none=False, **values)
     if message is not None:
         raise ValueError(message)
 
