@@ -22,6 +22,7 @@ from ._sa3 import (
     LoRALink,
     ModelConfig,
     attention,
+    checks,
     expand_brackets,
     loading,
     pipeline,
@@ -39,6 +40,7 @@ AUTOENCODER_PRECISIONS = list(precision.AUTOENCODER_PRECISIONS)
 ATTENTIONS = list(attention.BACKENDS)
 PADDING_MODES = list(attention.PADDING_MODES)
 LORA_TARGETS = {"dit and conditioner": None, "dit": "dit", "conditioner": "conditioner"}
+STRENGTH = checks.MAX_LORA_STRENGTH  # |strength| the library accepts
 ALWAYS = (0.0, 1.0)  # t_from, t_to of a LoRA active at every step
 SVD_BASES_FILE = "svd_bases.safetensors"  # -XS LoRA bases, looked up beside the LoRA file
 
@@ -255,10 +257,10 @@ class SA3LoraLoader(io.ComfyNode):
                 io.Combo.Input("lora_name", options=lora_choices(),
                                tooltip="A Stable Audio 3 LoRA file (.safetensors or Lightning .ckpt) in models/loras. "
                                        "-XS LoRAs use svd_bases.safetensors from the same folder."),
-                io.Float.Input("strength_dit", default=1.0, min=-10.0, max=10.0, step=0.01,
+                io.Float.Input("strength_dit", default=1.0, min=-STRENGTH, max=STRENGTH, step=0.01,
                                tooltip="Strength on the diffusion transformer (the sound itself); 1 = as trained, "
                                        "0 = off, negative values push away from the LoRA's style."),
-                io.Float.Input("strength_conditioner", default=1.0, min=-10.0, max=10.0, step=0.01,
+                io.Float.Input("strength_conditioner", default=1.0, min=-STRENGTH, max=STRENGTH, step=0.01,
                                tooltip="Strength on the conditioner (how the requested seconds are embedded); "
                                        "1 = as trained, 0 = off."),
                 io.Float.Input("t_from", default=ALWAYS[0], min=0.0, max=1.0, step=0.01, optional=True,
@@ -365,7 +367,7 @@ class SA3LoraStrength(io.ComfyNode):
                               tooltip="Position in the chain: 1 = the first LoRA loaded, 2 = the second...; 0 = all."),
                 io.Combo.Input("target", options=list(LORA_TARGETS), default="dit and conditioner",
                                tooltip="Which strengths to set: the DiT's, the conditioner's, or both."),
-                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01,
+                io.Float.Input("strength", default=1.0, min=-STRENGTH, max=STRENGTH, step=0.01,
                                tooltip="The new strength; 1 = as trained, 0 = off."),
             ],
             outputs=[SA3Model.Output(display_name="model", tooltip="The model with the new LoRA strength(s).")],
