@@ -438,3 +438,46 @@ def test_autoencoder_model_audio(args, name, rule, got):
     with pytest.raises(ValueError) as e:
         ae.encode(*args)
     _assert_message(e.value, name, rule, got)
+
+
+# --- the CLI checks the whole request before loading any weights --------------------------------
+
+
+def _wav(path, rate: int, frames: int = 4410) -> str:
+    import wave
+
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(b"\x00\x01" * frames)
+    return str(path)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "100000000"], "steps must be an integer from 1 to 1000 (got 100000000)"),
+    (["--cfg-scale", "nan"], "cfg_scale must be a number from 0 to 30 (got nan)"),
+    (["--apg-scale", "inf"], "apg_scale must be a number from 0 to 10 (got inf)"),
+    (["--duration", "nan"], "duration must be a number above 0 and at most 120 seconds (got nan)"),
+    (["--batch-size", "1000000"], "batch_size must be an integer from 1 to 64 (got 1000000)"),
+    (["--lora", "x.safetensors", "--lora-strength", "nan"],
+     "--lora-strength must be a number from -10 to 10 (got nan)"),
+    (["--init-audio", "{one_hz}"], "init_audio sample rate must be an integer from 1000 to 384000 Hz (got 1)"),
+    (["--init-audio", "{odd}"], "init_audio sample rate 44101 Hz cannot be converted to 44100 Hz"),
+    (["--inpaint-audio", "{ok}", "--inpaint-start", "0.4", "--inpaint-end", "inf"],
+     "inpaint_mask_end_seconds must be a finite number of seconds (got inf)"),
+])
+def test_cli_refuses_before_loading(tmp_path, capsys, monkeypatch, extra, message):
+    from sa3.cli import main
+
+    def no_load(*a, **k):
+        raise AssertionError("weights loaded before the request was checked")
+
+    monkeypatch.setattr(P.StableAudioModel, "from_pretrained", no_load)
+    files = {"one_hz": _wav(tmp_path / "one_hz.wav", 1), "odd": _wav(tmp_path / "odd.wav", 44101),
+             "ok": _wav(tmp_path / "ok.wav", 44100)}
+    argv = ["generate", "--model", str(require_fixtures() / "tiny-small"), "-p", "x", "--duration", "0.5",
+            "-o", str(tmp_path / "out.wav")] + [a.format(**files) for a in extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.wav").exists()
