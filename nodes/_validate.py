@@ -24,7 +24,7 @@ MAX_LISTED = 20  # longer option lists (file names) are counted, not printed, as
 
 
 def _check(inp, node: str, value) -> None:
-    """Raise ``checks.BadInput`` when ``value`` does not fit the schema input ``inp``."""
+    """Raise ``ValueError`` when ``value`` does not fit the schema input ``inp``."""
     if isinstance(inp, io.Combo.Input):
         options = list(inp.options or [])
         if value not in options:
@@ -45,7 +45,7 @@ def widget_error(node_cls, node: str, linked_none: bool = True, **values) -> str
             continue
         try:
             _check(inputs[name], node, value)
-        except checks.BadInput as e:
+        except ValueError as e:
             return str(e)
     return None
 

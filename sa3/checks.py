@@ -1,7 +1,7 @@
 """Input checks: one function per rule, shared by ``generate()``, the stage functions, config
 parsing, the CLI and (with ``where=`` set to the node's name) the ComfyUI nodes.
 
-Every check raises ``BadInput`` (a ``ValueError``) with one message shape,
+Every check raises a plain ``ValueError`` (the error type ComfyUI shows) with one message shape,
 ``"Stable Audio 3[ <where>]: <input> must be <what is allowed> (got <value>)."``, before any model
 work. The bounds are named constants so the node schemas show the same limits the library enforces.
 Python's comparisons are false for NaN, so every range test here is written as ``not lo <= x <= hi``
@@ -39,14 +39,6 @@ MAX_SAMPLE_RATE = 384_000  # the highest rate audio interfaces and DXD files use
 MAX_RESAMPLE_TAPS = 1 << 24
 
 
-class BadInput(ValueError):
-    """A user-supplied value the library refuses; ``input`` names it."""
-
-    def __init__(self, message: str, input_name: str):
-        super().__init__(message)
-        self.input = input_name
-
-
 def message(text: str, where: str | None = None) -> str:
     """The pack's prefix: ``"Stable Audio 3: ..."`` or, for a node, ``"Stable Audio 3 <node>: ..."``."""
     return f"Stable Audio 3{' ' + where if where else ''}: {text}"
@@ -63,11 +55,11 @@ def shown(value) -> str:
     return f"a {type(value).__name__}"
 
 
-def fail(name: str, rule: str, value, where: str | None = None, fix: str = "", *, got: str | None = None) -> BadInput:
+def fail(name: str, rule: str, value, where: str | None = None, fix: str = "", *, got: str | None = None) -> ValueError:
     """The error for ``name``: ``"<name> must be <rule> (got <value>).[ <fix>]"``; ``got`` replaces
     the printed value (a size instead of a huge text)."""
     got = shown(value) if got is None else got
-    return BadInput(message(f"{name} must be {rule} (got {got}).{' ' + fix if fix else ''}", where), name)
+    return ValueError(message(f"{name} must be {rule} (got {got}).{' ' + fix if fix else ''}", where))
 
 
 def floor_to(value: float, decimals: int = 2) -> float:
@@ -137,11 +129,11 @@ def check_regions(name: str, regions: Iterable, duration: float, where: str | No
         start = check_number(f"{name} start", region[0], 0, where=where, unit="seconds")
         end = check_number(f"{name} end", region[1], where=where, unit="seconds")
         if not start < end:
-            raise BadInput(message(f"{name} region {shown(start)}-{shown(end)} s must end after it starts (got "
-                                   f"start {shown(start)}, end {shown(end)}).", where), name)
+            raise ValueError(message(f"{name} region {shown(start)}-{shown(end)} s must end after it starts (got "
+                                     f"start {shown(start)}, end {shown(end)}).", where))
         if not start < duration:
-            raise BadInput(message(f"{name} region {shown(start)}-{shown(end)} s must start before the "
-                                   f"{shown(float(duration))} s duration (got start {shown(start)}).", where), name)
+            raise ValueError(message(f"{name} region {shown(start)}-{shown(end)} s must start before the "
+                                     f"{shown(float(duration))} s duration (got start {shown(start)}).", where))
         out.append((start, end))
     return out
 
@@ -149,8 +141,8 @@ def check_regions(name: str, regions: Iterable, duration: float, where: str | No
 def check_count(name: str, count: int, expected: int, where: str | None = None, what: str = "entries") -> None:
     """A per-item list has one entry per batch item."""
     if count != expected:
-        raise BadInput(message(f"{name} must have {expected} {what}, one per batch item, or be a single value "
-                               f"(got {count}).", where), name)
+        raise ValueError(message(f"{name} must have {expected} {what}, one per batch item, or be a single value "
+                                 f"(got {count}).", where))
 
 
 # --- audio -------------------------------------------------------------------------------------
@@ -169,21 +161,21 @@ def check_resample(name: str, orig_sr: int, new_sr: int, where: str | None = Non
     """Refuse a rate pair whose exact resampling filter is too big to build (see ``MAX_RESAMPLE_TAPS``)."""
     taps = resample_taps(orig_sr, new_sr)  # (new phases, taps) float32, built through float64
     if taps > MAX_RESAMPLE_TAPS:
-        raise BadInput(message(
+        raise ValueError(message(
             f"{name} sample rate {orig_sr} Hz cannot be converted to {new_sr} Hz at a sane cost (got a "
             f"{taps:,}-tap filter, expected at most {MAX_RESAMPLE_TAPS:,}: the two rates share no large common "
-            "divisor). Resample the file to 44100 or 48000 Hz first.", where), name)
+            "divisor). Resample the file to 44100 or 48000 Hz first.", where))
 
 
 def check_waveform(name: str, wav: torch.Tensor, where: str | None = None) -> torch.Tensor:
     """Audio samples (C, S): at least one sample, every one finite (NaN/inf would turn the whole
     generation into full-scale noise)."""
     if wav.shape[-1] == 0:
-        raise BadInput(message(f"{name} must hold at least one sample (got an empty waveform, shape "
-                               f"{tuple(wav.shape)}).", where), name)
+        raise ValueError(message(f"{name} must hold at least one sample (got an empty waveform, shape "
+                                 f"{tuple(wav.shape)}).", where))
     finite = torch.isfinite(wav)
     if not bool(finite.all()):
         bad = int((~finite).sum())
-        raise BadInput(message(f"{name} samples must be finite numbers (got {bad:,} NaN or infinite sample(s) of "
-                               f"{wav.numel():,}). Fix or re-export the audio.", where), name)
+        raise ValueError(message(f"{name} samples must be finite numbers (got {bad:,} NaN or infinite sample(s) of "
+                                 f"{wav.numel():,}). Fix or re-export the audio.", where))
     return wav

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, BadInput, check_number, fail
+from .checks import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_number, fail
 
 SAMPLE_RATE = 44100
 MAX_SAMPLE_SIZE = 1 << 25  # samples (12.7 min at 44.1 kHz): twice the largest official model (medium, 2^24)
@@ -146,8 +146,8 @@ class DiTConfig:
         path = "model.diffusion.config"
         embed_dim, num_heads = _int(cfg, "embed_dim", path), _int(cfg, "num_heads", path)
         if embed_dim % num_heads:
-            raise BadInput(f"Stable Audio 3 config: {path}.embed_dim must be a multiple of num_heads (got "
-                           f"{embed_dim} and {num_heads}).", f"{path}.embed_dim")
+            raise ValueError(f"Stable Audio 3 config: {path}.embed_dim must be a multiple of num_heads (got "
+                             f"{embed_dim} and {num_heads}).")
         return cls(
             io_channels=_int(cfg, "io_channels", path),
             embed_dim=embed_dim,
@@ -267,8 +267,8 @@ class ModelConfig:
                 _require(path, c, "fourier_features_type", "expo")
                 lo, hi = _float(c, "min_val", path, 0.0), _float(c, "max_val", path, 1.0)
                 if not lo < hi:
-                    raise BadInput(f"Stable Audio 3 config: {path}.max_val must be above min_val (got min_val "
-                                   f"{lo:g}, max_val {hi:g}).", f"{path}.max_val")
+                    raise ValueError(f"Stable Audio 3 config: {path}.max_val must be above min_val (got min_val "
+                                     f"{lo:g}, max_val {hi:g}).")
                 seconds = SecondsConfig(min_val=lo, max_val=hi)
             else:
                 raise ValueError(f"Stable Audio 3 config: unexpected conditioner {entry.get('id')!r} "

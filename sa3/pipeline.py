@@ -75,13 +75,13 @@ def official_regions(starts, ends) -> list[tuple[float, float]]:
     equal-length lists) as ``[(start, end)]``; their order is checked by ``checks.check_regions``."""
     start_name, end_name = "inpaint_mask_start_seconds", "inpaint_mask_end_seconds"
     if (starts is None) != (ends is None):
-        raise checks.BadInput(checks.message(f"give both {start_name} and {end_name} (got only "
-                                             f"{end_name if starts is None else start_name})."), start_name)
+        raise ValueError(checks.message(f"give both {start_name} and {end_name} (got only "
+                                        f"{end_name if starts is None else start_name})."))
     if starts is None:
         return []
     if isinstance(starts, (list, tuple)) != isinstance(ends, (list, tuple)):
-        raise checks.BadInput(checks.message(f"{start_name} and {end_name} must both be numbers or both be lists "
-                                             f"(got {type(starts).__name__} and {type(ends).__name__})."), start_name)
+        raise ValueError(checks.message(f"{start_name} and {end_name} must both be numbers or both be lists "
+                                        f"(got {type(starts).__name__} and {type(ends).__name__})."))
     starts, ends = (list(starts), list(ends)) if isinstance(starts, (list, tuple)) else ([starts], [ends])
     checks.check_count(end_name, len(ends), len(starts), what=f"entries, one per {start_name} entry")
     return [(checks.check_number(start_name, s, 0, unit="seconds"), checks.check_number(end_name, e, unit="seconds"))
@@ -226,9 +226,9 @@ def check_audio_input(name: str, audio_input: AudioInput, where: str | None = No
         raise checks.fail(name, "a (sample_rate, audio) pair", audio_input, where)
     in_sr, data = audio_input
     if torch.is_tensor(in_sr) and not torch.is_tensor(data):
-        raise checks.BadInput(checks.message(f"{name} must be (sample_rate, audio) with the sample rate first (got "
-                                             "(tensor, number)); torchaudio.load returns (audio, sr), so swap it.",
-                                             where), name)
+        raise ValueError(checks.message(f"{name} must be (sample_rate, audio) with the sample rate first (got "
+                                        "(tensor, number)); torchaudio.load returns (audio, sr), so swap it.",
+                                        where))
     rate = checks.check_sample_rate(name, in_sr, where)
     return rate, audio_utils.as_channels_first(data, name)
 
@@ -488,8 +488,7 @@ def check_request(config: ModelConfig, *, prompt, negative_prompt=None, duration
     regions = checks.check_regions("inpaint region", official_regions(inpaint_mask_start_seconds,
                                                                       inpaint_mask_end_seconds), max(durations))
     if regions and inpaint_audio is None:
-        raise checks.BadInput(checks.message("inpaint regions need inpaint_audio (got regions and no audio)."),
-                              "inpaint_audio")
+        raise ValueError(checks.message("inpaint regions need inpaint_audio (got regions and no audio)."))
     plan = plan_latents(config, durations, duration_padding_sec)
     sr = config.sample_rate
     init_wav = None if init_audio is None else prepare_audio(init_audio, sr, plan.audio_samples, "init_audio")

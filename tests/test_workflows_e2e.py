@@ -308,5 +308,6 @@ def test_runtime_error_is_reported_not_raised(server, tmp_path):
     prompt = comfy_run.apply_overrides(prompt, ["duration=4", "11.regions=\"8-9\""])
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(prompt))
-    with pytest.raises(comfy_run.ComfyError, match=r"SA3Sampler.*starts outside the audio"):
+    with pytest.raises(comfy_run.ComfyError, match=r"SA3Sampler.*inpaint_mask region 8-9 s must start before "
+                                                   r"the 4 s duration"):
         comfy_run.run(path, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=io.StringIO())
