@@ -25,7 +25,8 @@ DEFAULT = "default for the model"
 
 @pytest.fixture(scope="module")
 def handle():
-    return load_handle(SMALL)
+    with torch.inference_mode():  # module fixtures run outside the autouse one: load as ComfyUI loads
+        return load_handle(SMALL)
 
 
 @pytest.fixture(scope="module")
