@@ -113,7 +113,7 @@ CASES = [
     ("SA3Sampler", _sampler(seed=-1), "seed", "an integer from 0 to", "-1"),
     ("SA3Sampler", _sampler(preview_every=10**6), "preview_every", "an integer from 0 to 1000", "1000000"),
     ("SA3EmptyLatent", _latent(batch_size=10**6), "batch_size", "an integer from 1 to 64", "1000000"),
-    ("SA3EmptyLatent", _latent(duration=500.0), "duration", "a number from 0.1 to 384", "500"),
+    ("SA3EmptyLatent", _latent(duration=500.0), "duration", "a number from 0.1 to 380.4", "500"),
     ("SA3EmptyLatent", _latent(duration=200.0), "duration", "above 0 and at most 120 seconds", "200"),
     ("SA3EmptyLatent", _latent(durations="10, 300", batch_size=2), "durations", "at most 120 seconds", "300"),
     ("SA3TextEncode", _text(duration=150.0), "duration", "above 0 and at most 120 seconds", "150"),
@@ -136,12 +136,12 @@ CASES = [
       for name, rule in (("cfg", "a number from 0 to 30"), ("apg_scale", "a number from 0 to 10"),
                          ("init_noise_level", "a number from 0 to 1"))
       for value in (NAN, INF, -INF)],
-    *[("SA3TextEncode", _text(duration=value), "duration", "a number from 0.1 to 384", got)
+    *[("SA3TextEncode", _text(duration=value), "duration", "a number from 0.1 to 380.4", got)
       for value, got in ((NAN, "nan"), (INF, "inf"), (-INF, "-inf"))],
-    ("SA3TextEncode", _text(durations="1e999"), "durations", "at most 384 seconds", "inf"),
-    ("SA3EmptyLatent", _latent(duration=NAN), "duration", "a number from 0.1 to 384", "nan"),
+    ("SA3TextEncode", _text(durations="1e999"), "durations", "at most 380.4 seconds", "inf"),
+    ("SA3EmptyLatent", _latent(duration=NAN), "duration", "a number from 0.1 to 380.4", "nan"),
     ("SA3EmptyLatent", _latent(durations="0.5, 1e999", batch_size=2), "durations", "at most 120 seconds", "inf"),
-    ("SA3InpaintMask", _mask(keep_seconds=NAN), "keep_seconds", "a number from 0 to 384", "nan"),
+    ("SA3InpaintMask", _mask(keep_seconds=NAN), "keep_seconds", "a number from 0 to 380.4", "nan"),
     ("SA3InpaintMask", _mask(regions="1e999-2e999"), "regions start", "at least 0 seconds", "inf"),
     ("SA3InpaintMask", _mask(regions="0.1-1e999"), "regions end", "a finite number of seconds", "inf"),
     ("SA3LoraLoader", _lora(strength_dit=NAN), "strength_dit", "a number from -10 to 10", "nan"),
@@ -165,8 +165,8 @@ CASES = [
     ("SA3Sampler", _sampler(seed=None), "seed", "an integer", "None"),
     ("SA3Sampler", _sampler(sampler="ddim"), "sampler", "one of 'default for the model', 'pingpong'", "'ddim'"),
     ("SA3EmptyLatent", _latent(batch_size="2"), "batch_size", "an integer from 1 to 64", "'2'"),
-    ("SA3TextEncode", _text(duration="10"), "duration", "a number from 0.1 to 384", "'10'"),
-    ("SA3InpaintMask", _mask(keep_seconds="1"), "keep_seconds", "a number from 0 to 384", "'1'"),
+    ("SA3TextEncode", _text(duration="10"), "duration", "a number from 0.1 to 380.4", "'10'"),
+    ("SA3InpaintMask", _mask(keep_seconds="1"), "keep_seconds", "a number from 0 to 380.4", "'1'"),
     ("SA3InpaintMask", _mask(mode="all"), "mode", "one of 'regions', 'continuation'", "'all'"),
     ("SA3LoraLoader", _lora(strength_dit="1"), "strength_dit", "a number from -10 to 10", "'1'"),
     ("SA3LoraStrength", _strength(target="vae"), "target", "one of 'dit and conditioner', 'dit'", "'vae'"),
@@ -182,7 +182,7 @@ CASES = [
                                       download=False), "padding_mode", "one of 'exact', 'reference'", "'zeros'"),
 ]
 DISPLAY = {"SA3Sampler": "Sampler", "SA3EmptyLatent": "Empty Latent", "SA3TextEncode": "Text Encode",
-           "SA3EncodeAudio": "Encode Audio", "SA3InpaintMask": "Inpaint Mask", "SA3LoraLoader": "LoRA Loader",
+           "SA3EncodeAudio": "Encode Audio", "SA3InpaintMask": "Inpaint Regions", "SA3LoraLoader": "LoRA Loader",
            "SA3LoraStrength": "LoRA Strength", "SA3Spectrogram": "Spectrogram", "SA3Decode": "Decode",
            "SA3ModelLoader": "Model Loader"}
 
@@ -278,7 +278,7 @@ QUEUE_CASES = [
     ("SA3EmptyLatent", dict(duration=1.0, batch_size=1, durations="1, x"), "durations",
      "durations must be numbers of seconds"),
     ("SA3EmptyLatent", dict(duration=1.0, batch_size=1, durations="1, 999"), "durations",
-     "durations must be a number above 0 and at most 384 seconds (got 999)"),
+     "durations must be a number above 0 and at most 380.4 seconds (got 999)"),
     ("SA3EmptyLatent", dict(duration=1.0, batch_size=500, durations=""), "batch_size",
      "Value 500 bigger than max of 64"),
     ("SA3Sampler", dict(seed=0, steps=2, cfg=1.0, sampler="ddim",
