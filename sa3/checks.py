@@ -45,9 +45,10 @@ def message(text: str, where: str | None = None) -> str:
 
 
 def shown(value) -> str:
-    """A value as messages print it: floats short (``380.44``, ``nan``, ``inf``), text quoted."""
+    """A value as messages print it: floats short but exact (``380.44``, ``120.0001``, ``nan``), text quoted."""
     if isinstance(value, float):
-        return f"{value:g}"
+        short = f"{value:g}"
+        return short if not math.isfinite(value) or float(short) == value else repr(value)
     if isinstance(value, (str, bytes)):
         return repr(value if len(value) <= 60 else value[:57] + "...")
     if isinstance(value, bool) or value is None or isinstance(value, numbers.Number):

@@ -481,3 +481,10 @@ def test_cli_refuses_before_loading(tmp_path, capsys, monkeypatch, extra, messag
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out.wav").exists()
+
+
+@pytest.mark.parametrize("value, text", [(120.0001, "120.0001"), (120.0, "120"), (1e300, "1e+300"), (NAN, "nan"),
+                                         (-INF, "-inf"), (0.1 + 0.2, "0.30000000000000004"), ("3", "'3'"),
+                                         (True, "True"), (None, "None"), ([1], "a list")])
+def test_values_are_printed_exactly(value, text):
+    assert checks.shown(value) == text
