@@ -48,7 +48,7 @@ def test_checkpoint_graph_equals_model_loader_graph(twin_root, name):
     twins = _twin(twin_root, name)
     ckpt, text = twins.checkpoint.name, twins.text_encoder.name
     with torch.inference_mode():  # as ComfyUI runs every node
-        assert nodes.SA3CheckpointLoader.validate_inputs(ckpt_name=ckpt, text_encoder_name=text, **OPTIONS) is True
+        assert nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=text) is True
         (single,) = nodes.SA3CheckpointLoader.execute(ckpt_name=ckpt, text_encoder_name=text, **OPTIONS).args
         (folder,) = nodes.SA3ModelLoader.execute(model_name=twins.folder.name, precision="fp32", attention="auto",
                                                  padding_mode="exact", download=False).args
@@ -71,7 +71,19 @@ def test_lists_offer_core_folders(twin_root):
 
 
 def _validate(**overrides):
-    return nodes.SA3CheckpointLoader.validate_inputs(**{**OPTIONS, **overrides})
+    """The node's refusal: validate_inputs takes text_encoder_name only (one input, one label, see
+    nodes/_validate.py); the checkpoint (which needs the variant) and the combos are checked first
+    thing in execute, before any weight is read."""
+    args = {**OPTIONS, **overrides}
+    queued = nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=args["text_encoder_name"])
+    if queued is not True:
+        return queued
+    try:
+        with torch.inference_mode():
+            nodes.SA3CheckpointLoader.execute(**args)
+    except ValueError as e:
+        return str(e)
+    return True
 
 
 def test_queue_time_refusals_name_the_file(twin_root):
@@ -101,7 +113,7 @@ def test_queue_time_refusals_name_the_file(twin_root):
     assert message.startswith("Stable Audio 3 Checkpoint Loader: text_encoder_name 'clip_l.safetensors' cannot be "
                               "loaded (") and "is not a T5Gemma-b-b-ul2 text encoder" in message
     assert _validate(ckpt_name=twins.checkpoint.name, text_encoder_name=text, variant="large").startswith(
-        "Stable Audio 3 Checkpoint Loader: variant 'large' is not one of its choices")
+        "Stable Audio 3 Checkpoint Loader: variant must be one of 'auto', ")
     with torch.inference_mode(), pytest.raises(ValueError, match=r"clip_l\.safetensors' cannot be loaded"):
         nodes.SA3CheckpointLoader.execute(ckpt_name=twins.checkpoint.name, text_encoder_name=wrong.name, **OPTIONS)
 
