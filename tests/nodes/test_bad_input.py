@@ -40,7 +40,7 @@ def heavy(monkeypatch):
     """Calls of the heavy stages (text encoder, SAME, DiT) and of model loads; must stay empty."""
     calls = []
     pipeline = nodes.sampling.pipeline
-    for name in ("encode_text", "encode_audio", "sample", "decode", "make_noise"):
+    for name in ("encode_text", "encode_audio", "encode_sources", "sample", "decode", "make_noise"):
         real = getattr(pipeline, name)
         monkeypatch.setattr(pipeline, name, lambda *a, _r=real, _n=name, **k: (calls.append(_n), _r(*a, **k))[1])
     models = nodes.comfy_models
@@ -205,19 +205,19 @@ def test_refused_by_name_before_any_heavy_work(handle, heavy, node_id, build, na
     assert heavy == [], f"heavy work ran before the refusal: {heavy}"
 
 
-def test_inpaint_source_with_nan_samples_names_that_input(handle, heavy):
-    """A source that reaches the sampler with NaN samples (from another pack) is refused there, by name."""
+@pytest.mark.parametrize("name", ["init_audio", "inpaint_audio"])
+def test_sampler_audio_inputs_name_themselves(handle, heavy, name):
+    """Audio given to the sampler itself is checked there, before anything is encoded or sampled,
+    and the message says which input is wrong."""
     with torch.inference_mode():
         args = _sampler()(handle)
-        (mask,) = nodes.SA3InpaintMask.execute(**_mask()(handle)).args
-        (source,) = nodes.SA3EncodeAudio.execute(model=handle, audio=_audio(), latent=args["latent"]).args
-        source = {**source, "samples": source["samples"][..., :-2],  # another length: re-encoded from the waveform
-                  "sa3_source": [{"waveform": _poisoned(NAN)[0], "sample_rate": 44100}]}
+        if name == "inpaint_audio":
+            (args["inpaint_mask"],) = nodes.SA3InpaintMask.execute(**_mask()(handle)).args
         heavy.clear()
         with pytest.raises(ValueError) as e:
-            nodes.SA3Sampler.execute(**args, inpaint_mask=mask, inpaint_source=source)
-    assert str(e.value).startswith("Stable Audio 3 Sampler: inpaint_source samples must be finite numbers (got 1 NaN")
-    assert "sample" not in heavy and "encode_audio" not in heavy
+            nodes.SA3Sampler.execute(**args, **{name: _audio(wav=_poisoned(NAN))})
+    assert str(e.value).startswith(f"Stable Audio 3 Sampler: {name} samples must be finite numbers (got 1 NaN")
+    assert not {"sample", "encode_audio", "encode_sources"} & set(heavy)
 
 
 def test_good_graph_after_every_refusal_is_bit_identical(handle, reference):

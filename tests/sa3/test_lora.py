@@ -305,7 +305,7 @@ def test_prepared_chains_equal_loaded_ones_and_read_no_file(tiny, monkeypatch):
 def test_apply_loras_checks_settings_before_any_change(tiny):
     model, root, name, snap = tiny
     prepared = model.prepare_lora(_file(root, name, "lora.safetensors"))
-    with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA: strength must be a finite number \(got nan\)"):
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA: strength must be a number from -10 to 10 \(got nan\)"):
         model.apply_loras([L.LoRALink(prepared), L.LoRALink(prepared, strength_dit=float("nan"))])
     with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA: interval must satisfy lo <= hi"):
         model.apply_loras([L.LoRALink(prepared, interval=(0.9, 0.1))])
