@@ -615,14 +615,15 @@ class StableAudioModel:
         # checked before any download
         options = _load_options(device, dtype, attention, padding_mode, text_dtype, autoencoder_dtype)
         model_dir = resolve_model_dir(name_or_path, cache_dir=cache_dir, download=download)
-        config, _ = read_config(model_dir / "model_config.json")
+        config, same_cfg = read_config(model_dir / "model_config.json")
 
         def load_text(text_dtype_: torch.dtype | None) -> TextEncoder:
             text_dir = resolve_text_dir(model_dir, config.text.model_path or config.text.repo_id,
                                         config.text.subfolder, cache_dir=cache_dir, download=download)
             return TextEncoder.from_folder(text_dir, config.text, dtype=text_dtype_)
 
-        return cls._assemble(config, model_dir / WEIGHTS_FILE, load_text, model_dir, options, low_memory=low_memory)
+        return cls._assemble(config, same_cfg, model_dir / WEIGHTS_FILE, load_text, model_dir, options,
+                             low_memory=low_memory)
 
     @classmethod
     def from_single_file(cls, checkpoint: str | Path, text_encoder: str | Path,
@@ -642,21 +643,23 @@ class StableAudioModel:
         options = _load_options(device, dtype, attention, padding_mode, text_dtype, autoencoder_dtype)
         checkpoint, text_encoder = Path(checkpoint), Path(text_encoder)
         config, source = single_file.checkpoint_config(checkpoint, variant)
+        same_cfg = same_config(config, source)  # a sidecar's SAME part, named as the sidecar's problem
         single_file.check_text_encoder_file(text_encoder)  # before any weight is read
         logger.info("Stable Audio 3: %s uses the config of %s", checkpoint, source)
 
         def load_text(text_dtype_: torch.dtype | None) -> TextEncoder:
             return single_file.load_text_encoder_file(text_encoder, config.text, dtype=text_dtype_)
 
-        return cls._assemble(config, checkpoint, load_text, None, options, low_memory=low_memory)
+        return cls._assemble(config, same_cfg, checkpoint, load_text, None, options, low_memory=low_memory)
 
     @classmethod
-    def _assemble(cls, config: ModelConfig, weights: Path, load_text: Callable[[torch.dtype | None], TextEncoder],
-                  model_dir: Path | None, options: _LoadOptions, *, low_memory: bool) -> StableAudioModel:
-        """Build the model of ``config`` from a checkpoint file and a text-encoder loader (shared
-        by both ways of loading, so the same weights give the same modules)."""
+    def _assemble(cls, config: ModelConfig, same_cfg: SAMEConfig, weights: Path,
+                  load_text: Callable[[torch.dtype | None], TextEncoder], model_dir: Path | None,
+                  options: _LoadOptions, *, low_memory: bool) -> StableAudioModel:
+        """Build the model of ``config`` (its SAME part ``same_cfg``, parsed and checked once by the
+        caller) from a checkpoint file and a text-encoder loader (shared by both ways of loading,
+        so the same weights give the same modules)."""
         device, attention, backend, model_dtype, padding_mode, text_dtype, autoencoder_dtype = options
-        same_cfg = same_config(config, weights)
         # weights kept in the file's dtype stay memory-mapped; converted ones are read straight into
         # their new dtype (no transient fp32 copy); the autoencoder is converted below if asked.
         # Core's DiT prefix (model.diffusion_model.) is converted like ours, then renamed.

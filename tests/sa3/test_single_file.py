@@ -185,6 +185,17 @@ def test_sidecar_decides_and_excludes_an_explicit_variant(twins):
         single_file.checkpoint_config(twins.checkpoint, "small-music")
 
 
+def test_a_sidecar_with_a_broken_same_part_is_refused_naming_the_sidecar(twins, tmp_path):
+    ckpt = tmp_path / "finetune.safetensors"
+    shutil.copyfile(twins.checkpoint, ckpt)
+    config = json.loads(twins.checkpoint.with_suffix(".json").read_text())
+    del config["model"]["pretransform"]["config"]["pretransform"]["config"]["patch_size"]
+    ckpt.with_suffix(".json").write_text(json.dumps(config))
+    missing_text_encoder = tmp_path / "absent.safetensors"  # checked after the config: never reached
+    with pytest.raises(ValueError, match=r"model\.pretransform is missing the key 'patch_size' in '.*finetune\.json'"):
+        StableAudioModel.from_single_file(ckpt, missing_text_encoder, device="cpu")
+
+
 def test_unknown_shapes_without_sidecar_are_refused_naming_the_file(twins, tmp_path):
     bare = tmp_path / "finetune.safetensors"
     shutil.copyfile(twins.checkpoint, bare)
