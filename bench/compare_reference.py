@@ -2,14 +2,15 @@
 in one process: time and peak RSS per stage (text encode, sampling, decode) and their ratios.
 
     SA3_OFFICIAL_PATH=/path/to/stable-audio-3 python bench/compare_reference.py \
-        [--durations 5 30 120] [--steps 8] [--dtype fp32|bf16] [--model DIR]
+        [--durations 5 30 120] [--steps 8] [--dtype fp32|bf16] [--model DIR] [--repeats N]
 
 ``SA3_OFFICIAL_PATH`` is a checkout of Stability-AI/stable-audio-3 (the folder holding the
 ``stable_audio_3`` package); without it, or if it does not import, only our figures are printed.
 The official model runs fp32 on CPU (its ``model_half`` is forced off without CUDA); ``--dtype``
 sets ours. Ours runs with ``padding_mode="reference"`` (the official CPU semantics), so at fp32 the
 two outputs must agree, which is printed too. Each implementation is loaded, warmed up with one
-short generation, timed once per duration, then freed before the other one loads.
+short generation, timed once per duration (the fastest of ``--repeats`` runs), then freed before the
+other one loads.
 """
 
 from __future__ import annotations
@@ -91,7 +92,11 @@ def import_official() -> bool:
 def bench(label, load, monitor, args):
     model, load_time, load_peak = load(monitor)
     run_stages(model.generate, monitor, [min(args.durations)], args.steps, repeats=0)  # warm-up
-    results = run_stages(model.generate, monitor, args.durations, args.steps, repeats=0)
+    results = {}
+    for _ in range(args.repeats):  # the fastest of the timed runs per duration (the VM is shared)
+        for d, row in run_stages(model.generate, monitor, args.durations, args.steps, repeats=0).items():
+            if d not in results or row["total"] < results[d]["total"]:
+                results[d] = row
     outputs = {d: (r.pop("output"), r.pop("latents")) for d, r in results.items()}
     del model
     gc.collect()
@@ -102,6 +107,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(parser)
     parser.add_argument("--official-first", action="store_true", help="run the official model first")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed runs per duration after the warm-up, the fastest reported (default 1)")
     args = parse_run_args(parser)
     model_dir = Path(args.model)
     have_official = import_official()

@@ -135,6 +135,9 @@ def _sdpa_attention(q, k, v, key_padding, window, padding_mode):
         if padding_mode == "exact":
             if window is not None:
                 raise ValueError("Stable Audio 3: key padding with a sliding window is not supported.")
+            valid = _mask_fact(key_padding, "prefix", _shared_prefix)
+            if valid is not None:  # every item's valid keys are the same prefix: attend to it alone
+                return F.scaled_dot_product_attention(q, k[..., :valid, :], v[..., :valid, :])
             mask = key_padding[:, None, None, :]  # (B, 1, 1, M)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         v = v * key_padding[:, None, :, None].to(v.dtype)  # reference: V-zeroing
@@ -143,25 +146,40 @@ def _sdpa_attention(q, k, v, key_padding, window, padding_mode):
     return F.scaled_dot_product_attention(q, k, v)
 
 
-_varlen_memo: dict[int, tuple] = {}
+_mask_memo: tuple | None = None  # (weakref to the mask, its version, {fact: value}): one mask at a time
+
+
+def _mask_fact(key_padding: torch.Tensor, name: str, compute: Callable[[torch.Tensor], object]):
+    """``compute(key_padding)``, memoised per mask (object and in-place version) under ``name``.
+    The DiT passes one mask tensor to every layer and step, so what a backend derives from it
+    (with a host sync: ``nonzero``, ``item``) is derived once per generation, not per call."""
+    global _mask_memo
+    version = inplace_version(key_padding)
+    if _mask_memo is None or _mask_memo[0]() is not key_padding or _mask_memo[1] != version:
+        _mask_memo = (weakref.ref(key_padding), version, {})
+    facts = _mask_memo[2]
+    if name not in facts:
+        facts[name] = compute(key_padding)
+    return facts[name]
+
+
+def _shared_prefix(key_padding: torch.Tensor) -> int | None:
+    """n when every row of the (B, M) mask is n valid keys followed only by padding, else None."""
+    n = int(key_padding[0].sum())
+    return n if n > 0 and bool(key_padding[:, :n].all()) and not bool(key_padding[:, n:].any()) else None
 
 
 def _varlen_layout(key_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat indices of the valid tokens and the cumulative sequence lengths (B + 1,) int32 for
-    flash-attn varlen. The DiT passes one mask tensor to every layer and step, so the result is
-    memoised per mask (object and in-place version): ``nonzero`` syncs with the host once per
-    generation instead of at every attention call. The DiT's padding is a suffix, so the valid
-    tokens are a prefix of each row."""
-    version = inplace_version(key_padding)
-    hit = _varlen_memo.get(id(key_padding))
-    if hit is not None and hit[0]() is key_padding and hit[1] == version:
-        return hit[2], hit[3]
+    flash-attn varlen, once per mask (``_mask_fact``). The DiT's padding is a suffix, so the
+    valid tokens are a prefix of each row."""
+    return _mask_fact(key_padding, "varlen", _compute_varlen)
+
+
+def _compute_varlen(key_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = key_padding.sum(dim=1, dtype=torch.int32)
     cu = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
-    idx = key_padding.reshape(-1).nonzero(as_tuple=True)[0]
-    _varlen_memo.clear()  # one mask (one generation) at a time
-    _varlen_memo[id(key_padding)] = (weakref.ref(key_padding), version, idx, cu)
-    return idx, cu
+    return key_padding.reshape(-1).nonzero(as_tuple=True)[0], cu
 
 
 def _flash_attention(q, k, v, key_padding, window, padding_mode):
@@ -251,18 +269,19 @@ class Attention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.num_heads, -1).transpose(1, 2)  # (B, N, H*D) -> (B, H, N, D)
 
-    def _normed(self, qs, ks):
-        """Stack the (differential) pair over a new leading dim and apply the q/k norms."""
+    def _normed(self, qs, ks, dtype: torch.dtype):
+        """Stack the (differential) pair over a new leading dim and apply the q/k norms; the
+        results in ``dtype``, the activations' (the projections' own but in mixed precision)."""
         q = torch.stack([self._heads(t) for t in qs]) if qs is not None else None  # P x (B, H, N, D)
         k = torch.stack([self._heads(t) for t in ks]) if ks is not None else None
         # the q/k norms run in the model dtype (not forced to fp32), as in the official code
-        q = self.q_norm(q).to(q.dtype) if q is not None else None
-        k = self.k_norm(k).to(k.dtype) if k is not None else None
+        q = self.q_norm(q).to(dtype) if q is not None else None
+        k = self.k_norm(k).to(dtype) if k is not None else None
         return q, k
 
     def project_q(self, x: torch.Tensor) -> torch.Tensor:
         """Cross-attention queries: (B, N, W) -> normalised q (P, B, H, N, D)."""
-        q, _ = self._normed(self.to_q(x).chunk(2 if self.differential else 1, dim=-1), None)
+        q, _ = self._normed(self.to_q(x).chunk(2 if self.differential else 1, dim=-1), None, x.dtype)
         return q
 
     def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,7 +290,7 @@ class Attention(nn.Module):
         They depend only on the context and the weights, so the DiT computes them once per
         generation (``DiT.prepare``)."""
         kvs = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
-        _, k = self._normed(None, kvs[:-1])
+        _, k = self._normed(None, kvs[:-1], context.dtype)
         return k, self._heads(kvs[-1])
 
     def project_qk_v(self, x: torch.Tensor, context: torch.Tensor | None = None):
@@ -281,25 +300,32 @@ class Attention(nn.Module):
         """
         if self.is_cross:
             return (self.project_q(x), *self.project_kv(context))
+        # mixed precision: the projections stay in the compute dtype until the norms, which
+        # convert them exactly while computing in the activations' dtype (no separate cast pass)
+        qkv = self.to_qkv.compute(x)
         if self.differential:
-            q, k, v, q2, k2 = self.to_qkv(x).chunk(5, dim=-1)
+            q, k, v, q2, k2 = qkv.chunk(5, dim=-1)
             qs, ks = (q, q2), (k, k2)
         else:
-            q, k, v = self.to_qkv(x).chunk(3, dim=-1)
+            q, k, v = qkv.chunk(3, dim=-1)
             qs, ks = (q,), (k,)
-        q, k = self._normed(qs, ks)
-        return q, k, self._heads(v)
+        q, k = self._normed(qs, ks, x.dtype)
+        return q, k, self._heads(v).to(x.dtype)
 
     def attend(self, q, k, v, *, rotary=None, key_padding=None, window=None):
         """Attention over projected heads; see ``project_qk_v`` for shapes. ``rotary`` is an
-        (N, R) angle table or its ``(cos, sin)``. Returns (B, N, H*D)."""
+        (N, R) angle table or its ``(cos, sin)``. Returns (B, N, H*D).
+
+        ``q`` and ``k`` are the fresh projections of ``project_qk_v`` (or ``project_q``): in
+        inference the rotary is applied to them in place."""
         if rotary is not None:
-            q = apply_rotary(q, rotary).to(v.dtype)
-            k = apply_rotary(k, rotary).to(v.dtype)
+            q = apply_rotary(q, rotary, inplace=True).to(v.dtype)
+            k = apply_rotary(k, rotary, inplace=True).to(v.dtype)
         kw = dict(key_padding=key_padding, window=window, backend=self.backend, padding_mode=self.padding_mode)
         out = attention(q[0], k[0], v, **kw)
         if self.differential:
-            out = out - attention(q[1], k[1], v, **kw)
+            second = attention(q[1], k[1], v, **kw)
+            out = out - second if torch.is_grad_enabled() else out.sub_(second)  # the same difference
         b, h, n, d = out.shape
         return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))  # (B, H, N, D) -> (B, N, H*D)
 

@@ -29,6 +29,7 @@ from .layers import (
     expo_fourier_features,
     inplace_version,
     mlp,
+    residual,
     rotary_cos_sin,
     write_marks,
 )
@@ -111,7 +112,7 @@ class DiTBlock(nn.Module):
 
         y = _modulate(self.pre_norm(h), scale_sa, shift_sa)
         h = _gated_residual(h, self.self_attn(y, rotary=rotary, key_padding=key_padding), gate_sa)
-        h = _residual(h, self.cross_attn(self.cross_attend_norm(h), kv=cross_kv))
+        h = residual(h, self.cross_attn(self.cross_attend_norm(h), kv=cross_kv))
 
         h[:, num_memory:] += local_emb  # memory tokens receive nothing; h is a fresh tensor here
 
@@ -119,9 +120,10 @@ class DiTBlock(nn.Module):
         return _gated_residual(h, self.ff(y), gate_ff)
 
 
-# In inference the three helpers below work in place on ``y``, a fresh tensor the block just
-# computed (a norm, attention or feed-forward output): the same operations in the same order,
-# so the same roundings, without a temporary per step (less memory traffic and peak memory).
+# In inference the two helpers below (and ``layers.residual``) work in place on ``y``, a fresh
+# tensor the block just computed (a norm, attention or feed-forward output): the same operations
+# in the same order, so the same roundings, without a temporary per step (less memory traffic
+# and peak memory).
 
 
 def _modulate(y: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -136,11 +138,6 @@ def _gated_residual(h: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> tor
     if torch.is_grad_enabled():
         return h + y * torch.sigmoid(1 - gate)
     return y.mul_(torch.sigmoid(1 - gate)).add_(h)  # y * g + h == h + y * g bit for bit
-
-
-def _residual(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``h + y``."""
-    return h + y if torch.is_grad_enabled() else y.add_(h)
 
 
 class ContinuousTransformer(nn.Module):

@@ -24,6 +24,9 @@ if torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_
     # measured on x86 only; elsewhere (ARM builds back oneDNN with other libraries) F.linear stays
     _onednn_linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 _use_onednn = _onednn_linear is not None
+# oneDNN's blocked weight layout (see Linear.pack_weight); the batch-size hint is left unset, so
+# the layout, and with it the rounding, never depends on which input came first
+_reorder_weight = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None) if _use_onednn else None
 
 
 def set_onednn_linear(enabled: bool) -> None:
@@ -41,12 +44,19 @@ def set_onednn_linear(enabled: bool) -> None:
     _use_onednn = bool(enabled) and _onednn_linear is not None
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear``, through oneDNN for float32 / bfloat16 CPU inference (see ``set_onednn_linear``)."""
-    if (_use_onednn and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+def _onednn_eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (_use_onednn and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
             and weight.dtype == x.dtype and weight.numel() >= ONEDNN_MIN_WEIGHTS
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
-        return _onednn_linear(x, weight, bias, "none", [], "")
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           packed: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear``, through oneDNN for float32 / bfloat16 CPU inference (see ``set_onednn_linear``).
+    ``packed``: ``weight`` already in oneDNN's blocked layout (``Linear.pack_weight``), used on
+    that path instead of reordering ``weight`` at every call."""
+    if _onednn_eligible(x, weight):
+        return _onednn_linear(x, weight if packed is None else packed, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
 
@@ -58,12 +68,50 @@ class Linear(nn.Linear):
     to the input's dtype, so the activations around the layer keep their precision."""
 
     compute_dtype: torch.dtype | None = None
+    pack_weight: bool = False  # see set_weight_packing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.compute_dtype is None or x.dtype == self.compute_dtype:
-            return linear(x, self.weight, self.bias)
         # mixed precision: the GEMM in the compute dtype, its result back in the activations' dtype
-        return linear(x.to(self.compute_dtype), self.weight, self.bias).to(x.dtype)
+        return self.compute(x).to(x.dtype)
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` without the cast back: the result in the compute dtype (the input's when
+        there is none), for a caller whose next operation converts it anyway."""
+        if self.compute_dtype is not None:
+            x = x.to(self.compute_dtype)
+        return linear(x, self.weight, self.bias, self._packed_weight(x))
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        """With ``pack_weight``, for a bfloat16 oneDNN call in inference: the weight in oneDNN's
+        blocked layout, made once and kept until the weight changes (new tensor, in-place write
+        seen by its version counter or by ``mark_written``, as the DiT step cache); else None."""
+        weight = self.weight
+        if (not self.pack_weight or _reorder_weight is None or x.dtype != torch.bfloat16 or torch.is_grad_enabled()
+                or not _onednn_eligible(x, weight)):
+            return None
+        key = (id(weight), weight.data_ptr(), inplace_version(weight), write_marks(self), weight.shape)
+        cached = self.__dict__.get("_packed")
+        if cached is None or cached[0] != key:
+            self.__dict__["_packed"] = cached = (key, _reorder_weight(weight))
+        return cached[1]
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_packed", None)  # moved or cast: the packed copy is stale
+        return super()._apply(fn, recurse)
+
+
+def set_weight_packing(module: nn.Module, enabled: bool) -> None:
+    """Let every ``Linear`` in ``module`` keep its bfloat16 weight in oneDNN's blocked layout for
+    CPU inference (on: the bf16 DiT step measured 8-10 % faster and the bf16-mixed SAME decode
+    about 15 %, bench/RESULTS.md), at the cost of that second copy of the weights (about the bf16
+    DiT's size); off drops the copies. Float32 layers never pack (their GEMMs gain nothing: the
+    reorder is small next to an fp32 GEMM), so the exact fp32 path is unchanged. The packed GEMM
+    rounds differently from the plain one, within bfloat16 rounding, the same way at every call."""
+    for m in module.modules():
+        if isinstance(m, Linear):
+            m.pack_weight = enabled
+            if not enabled:
+                m.__dict__.pop("_packed", None)
 
 
 def inplace_version(t: torch.Tensor) -> int | None:
@@ -121,8 +169,9 @@ class DynamicTanh(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return self.gamma * torch.tanh(self.alpha * x) + self.beta
-        # inference: the same three roundings on one fresh tensor (no two extra temporaries)
-        return torch.tanh(self.alpha * x).mul_(self.gamma).add_(self.beta)
+        # inference: the same roundings on one fresh tensor (no extra temporaries); the result
+        # takes the parameters' dtype when x is narrower (bf16-mixed SAME gives bf16 projections)
+        return (self.alpha * x).tanh_().mul_(self.gamma).add_(self.beta)
 
 
 class RotaryEmbedding(nn.Module):
@@ -149,23 +198,31 @@ def rotary_cos_sin(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return freqs.cos(), freqs.sin()
 
 
-def apply_rotary(t: torch.Tensor, freqs: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def apply_rotary(t: torch.Tensor, freqs: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+                 inplace: bool = False) -> torch.Tensor:
     """Rotate the first ``R`` features of ``t`` (partial, GPT-J style slice).
 
     t: (..., N, D); freqs: (N, R) angles with R <= D, or their ``(cos, sin)`` from
     ``rotary_cos_sin`` (same values, computed once). Computed in float32, returned in t's dtype.
+    ``inplace`` (inference, for a ``t`` the caller owns) writes the result into ``t``: the same
+    values without a copy of the features that are not rotated.
     """
     cos, sin = rotary_cos_sin(freqs) if torch.is_tensor(freqs) else freqs
     rot, half = cos.shape[-1], cos.shape[-1] // 2
-    x = t.float()  # fp32 rotation (a no-op for fp32 inputs)
-    x1, x2 = x[..., :half], x[..., half:rot]  # (..., N, R/2) each
+    # only the rotated features in fp32 (a no-op view for fp32 inputs)
+    x1, x2 = t[..., :half].float(), t[..., half:rot].float()  # (..., N, R/2) each
     # rotated = x * cos + rotate_half(x) * sin, half by half with the same roundings (no FMA):
     # first = x1 * cos1 - x2 * sin1, second = x2 * cos2 + x1 * sin2; written straight into the
-    # output instead of through rotate_half's and the final concatenations' copies
+    # output instead of through rotate_half's and the final concatenations' copies. Both halves
+    # are computed before either is written: for fp32, x1 and x2 are views of t.
     first = (x1 * cos[..., :half]).sub_(x2 * sin[..., :half])
     second = (x2 * cos[..., half:]).add_(x1 * sin[..., half:])
-    out = torch.empty_like(t)
-    out[..., :half], out[..., half:rot], out[..., rot:] = first, second, t[..., rot:]  # casts back to t's dtype
+    if inplace and not torch.is_grad_enabled():
+        out = t
+    else:
+        out = torch.empty_like(t)
+        out[..., rot:] = t[..., rot:]
+    out[..., :half], out[..., half:rot] = first, second  # casts back to t's dtype
     return out
 
 
@@ -205,15 +262,24 @@ class FeedForward(nn.Module):
         if cd is not None and x.dtype != cd:
             # mixed precision: the whole GLU (two GEMMs, the activation and the gating product) in
             # the compute dtype, one cast in and one out instead of one around each GEMM
-            return self._forward(x.to(cd)).to(x.dtype)
-        return self._forward(x)
+            return self._forward(x.to(cd), x.dtype)
+        return self._forward(x, x.dtype)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         if torch.is_grad_enabled() or x.numel() <= FF_BLOCK_ROWS * x.shape[-1]:
-            return self.ff(x)
+            return self.ff(x).to(out_dtype)
         rows = x.reshape(-1, x.shape[-1])  # (..., W) -> (R, W)
-        out = torch.cat([self.ff(block) for block in rows.split(FF_BLOCK_ROWS)])
+        out = rows.new_empty(rows.shape[0], self.ff[2].out_features, dtype=out_dtype)
+        for start in range(0, rows.shape[0], FF_BLOCK_ROWS):
+            block = rows[start:start + FF_BLOCK_ROWS]
+            out[start:start + block.shape[0]] = self.ff(block)  # the cast back happens in this copy
         return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def residual(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``h + y``; in inference written into ``y``, a fresh branch output the caller owns (the
+    same sum: addition commutes bit for bit)."""
+    return h + y if torch.is_grad_enabled() else y.add_(h)
 
 
 def expo_fourier_features(

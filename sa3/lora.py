@@ -415,7 +415,7 @@ class LoRAStack:
         with torch.no_grad():
             for key in [key for key in self._targets if key not in wanted]:
                 target = self._targets.pop(key)
-                target.module.weight.copy_(target.base)
+                write_weight(target.module, target.base)
             for key in wanted - set(self._targets):
                 module = self._candidates[key]
                 self._targets[key] = _Target(key[0], key[1], module, module.weight.detach().clone())

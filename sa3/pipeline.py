@@ -38,6 +38,7 @@ from .attention import BACKENDS, PADDING_MODES, resolve_backend
 from .conditioners import Conditioner, TextEncoder, require_transformers
 from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig
 from .dit import DiT, DiTConditioning
+from .layers import set_weight_packing
 from .loading import (
     CHECKPOINT_PREFIXES,
     WEIGHTS_FILE,
@@ -566,6 +567,9 @@ class StableAudioModel:
         # low_memory also streams the DiT's mapped weights during sampling: each block's pages are
         # dropped once it has run and fault back in from the page cache at the next step
         dit.transformer.after_block = _release_block if low_memory else None
+        # bf16 CPU GEMMs on prepacked weights: faster, one more copy of the weights, so not in low_memory
+        for part in (dit, autoencoder):
+            set_weight_packing(part, not low_memory)
 
     # -- loading --
 

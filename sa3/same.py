@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, resolve_backend
-from .layers import DynamicTanh, FeedForward, Linear, RotaryEmbedding, rotary_cos_sin
+from .layers import DynamicTanh, FeedForward, Linear, RotaryEmbedding, residual, rotary_cos_sin
 from .precision import MIXED_BF16
 
 CHUNK_LATENTS = 128  # chunked encode/decode: latents per chunk (reference default)
@@ -338,8 +338,8 @@ class SAMEBlock(nn.Module):
         """x: (B', N, W); rotary positions 0..N-1 of the sequence as given. Returns (B', N, W)."""
         rotary = rotary_cos_sin(self.rope.table(x.shape[-2]))  # (N, dim_heads/2) fp32, once for q and k
         q, k, v = self.self_attn.project_qk_v(self.pre_norm(x))
-        x = x + self.self_attn.attend(q, k, v, rotary=rotary, window=window)
-        return x + self.ff(self.ff_norm(x))
+        x = residual(x, self.self_attn.attend(q, k, v, rotary=rotary, window=window))
+        return residual(x, self.ff(self.ff_norm(x)))
 
 
 class ResamplingBlock(nn.Module):

@@ -82,3 +82,80 @@ def test_linear_keeps_the_nn_linear_state_dict():
     assert ours.state_dict().keys() == ref.state_dict().keys()
     ours.load_state_dict(ref.state_dict(), strict=True)
     assert isinstance(ours, torch.nn.Linear)  # LoRA targets nn.Linear layers
+
+
+# --- prepacked bfloat16 weights (set_weight_packing) ------------------------------------------
+
+needs_packing = pytest.mark.skipif(layers._reorder_weight is None, reason="this torch build has no oneDNN reorder")
+
+
+def _bf16_layer(seed=0) -> Linear:
+    _, w, b = _inputs((1, 64), seed=seed)
+    layer = Linear(64, w.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(w), layer.bias.copy_(b)
+    layer.to(torch.bfloat16).requires_grad_(False)
+    layers.set_weight_packing(layer, True)
+    return layer
+
+
+@needs_packing
+def test_packed_weight_matches_plain_within_bf16_rounding():
+    layer = _bf16_layer()
+    x = torch.randn(2, 37, 64).bfloat16()
+    with torch.inference_mode():
+        packed = layer(x)
+        assert "_packed" in layer.__dict__, "no packed copy was made"
+        layers.set_weight_packing(layer, False)
+        assert "_packed" not in layer.__dict__  # off drops the copy
+        plain = layer(x)
+    ref = F.linear(x.double(), layer.weight.double(), layer.bias.double())
+    assert packed.dtype == torch.bfloat16 and packed.shape == plain.shape
+    for out in (packed, plain):
+        assert ((out.double() - ref).norm() / ref.norm()).item() < 4e-3  # bf16 output rounding
+
+
+@needs_packing
+def test_packed_weight_is_made_once_and_remade_after_a_write():
+    from sa3.lora import write_weight
+
+    layer = _bf16_layer()
+    x = torch.randn(5, 64).bfloat16()
+    with torch.inference_mode():
+        layer.weight.data = layer.weight.data.clone()  # an inference tensor, as inside ComfyUI: no version counter
+        first = layer(x)
+        packed = layer.__dict__["_packed"][1]
+        layer(x)
+        assert layer.__dict__["_packed"][1] is packed  # reused
+        write_weight(layer, torch.zeros_like(layer.weight))  # LoRA's in-place write, marked
+        assert torch.equal(layer(x), layer.bias.expand(5, -1))  # the new weight is used
+        assert layer.__dict__["_packed"][1] is not packed
+    assert not torch.equal(first, layer.bias.expand(5, -1))
+
+
+@needs_packing
+def test_packing_does_not_depend_on_the_first_input():
+    """The layout is chosen without a batch-size hint, so a layer first called with 3 rows gives a
+    long input the same bits as one first called with that long input."""
+    a, b = _bf16_layer(), _bf16_layer()
+    short, long = torch.randn(3, 64).bfloat16(), torch.randn(700, 64).bfloat16()
+    with torch.inference_mode():
+        a(short)
+        assert torch.equal(a(long), b(long))
+
+
+@needs_packing
+def test_packing_skips_fp32_autograd_and_moves():
+    layer = _bf16_layer()
+    x = torch.randn(4, 64).bfloat16()
+    with torch.enable_grad():
+        layer(x)
+    assert "_packed" not in layer.__dict__  # grad mode: the plain weight (training)
+    with torch.inference_mode():
+        layer(x)
+    assert "_packed" in layer.__dict__
+    layer.float()  # moved or cast: the copy is stale and dropped
+    assert "_packed" not in layer.__dict__
+    with torch.inference_mode():
+        layer(x.float())
+    assert "_packed" not in layer.__dict__  # float32 never packs: the exact path is unchanged

@@ -89,3 +89,23 @@ def test_flash_varlen_layout_is_computed_once_per_mask():
         frozen = torch.ones(1, 3, dtype=torch.bool)
         assert _varlen_layout(frozen)[1].tolist() == [0, 3]
         assert _varlen_layout(frozen)[1].tolist() == [0, 3]
+
+
+def test_exact_sdpa_prefix_and_mask_paths_equal_math():
+    """Rows sharing one valid prefix attend to that prefix alone (no mask); rows of different
+    lengths, or a mask that is not a prefix, take the masked call; all equal the dense reference."""
+    from sa3.attention import _shared_prefix, attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 20, 64, generator=g) for _ in range(3))
+    holes = torch.ones(2, 20, dtype=torch.bool)
+    holes[:, 5] = False
+    cases = {(13, 13): 13, (20, 20): 20, (13, 20): None, (7, 13): None}
+    for lengths, prefix in cases.items():
+        mask = torch.arange(20)[None] < torch.tensor(lengths)[:, None]
+        assert _shared_prefix(mask) == prefix
+    assert _shared_prefix(holes) is None
+    for mask in [torch.arange(20)[None] < torch.tensor(n)[:, None] for n in cases] + [holes]:
+        out = attention(q, k, v, key_padding=mask, backend="sdpa", padding_mode="exact")
+        ref = attention(q, k, v, key_padding=mask, backend="math", padding_mode="exact")
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

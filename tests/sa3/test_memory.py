@@ -60,6 +60,15 @@ def test_low_memory_streams_dit_blocks_during_sampling(monkeypatch):
     assert _fresh_model().dit.transformer.after_block is None  # only with low_memory
 
 
+def test_weight_packing_is_on_except_in_low_memory():
+    """Prepacked bf16 weights are a second copy of the weights: the default, not low_memory."""
+    for low_memory in (False, True):
+        model = _fresh_model(low_memory=low_memory)
+        linears = [m for part in (model.dit, model.autoencoder) for m in part.modules()
+                   if isinstance(m, layers.Linear)]
+        assert linears and all(m.pack_weight is not low_memory for m in linears)
+
+
 @linux_only
 def test_release_drops_mapped_weights_and_keeps_their_values():
     model = _fresh_model()
@@ -80,6 +89,24 @@ def test_blocked_feed_forward_matches_whole(monkeypatch, sinusoidal):
         blocked = ff(x)
     assert blocked.shape == whole.shape
     torch.testing.assert_close(blocked, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_blocked_mixed_precision_feed_forward_returns_the_activations_dtype(monkeypatch):
+    """bf16-mixed: blocks computed in bf16 and written into one float32 output (the cast in the
+    copy), the same values as the whole GLU cast once."""
+    torch.manual_seed(0)
+    ff = FeedForward(32, mult=2.0).eval()
+    for module in ff.modules():
+        if isinstance(module, layers.Linear):
+            module.compute_dtype = torch.bfloat16
+            module.to(torch.bfloat16)
+    x = torch.randn(3, 50, 32)
+    with torch.no_grad():
+        whole = ff(x)
+        monkeypatch.setattr(layers, "FF_BLOCK_ROWS", 16)
+        blocked = ff(x)
+    assert whole.dtype == blocked.dtype == torch.float32
+    torch.testing.assert_close(blocked, whole, rtol=0, atol=0)
 
 
 def test_feed_forward_in_place_activation_matches_autograd_path():
