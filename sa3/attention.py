@@ -269,11 +269,19 @@ class Attention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.num_heads, -1).transpose(1, 2)  # (B, N, H*D) -> (B, H, N, D)
 
+    def _stacked(self, ts, dtype: torch.dtype) -> torch.Tensor:
+        """(B, N, H*D) projections -> (P, B, H, N, D) heads in ``dtype``, converted (exactly, from
+        the narrower compute dtype in mixed precision) by the stacking copy itself."""
+        heads = [self._heads(t) for t in ts]
+        if torch.is_grad_enabled():
+            return torch.stack(heads).to(dtype)
+        return torch.stack(heads, out=heads[0].new_empty((len(heads), *heads[0].shape), dtype=dtype))
+
     def _normed(self, qs, ks, dtype: torch.dtype):
         """Stack the (differential) pair over a new leading dim and apply the q/k norms; the
         results in ``dtype``, the activations' (the projections' own but in mixed precision)."""
-        q = torch.stack([self._heads(t) for t in qs]) if qs is not None else None  # P x (B, H, N, D)
-        k = torch.stack([self._heads(t) for t in ks]) if ks is not None else None
+        q = self._stacked(qs, dtype) if qs is not None else None  # P x (B, H, N, D)
+        k = self._stacked(ks, dtype) if ks is not None else None
         # the q/k norms run in the model dtype (not forced to fp32), as in the official code
         q = self.q_norm(q).to(dtype) if q is not None else None
         k = self.k_norm(k).to(dtype) if k is not None else None
@@ -300,8 +308,8 @@ class Attention(nn.Module):
         """
         if self.is_cross:
             return (self.project_q(x), *self.project_kv(context))
-        # mixed precision: the projections stay in the compute dtype until the norms, which
-        # convert them exactly while computing in the activations' dtype (no separate cast pass)
+        # mixed precision: the projections stay in the compute dtype until they are stacked into
+        # heads, which converts them exactly (no separate cast pass over all of them)
         qkv = self.to_qkv.compute(x)
         if self.differential:
             q, k, v, q2, k2 = qkv.chunk(5, dim=-1)

@@ -169,8 +169,7 @@ class DynamicTanh(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return self.gamma * torch.tanh(self.alpha * x) + self.beta
-        # inference: the same roundings on one fresh tensor (no extra temporaries); the result
-        # takes the parameters' dtype when x is narrower (bf16-mixed SAME gives bf16 projections)
+        # inference: the same roundings on one fresh tensor (no extra temporaries)
         return (self.alpha * x).tanh_().mul_(self.gamma).add_(self.beta)
 
 
