@@ -3,14 +3,15 @@ in one process: time and peak RSS per stage (text encode, sampling, decode) and 
 
     SA3_OFFICIAL_PATH=/path/to/stable-audio-3 python bench/compare_reference.py \
         [--durations 5 30 120] [--steps 8] [--dtype fp32|bf16] [--model DIR] [--repeats N]
+        [--cfg-scale G] [--padding-mode reference|exact]
 
 ``SA3_OFFICIAL_PATH`` is a checkout of Stability-AI/stable-audio-3 (the folder holding the
 ``stable_audio_3`` package); without it, or if it does not import, only our figures are printed.
 The official model runs fp32 on CPU (its ``model_half`` is forced off without CUDA); ``--dtype``
-sets ours. Ours runs with ``padding_mode="reference"`` (the official CPU semantics), so at fp32 the
-two outputs must agree, which is printed too. Each implementation is loaded, warmed up with one
-short generation, timed once per duration (the fastest of ``--repeats`` runs), then freed before the
-other one loads.
+sets ours. Ours runs with ``padding_mode="reference"`` (the official CPU semantics; ``--padding-mode
+exact`` for the library's default), so at fp32 the two outputs must agree, which is printed too.
+Each implementation is loaded, warmed up with one short generation, timed once per duration (the
+fastest of ``--repeats`` runs), then freed before the other one loads.
 """
 
 from __future__ import annotations
@@ -91,10 +92,11 @@ def import_official() -> bool:
 
 def bench(label, load, monitor, args):
     model, load_time, load_peak = load(monitor)
-    run_stages(model.generate, monitor, [min(args.durations)], args.steps, repeats=0)  # warm-up
+    extra = {"cfg_scale": args.cfg_scale}
+    run_stages(model.generate, monitor, [min(args.durations)], args.steps, repeats=0, **extra)  # warm-up
     results = {}
     for _ in range(args.repeats):  # the fastest of the timed runs per duration (the VM is shared)
-        for d, row in run_stages(model.generate, monitor, args.durations, args.steps, repeats=0).items():
+        for d, row in run_stages(model.generate, monitor, args.durations, args.steps, repeats=0, **extra).items():
             if d not in results or row["total"] < results[d]["total"]:
                 results[d] = row
     outputs = {d: (r.pop("output"), r.pop("latents")) for d, r in results.items()}
@@ -107,6 +109,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(parser)
     parser.add_argument("--official-first", action="store_true", help="run the official model first")
+    parser.add_argument("--padding-mode", default="reference", choices=("reference", "exact"),
+                        help="ours: reference (the official CPU semantics, the default here) or exact "
+                             "(the library's default, flash-attn semantics: not the official CPU output)")
+    parser.add_argument("--cfg-scale", type=float, default=1.0,
+                        help="classifier-free guidance for both (1: none, the default; 7: the docs' stronger setting)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="timed runs per duration after the warm-up, the fastest reported (default 1)")
     args = parse_run_args(parser)
@@ -115,7 +122,7 @@ def main():
     monitor = StageMonitor()
 
     def ours(mon):
-        return load_ours(model_dir, args.dtype, mon, padding_mode="reference", attention="sdpa",
+        return load_ours(model_dir, args.dtype, mon, padding_mode=args.padding_mode, attention="sdpa",
                          **configure_ours(args))
 
     runs = [("sa3", ours)] + ([("official", lambda mon: load_official(model_dir, mon))] if have_official else [])
@@ -127,7 +134,9 @@ def main():
     monitor.close()
 
     gb = 1e9
-    print(f"model {model_dir}, steps {args.steps}, threads {torch.get_num_threads()}, our dtype {args.dtype}, "
+    print(f"model {model_dir}, steps {args.steps}, cfg {args.cfg_scale:g}, padding {args.padding_mode}, "
+          f"threads {torch.get_num_threads()}, "
+          f"our dtype {args.dtype}, "
           f"SAME {args.autoencoder_dtype}, low_memory {args.low_memory}, "
           f"linear {'blas' if args.blas_linear else 'onednn'}, "
           f"load average {os.getloadavg()[0]:.1f}")
