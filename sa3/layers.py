@@ -102,11 +102,12 @@ class Linear(nn.Linear):
 
 def set_weight_packing(module: nn.Module, enabled: bool) -> None:
     """Let every ``Linear`` in ``module`` keep its bfloat16 weight in oneDNN's blocked layout for
-    CPU inference (on: the bf16 DiT step measured 8-10 % faster and the bf16-mixed SAME decode
-    about 15 %, bench/RESULTS.md), at the cost of that second copy of the weights (about the bf16
-    DiT's size); off drops the copies. Float32 layers never pack (their GEMMs gain nothing: the
-    reorder is small next to an fp32 GEMM), so the exact fp32 path is unchanged. The packed GEMM
-    rounds differently from the plain one, within bfloat16 rounding, the same way at every call."""
+    CPU inference, at the cost of that second copy of the weights (about the bf16 DiT's size);
+    off drops the copies. Measured on an AMX CPU: most bf16 GEMM shapes of the models 15-45 %
+    faster, one 30 % slower, the bf16 DiT step about 8-10 % (bench/bench_gemm.py,
+    bench/RESULTS.md). Float32 layers never pack (the reorder is small next to an fp32 GEMM), so
+    the exact fp32 path is unchanged. The packed GEMM rounds differently from the plain one,
+    within bfloat16 rounding, the same way at every call."""
     for m in module.modules():
         if isinstance(m, Linear):
             m.pack_weight = enabled
