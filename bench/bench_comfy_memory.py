@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import importlib.util
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -109,7 +108,7 @@ def main():
     rows += [(name, f"{t:.2f}", f"{monitor.peak.get(name, 0) / gb:.2f}") for name, t in times.items()]
     print(fmt_table(rows))
     print(f"audio {tuple(audio['waveform'].shape)}; peak RSS over all nodes {max(monitor.peak.values()) / gb:.2f} GB; "
-          f"process peak (ru_maxrss) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gb:.2f} GB")
+          f"process peak {monitor.process_peak / gb:.2f} GB")
 
 
 if __name__ == "__main__":

@@ -34,9 +34,34 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def _high_water_mark() -> int:
+    """The process's peak RSS since the last ``_reset_high_water_mark`` (Linux VmHWM), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def _reset_high_water_mark() -> bool:
+    """Reset VmHWM to the current RSS (``/proc/self/clear_refs``, Linux 4.0+); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 class StageMonitor:
     """Per-stage wall time and peak RSS. ``stage(name)`` switches the current stage; time and
-    the RSS maximum accumulate under the current name until the next switch."""
+    the RSS maximum accumulate under the current name until the next switch.
+
+    The peak is the kernel's high-water mark, reset at every switch: exact, and without a
+    sampling thread. A thread waking every 2 ms measured 16 % slower on our bf16 30 s generation
+    and 2 % on the official code (it preempts one of the two OpenMP threads, and the other waits
+    for it at every parallel region), so it is only the fallback where the reset is refused.
+    """
 
     def __init__(self, interval: float = 0.002):
         self.interval = interval
@@ -44,27 +69,39 @@ class StageMonitor:
         self.peak: dict[str, int] = {}
         self.time: dict[str, float] = {}
         self.decoded = None  # the last latents given to a stage wrapped as "decode"
+        self.process_peak = 0  # over the monitor's whole life, stages or not (ru_maxrss is reset with VmHWM)
         self._since = time.perf_counter()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
+        self._thread = None
+        if not _reset_high_water_mark():
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
 
     def _poll(self):
         while not self._stop.is_set():
-            self._note()
+            self._note(rss_bytes())
             time.sleep(self.interval)
 
-    def _note(self):
+    def _note(self, rss: int):
+        self.process_peak = max(self.process_peak, rss)
         if self.current is not None:
-            self.peak[self.current] = max(self.peak.get(self.current, 0), rss_bytes())
+            self.peak[self.current] = max(self.peak.get(self.current, 0), rss)
+
+    def _switch_peak(self):
+        """Credit the peak since the last switch to the current stage, and start a new one."""
+        if self._thread is None:
+            self._note(_high_water_mark())
+            _reset_high_water_mark()
+        else:
+            self._note(rss_bytes())
 
     def stage(self, name: str | None):
         now = time.perf_counter()
-        self._note()
+        self._switch_peak()
         if self.current is not None:
             self.time[self.current] = self.time.get(self.current, 0.0) + now - self._since
         self.current, self._since = name, now
-        self._note()
+        self._switch_peak()
 
     def reset(self):
         self.stage(None)
@@ -72,7 +109,8 @@ class StageMonitor:
 
     def close(self):
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def wrap(obj, attr: str, monitor: StageMonitor, inner: str, outer: str):
@@ -190,7 +228,7 @@ def main():
           f"low_memory={args.low_memory}, linear={'blas' if args.blas_linear else 'onednn'}")
     print(f"load: {load_time:.2f} s, peak RSS {load_peak / gb:.2f} GB")
     print(fmt_table(rows))
-    print(f"process peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gb:.2f} GB")
+    print(f"process peak RSS: {monitor.process_peak / gb:.2f} GB")
     monitor.close()
 
 

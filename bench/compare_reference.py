@@ -20,7 +20,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -168,7 +167,7 @@ def main():
                          f"{peak_s / peak_o:.2f}", diff, rel, f"{latents_rel_l2(za, zb):.2e}"))
         print("official / sa3 time (>1: we are faster); sa3 / official peak RSS (<1: we use less)")
         print(fmt_table(rows))
-    print(f"process peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gb:.2f} GB")
+    print(f"process peak RSS: {monitor.process_peak / gb:.2f} GB")
 
 
 if __name__ == "__main__":
