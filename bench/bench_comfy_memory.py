@@ -7,7 +7,8 @@ node's ``execute`` under ``torch.inference_mode()`` one after another, as ComfyU
 
 Without ``--model`` it uses the random full-size small-music folder (``bench/_random_model.py``).
 ``--grad-mode no_grad`` runs the same graph under ``torch.no_grad()`` instead, to see what
-inference mode itself changes. Peak RSS per node is sampled every 2 ms (``bench_generate``).
+inference mode itself changes. Peak RSS per node is the kernel's high-water mark
+(``bench_generate.StageMonitor``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@
 Without ``--model`` it builds (once) a random full-size small-music folder under /tmp
 (``bench/_random_model.py``). Stage times come from wrapping the text encoder, the DiT and the
 decoder; "sampling" is everything between text encoding and decoding (noise, the DiT cache,
-every DiT step). Peak RSS per stage is the maximum resident set size (VmRSS, anonymous and
-file-backed pages) sampled every 2 ms while the stage runs; "load" is from_pretrained.
+every DiT step). Peak RSS per stage is the maximum resident set size (anonymous and file-backed
+pages) while the stage runs, the kernel's high-water mark (see ``StageMonitor``); "load" is
+from_pretrained.
 """
 
 from __future__ import annotations
