@@ -8,12 +8,15 @@ state dicts load with ``strict=True``.
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 SIN_PI = 3.14159265359  # the constant the official sinusoidal feed-forward uses (not math.pi)
 FF_BLOCK_ROWS = 512  # feed-forward rows per block in inference (see FeedForward.forward)
@@ -92,7 +95,13 @@ class Linear(nn.Linear):
         key = (id(weight), weight.data_ptr(), inplace_version(weight), write_marks(self), weight.shape)
         cached = self.__dict__.get("_packed")
         if cached is None or cached[0] != key:
-            self.__dict__["_packed"] = cached = (key, _reorder_weight(weight))
+            try:
+                packed = _reorder_weight(weight)
+            except RuntimeError as e:  # a CPU or build whose oneDNN cannot pack: the plain weight, as before
+                logger.info("Stable Audio 3: bf16 weight packing unavailable here (%s); using plain weights", e)
+                self.pack_weight = False
+                return None
+            self.__dict__["_packed"] = cached = (key, packed)
         return cached[1]
 
     def _apply(self, fn, recurse=True):

@@ -159,3 +159,20 @@ def test_packing_skips_fp32_autograd_and_moves():
     with torch.inference_mode():
         layer(x.float())
     assert "_packed" not in layer.__dict__  # float32 never packs: the exact path is unchanged
+
+
+@needs_packing
+def test_packing_falls_back_to_the_plain_weight_where_onednn_cannot_pack(monkeypatch):
+    layer = _bf16_layer()
+    x = torch.randn(4, 64).bfloat16()
+    with torch.inference_mode():
+        layers.set_weight_packing(layer, False)
+        plain = layer(x)
+        layers.set_weight_packing(layer, True)
+
+        def refuse(weight):
+            raise RuntimeError("no bf16 reorder on this CPU")
+
+        monkeypatch.setattr(layers, "_reorder_weight", refuse)
+        assert torch.equal(layer(x), plain)
+    assert layer.pack_weight is False and "_packed" not in layer.__dict__
