@@ -1,7 +1,8 @@
 """The nodes as ComfyUI runs them, under ``torch.inference_mode()`` (the autouse fixture of
 conftest.py): the models the loader makes hold inference tensors, a LoRA noise interval gives
-the audio ``generate()`` gives under ``no_grad``, and ``low_memory`` drops the model file's pages
-once the graph is done (measured as the resident bytes of the file's mappings)."""
+the audio ``generate()`` gives under ``no_grad`` (also with bf16's prepacked weights), and
+``low_memory`` drops the model file's pages once the graph is done (measured as the resident
+bytes of the file's mappings)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import fixture_root, resident_bytes
-from tests.nodes.conftest import ROOT, load_handle, nodes, require_model
+from tests.nodes.conftest import PACK, ROOT, load_handle, nodes, require_model
 from tests.nodes.test_graph_parity import assert_same, run_graph
 
 SMALL = "tiny-small"
@@ -41,6 +42,35 @@ def test_lora_interval_graph_equals_generate_under_no_grad():
     (always,) = nodes.SA3LoraLoader.execute(model=h, lora_name=LORA, strength_dit=1.0,
                                             strength_conditioner=1.0).args
     assert not torch.equal(run_graph(always, sampler="pingpong", seed=3)["waveform"], expected)  # it switches
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"), reason="no oneDNN weight packing")
+def test_packed_bf16_weights_follow_a_lora_interval_inside_comfyui(monkeypatch):
+    """bf16 on the CPU keeps prepacked weights; every layer packs here (the size threshold set
+    to 0). The LoRA switching on mid-sampling writes inference tensors, which have no version
+    counter: the graph must still use the written weights, as generate() under no_grad does."""
+    import importlib
+
+    from sa3 import StableAudioModel, layers
+
+    if not (ROOT / "loras" / LORA).is_file():
+        pytest.skip("no LoRA fixtures")
+    for copy in (layers, importlib.import_module(f"{PACK}.sa3.layers")):  # the library's and the pack's
+        monkeypatch.setattr(copy, "ONEDNN_MIN_WEIGHTS", 0)
+    require_model(SMALL)
+    (h,) = nodes.SA3ModelLoader.execute(model_name=SMALL, precision="bf16", attention="auto", padding_mode="exact",
+                                        download=False, low_memory=False).args
+    (m,) = nodes.SA3LoraLoader.execute(model=h, lora_name=LORA, strength_dit=1.0, strength_conditioner=1.0,
+                                       t_from=0.0, t_to=0.9).args
+    audio = run_graph(m, sampler="pingpong", seed=3)
+    assert any("_packed" in mod.__dict__ for mod in h.model.dit.modules())  # packing did happen
+    with torch.inference_mode(False), torch.no_grad():
+        ref = StableAudioModel.from_pretrained(fixture_root() / SMALL, device="cpu", dtype="bf16",
+                                               padding_mode="exact")
+        ref.load_lora([ROOT / "loras" / LORA])
+        ref.set_lora_options(0, interval=(0.0, 0.9))
+        expected = ref.generate("a dog barking", duration=3.0, steps=4, seed=3, sampler_type="pingpong")
+    assert_same(audio, expected)
 
 
 def _mapped(handle) -> list[torch.Tensor]:
