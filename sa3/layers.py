@@ -108,6 +108,13 @@ class Linear(nn.Linear):
         self.__dict__.pop("_packed", None)  # moved or cast: the packed copy is stale
         return super()._apply(fn, recurse)
 
+    def __getstate__(self):
+        """Copies and pickles leave the packed weight out (an opaque oneDNN tensor cannot be
+        copied; training deep-copies a model that inference may have packed): remade on use."""
+        state = self.__dict__.copy()
+        state.pop("_packed", None)
+        return state
+
 
 def set_weight_packing(module: nn.Module, enabled: bool) -> None:
     """Let every ``Linear`` in ``module`` keep its bfloat16 weight in oneDNN's blocked layout for

@@ -192,3 +192,20 @@ def test_loss_curve_image():
     img = _pack_module("training").loss_curve_image([3.0, 2.0, math.nan, 1.0], 10)
     assert img.shape == (1, 320, 768, 3)
     assert img.min() < 0.5  # something is drawn
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"), reason="no oneDNN weight packing")
+def test_training_after_a_packed_bf16_generation(dirs, monkeypatch):
+    """A bf16 model that generated on the CPU holds prepacked weights (every layer packs here, the
+    size threshold set to 0); training then copies the frozen base, which must not trip on them."""
+    from tests.nodes.test_graph_parity import run_graph
+
+    monkeypatch.setattr(importlib.import_module(f"{PACK}.sa3.layers"), "ONEDNN_MIN_WEIGHTS", 0)
+    _, loras = dirs
+    (handle,) = nodes.SA3ModelLoader.execute(model_name=MODEL, precision="bf16", attention="auto",
+                                             padding_mode="exact", download=False).args
+    with torch.inference_mode():
+        run_graph(handle, steps=2)
+        assert any("_packed" in m.__dict__ for m in handle.model.dit.modules())
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN)
+    assert (loras / "node_lora.safetensors").is_file()

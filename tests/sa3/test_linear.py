@@ -176,3 +176,22 @@ def test_packing_falls_back_to_the_plain_weight_where_onednn_cannot_pack(monkeyp
         monkeypatch.setattr(layers, "_reorder_weight", refuse)
         assert torch.equal(layer(x), plain)
     assert layer.pack_weight is False and "_packed" not in layer.__dict__
+
+
+@needs_packing
+def test_a_packed_layer_can_be_copied_and_saved():
+    """Training deep-copies a model that inference may have packed (inside ComfyUI the weights
+    are inference tensors); the opaque packed tensor cannot be copied, so copies leave it out."""
+    import copy
+    import io
+
+    layer = _bf16_layer()
+    x = torch.randn(3, 64).bfloat16()
+    with torch.inference_mode():
+        out = layer(x)
+    assert "_packed" in layer.__dict__
+    twin = copy.deepcopy(layer)
+    assert "_packed" not in twin.__dict__ and "_packed" in layer.__dict__
+    with torch.inference_mode():
+        assert torch.equal(twin(x), out)  # packs again, the same way
+    torch.save(layer, io.BytesIO())
