@@ -17,6 +17,7 @@ import torch
 from . import audio as audio_utils
 from . import checks
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
+from .layers import set_weight_packing
 from .loading import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -35,6 +36,7 @@ class AutoencoderModel:
         self.autoencoder = autoencoder
         self.sample_rate = sample_rate
         self.device = device
+        set_weight_packing(autoencoder, True)  # bf16 CPU GEMMs on prepacked weights, as StableAudioModel
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,

@@ -47,3 +47,22 @@ def test_decode_rejects_bad_shape():
     ae = AutoencoderModel.from_pretrained(require_fixtures() / "tiny-small", device="cpu")
     with pytest.raises(ValueError, match=r"latents must be \(batch, channels, frames\)"):
         ae.decode(torch.zeros(32, 4))
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"), reason="no oneDNN weight packing")
+def test_bf16_mixed_standalone_autoencoder_packs_and_matches_unpacked(monkeypatch):
+    """Its linear layers keep prepacked bf16 weights, as in StableAudioModel (every layer packs
+    here, the size threshold set to 0), and decode as the unpacked layers do within bf16 rounding."""
+    from sa3 import layers
+
+    monkeypatch.setattr(layers, "ONEDNN_MIN_WEIGHTS", 0)
+    ae = AutoencoderModel.from_pretrained(require_fixtures() / "tiny-small", device="cpu", dtype="bf16-mixed")
+    linears = [m for m in ae.autoencoder.modules() if isinstance(m, layers.Linear)]
+    assert linears and all(m.pack_weight for m in linears)
+    z = torch.randn(1, ae.autoencoder.config.latent_dim, 8, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        packed = ae.decode(z, generator=torch.Generator().manual_seed(1))
+        assert any("_packed" in m.__dict__ for m in linears)
+        layers.set_weight_packing(ae.autoencoder, False)
+        plain = ae.decode(z, generator=torch.Generator().manual_seed(1))
+    assert ((packed - plain).norm() / plain.norm()).item() < 2e-2
