@@ -56,10 +56,12 @@ def _onednn_eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            packed: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear``, through oneDNN for float32 / bfloat16 CPU inference (see ``set_onednn_linear``).
-    ``packed``: ``weight`` already in oneDNN's blocked layout (``Linear.pack_weight``), used on
-    that path instead of reordering ``weight`` at every call."""
+    ``packed``: ``weight`` already in oneDNN's blocked layout (``Linear._packed_weight``, which
+    only makes one for a call that takes the oneDNN route), used instead of ``weight``."""
+    if packed is not None:
+        return _onednn_linear(x, packed, bias, "none", [], "")
     if _onednn_eligible(x, weight):
-        return _onednn_linear(x, weight if packed is None else packed, bias, "none", [], "")
+        return _onednn_linear(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
 
