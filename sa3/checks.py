@@ -30,6 +30,7 @@ MAX_SECONDS = 384.0  # the seconds conditioner's range; each model's own maximum
 MAX_PROMPT_CHARS = 100_000  # T5Gemma keeps 256 tokens (~1,500 characters); this bounds tokenizer work
 MAX_CFG_SCALE = 30.0  # classifier-free guidance; the official UI stays below 15
 MAX_APG_SCALE = 10.0  # 1 = APG, 0 = CFG; values in between blend
+MAX_CFG_NORM_THRESHOLD = 1000.0  # caps the guidance difference's L2 norm; the official UI offers 0-100
 MAX_LORA_STRENGTH = 10.0  # |strength|; 1 = as trained
 MIN_SAMPLE_RATE = 1_000  # lower "rates" are broken headers; 8 kHz telephone audio is the lowest real one
 MAX_SAMPLE_RATE = 384_000  # the highest rate audio interfaces and DXD files use
@@ -137,6 +138,19 @@ def check_regions(name: str, regions: Iterable, duration: float, where: str | No
                                      f"{shown(float(duration))} s duration (got start {shown(start)}).", where))
         out.append((start, end))
     return out
+
+
+def check_noise_interval(name: str, value, where: str | None = None, fix: str = "") -> tuple[float, float]:
+    """A ``(from, to)`` pair of noise levels with ``0 <= from <= to <= 1`` (the CFG interval, a LoRA's
+    active interval): the sampler compares each DiT call's noise level with it."""
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise fail(name, "two noise levels (from, to) with 0 <= from <= to <= 1", value, where, fix)
+    lo = check_number(f"{name} from", value[0], 0, 1, where=where, fix=fix)
+    hi = check_number(f"{name} to", value[1], 0, 1, where=where, fix=fix)
+    if not lo <= hi:
+        raise ValueError(message(f"{name} must run from a lower to a higher noise level (got from {shown(lo)}, to "
+                                 f"{shown(hi)}). Swap the two values.", where))
+    return lo, hi
 
 
 def check_count(name: str, count: int, expected: int, where: str | None = None, what: str = "entries") -> None:

@@ -8,13 +8,11 @@ kept as its raw dict and parsed by ``sa3.same.SAMEConfig``.
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_number, fail
+from .checks import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_number, fail, shown
 
 SAMPLE_RATE = 44100
 MAX_SAMPLE_SIZE = 1 << 25  # samples (12.7 min at 44.1 kHz): twice the largest official model (medium, 2^24)
@@ -77,18 +75,58 @@ def _str(cfg: dict, key: str, path: str, default: str | None = None) -> str | No
 
 
 def _shift(diffusion: dict, key: str) -> ShiftConfig | None:
-    """A time-shift section (``type`` + numeric options), or None when absent or null."""
+    """A time-shift section of the config, or None when absent or null."""
     if diffusion.get(key) is None:
         return None
     path = f"model.diffusion.{key}"
-    opts = dict(_section(diffusion, key, path))
-    shift = ShiftConfig(type=opts.pop("type", "full"), options=opts)  # official default type
-    if shift.type not in SHIFT_TYPES:
-        raise fail(f"{path}.type", f"one of {', '.join(map(repr, SHIFT_TYPES))}", shift.type, WHERE)
-    for name, value in opts.items():  # every shift option is a number or a flag
-        if not isinstance(value, bool) and not (isinstance(value, numbers.Real) and math.isfinite(value)):
-            raise fail(f"{path}.{name}", "a finite number or true/false", value, WHERE)
-    return shift
+    return shift_config(_section(diffusion, key, path), path, WHERE)
+
+
+# Each shift type's parameters (the official constructors' arguments) and their allowed ranges.
+# The bounds keep every schedule finite: lengths are latent frames, the shifts enter exp/sigmoid.
+_LENGTH = (1, 1 << 20)
+SHIFT_PARAMETERS: dict[str, dict[str, tuple[float, float] | type]] = {
+    "none": {},
+    "flux": {"min_length": _LENGTH, "max_length": _LENGTH, "alpha_min": (1e-3, 1e3), "alpha_max": (1e-3, 1e3)},
+    "full": {"base_shift": (-20.0, 20.0), "max_shift": (-20.0, 20.0), "min_length": _LENGTH, "max_length": _LENGTH,
+             "use_sine": bool},
+    "logsnr": {"anchor_length": _LENGTH, "anchor_logsnr": (-50.0, 50.0), "rate": (-10.0, 10.0),
+               "logsnr_end": (-50.0, 50.0)},
+}
+
+
+def shift_config(spec, name: str = "dist_shift", where: str | None = None) -> ShiftConfig:
+    """A sampling time shift in the official config format, ``{"type": "none" | "flux" | "full" |
+    "logsnr", ...its constructor's arguments}`` (``type`` defaults to ``"full"``, as officially),
+    checked: known type, known parameters, finite numbers in range, a length range that is one.
+    The one validator for ``model_config.json``'s shift sections and ``generate(dist_shift=...)``."""
+    if isinstance(spec, ShiftConfig):
+        spec = spec.spec()
+    if not isinstance(spec, dict):
+        raise fail(name, 'a JSON object such as {"type": "flux", "alpha_min": 3, "alpha_max": 3}', spec, where)
+    options = dict(spec)
+    kind = options.pop("type", "full")
+    if kind not in SHIFT_PARAMETERS:
+        raise fail(f"{name}.type", f"one of {', '.join(map(repr, SHIFT_TYPES))}", kind, where)
+    allowed = SHIFT_PARAMETERS[kind]
+    for key, value in options.items():
+        if key not in allowed:
+            rule = f"one of {', '.join(map(repr, allowed))}" if allowed else "absent (the 'none' shift has none)"
+            raise fail(f"each {name} parameter of a {kind!r} shift", rule, key, where)
+        if allowed[key] is bool:
+            if not isinstance(value, bool):
+                raise fail(f"{name}.{key}", "true or false", value, where)
+        else:
+            lo, hi = allowed[key]
+            options[key] = check_number(f"{name}.{key}", value, lo, hi, where=where)
+    lengths = {k: options.get(k, default) for k, default in (("min_length", 256), ("max_length", 4096))}
+    if kind == "full" and not lengths["min_length"] < lengths["max_length"]:
+        raise fail(f"{name}.max_length", f"above min_length ({shown(lengths['min_length'])})",
+                   lengths["max_length"], where)
+    if kind == "flux" and not lengths["min_length"] <= lengths["max_length"]:
+        raise fail(f"{name}.max_length", f"at least min_length ({shown(lengths['min_length'])})",
+                   lengths["max_length"], where)
+    return ShiftConfig(type=kind, options=options)
 
 
 def _reject_unknown(section: str, cfg: dict, allowed: set[str]) -> None:
@@ -184,6 +222,10 @@ class ShiftConfig:
 
     type: str = "logsnr"  # "logsnr" | "full" | "flux" | "none"
     options: dict = field(default_factory=lambda: {"rate": 0.0})  # constructor kwargs
+
+    def spec(self) -> dict:
+        """The official config form: ``{"type": ..., **options}``."""
+        return {"type": self.type, **self.options}
 
 
 @dataclass(frozen=True)

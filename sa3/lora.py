@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checks import MAX_LORA_STRENGTH, check_number, fail
+from .checks import MAX_LORA_STRENGTH, check_noise_interval, check_number
 from .layers import mark_written
 from .lora_files import (
     SLOT,
@@ -217,14 +217,7 @@ def _check_strength(strength) -> float:
 
 def _check_options(interval, layer_filter) -> tuple[tuple[float, float] | None, str | None]:
     if interval is not None:
-        if not (isinstance(interval, (tuple, list)) and len(interval) == 2):
-            raise fail("interval", "two noise levels (from, to) in [0, 1]", interval, where="LoRA")
-        lo = check_number("interval from", interval[0], 0, 1, where="LoRA")
-        hi = check_number("interval to", interval[1], 0, 1, where="LoRA")
-        if not lo <= hi:
-            raise ValueError(f"Stable Audio 3 LoRA: interval must satisfy lo <= hi (got {interval!r}). "
-                             "Use e.g. (0.0, 0.5) to apply the LoRA only at low noise.")
-        interval = (lo, hi)
+        interval = check_noise_interval("interval", interval, where="LoRA")
     if layer_filter is not None and not isinstance(layer_filter, str):
         raise ValueError(f"Stable Audio 3 LoRA: layer_filter must be a string (got {layer_filter!r}).")
     return interval, layer_filter

@@ -36,7 +36,7 @@ from . import audio as audio_utils
 from . import checks, single_file
 from .attention import BACKENDS, PADDING_MODES, resolve_backend
 from .conditioners import Conditioner, TextEncoder, require_transformers
-from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig
+from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig, shift_config
 from .dit import DiT, DiTConditioning
 from .layers import set_weight_packing
 from .loading import (
@@ -52,7 +52,7 @@ from .loading import (
 )
 from .precision import resolve_autoencoder_precision, resolve_dtype
 from .same import SAMEAutoencoder, SAMEConfig
-from .sampling import SAMPLERS, build_schedule, get_sampler, guide, make_shift
+from .sampling import CFG_INTERVAL, SAMPLERS, build_schedule, get_sampler, guide, guided_at, make_shift
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +90,22 @@ def official_regions(starts, ends) -> list[tuple[float, float]]:
 
 
 def check_sampling(steps: int, cfg_scale: float, apg_scale: float, init_noise_level: float,
-                   sampler_type: str | None, scale_phi: float = 0.0, cfg_norm_threshold: float = 0.0) -> dict:
-    """The sampler's numbers, checked and normalised (``sample`` and ``generate`` step 0)."""
+                   sampler_type: str | None, scale_phi: float = 0.0, cfg_norm_threshold: float = 0.0,
+                   cfg_interval=CFG_INTERVAL, dist_shift=None, where: str | None = None) -> dict:
+    """The sampler's settings, checked and normalised (``sample`` and ``generate`` step 0, the
+    sampler node at queue time): ``dist_shift`` becomes a ``ShiftConfig`` (None: the model's own)."""
     return dict(
-        steps=checks.check_number("steps", steps, 1, checks.MAX_STEPS, integer=True),
-        cfg_scale=checks.check_number("cfg_scale", cfg_scale, 0, checks.MAX_CFG_SCALE),
-        apg_scale=checks.check_number("apg_scale", apg_scale, 0, checks.MAX_APG_SCALE),
-        init_noise_level=checks.check_number("init_noise_level", init_noise_level, 0, 1),
-        sampler_type=None if sampler_type is None else checks.check_choice("sampler_type", sampler_type, SAMPLERS),
-        scale_phi=checks.check_number("scale_phi", scale_phi, 0, 1),
-        cfg_norm_threshold=checks.check_number("cfg_norm_threshold", cfg_norm_threshold, 0),
+        steps=checks.check_number("steps", steps, 1, checks.MAX_STEPS, integer=True, where=where),
+        cfg_scale=checks.check_number("cfg_scale", cfg_scale, 0, checks.MAX_CFG_SCALE, where=where),
+        apg_scale=checks.check_number("apg_scale", apg_scale, 0, checks.MAX_APG_SCALE, where=where),
+        init_noise_level=checks.check_number("init_noise_level", init_noise_level, 0, 1, where=where),
+        sampler_type=None if sampler_type is None else checks.check_choice("sampler_type", sampler_type, SAMPLERS,
+                                                                           where),
+        scale_phi=checks.check_number("scale_phi", scale_phi, 0, 1, where=where),
+        cfg_norm_threshold=checks.check_number("cfg_norm_threshold", cfg_norm_threshold, 0,
+                                               checks.MAX_CFG_NORM_THRESHOLD, where=where),
+        cfg_interval=checks.check_noise_interval("cfg_interval", cfg_interval, where),
+        dist_shift=None if dist_shift is None else shift_config(dist_shift, "dist_shift", where),
     )
 
 
@@ -366,20 +372,25 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
            local_cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
            callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
            step_hooks: Sequence[Callable[[torch.Tensor], None]] = (), scale_phi: float = 0.0,
-           cfg_norm_threshold: float = 0.0) -> torch.Tensor:
+           cfg_norm_threshold: float = 0.0, cfg_interval: tuple[float, float] = CFG_INTERVAL,
+           dist_shift=None) -> torch.Tensor:
     """Run the sampler from ``noise`` (B, C, L) and return the final latents (B, C, L).
 
     ``init_latents`` (1 or B, C, L) with ``init_noise_level`` < 1 starts from
     ``init * (1 - level) + noise * level`` (audio-to-audio). ``local_cond`` is the inpainting
     conditioning from ``local_conditioning``. ``callback(step, x, denoised)`` runs once per step;
-    ``step_hooks`` run before every DiT call with its t (B,) (LoRA timing).
+    ``step_hooks`` run before every DiT call with its t (B,) (LoRA timing). With ``cfg_scale`` != 1,
+    guidance runs in the DiT calls whose noise level lies in ``cfg_interval``; the others run the
+    conditional branch alone. ``dist_shift`` (an official shift spec or ``ShiftConfig``) replaces the
+    model's sampling time shift.
     """
-    checked = check_sampling(steps, cfg_scale, apg_scale, init_noise_level, sampler_type, scale_phi, cfg_norm_threshold)
+    checked = check_sampling(steps, cfg_scale, apg_scale, init_noise_level, sampler_type, scale_phi, cfg_norm_threshold,
+                             cfg_interval, dist_shift)
     steps, cfg_scale, apg_scale = checked["steps"], checked["cfg_scale"], checked["apg_scale"]
-    init_noise_level, scale_phi, cfg_norm_threshold = (checked[k] for k in ("init_noise_level", "scale_phi",
-                                                                            "cfg_norm_threshold"))
-    sampler_type = sampler_type or cfg.default_sampler
-    sampler = get_sampler(sampler_type)
+    init_noise_level, scale_phi, cfg_norm_threshold, cfg_interval = (
+        checked[k] for k in ("init_noise_level", "scale_phi", "cfg_norm_threshold", "cfg_interval"))
+    shift = make_shift(checked["dist_shift"] or cfg.shift)
+    sampler = get_sampler(sampler_type or cfg.default_sampler)
     device, dtype = noise.device, dit.dtype
     b = noise.shape[0]
     padding_mask = plan.padding_mask(device)
@@ -399,25 +410,26 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
             local=cond.local.repeat(2, 1, 1), padding_mask=padding_mask.repeat(2, 1),
         )
 
-    # step-independent DiT work (context K/V, local embeddings, rotary) once per call; the DiT
-    # refreshes the cache itself if a step hook (LoRA) changes a weight it depends on
-    dit_cond = batch_cond if guided else cond
-    cache = dit.prepare(dit_cond)
+    # step-independent DiT work (context K/V, local embeddings, rotary) once per conditioning, made
+    # on first use (an interval may leave one branch unused); the DiT refreshes a cache itself if a
+    # step hook (LoRA) changes a weight it depends on
+    caches = {}
+
+    def run_dit(x: torch.Tensor, t: torch.Tensor, c: DiTConditioning) -> torch.Tensor:
+        if id(c) not in caches:
+            caches[id(c)] = dit.prepare(c)
+        return dit(x, t, c, cache=caches[id(c)])
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = t.float()  # the DiT and guidance use float32 time (spec 4.2)
         for hook in step_hooks:
             hook(t)
         x = x.to(dtype)
-        if not guided:
-            return dit(x, t, cond, cache=cache)
-        v_cond, v_uncond = dit(torch.cat([x, x]), torch.cat([t, t]), batch_cond, cache=cache).chunk(2)
-        v = guide(x, t, v_cond, v_uncond, cfg_scale=cfg_scale, apg_scale=apg_scale, padding_mask=padding_mask,
-                  norm_threshold=cfg_norm_threshold)
-        if scale_phi:
-            ratio = v_cond.std(dim=1, keepdim=True) / v.std(dim=1, keepdim=True)
-            v = scale_phi * v * ratio + (1 - scale_phi) * v
-        return v
+        if not (guided and guided_at(t, cfg_interval)):
+            return run_dit(x, t, cond)
+        v_cond, v_uncond = run_dit(torch.cat([x, x]), torch.cat([t, t]), batch_cond).chunk(2)
+        return guide(x, t, v_cond, v_uncond, cfg_scale=cfg_scale, apg_scale=apg_scale, padding_mask=padding_mask,
+                     norm_threshold=cfg_norm_threshold, scale_phi=scale_phi)
 
     sigma_max = 1.0
     x = noise
@@ -426,7 +438,7 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
         x = init_latents.to(device) * (1 - sigma_max) + noise * sigma_max
     x = x.to(dtype)
     effective = torch.tensor(plan.effective, dtype=torch.float32, device=device)
-    sigmas = build_schedule(steps, sigma_max, make_shift(cfg.shift), effective)
+    sigmas = build_schedule(steps, sigma_max, shift, effective)
     return sampler(velocity, x, sigmas, generator=generator, callback=callback)
 
 
@@ -473,7 +485,7 @@ def check_request(config: ModelConfig, *, prompt, negative_prompt=None, duration
                   seed=-1, batch_size=1, init_audio=None, init_noise_level=1.0, inpaint_audio=None,
                   inpaint_mask_start_seconds=None, inpaint_mask_end_seconds=None, apg_scale=1.0,
                   sampler_type=None, duration_padding_sec=DURATION_PADDING_SEC, scale_phi=0.0,
-                  cfg_norm_threshold=0.0) -> Request:
+                  cfg_norm_threshold=0.0, cfg_interval=CFG_INTERVAL, dist_shift=None) -> Request:
     """Step 0 of ``generate()``: every argument checked against ``config`` (type, range, NaN, audio
     rate and samples, cost) with no model work; the CLI calls it before loading any weights."""
     if prompt is None:
@@ -483,7 +495,8 @@ def check_request(config: ModelConfig, *, prompt, negative_prompt=None, duration
     negatives = None if negative_prompt is None else \
         [checks.check_text("negative_prompt", p) for p in _as_list(negative_prompt, "negative_prompt", batch_size)]
     durations = checks.check_durations("duration", _as_list(duration, "duration", batch_size), config.max_duration)
-    check_sampling(steps, cfg_scale, apg_scale, init_noise_level, sampler_type, scale_phi, cfg_norm_threshold)
+    check_sampling(steps, cfg_scale, apg_scale, init_noise_level, sampler_type, scale_phi, cfg_norm_threshold,
+                   cfg_interval, dist_shift)
     if seed != -1:
         checks.check_number("seed", seed, -1, MAX_SEED, integer=True, fix="-1 picks a random seed.")
     regions = checks.check_regions("inpaint region", official_regions(inpaint_mask_start_seconds,
@@ -701,6 +714,7 @@ class StableAudioModel:
                  inpaint_mask_end_seconds=None, apg_scale: float = 1.0, sampler_type: str | None = None,
                  return_latents: bool = False, chunked_decode: bool | None = None,
                  truncate_output_to_duration: bool = True, duration_padding_sec: float = DURATION_PADDING_SEC,
+                 dist_shift: dict | None = None,
                  callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
                  on_decode_chunk: Callable[[int, int], None] | None = None, **sampler_kwargs) -> torch.Tensor:
         """Generate audio; returns (B, 2, S) float32 in [-1, 1] at 44.1 kHz, or (B, C, L) latents.
@@ -743,17 +757,26 @@ class StableAudioModel:
                 whole latent length for every item.
             duration_padding_sec: seconds of headroom added after the longest duration (6 s, as
                 official); a non-negative number. Changing it changes the result.
+            dist_shift: the sampling schedule's time shift for this call instead of the model's,
+                in the official config format: ``{"type": "none"}``, ``{"type": "flux", "min_length",
+                "max_length", "alpha_min", "alpha_max"}``, ``{"type": "full", "base_shift",
+                "max_shift", "min_length", "max_length"}`` or ``{"type": "logsnr", "anchor_length",
+                "anchor_logsnr", "rate", "logsnr_end"}`` (lengths in latent frames; parameters left
+                out take the official defaults); None (default) keeps the model's.
             callback: ``callback(step, x, denoised)`` after every sampler step (step from 0; x and
                 denoised are (B, C, L) latents), e.g. for progress or previews.
             on_decode_chunk: ``on_decode_chunk(i, n)`` after SAME decodes chunk i of n (1-based).
-            **sampler_kwargs: ``scale_phi`` (0..1, rescales the guided velocity towards the
-                conditional one's spread) and ``cfg_norm_threshold`` (> 0 caps the guidance
-                difference's norm); anything else is a TypeError.
+            **sampler_kwargs: as officially, ``cfg_interval`` (a ``(min, max)`` pair of noise
+                levels in [0, 1], default (0, 1): with ``cfg_scale`` != 1 guidance runs only in the
+                DiT calls whose noise level, batch item 0's, lies inside it, both ends included),
+                ``scale_phi`` (0..1, rescales the guided velocity towards the conditional one's
+                spread) and ``cfg_norm_threshold`` (> 0 caps the guidance difference's norm);
+                anything else is a TypeError.
 
         Every argument is checked before any model work (ValueError naming it and its range).
         """
         # 0. check everything before any heavy work
-        unknown = set(sampler_kwargs) - {"scale_phi", "cfg_norm_threshold"}
+        unknown = set(sampler_kwargs) - {"scale_phi", "cfg_norm_threshold", "cfg_interval"}
         if unknown:
             raise TypeError(f"Stable Audio 3: generate() got unexpected argument(s) {sorted(unknown)}.")
         request = check_request(
@@ -761,7 +784,8 @@ class StableAudioModel:
             cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, init_audio=init_audio,
             init_noise_level=init_noise_level, inpaint_audio=inpaint_audio,
             inpaint_mask_start_seconds=inpaint_mask_start_seconds, inpaint_mask_end_seconds=inpaint_mask_end_seconds,
-            apg_scale=apg_scale, sampler_type=sampler_type, duration_padding_sec=duration_padding_sec, **sampler_kwargs)
+            apg_scale=apg_scale, sampler_type=sampler_type, duration_padding_sec=duration_padding_sec,
+            dist_shift=dist_shift, **sampler_kwargs)
         prompts, negatives, durations, regions = request.prompts, request.negatives, request.durations, request.regions
         plan, init_wav, inpaint_wav = request.plan, request.init_wav, request.inpaint_wav
         sr = self.config.sample_rate
@@ -782,7 +806,7 @@ class StableAudioModel:
         latents = sample(self.dit, start.noise, text, plan, cfg=self.config, steps=steps, cfg_scale=cfg_scale,
                          apg_scale=apg_scale, sampler_type=sampler_type, init_latents=start.init_latents,
                          init_noise_level=init_noise_level, local_cond=start.local_cond, generator=generator,
-                         callback=callback, step_hooks=self.step_hooks(), **sampler_kwargs)
+                         callback=callback, step_hooks=self.step_hooks(), dist_shift=dist_shift, **sampler_kwargs)
         self._release(self.dit)
         if return_latents:
             return latents

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import torch
 
-from .config import ShiftConfig
+from .config import ShiftConfig, shift_config
 
 SAMPLERS = ("pingpong", "euler", "dpmpp", "rk4")
 
@@ -58,8 +58,9 @@ class FullShift:
 
     def shift(self, t, seq_len):
         length = seq_len.float().clamp(self.min_length, self.max_length)[:, None]  # (B, 1)
-        span = (length - self.min_length) / (self.max_length - self.min_length)
-        mu = -(self.base_shift + (self.max_shift - self.base_shift) * span)
+        # the official order of operations: (max - base) * (len - min), then / (max_len - min_len)
+        mu = -(self.base_shift + (self.max_shift - self.base_shift) * (length - self.min_length)
+               / (self.max_length - self.min_length))
         out = 1 - torch.exp(mu) / (torch.exp(mu) + (1 / (1 - t[None, :]) - 1))
         return torch.sin(out * math.pi / 2) if self.use_sine else out
 
@@ -81,19 +82,19 @@ class FluxShift:
 
 
 class NoShift:
-    def __init__(self, **_unused):  # accepts the length options the other shifts take
-        pass
+    """The linear schedule, unshifted (``{"type": "none"}``)."""
 
     def shift(self, t, seq_len):
         return t[None, :].expand(seq_len.shape[0], -1).clone()
 
 
-def make_shift(cfg: ShiftConfig) -> TimeShift:
-    """Build the sampling time shift named by the config."""
-    classes = {"logsnr": LogSNRShift, "full": FullShift, "flux": FluxShift, "none": NoShift}
-    if cfg.type not in classes:
-        raise ValueError(f"Stable Audio 3: unknown sampling shift type {cfg.type!r} (expected {sorted(classes)}).")
-    return classes[cfg.type](**cfg.options)
+_SHIFTS = {"logsnr": LogSNRShift, "full": FullShift, "flux": FluxShift, "none": NoShift}
+
+
+def make_shift(cfg: ShiftConfig | dict) -> TimeShift:
+    """The time shift of a ``ShiftConfig`` or an official spec dict (checked by ``config.shift_config``)."""
+    cfg = shift_config(cfg)
+    return _SHIFTS[cfg.type](**cfg.options)
 
 
 def build_schedule(steps: int, sigma_max: float, shift: TimeShift, effective_lengths: torch.Tensor) -> torch.Tensor:
@@ -129,10 +130,26 @@ def apg_project(diff: torch.Tensor, direction: torch.Tensor, padding_mask: torch
     return parallel.to(dtype), orthogonal.to(dtype)
 
 
+CFG_INTERVAL = (0.0, 1.0)  # official default: guidance at every noise level
+
+
+def guided_at(t: torch.Tensor, interval: tuple[float, float]) -> bool:
+    """Whether a DiT call at noise levels ``t`` (B,) runs guidance: officially
+    ``interval[0] <= t[0] <= interval[1]``, batch item 0 deciding for the whole batch, compared in
+    t's float32. An interval holding all of [0, 1] needs no look at t (no host sync per call)."""
+    lo, hi = interval
+    if lo <= 0.0 and hi >= 1.0:
+        return True
+    sigma = t.reshape(-1)[0]
+    return bool((sigma >= lo) & (sigma <= hi))
+
+
 def guide(x: torch.Tensor, t: torch.Tensor, v_cond: torch.Tensor, v_uncond: torch.Tensor, *,
           cfg_scale: float, apg_scale: float, padding_mask: torch.Tensor | None,
-          norm_threshold: float = 0.0) -> torch.Tensor:
-    """Combine conditional and unconditional velocities (official batch-CFG maths, spec 4.6).
+          norm_threshold: float = 0.0, scale_phi: float = 0.0) -> torch.Tensor:
+    """Combine conditional and unconditional velocities (official batch-CFG maths, spec 4.6):
+    the guidance difference capped at ``norm_threshold`` (> 0), APG, CFG, then the CFG rescale
+    towards the conditional velocity's spread over channels (``scale_phi`` in (0, 1]).
 
     x, v_*: (B, C, T); t: (B,) float32. Returns the guided velocity in float32.
     """
@@ -149,7 +166,10 @@ def guide(x: torch.Tensor, t: torch.Tensor, v_cond: torch.Tensor, v_uncond: torc
         _, orthogonal = apg_project(diff, cond_denoised, padding_mask)
         cfg_diff = orthogonal if apg_scale == 1.0 else apg_scale * orthogonal + (1 - apg_scale) * diff
     guided = cond_denoised + (cfg_scale - 1) * cfg_diff
-    return (x - guided) / sigma
+    v = (x - guided) / sigma
+    if scale_phi:
+        v = scale_phi * (v * (v_cond.std(dim=1, keepdim=True) / v.std(dim=1, keepdim=True))) + (1 - scale_phi) * v
+    return v
 
 
 # --- samplers --------------------------------------------------------------------------------

@@ -307,7 +307,8 @@ def test_apply_loras_checks_settings_before_any_change(tiny):
     prepared = model.prepare_lora(_file(root, name, "lora.safetensors"))
     with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA: strength must be a number from -10 to 10 \(got nan\)"):
         model.apply_loras([L.LoRALink(prepared), L.LoRALink(prepared, strength_dit=float("nan"))])
-    with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA: interval must satisfy lo <= hi"):
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA: interval must run from a lower to a higher noise "
+                                         r"level \(got from 0.9, to 0.1\)"):
         model.apply_loras([L.LoRALink(prepared, interval=(0.9, 0.1))])
     _assert_same(model, snap)
     other = L.PreparedLoRA(file=prepared.file, layers={("dit", "no.such.layer"): None})
@@ -350,7 +351,8 @@ def test_interval_switches_dit_only(tiny):
     model.set_lora_options(0, interval=None)
     model.lora.on_step(torch.tensor([0.9]))
     _assert_same(model, adapted)
-    with pytest.raises(ValueError, match=r"interval must satisfy lo <= hi \(got \(0.6, 0.2\)\)"):
+    with pytest.raises(ValueError, match=r"interval must run from a lower to a higher noise level \(got from 0.6, "
+                                         r"to 0.2\)\. Swap"):
         model.set_lora_options(0, interval=(0.6, 0.2))
     for bad, name in (((float("nan"), 1.0), "from"), ((0.0, float("inf")), "to"), (("0", 1.0), "from"),
                       ((0.0, 1.5), "to")):
