@@ -11,12 +11,13 @@ from .latents import SA3EmptyLatent, SA3EncodeAudio, SA3InpaintMask
 from .limits import register_route
 from .loaders import SA3LoraLoader, SA3LoraStrength, SA3ModelLoader, register_folder
 from .sampling import SA3Sampler
+from .sampling_options import SA3SamplingOptions
 from .training import SA3TrainingDataset, SA3TrainLoRA
 from .visualize import NODES as VISUALIZE_NODES
 
 NODES: list[type[io.ComfyNode]] = [
     SA3ModelLoader, SA3CheckpointLoader, SA3LoraLoader, SA3LoraStrength, SA3TextEncode, SA3EmptyLatent,
-    SA3EncodeAudio, SA3InpaintMask, SA3Sampler, SA3Decode, *VISUALIZE_NODES, SA3TrainingDataset,
+    SA3EncodeAudio, SA3InpaintMask, SA3Sampler, SA3SamplingOptions, SA3Decode, *VISUALIZE_NODES, SA3TrainingDataset,
     SA3TrainLoRA,
 ]
 

@@ -8,6 +8,8 @@ own audio latents, and carry the ``sa3_*`` keys along):
     sa3_durations  per-item requested seconds (B floats): the plan of ``generate()``
     sa3_rng        (sampler) {"state": uint8 tensor, "device": str}: the generator after sampling,
                    which the decoder continues
+    sa3_padding    (sampler, only when SA3 Sampling Options set another duration padding than 6 s)
+                   the headroom in seconds, so the decoder silences the same padded frames
 LATENT, as the pack reads it (``read_latent``): the above; core's EmptyLatentAudio (all zeros,
 64 channels at 2048 samples per frame in 0.3.64, the ratio in ``downscale_ratio_temporal`` in
 newer ComfyUI), whose batch size and length are used as core's samplers use them; and a latent
@@ -23,13 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ._sa3 import SAMPLES_PER_LATENT, checks
+from ._sa3 import DURATION_PADDING_SEC, SAMPLES_PER_LATENT, checks
 
 LATENT_TYPE = "audio"
 DURATIONS = "sa3_durations"
 RATIO = "downscale_ratio_temporal"  # newer ComfyUI: audio samples per latent frame
 CORE_EMPTY_RATIO = 2048  # EmptyLatentAudio without RATIO (0.3.64): Stable Audio Open's frames
 RNG = "sa3_rng"
+PADDING = "sa3_padding"  # seconds of headroom the sampler planned with, when not the official 6
 
 
 def error(node: str, message: str) -> str:
@@ -142,6 +145,12 @@ def _use_instead(node: str) -> str:
     return ("Connect SA3 Encode Audio, core's EmptyLatentAudio or core's VAEEncodeAudio with the SA3 VAE, or "
             "leave it unconnected" if node == "Sampler" else
             "Decode the output of SA3 Sampler, SA3 Encode Audio or core's VAEEncodeAudio with the SA3 VAE")
+
+
+def read_padding(latent: dict, node: str, input_name: str) -> float:
+    """The duration padding a latent was sampled with (``sa3_padding``; the official 6 s when absent)."""
+    return checks.check_number(f"{input_name} {PADDING}", latent.get(PADDING, DURATION_PADDING_SEC), 0,
+                               checks.MAX_SECONDS, unit="seconds", where=node)
 
 
 def read_latent(latent, node: str, input_name: str, channels: int | None) -> LatentIn:

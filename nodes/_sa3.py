@@ -8,7 +8,15 @@ library through here, so there is exactly one copy of it per process.
 from __future__ import annotations
 
 from ..sa3 import attention, audio, checks, loading, pictures, pipeline, precision, single_file
-from ..sa3.config import MODEL_REPOS, MODEL_SAMPLE_SIZES, SAMPLE_RATE, SAMPLES_PER_LATENT, ModelConfig
+from ..sa3.config import (
+    DURATION_PADDING_SEC,
+    MODEL_REPOS,
+    MODEL_SAMPLE_SIZES,
+    SAMPLE_RATE,
+    SAMPLES_PER_LATENT,
+    ModelConfig,
+    parse_shift_text,
+)
 from ..sa3.loading import CONFIG_FILE, TEXT_FOLDER, WEIGHTS_FILE
 from ..sa3.lora import LoRALink
 from ..sa3.lora_files import expand_brackets
@@ -16,6 +24,7 @@ from ..sa3.sampling import SAMPLERS
 
 StableAudioModel = pipeline.StableAudioModel
 
-__all__ = ["CONFIG_FILE", "MODEL_REPOS", "MODEL_SAMPLE_SIZES", "SAMPLERS", "SAMPLES_PER_LATENT", "SAMPLE_RATE",
-           "TEXT_FOLDER", "WEIGHTS_FILE", "LoRALink", "ModelConfig", "StableAudioModel", "attention", "audio", "checks",
-           "expand_brackets", "loading", "pictures", "pipeline", "precision", "single_file"]
+__all__ = ["CONFIG_FILE", "DURATION_PADDING_SEC", "MODEL_REPOS", "MODEL_SAMPLE_SIZES", "SAMPLERS", "SAMPLES_PER_LATENT",
+           "SAMPLE_RATE", "TEXT_FOLDER", "WEIGHTS_FILE", "LoRALink", "ModelConfig", "StableAudioModel", "attention",
+           "audio", "checks", "expand_brackets", "loading", "parse_shift_text", "pictures", "pipeline", "precision",
+           "single_file"]

@@ -13,7 +13,7 @@ import logging
 from comfy_api.latest import io
 
 from . import comfy_models
-from ._adapters import RNG, error, make_audio, read_latent, restore_generator
+from ._adapters import RNG, error, make_audio, read_latent, read_padding, restore_generator
 from ._sa3 import SAMPLES_PER_LATENT, pipeline
 from ._validate import checked, widget_error
 from .loaders import _require_model
@@ -77,8 +77,9 @@ class SA3Decode(io.ComfyNode):
         if durations is None:  # core's VAEEncodeAudio: the whole latent is audio, nothing to silence or trim
             durations = [shape.frames * SAMPLES_PER_LATENT / config.sample_rate] * shape.batch
             trim = False
+        padding = read_padding(latent, NODE, "latent")
         try:  # the latent's own length (the official plan's, or a core EmptyLatentAudio's)
-            plan = pipeline.plan_latents(config, durations, latents=shape.frames)
+            plan = pipeline.plan_latents(config, durations, padding, latents=shape.frames)
         except ValueError:  # longer than this model makes, or too short for its durations
             what = (f"more than this model makes (expected at most {config.max_latents} frames)"
                     if shape.frames > config.max_latents else f"too few for {max(durations):g} s")

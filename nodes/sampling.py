@@ -17,6 +17,7 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import (
+    PADDING,
     RNG,
     InpaintRegions,
     LatentIn,
@@ -33,8 +34,9 @@ from ._handle import ConditioningSide
 from ._sa3 import SAMPLERS, SAMPLES_PER_LATENT, checks, pipeline
 from ._validate import checked, widget_error
 from .loaders import _require_model
+from .sampling_options import DEFAULTS, read_options
 from .search import schema_aliases
-from .types import CATEGORY, SA3Conditioning, SA3InpaintRegions, SA3Model
+from .types import CATEGORY, SA3Conditioning, SA3InpaintRegions, SA3Model, SA3Options
 from .visualize import PREVIEW_SECONDS, make_preview_callback
 
 NODE = "Sampler"
@@ -56,15 +58,17 @@ def _broadcast(values: tuple, batch: int, name: str) -> list:
               f"latent's batch size to {len(values)}, or leave latent unconnected to generate one item per prompt."))
 
 
-def plan_generation(config, positive, latent: LatentIn | None) -> tuple[int, list[float], pipeline.LatentPlan]:
+def plan_generation(config, positive, latent: LatentIn | None,
+                    padding_sec: float = DEFAULTS.duration_padding_sec) -> tuple[int, list[float], pipeline.LatentPlan]:
     """(batch, per-item durations, plan). The durations are the ones SA3 Text Encode conditioned
-    on; the latent input (optional) sets the batch size, and a core latent also the length."""
+    on; the latent input (optional) sets the batch size, and a core latent also the length;
+    ``padding_sec`` is the headroom after the longest duration (SA3 Sampling Options)."""
     positive = _side(positive, "positive", ("positive",))
     if latent is None:  # the official sizing, from the conditioning: the usual graph
         durations = list(positive.durations)
-        return len(durations), durations, pipeline.plan_latents(config, durations)
+        return len(durations), durations, pipeline.plan_latents(config, durations, padding_sec)
     if latent.kind == "sa3":  # SA3 Empty Latent (deprecated) or a re-used SA3 latent: its own plan
-        plan = pipeline.plan_latents(config, latent.durations)
+        plan = pipeline.plan_latents(config, latent.durations, padding_sec)
         if latent.frames != plan.latents:
             raise ValueError(error(NODE, f"latent has {latent.frames} frames but {latent.durations} s needs "
                                          f"{plan.latents} (expected an SA3 latent of this model). Leave latent "
@@ -72,7 +76,7 @@ def plan_generation(config, positive, latent: LatentIn | None) -> tuple[int, lis
         return latent.batch, latent.durations, plan
     durations = _broadcast(positive.durations, latent.batch, "positive")
     try:
-        plan = pipeline.plan_latents(config, durations, latents=latent.frames)
+        plan = pipeline.plan_latents(config, durations, padding_sec, latents=latent.frames)
     except ValueError:
         seconds = latent.frames * SAMPLES_PER_LATENT / config.sample_rate
         what = (f"longer than this model makes (expected at most {config.max_duration:.2f} s)"
@@ -203,6 +207,10 @@ class SA3Sampler(io.ComfyNode):
                              tooltip=f"Live preview: every N steps, show a spectrogram of the first "
                                      f"{PREVIEW_SECONDS:g} s of the current estimate on this node. 0 = off. Costs "
                                      "one short SAME decode per preview; the result is identical either way."),
+                SA3Options.Input("options", optional=True,
+                                 tooltip="Optional advanced controls from SA3 Sampling Options (CFG interval, CFG "
+                                         "rescale, norm threshold, schedule shift, duration padding). Unconnected: "
+                                         "the official defaults."),
             ],
             outputs=[io.Latent.Output(display_name="latent",
                                       tooltip="The sampled latents, plus the random stream's state for SA3 Decode.")],
@@ -216,9 +224,10 @@ class SA3Sampler(io.ComfyNode):
     @checked(NODE)
     def execute(cls, model, positive, seed, steps, cfg, sampler, apg_scale, latent=None, negative=None,
                 init_latent=None, init_audio=None, init_noise_level=1.0, inpaint_mask=None, inpaint_source=None,
-                inpaint_audio=None, preview_every=0) -> io.NodeOutput:
+                inpaint_audio=None, preview_every=0, options=None) -> io.NodeOutput:
         handle = _require_model(model, NODE)
         config = handle.config
+        options = read_options(options, NODE)
         pairs = (("init_latent", init_latent, "init_audio", init_audio),
                  ("inpaint_source", inpaint_source, "inpaint_audio", inpaint_audio))
         for latent_name, as_latent, audio_name, as_audio in pairs:
@@ -229,7 +238,7 @@ class SA3Sampler(io.ComfyNode):
             raise ValueError(error(NODE, "inpaint_mask is connected but no inpaint source is (expected inpaint_audio "
                                          "or inpaint_source too). Connect the source audio to inpaint_audio."))
         shape = read_latent(latent, NODE, "latent", config.latent_channels) if latent is not None else None
-        batch, durations, plan = plan_generation(config, positive, shape)
+        batch, durations, plan = plan_generation(config, positive, shape, options.duration_padding_sec)
         regions = []
         if inpaint_mask is not None:
             regions = inpaint_regions(read_regions(inpaint_mask, NODE, "inpaint_mask"), max(durations))
@@ -260,7 +269,11 @@ class SA3Sampler(io.ComfyNode):
             handle.model.dit, start.noise, text, plan, cfg=config, steps=steps, cfg_scale=cfg, apg_scale=apg_scale,
             sampler_type=None if sampler == DEFAULT_SAMPLER else sampler, init_latents=start.init_latents,
             init_noise_level=init_noise_level, local_cond=start.local_cond, generator=generator,
-            callback=make_preview_callback(handle, preview_every, steps, bar), step_hooks=hooks)
+            callback=make_preview_callback(handle, preview_every, steps, bar), step_hooks=hooks,
+            **options.sample_kwargs())
         comfy_models.release_parts(handle, "dit", "autoencoder")  # the autoencoder: previews
         result = out.to(comfy_models.intermediate_device(), torch.float32)
-        return io.NodeOutput(make_latent(result, durations, **{RNG: save_generator(generator)}))
+        extra = {RNG: save_generator(generator)}
+        if options.duration_padding_sec != DEFAULTS.duration_padding_sec:
+            extra[PADDING] = options.duration_padding_sec
+        return io.NodeOutput(make_latent(result, durations, **extra))

@@ -23,6 +23,7 @@ ALIASES = {
     "SA3EncodeAudio": ["encode audio", "vae encode audio", "audio to latent", "audio to audio"],
     "SA3InpaintMask": ["inpaint audio", "audio inpainting", "audio mask", "continue audio"],
     "SA3Sampler": ["audio sampler", "sampler", "ksampler", "generate audio", "text to audio", "inpaint audio"],
+    "SA3SamplingOptions": ["cfg interval", "cfg rescale", "schedule shift", "sampler options", "advanced sampling"],
     "SA3Decode": ["decode audio", "vae decode audio", "latent to audio"],
     "SA3Spectrogram": ["spectrogram", "audio to image", "show audio"],
     "SA3TrainingDataset": ["lora dataset", "training data", "audio dataset"],

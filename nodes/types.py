@@ -17,5 +17,7 @@ SA3Conditioning = io.Custom("SA3_CONDITIONING")
 # An InpaintRegions (nodes/_adapters.py): what to regenerate, in seconds (regions or a
 # continuation point); the sampler turns it into the latent keep-mask once the plan is known.
 SA3InpaintRegions = io.Custom("SA3_INPAINT_REGIONS")
+# A SamplingOptions (nodes/sampling_options.py): the official app's advanced sampling controls.
+SA3Options = io.Custom("SA3_SAMPLING_OPTIONS")
 # A tuple of sa3.training_data.TrainingClip: checked clips + captions of one training folder.
 SA3TrainingData = io.Custom("SA3_TRAINING_DATA")

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .attention import BACKENDS, PADDING_MODES
+from .config import DURATION_PADDING_SEC, SHIFT_TEXT_EXAMPLE, parse_shift_text
 from .precision import AUTOENCODER_PRECISIONS, PRECISIONS
 from .sampling import SAMPLERS
 
@@ -38,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--inpaint-audio", type=Path, help="audio file (WAV, FLAC, OGG, MP3) to inpaint or continue")
     g.add_argument("--inpaint-start", type=float, action="append", help="region start in seconds (repeatable)")
     g.add_argument("--inpaint-end", type=float, action="append", help="region end in seconds (repeatable)")
+    g.add_argument("--cfg-interval", type=float, nargs=2, metavar=("MIN", "MAX"), default=[0.0, 1.0],
+                   help="with --cfg-scale != 1, guide only the steps whose noise level is in [MIN, MAX] (default 0 1)")
+    g.add_argument("--cfg-rescale", type=float, default=0.0, help="CFG rescale (official scale_phi), 0..1")
+    g.add_argument("--cfg-norm-threshold", type=float, default=0.0, help="cap of the guidance's norm; 0 = off")
+    g.add_argument("--dist-shift", default="default",
+                   help="schedule shift: default, none, or 'TYPE name=value ...' with TYPE flux, full or logsnr, "
+                        f"e.g. '{SHIFT_TEXT_EXAMPLE}'")
+    g.add_argument("--duration-padding", type=float, default=DURATION_PADDING_SEC,
+                   help="seconds of headroom after the longest duration (official default 6)")
     chunk = g.add_mutually_exclusive_group()
     chunk.add_argument("--chunked-decode", dest="chunked_decode", action="store_true", default=None)
     chunk.add_argument("--no-chunked-decode", dest="chunked_decode", action="store_false")
@@ -136,7 +146,9 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
     seed = random_seed() if args.seed == -1 else args.seed
     kwargs = dict(prompt=prompt, negative_prompt=negative, duration=duration, steps=args.steps,
                   cfg_scale=args.cfg_scale, apg_scale=args.apg_scale, seed=seed, batch_size=batch,
-                  sampler_type=args.sampler)
+                  sampler_type=args.sampler, cfg_interval=tuple(args.cfg_interval), scale_phi=args.cfg_rescale,
+                  cfg_norm_threshold=args.cfg_norm_threshold, duration_padding_sec=args.duration_padding,
+                  dist_shift=parse_shift_text(args.dist_shift, "--dist-shift"))
     if args.init_audio:
         kwargs.update(init_audio=audio_utils.read_audio(args.init_audio), init_noise_level=args.init_noise_level)
     if args.inpaint_audio:

@@ -129,6 +129,43 @@ def shift_config(spec, name: str = "dist_shift", where: str | None = None) -> Sh
     return ShiftConfig(type=kind, options=options)
 
 
+MAX_SHIFT_TEXT = 1000  # characters of a written shift; every valid one is far shorter
+SHIFT_TEXT_EXAMPLE = "flux min_length=256 max_length=4096 alpha_min=3 alpha_max=3"
+
+
+def parse_shift_text(text: str, name: str = "dist_shift", where: str | None = None) -> dict | None:
+    """A schedule shift as people type it (the sampler node's ``schedule_shift``, the CLI's
+    ``--dist-shift``): ``""`` or ``"default"`` -> None (the model's own); ``"none"``;
+    ``"<type> name=value ..."`` (commas optional; values numbers or true/false) -> the official spec
+    dict, checked by ``shift_config``. Parameters left out take the official defaults."""
+    if not isinstance(text, str) or len(text) > MAX_SHIFT_TEXT:
+        got = f"{len(text):,} characters" if isinstance(text, str) else None
+        raise fail(name, f"a shift of at most {MAX_SHIFT_TEXT:,} characters such as {SHIFT_TEXT_EXAMPLE!r}", text,
+                   where, got=got)
+    words = text.replace(",", " ").split()
+    if not words or words == ["default"]:
+        return None
+    spec: dict = {"type": words[0]}
+    for word in words[1:]:
+        key, sep, value = word.partition("=")
+        if not (sep and key and value):
+            raise fail(name, f"'<type> name=value ...' such as {SHIFT_TEXT_EXAMPLE!r}", text, where,
+                       got=f"{word!r} in {text!r}")
+        spec[key] = _shift_value(value)
+    shift_config(spec, name, where)
+    return spec
+
+
+def _shift_value(text: str):
+    """``true`` / ``false`` -> bool, a number -> float, anything else stays text (refused by the check)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _reject_unknown(section: str, cfg: dict, allowed: set[str]) -> None:
     unknown = sorted(set(cfg) - allowed)
     if unknown:

@@ -92,8 +92,7 @@ def official_regions(starts, ends) -> list[tuple[float, float]]:
 def check_sampling(steps: int, cfg_scale: float, apg_scale: float, init_noise_level: float,
                    sampler_type: str | None, scale_phi: float = 0.0, cfg_norm_threshold: float = 0.0,
                    cfg_interval=CFG_INTERVAL, dist_shift=None, where: str | None = None) -> dict:
-    """The sampler's settings, checked and normalised (``sample`` and ``generate`` step 0, the
-    sampler node at queue time): ``dist_shift`` becomes a ``ShiftConfig`` (None: the model's own)."""
+    """The sampler's settings, checked and normalised (``sample`` and ``generate`` step 0)."""
     return dict(
         steps=checks.check_number("steps", steps, 1, checks.MAX_STEPS, integer=True, where=where),
         cfg_scale=checks.check_number("cfg_scale", cfg_scale, 0, checks.MAX_CFG_SCALE, where=where),
@@ -101,6 +100,16 @@ def check_sampling(steps: int, cfg_scale: float, apg_scale: float, init_noise_le
         init_noise_level=checks.check_number("init_noise_level", init_noise_level, 0, 1, where=where),
         sampler_type=None if sampler_type is None else checks.check_choice("sampler_type", sampler_type, SAMPLERS,
                                                                            where),
+        **check_controls(scale_phi, cfg_norm_threshold, cfg_interval, dist_shift, where),
+    )
+
+
+def check_controls(scale_phi: float = 0.0, cfg_norm_threshold: float = 0.0, cfg_interval=CFG_INTERVAL,
+                   dist_shift=None, where: str | None = None) -> dict:
+    """The official app's advanced controls, checked: CFG rescale, norm threshold and interval, and
+    the schedule shift override (an official spec dict or ``ShiftConfig`` -> ``ShiftConfig``;
+    None keeps the model's)."""
+    return dict(
         scale_phi=checks.check_number("scale_phi", scale_phi, 0, 1, where=where),
         cfg_norm_threshold=checks.check_number("cfg_norm_threshold", cfg_norm_threshold, 0,
                                                checks.MAX_CFG_NORM_THRESHOLD, where=where),

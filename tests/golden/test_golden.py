@@ -1,7 +1,8 @@
 """generate() against the official implementation's outputs on the tiny fixture models.
 
 Every non-LoRA case of the available pack runs (all 58 of both models with ../shared/fixtures, the
-generation-control ``ctl_*`` cases included; the committed tiny-small subset otherwise). LoRA cases live in tests/sa3/test_lora.py.
+generation-control ``ctl_*`` cases included; the committed tiny-small subset otherwise). LoRA cases
+live in tests/sa3/test_lora.py.
 Tolerance: 1.5e-5 absolute (fixtures README section 7); measured worst cases are ~6e-6 (small)
 and ~1.2e-5 (medium, cfg 7 amplifies the reference's own thread-count rounding).
 """

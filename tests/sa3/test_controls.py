@@ -7,7 +7,7 @@ import torch
 from sa3 import pipeline as P
 from sa3.config import ShiftConfig, shift_config
 from sa3.sampling import CFG_INTERVAL, build_schedule, guided_at, make_shift
-from tests.conftest import cases, case_id, generate_kwargs, load_model
+from tests.conftest import case_id, cases, generate_kwargs, load_model
 
 INTERVAL_CASES = [c for c in cases() if "cfg_interval" in c["generate_kwargs"]]
 
