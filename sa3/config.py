@@ -100,7 +100,7 @@ def shift_config(spec, name: str = "dist_shift", where: str | None = None) -> Sh
     "logsnr", ...its constructor's arguments}`` (``type`` defaults to ``"full"``, as officially),
     checked: known type, known parameters, finite numbers in range, a length range that is one.
     The one validator for ``model_config.json``'s shift sections and ``generate(dist_shift=...)``."""
-    if isinstance(spec, ShiftConfig):
+    if callable(getattr(spec, "spec", None)):  # a ShiftConfig (from any copy of this module: the node pack's too)
         spec = spec.spec()
     if not isinstance(spec, dict):
         raise fail(name, 'a JSON object such as {"type": "flux", "alpha_min": 3, "alpha_max": 3}', spec, where)

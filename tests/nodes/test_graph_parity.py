@@ -11,6 +11,8 @@ from tests.nodes.conftest import load_handle, load_reference, nodes
 
 MODELS = ["tiny-small", "tiny-medium"]
 DEFAULT = "default for the model"
+OPTION_DEFAULTS = dict(cfg_interval_min=0.0, cfg_interval_max=1.0, cfg_rescale=0.0, cfg_norm_threshold=0.0,
+                       schedule_shift="default", duration_padding=6.0)
 
 
 def _wave(seconds: float, sr: int, channels: int, seed: int) -> torch.Tensor:
@@ -25,11 +27,12 @@ def _audio(wave: torch.Tensor, sr: int) -> dict:
 def run_graph(h, *, prompt="a dog barking", negative_prompt="", duration=3.0, durations="", per_line=False,
               batch_size=1, seed=7, steps=4, cfg=1.0, sampler=DEFAULT, apg_scale=1.0, init_audio=None,
               init_noise_level=1.0, inpaint_audio=None, mask_mode=None, regions="", keep_seconds=0.0,
-              connect_negative=True, chunked="auto", old_empty_latent=False, sources="audio"):
+              connect_negative=True, chunked="auto", old_empty_latent=False, sources="audio", options=None):
     """Loader output -> Text Encode -> [Encode Audio, Inpaint Regions] -> Sampler -> Decode: the durations
     are set once, on Text Encode. ``old_empty_latent``: the graph of older workflows, with the
     deprecated SA3 Empty Latent repeating the durations and setting the batch size. Sources go to the
-    sampler's AUDIO inputs (``sources="audio"``) or through SA3 Encode Audio (``"latent"``)."""
+    sampler's AUDIO inputs (``sources="audio"``) or through SA3 Encode Audio (``"latent"``).
+    ``options``: SA3 Sampling Options' widgets over their defaults (None: the node is left out)."""
     batch = {} if old_empty_latent else {"batch_size": batch_size}
     pos, neg = nodes.SA3TextEncode.execute(model=h, prompt=prompt, negative_prompt=negative_prompt, duration=duration,
                                            one_prompt_per_line=per_line, durations=durations, **batch).args
@@ -51,6 +54,8 @@ def run_graph(h, *, prompt="a dog barking", negative_prompt="", duration=3.0, du
                                                                keep_seconds=keep_seconds, **plan).args
     if connect_negative:
         extra["negative"] = neg
+    if options is not None:
+        (extra["options"],) = nodes.SA3SamplingOptions.execute(**{**OPTION_DEFAULTS, **options}).args
     (sampled,) = nodes.SA3Sampler.execute(model=h, positive=pos, seed=seed, steps=steps, cfg=cfg, sampler=sampler,
                                           apg_scale=apg_scale, **extra).args
     (audio,) = nodes.SA3Decode.execute(model=h, latent=sampled, chunked=chunked, trim=True).args
@@ -285,3 +290,31 @@ def test_decoder_seed_choices(caplog):
     other = _decode(h, sampled, decoder_seed=5)["waveform"]
     assert not torch.equal(other, dropped["waveform"])
     assert torch.equal(_decode(h, rebuilt, decoder_seed=5)["waveform"], other)  # an explicit seed ignores the stream
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_sampling_options_equal_generate(name):
+    """SA3 Sampling Options -> Sampler -> Decode equals generate() with the official controls, the
+    duration padding included (the decoder silences and trims with the sampler's padding)."""
+    h, ref = load_handle(name), load_reference(name)
+    options = dict(cfg_interval_min=0.3, cfg_interval_max=0.9, cfg_rescale=0.5, cfg_norm_threshold=3.0,
+                   schedule_shift="flux min_length=8 max_length=64 alpha_min=1 alpha_max=4", duration_padding=0.0)
+    audio = run_graph(h, prompt="rain\nwind", per_line=True, durations="1.5, 2.5", negative_prompt="hiss", cfg=4.0,
+                      seed=6, options=options)
+    expected = ref.generate(["rain", "wind"], negative_prompt="hiss", duration=[1.5, 2.5], batch_size=2, steps=4,
+                            seed=6, cfg_scale=4.0, cfg_interval=(0.3, 0.9), scale_phi=0.5, cfg_norm_threshold=3.0,
+                            dist_shift={"type": "flux", "min_length": 8, "max_length": 64, "alpha_min": 1.0,
+                                        "alpha_max": 4.0}, duration_padding_sec=0.0)
+    assert_same(audio, expected)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_default_sampling_options_change_nothing(name):
+    """Saved workflows without the options node, and the node at its defaults, give the audio of
+    before (the official defaults, bit for bit)."""
+    h, ref = load_handle(name), load_reference(name)
+    kw = dict(negative_prompt="hiss", cfg=3.0, seed=12)
+    without = run_graph(h, **kw)
+    assert_same(run_graph(h, **kw, options={}), without["waveform"])
+    assert_same(without, ref.generate("a dog barking", negative_prompt="hiss", duration=3.0, steps=4, seed=12,
+                                      cfg_scale=3.0))

@@ -256,3 +256,57 @@ def test_lora_errors():
                                     strength_conditioner=1.0)
     after = [dit.weight for dit in medium.model.dit.modules() if isinstance(dit, torch.nn.Linear)]
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # a LoRA that does not fit: no change
+
+
+# --- sampling options ----------------------------------------------------------------------------
+
+OPTIONS = dict(cfg_interval_min=0.0, cfg_interval_max=1.0, cfg_rescale=0.0, cfg_norm_threshold=0.0,
+               schedule_shift="default", duration_padding=6.0)
+
+
+@pytest.mark.parametrize("shift, message", [
+    ("karras", "schedule_shift.type must be one of 'logsnr', 'full', 'flux', 'none' (got 'karras')."),
+    ("flux alpha=3", "each schedule_shift parameter of a 'flux' shift must be one of 'min_length', 'max_length', "
+                     "'alpha_min', 'alpha_max' (got 'alpha')."),
+    ("flux alpha_min", "schedule_shift must be '<type> name=value ...' such as"),
+    ("flux alpha_min=nan", "schedule_shift.alpha_min must be a number from 0.001 to 1000 (got nan)."),
+    ("full min_length=64 max_length=8", "schedule_shift.max_length must be above min_length (64) (got 8)."),
+    ("x" * 1001, "schedule_shift must be a shift of at most 1,000 characters"),
+])
+def test_sampling_options_refuse_bad_shifts_when_queued(shift, message):
+    prefix = "Stable Audio 3 Sampling Options: "
+    assert nodes.SA3SamplingOptions.validate_inputs(schedule_shift=shift).startswith(prefix + message)
+    with pytest.raises(ValueError) as e:
+        nodes.SA3SamplingOptions.execute(**{**OPTIONS, "schedule_shift": shift})
+    assert str(e.value).startswith(prefix + message), str(e.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(cfg_interval_min=0.8, cfg_interval_max=0.2), "cfg_interval must run from a lower to a higher noise level "
+                                                       "(got from 0.8, to 0.2). Swap the two values."),
+    (dict(cfg_interval_max=float("nan")), "cfg_interval_max must be a number from 0 to 1 (got nan)."),
+    (dict(cfg_rescale=1.5), "cfg_rescale must be a number from 0 to 1 (got 1.5)."),
+    (dict(cfg_norm_threshold=-1.0), "cfg_norm_threshold must be a number from 0 to 1000 (got -1)."),
+    (dict(duration_padding=float("inf")), "duration_padding must be a number from 0 to 384 (got inf)."),
+])
+def test_sampling_options_refuse_bad_numbers_before_any_work(change, message):
+    with pytest.raises(ValueError) as e:
+        nodes.SA3SamplingOptions.execute(**{**OPTIONS, **change})
+    assert str(e.value).startswith("Stable Audio 3 Sampling Options: " + message), str(e.value)
+
+
+def test_sampling_options_defaults_and_linked_shift():
+    assert nodes.SA3SamplingOptions.validate_inputs(schedule_shift=None) is True
+    assert nodes.SA3SamplingOptions.validate_inputs(schedule_shift="none") is True
+    (options,) = nodes.SA3SamplingOptions.execute(**OPTIONS).args
+    assert options.sample_kwargs() == dict(cfg_interval=(0.0, 1.0), scale_phi=0.0, cfg_norm_threshold=0.0,
+                                           dist_shift=None)
+    assert options.duration_padding_sec == 6.0
+
+
+def test_sampler_refuses_what_is_not_options():
+    h = load_handle(SMALL)
+    pos, _ = _encode(h)
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Sampler: options is not SA3 sampling options \(got dict\)"):
+        nodes.SA3Sampler.execute(model=h, positive=pos, seed=0, steps=1, cfg=1.0, sampler="default for the model",
+                                 apg_scale=1.0, options={"cfg_interval": (0, 1)})
