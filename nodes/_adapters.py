@@ -165,14 +165,17 @@ def read_latent(latent, node: str, input_name: str, channels: int | None) -> Lat
         raise ValueError(error(node, f"{input_name} is not an audio latent (got shape {shape}, expected (batch, "
                                      f"channels, frames)). {_use_instead(node)}."))
     batch, got_channels, frames = shape
+    if not (samples.is_floating_point() and samples.dtype.itemsize <= 8):
+        raise ValueError(error(node, f"{input_name} samples must be real floating-point numbers (got {samples.dtype}). "
+                                     f"{_use_instead(node)}."))
+    checks.check_number(f"{input_name} batch size", batch, 1, checks.MAX_BATCH, integer=True, where=node,
+                        fix="Lower the batch size of the node that made the latent.")
     if DURATIONS in latent:
         if channels is not None and got_channels != channels:
             raise ValueError(error(node, f"{input_name} was made for another model (got {got_channels} channels, "
                                          f"expected {channels}). Make it again with this model."))
-        durations = one_or_each([float(d) for d in latent[DURATIONS]], batch, error(  # core batch nodes repeat samples
-            node, f"{input_name} has {batch} items but {len(latent[DURATIONS])} durations (expected one per item). "
-                  "Make the latent again."))
-        return LatentIn("sa3", batch, frames, samples, durations)
+        durations = _latent_durations(latent[DURATIONS], batch, node, input_name)
+        return LatentIn("sa3", batch, frames, _finite(samples, node, input_name), durations)
     ratio = latent.get(RATIO)
     if not bool(samples.any()):  # core's EmptyLatentAudio: only its batch and length count
         if ratio is None:
@@ -183,7 +186,30 @@ def read_latent(latent, node: str, input_name: str, channels: int | None) -> Lat
         raise ValueError(error(node, f"{input_name} holds latents of another audio model (got {got_channels} "
                                      f"channels at {ratio or 'unknown'} samples per frame, expected {channels} at "
                                      f"{SAMPLES_PER_LATENT}). {_use_instead(node)}."))
-    return LatentIn("encoded", batch, frames, samples, None)
+    return LatentIn("encoded", batch, frames, _finite(samples, node, input_name), None)
+
+
+def _latent_durations(values, batch: int, node: str, input_name: str) -> list[float]:
+    """The pack's per-item seconds of a LATENT (one, or one per item: core batch nodes repeat samples)."""
+    if not isinstance(values, (list, tuple)) or not 1 <= len(values) <= checks.MAX_BATCH:
+        raise ValueError(error(node, f"{input_name} {DURATIONS} must be a list of 1 to {checks.MAX_BATCH} durations "
+                                     f"(got {checks.shown(values)}). Make the latent again."))
+    seconds = [checks.check_number(f"{input_name} {DURATIONS}", d, 0, checks.MAX_SECONDS, lo_open=True,
+                                   unit="seconds", where=node, fix="Make the latent again.") for d in values]
+    return one_or_each(seconds, batch, error(
+        node, f"{input_name} has {batch} items but {len(seconds)} durations (expected one per item). Make the latent "
+              "again."))
+
+
+def _finite(samples: torch.Tensor, node: str, input_name: str) -> torch.Tensor:
+    """Latent values must be finite: NaN or infinity (LoadLatent of a broken file, latent arithmetic)
+    would decode to full-scale noise."""
+    finite = torch.isfinite(samples)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(error(node, f"{input_name} values must be finite numbers (got {bad:,} NaN or infinite of "
+                                     f"{samples.numel():,}). Make the latent again; check the node that made it."))
+    return samples
 
 
 def fit_frames(samples: torch.Tensor, frames: int) -> torch.Tensor:
@@ -227,7 +253,13 @@ def save_generator(generator: torch.Generator) -> dict:
     return {"state": generator.get_state(), "device": str(generator.device)}
 
 
-def restore_generator(saved: dict) -> torch.Generator:
-    generator = torch.Generator(device=saved["device"])
-    generator.set_state(saved["state"])
+def restore_generator(saved, node: str = "Decode", input_name: str = "latent") -> torch.Generator:
+    """The sampler's generator from a LATENT's ``sa3_rng`` (refused, naming it, when it is not one)."""
+    try:
+        generator = torch.Generator(device=saved["device"])
+        generator.set_state(saved["state"])
+    except (TypeError, KeyError, RuntimeError, ValueError):
+        raise ValueError(error(node, f"{input_name} {RNG} is not a random-stream state saved by SA3 Sampler (got "
+                                     f"{checks.shown(saved)}). Set decoder_seed to 0 or more, or sample the latent "
+                                     "again.")) from None
     return generator

@@ -236,6 +236,10 @@ def compute_layout(options: SpectrogramOptions, duration: float, sample_rate: in
         width = options.width
     else:
         width = plot_x0 + max(64, round(duration * options.px_per_second)) + 4 * scale
+        if width > WIDTH_RANGE[1]:  # bounded like an explicit width, before any pixel is allocated
+            raise ValueError(f"Stable Audio 3 spectrogram: px_per_second {options.px_per_second:g} makes a picture "
+                             f"{width:,} pixels wide for this {duration:g} s clip (got {width:,}, expected at most "
+                             f"{WIDTH_RANGE[1]:,}). Lower px_per_second or set a width.")
     plot_x1 = width - 4 * scale  # room for the last tick label's overhang is taken from this margin
     top = (TEXT_H + 6) * scale if with_legend else 3 * scale
     axis_h = (TEXT_H + 7) * scale  # tick (3s) + gap (2s) + label (7s) + bottom margin (2s)

@@ -141,3 +141,53 @@ def test_decode_refuses_latents_that_do_not_fit_the_model():
     with pytest.raises(ValueError, match=r"^Stable Audio 3 Decode: latent has 10 frames, too few for 3 s\. Decode "
                                          r"the output of SA3 Sampler or SA3 Encode Audio with this model\.$"):
         _decode(h, {"samples": torch.ones(1, channels, 10), "type": "audio", "sa3_durations": [3.0]})
+
+
+def _ours(h, **change) -> dict:
+    """A latent as SA3 Sampler makes it (zeros: the values do not matter for these checks)."""
+    latent = {"samples": torch.ones(1, h.config.latent_channels, 98), "type": "audio", "sa3_durations": [3.0]}
+    latent.update(change)
+    return latent
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda h: _ours(h, samples=torch.full((1, h.config.latent_channels, 98), float("nan"))),
+     "latent values must be finite numbers (got {n:,} NaN or infinite of {n:,})."),
+    (lambda h: {"samples": torch.ones(1, h.config.latent_channels, 98).index_fill_(2, torch.tensor([5]), float("inf"))},
+     "latent values must be finite numbers (got {c:,} NaN or infinite of {n:,})."),
+    (lambda h: _ours(h, samples=torch.ones(1, h.config.latent_channels, 98, dtype=torch.int32)),
+     "latent samples must be real floating-point numbers (got torch.int32)."),
+    (lambda h: _ours(h, sa3_durations="3"), "latent sa3_durations must be a list of 1 to 64 durations (got '3')."),
+    (lambda h: _ours(h, sa3_durations=[float("nan")]),
+     "latent sa3_durations must be a number above 0 and at most 384 seconds (got nan)."),
+    (lambda h: _ours(h, sa3_durations=["x"]),
+     "latent sa3_durations must be a number above 0 and at most 384 seconds (got 'x')."),
+    (lambda h: _ours(h, sa3_rng={"state": "junk", "device": "cpu"}),
+     "latent sa3_rng is not a random-stream state saved by SA3 Sampler (got a dict). Set decoder_seed"),
+])
+def test_decode_refuses_broken_latents_before_decoding(make, message):
+    """LoadLatent of a broken or hand-made file, or latent arithmetic gone wrong: a clear error, never
+    junk audio (today's decode of NaN latents saved full-scale noise)."""
+    h = load_handle(SMALL)
+    latent = make(h)
+    n, c = 1 * h.config.latent_channels * 98, h.config.latent_channels
+    with pytest.raises(ValueError) as e:
+        _decode(h, latent)
+    assert str(e.value).startswith("Stable Audio 3 Decode: " + message.format(n=n, c=c)), str(e.value)
+
+
+def test_core_empty_latent_with_an_absurd_batch_names_the_batch():
+    h = load_handle(SMALL)
+    pos, _ = _encode(h)
+    latent = {"samples": torch.zeros(4096, 64, 2), "type": "audio"}  # EmptyLatentAudio(batch_size=4096), short
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Sampler: latent batch size must be an integer from 1 to 64 "
+                                         r"\(got 4096\)\. Lower the batch size of the node that made the latent\.$"):
+        _sample(h, pos, latent=latent)
+
+
+def test_non_finite_sources_are_refused_by_the_sampler():
+    h = load_handle(SMALL)
+    pos, _ = _encode(h)
+    source = {"samples": torch.full((1, h.config.latent_channels, 98), float("-inf"))}
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Sampler: init_latent values must be finite numbers"):
+        _sample(h, pos, init_latent=source, init_noise_level=0.5)

@@ -284,3 +284,14 @@ def test_preview_with_the_tiny_fixture_autoencoder():
     latents = torch.randn(1, model.config.latent_channels, 40, generator=torch.Generator().manual_seed(0))
     image = sg.preview_from_latents(model.autoencoder, latents, seconds=2.0)
     assert image.shape == (1, 256, 768, 3) and 0 <= image.min() and image.max() <= 1
+
+
+def test_a_width_from_px_per_second_is_bounded_before_drawing():
+    """A long clip at many columns per second would ask for a picture of millions of pixels: refused
+    with the numbers, like an explicit width over the maximum, before the canvas is allocated."""
+    long_clip = torch.zeros(1, 1, 44100 * 600).expand(1, 2, -1)  # 10 minutes, no memory of its own
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 spectrogram: px_per_second 200 makes a picture "
+                                         r"120,\d{3} pixels wide for this 600 s clip \(got 120,\d{3}, expected at most "
+                                         r"16,384\)\. Lower px_per_second or set a width\.$"):
+        sg.render_spectrogram(long_clip, 44100, width=None, px_per_second=200.0)
+    assert sg.render_spectrogram(long_clip[..., :44100 * 60], 44100, width=None, px_per_second=200.0).shape[2] < 16384
