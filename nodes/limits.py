@@ -12,7 +12,10 @@ encodes anything.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+from pathlib import Path
 
 import folder_paths
 
@@ -25,10 +28,39 @@ ROUTE = "/sa3/max_durations"
 _registered = False
 
 
+# (path, size, mtime) -> the file's longest duration, or None for a file that is no SA3 model: each
+# config or checkpoint header is read once, and again only when the file changes
+_known: dict[tuple[str, int, int], float | None] = {}
+_computing = asyncio.Lock()  # one computation at a time, however many requests arrive
+
+
+def _cached(path: Path, read) -> float | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _known:
+        try:
+            _known[key] = read(path)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError):
+            _known[key] = None
+    return _known[key]
+
+
+def _config_duration(path: Path) -> float:
+    return ModelConfig.from_file(path).max_duration
+
+
+def _checkpoint_duration(path: Path) -> float:
+    return single_file.checkpoint_config(path)[0].max_duration
+
+
 def max_durations() -> dict[str, float]:
     """Model choice -> longest duration in seconds: from the folder's own config, or the official
-    config's for a model not downloaded yet. Unreadable folders are left out (the loader reports
-    them)."""
+    config's for a model not downloaded yet. Unreadable folders and files that are no SA3 model are
+    left out (the loaders report them). Only files in the folders ComfyUI lists are read, each once
+    until it changes."""
     folders = _model_folders()
     out = {}
     for name in model_choices():
@@ -37,18 +69,14 @@ def max_durations() -> dict[str, float]:
             if name in MODEL_SAMPLE_SIZES:
                 out[name] = MODEL_SAMPLE_SIZES[name] / SAMPLE_RATE
             continue
-        try:
-            out[name] = ModelConfig.from_file(folder / CONFIG_FILE).max_duration
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError):
-            continue
+        seconds = _cached(folder / CONFIG_FILE, _config_duration)
+        if seconds is not None:
+            out[name] = seconds
     for name in folder_paths.get_filename_list("checkpoints"):  # header reads only; other models are skipped
-        if not name.endswith(".safetensors"):
-            continue
-        try:
-            config, _ = single_file.checkpoint_config(folder_paths.get_full_path("checkpoints", name))
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError):
-            continue
-        out[name] = config.max_duration
+        if name.endswith(".safetensors"):
+            seconds = _cached(Path(folder_paths.get_full_path("checkpoints", name)), _checkpoint_duration)
+            if seconds is not None:
+                out[name] = seconds
     return out
 
 
@@ -67,6 +95,9 @@ def register_route() -> None:
 
     @instance.routes.get(ROUTE)
     async def _max_durations(request):
-        return web.json_response(max_durations())
+        # the file reads run off ComfyUI's event loop, one computation at a time (the query is ignored)
+        async with _computing:
+            durations = await asyncio.get_running_loop().run_in_executor(None, max_durations)
+        return web.json_response(durations)
 
     _registered = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 
 import folder_paths
@@ -132,3 +133,21 @@ def test_duration_limits_cover_checkpoint_files(twin_root):
         other.unlink()
     assert durations[twin.checkpoint.name] == config["sample_size"] / config["sample_rate"]
     assert "not_sa3.safetensors" not in durations
+
+
+def test_duration_limits_read_each_file_once_until_it_changes(twin_root, monkeypatch):
+    """The route runs in ComfyUI's event loop's process: each checkpoint header is read once, and
+    again only when the file changes (size or modification time)."""
+    twin = _twin(twin_root, "tiny-small")
+    limits = importlib.import_module(f"{PACK}.nodes.limits")
+    reads = []
+    real = limits.single_file.checkpoint_config
+    monkeypatch.setattr(limits.single_file, "checkpoint_config", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(limits, "_known", {})
+    first = limits.max_durations()
+    assert limits.max_durations() == first
+    assert [p for p in reads if p.name == twin.checkpoint.name] == [twin.checkpoint]
+    stat = twin.checkpoint.stat()
+    os.utime(twin.checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert limits.max_durations() == first
+    assert [p for p in reads if p.name == twin.checkpoint.name] == [twin.checkpoint, twin.checkpoint]
