@@ -28,8 +28,31 @@ except ImportError:  # a plain Python: the runner polls /history instead (no liv
     websocket = None
 
 
+MAX_WORKFLOW_BYTES = 16 << 20  # an API workflow is a few kB; a bigger file is not one
+MAX_REPLY_BYTES = 64 << 20  # a JSON answer of the server (/prompt, /history)
+MAX_DOWNLOAD_BYTES = 4 << 30  # one audio file: 380 s of 32-bit stereo WAV is 134 MB
+MAX_NAME_BYTES = 255  # the longest file name common file systems take
+CHUNK = 1 << 20
+
+
 class ComfyError(RuntimeError):
     """A failure to report to the user (no traceback)."""
+
+
+def _object(value, what: str) -> dict:
+    """``value`` when it is a JSON object, else the error that the server answered something else."""
+    if not isinstance(value, dict):
+        raise ComfyError(f"the server answered {what} with {type(value).__name__} JSON (expected an object); is "
+                         "this a ComfyUI server?")
+    return value
+
+
+def _json(payload: bytes, what: str) -> dict:
+    try:
+        return _object(json.loads(payload), what)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ComfyError(f"the server answered {what} with something that is not JSON ({payload[:60]!r}); is this a "
+                         "ComfyUI server?") from None
 
 
 # --- workflow edits --------------------------------------------------------------------------
@@ -46,10 +69,10 @@ def apply_overrides(prompt: dict, overrides: list[str]) -> dict:
     """Apply ``name=value`` / ``node.name=value`` to an API-format prompt (a copy)."""
     prompt = json.loads(json.dumps(prompt))
     for item in overrides:
-        if "=" not in item:
-            raise ComfyError(f"--set {item!r}: expected name=value or node_id.name=value.")
-        key, raw = item.split("=", 1)
+        key, sep, raw = item.partition("=")
         node_id, _, name = key.rpartition(".")
+        if not sep or not name.strip() or (key.count(".") and not node_id):
+            raise ComfyError(f"--set {item!r}: expected name=value or node_id.name=value.")
         value = parse_value(raw)
         targets = [node_id] if node_id else [n for n, node in prompt.items() if name in node.get("inputs", {})]
         if node_id and node_id not in prompt:
@@ -64,15 +87,57 @@ def apply_overrides(prompt: dict, overrides: list[str]) -> dict:
 
 
 def load_workflow(path: Path) -> dict:
+    """An API-format workflow file, checked: UTF-8 JSON of at most ``MAX_WORKFLOW_BYTES``, an object of
+    nodes ``{class_type, inputs}`` whose links point at nodes of the file and form no cycle."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ComfyError(f"cannot read workflow {str(path)!r}: {e}") from e
-    if "nodes" in data and "links" in data:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_WORKFLOW_BYTES + 1)
+    except OSError as e:
+        raise ComfyError(f"cannot read workflow {str(path)!r}: {e.strerror or e}") from None
+    if len(raw) > MAX_WORKFLOW_BYTES:
+        raise ComfyError(f"{str(path)!r} is larger than {MAX_WORKFLOW_BYTES >> 20} MiB: not an API-format workflow.")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ComfyError(f"{str(path)!r} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}).") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ComfyError(f"{str(path)!r} is not valid JSON ({e}).") from None
+    if isinstance(data, dict) and "nodes" in data and "links" in data:
         raise ComfyError(f"{str(path)!r} is a UI-format workflow; use the API-format file (example_workflows/api/).")
-    if not all(isinstance(v, dict) and "class_type" in v for v in data.values()):
+    if not (isinstance(data, dict) and data and all(isinstance(v, dict) and isinstance(v.get("class_type"), str)
+                                                    and isinstance(v.get("inputs", {}), dict) for v in data.values())):
         raise ComfyError(f"{str(path)!r} is not an API-format workflow (node id -> {{class_type, inputs}}).")
+    _check_links(data, path)
     return data
+
+
+def _links(node: dict) -> list[str]:
+    """Node ids of this workflow that this node's inputs are linked to (``[node_id, output_index]``)."""
+    return [str(v[0]) for v in node.get("inputs", {}).values()
+            if isinstance(v, list) and len(v) == 2 and isinstance(v[1], int) and isinstance(v[0], (str, int))]
+
+
+def _check_links(prompt: dict, path: Path) -> None:
+    """No node depends on itself through its links (a cycle); links to missing nodes are ComfyUI's
+    to report, with the node's name."""
+    done: set[str] = set()
+    for start in prompt:  # iterative depth-first search: a deep chain cannot exhaust the stack
+        if start in done:
+            continue
+        path_ids, stack = {start}, [(start, iter(_links(prompt[start])))]
+        while stack:
+            node_id, pending = stack[-1]
+            target = next(pending, None)
+            if target is None:
+                stack.pop()
+                path_ids.discard(node_id)
+                done.add(node_id)
+            elif target in path_ids:
+                raise ComfyError(f"{str(path)!r}: node {target} depends on itself through its links (a cycle).")
+            elif target not in done and target in prompt:
+                path_ids.add(target)
+                stack.append((target, iter(_links(prompt[target]))))
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -84,14 +149,15 @@ class ComfyClient:
         self.timeout = timeout
         self.client_id = uuid.uuid4().hex
 
-    def _request(self, path: str, body: dict | None = None):
+    def _request(self, path: str, body: dict | None = None, into=None, limit: int = MAX_REPLY_BYTES):
+        """The answer's bytes (at most ``limit``), or, with ``into`` (a binary file), streamed there."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.server + path, data=data, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.read()
+                return _read_bounded(resp, path, limit, into)
         except urllib.error.HTTPError as e:
-            payload = e.read()
+            payload = e.read(MAX_REPLY_BYTES)
             try:
                 detail = json.loads(payload)
             except json.JSONDecodeError:
@@ -103,15 +169,35 @@ class ComfyClient:
                              "Start it with `python main.py --listen 127.0.0.1` or pass --server HOST:PORT.") from None
 
     def queue(self, prompt: dict) -> str:
-        reply = json.loads(self._request("/prompt", {"prompt": prompt, "client_id": self.client_id}))
-        return reply["prompt_id"]
+        reply = _json(self._request("/prompt", {"prompt": prompt, "client_id": self.client_id}), "/prompt")
+        prompt_id = reply.get("prompt_id")
+        if not isinstance(prompt_id, str) or not prompt_id:
+            raise ComfyError(f"the server answered /prompt without a prompt id (got {str(reply)[:80]}).")
+        return prompt_id
 
     def history(self, prompt_id: str) -> dict:
-        return json.loads(self._request(f"/history/{prompt_id}")).get(prompt_id, {})
+        what = f"/history/{prompt_id}"
+        return _object(_json(self._request(what), what).get(prompt_id, {}), what)
 
-    def download(self, entry: dict) -> bytes:
-        query = urllib.parse.urlencode({k: entry.get(k, "") for k in ("filename", "subfolder", "type")})
-        return self._request(f"/view?{query}")
+    def download(self, entry: dict, into) -> int:
+        """Stream one output file into the open binary file ``into``; returns its size."""
+        query = urllib.parse.urlencode({k: str(entry.get(k, "")) for k in ("filename", "subfolder", "type")})
+        return self._request(f"/view?{query}", into=into, limit=MAX_DOWNLOAD_BYTES)
+
+
+def _read_bounded(resp, path: str, limit: int, into=None):
+    """Read an HTTP answer in chunks, refusing one longer than ``limit`` bytes (an endless or huge
+    answer must not fill memory or the disk)."""
+    total, parts = 0, []
+    while chunk := resp.read(CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise ComfyError(f"the server's answer to {path.split('?')[0]} is larger than {limit:,} bytes; stopped.")
+        if into is None:
+            parts.append(chunk)
+        else:
+            into.write(chunk)
+    return total if into is not None else b"".join(parts)
 
 
 def format_rejection(detail: dict) -> str:
@@ -152,15 +238,20 @@ def wait_with_websocket(ws: websocket.WebSocket, prompt_id: str, out=sys.stderr)
                 raise ConnectionError("websocket closed before the prompt finished")
             if opcode != websocket.ABNF.OPCODE_TEXT:
                 continue
-            msg = json.loads(payload)
-            data = msg.get("data", {})
+            try:
+                msg = json.loads(payload)
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                continue  # not a ComfyUI status message
+            data = msg.get("data") if isinstance(msg, dict) else None
+            if not isinstance(data, dict):
+                continue
             if data.get("prompt_id") not in (None, prompt_id):
                 continue
             kind = msg.get("type")
             if kind == "executing" and data.get("node") is not None:
                 out.write(f"\nnode {data['node']} running")
             elif kind == "progress":
-                out.write(f"\rnode {data.get('node')}: {data['value']}/{data['max']}   ")
+                out.write(f"\rnode {data.get('node')}: {data.get('value')}/{data.get('max')}   ")
             elif kind == "execution_error":
                 raise ComfyError(f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
                                  f"{data.get('exception_type')}: {data.get('exception_message')}")
@@ -178,7 +269,7 @@ def wait_with_polling(client: ComfyClient, prompt_id: str, timeout: float = 3600
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = client.history(prompt_id).get("status", {})
-        if status.get("completed") or status.get("status_str") in ("success", "error"):
+        if isinstance(status, dict) and (status.get("completed") or status.get("status_str") in ("success", "error")):
             return
         time.sleep(interval)
     raise ComfyError(f"the prompt did not finish within {timeout:.0f} s")
@@ -192,7 +283,7 @@ def output_path(output_dir: Path, filename) -> Path:
     symbolic link in ``output_dir`` would write outside ``-o`` and is refused."""
     name = filename if isinstance(filename, str) else ""
     plain = (name not in ("", ".", "..") and not any(c in name for c in "/\\:") and name.isprintable()
-             and name == name.strip())
+             and name == name.strip() and len(name.encode("utf-8", "replace")) <= MAX_NAME_BYTES)
     path = output_dir / name
     if plain and not path.is_symlink() and path.resolve().parent == output_dir.resolve():
         return path
@@ -202,6 +293,8 @@ def output_path(output_dir: Path, filename) -> Path:
 
 def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, timeout: float = 3600,
         out=sys.stderr) -> list[Path]:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ComfyError(f"-o {str(output_dir)!r} is a file; give a folder to save the audio in.")
     prompt = apply_overrides(load_workflow(workflow), overrides)
     client = ComfyClient(server)
     try:
@@ -222,23 +315,41 @@ def run(workflow: Path, server: str, overrides: list[str], output_dir: Path, tim
             pass
     wait_with_polling(client, prompt_id, timeout=timeout)  # the history is written just after the last ws message
     entry = client.history(prompt_id)
-    status = entry.get("status", {})
+    status = _object(entry.get("status", {}), "the prompt's status")
     if status.get("status_str") == "error":
-        errors = [m[1] for m in status.get("messages", []) if m[0] == "execution_error"]
+        errors = [m[1] for m in status.get("messages", []) if isinstance(m, list) and len(m) == 2
+                  and m[0] == "execution_error" and isinstance(m[1], dict)]
         detail = errors[0] if errors else {}
         raise ComfyError(f"node {detail.get('node_id')} ({detail.get('node_type')}) failed: "
                          f"{detail.get('exception_message', 'see the ComfyUI log')}")
-    items = [item for node_output in entry.get("outputs", {}).values() for item in node_output.get("audio", [])]
+    outputs = _object(entry.get("outputs", {}), "the prompt's outputs")
+    items = [item for node_output in outputs.values() if isinstance(node_output, dict)
+             for item in node_output.get("audio", []) if isinstance(item, dict)]
     paths = [output_path(output_dir, item.get("filename")) for item in items]  # all checked before any write
-    output_dir.mkdir(parents=True, exist_ok=True)
-    saved = []
-    for item, path in zip(items, paths, strict=True):
-        path.write_bytes(client.download(item))
-        saved.append(path)
-        out.write(f"saved {path}\n")
-    if not saved:
-        out.write("the workflow produced no audio output (add a SaveAudio or PreviewAudio node)\n")
-    return saved
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return [_save(client, item, path, out) for item, path in zip(items, paths, strict=True)] or _nothing(out)
+    except OSError as e:
+        raise ComfyError(f"cannot save into {str(output_dir)!r}: {e.strerror or e}") from None
+
+
+def _save(client: ComfyClient, item: dict, path: Path, out) -> Path:
+    """Download one output next to ``path`` and move it there once whole: a failed or refused
+    download leaves no partial file."""
+    partial = path.with_name(path.name[:MAX_NAME_BYTES - 9] + ".partial")
+    try:
+        with open(partial, "wb") as f:
+            client.download(item, f)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    out.write(f"saved {path}\n")
+    return path
+
+
+def _nothing(out) -> list[Path]:
+    out.write("the workflow produced no audio output (add a SaveAudio or PreviewAudio node)\n")
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,8 @@ class FakeComfy:
 
     websocket = True  # serve /ws
     finish = True  # send the end-of-prompt message (else close the socket early)
+    answers: ClassVar[dict] = {}  # route -> raw body to answer instead ("/prompt", "/history")
+    endless = False  # /view streams without end
     filenames: ClassVar[tuple] = ("x_00001_.flac",)  # what the server names its outputs
     history: ClassVar[dict] = {}
     requests: ClassVar[list] = []  # "ws" / "queue" / "pong", in arrival order
@@ -33,6 +35,7 @@ class FakeComfy:
     def reset(cls, websocket: bool = True, finish: bool = True) -> None:
         cls.websocket, cls.finish, cls.history, cls.requests = websocket, finish, {}, []
         cls.filenames = ["x_00001_.flac"]
+        cls.answers, cls.endless = {}, False
 
     @classmethod
     async def queue(cls, request: web.Request) -> web.Response:
@@ -52,6 +55,8 @@ class FakeComfy:
             "outputs": {} if failed else {"9": {"audio": [{"filename": name, "subfolder": "audio", "type": "output"}
                                                            for name in FakeComfy.filenames]}},
         }}
+        if "/prompt" in cls.answers:
+            return web.Response(body=cls.answers["/prompt"], content_type="application/json")
         return web.json_response({"prompt_id": "p1", "number": 0, "node_errors": {}})
 
     @classmethod
@@ -79,11 +84,22 @@ class FakeComfy:
 
     @classmethod
     async def history_of(cls, request: web.Request) -> web.Response:
+        if "/history" in cls.answers:
+            return web.Response(body=cls.answers["/history"], content_type="application/json")
         return web.json_response(cls.history)
 
     @classmethod
-    async def view(cls, request: web.Request) -> web.Response:
-        return web.Response(body=b"fLaC-fake")
+    async def view(cls, request: web.Request) -> web.StreamResponse:
+        if not cls.endless:
+            return web.Response(body=b"fLaC-fake")
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            for _ in range(10_000):  # bounded here too: 10 GB would be "endless" for the client
+                await response.write(bytes(1 << 20))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        return response
 
 
 @pytest.fixture
@@ -224,3 +240,88 @@ def test_output_names_with_dots_stay_inside(server, workflow, tmp_path):
     finally:
         FakeComfy.filenames = ("x_00001_.flac",)
     assert [p.relative_to(tmp_path).as_posix() for p in saved] == ["out/a..b_00001_.flac", "out/..x.flac"]
+
+
+
+@pytest.mark.parametrize("route, body, message", [
+    ("/prompt", b"<html>proxy</html>", "the server answered /prompt with something that is not JSON"),
+    ("/prompt", b"[1, 2]", "the server answered /prompt with list JSON (expected an object)"),
+    ("/prompt", b'{"number": 0}', "the server answered /prompt without a prompt id"),
+    ("/history", b"null", "the server answered /history/p1 with NoneType JSON"),
+    ("/history", b'{"p1": []}', "the server answered /history/p1 with list JSON"),
+    ("/history", b'{"p1": {"status": {"completed": true}, "outputs": [1]}}', "the prompt's outputs with list JSON"),
+])
+def test_malformed_answers_are_one_line_errors(server, workflow, tmp_path, capsys, route, body, message):
+    FakeComfy.reset(websocket=False)
+    FakeComfy.answers = {route: body}
+    rc = comfy_run.main([str(workflow), "--server", server, "-o", str(tmp_path / "out"), "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_endless_download_is_stopped_and_leaves_nothing(server, workflow, tmp_path, monkeypatch):
+    """Downloads stream to disk with a bound, never into memory; the partial file is removed."""
+    FakeComfy.reset(websocket=False)
+    FakeComfy.endless = True
+    monkeypatch.setattr(comfy_run, "MAX_DOWNLOAD_BYTES", 8 << 20)
+    with pytest.raises(comfy_run.ComfyError, match=r"answer to /view is larger than 8,388,608 bytes; stopped"):
+        comfy_run.run(workflow, server, [], tmp_path / "out", timeout=5, out=io.StringIO())
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_over_long_server_names_are_refused(server, workflow, tmp_path):
+    FakeComfy.reset(websocket=False)
+    FakeComfy.filenames = ("x" * 300 + ".flac",)
+    with pytest.raises(comfy_run.ComfyError, match="unsafe output file name"):
+        comfy_run.run(workflow, server, [], tmp_path / "out", timeout=5, out=io.StringIO())
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe{}", "is not UTF-8 text (byte 0xff at offset 0)"),
+    (b"{not json", "is not valid JSON"),
+    (b"[1, 2]", "is not an API-format workflow"),
+    (b"{}", "is not an API-format workflow"),
+    (b'{"1": {"class_type": "X", "inputs": []}}', "is not an API-format workflow"),
+    (b"[" * 100_000 + b"]" * 100_000, "is not valid JSON"),
+    (json.dumps({"1": {"class_type": "A", "inputs": {"x": ["2", 0]}},
+                 "2": {"class_type": "B", "inputs": {"y": ["1", 0]}}}).encode(), "node 1 depends on itself"),
+    (json.dumps({"1": {"class_type": "A", "inputs": {"x": ["1", 0]}}}).encode(), "node 1 depends on itself"),
+])
+def test_bad_workflow_files_are_one_line_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "wf.json"
+    path.write_bytes(content)
+    rc = comfy_run.main([str(path), "--server", "127.0.0.1:9", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err, err
+
+
+def test_huge_workflow_files_are_not_read_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(comfy_run, "MAX_WORKFLOW_BYTES", 1000)
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps({"1": {"class_type": "A", "inputs": {"text": "x" * 2000}}}))
+    with pytest.raises(comfy_run.ComfyError, match="is larger than 0 MiB: not an API-format workflow"):
+        comfy_run.load_workflow(path)
+
+
+def test_a_long_chain_is_no_cycle(tmp_path):
+    chain = {str(i): {"class_type": "A", "inputs": {"x": [str(i - 1), 0]} if i else {}} for i in range(20_000)}
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(chain))
+    assert comfy_run.load_workflow(path) == chain
+
+
+@pytest.mark.parametrize("item", ["=3", "seed", ".seed=1", "3.=1"])
+def test_bad_set_syntax(item):
+    with pytest.raises(comfy_run.ComfyError, match=r"expected name=value or node_id\.name=value"):
+        comfy_run.apply_overrides(PROMPT, [item])
+
+
+def test_output_naming_a_file_is_refused_before_queueing(server, workflow, tmp_path, capsys):
+    FakeComfy.reset(websocket=False)
+    target = tmp_path / "song.flac"
+    target.write_bytes(b"keep")
+    rc = comfy_run.main([str(workflow), "--server", server, "-o", str(target)])
+    assert rc == 2 and "is a file; give a folder" in capsys.readouterr().err
+    assert FakeComfy.requests == [] and target.read_bytes() == b"keep"
