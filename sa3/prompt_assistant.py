@@ -301,10 +301,11 @@ def strip_thinking(text: str) -> str:
 
 
 def clean(answer: str) -> str:
-    """The answer as a prompt: no thinking block, bullet or quotes; sentences capitalised."""
+    """The answer as a prompt: no thinking block, bullet, quotes or control characters, one line,
+    sentences capitalised."""
     text = strip_thinking(answer).strip()
     text = re.sub(r"^(?:[-•]\s+|prompt:\s*)", "", text, flags=re.IGNORECASE).strip().strip("\"'").strip()
-    text = " ".join(text.split())  # one line
+    text = " ".join("".join(c for c in text if c.isprintable() or c.isspace()).split())  # one printable line
     return re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
 
 
