@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,9 +370,11 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def suggest(model: PromptModel | None, prompt: str, category: str = "auto", *, seed: int = 0,
-            max_duration: float = checks.MAX_SECONDS, max_attempts: int = MAX_ATTEMPTS) -> Suggestion:
+            max_duration: float = checks.MAX_SECONDS, max_attempts: int = MAX_ATTEMPTS,
+            check_interrupt: Callable[[], None] | None = None) -> Suggestion:
     """A full prompt and duration for ``prompt`` (see the module docstring for the steps). ``model``
-    may be None for an empty idea, which needs no model."""
+    may be None for an empty idea, which needs no model. ``check_interrupt`` is called before each
+    answer (a host's cancel button raises there)."""
     check_idea(prompt)
     checks.check_choice("category", category, CATEGORIES)
     checks.check_number("seed", seed, 0, checks.MAX_SEED, integer=True)
@@ -382,9 +384,12 @@ def suggest(model: PromptModel | None, prompt: str, category: str = "auto", *, s
         return example(category, seed, max_duration)
     if model is None:
         raise ValueError("Stable Audio 3: the prompt assistant needs a language model for a non-empty prompt.")
+    before = check_interrupt or (lambda: None)
     with seeded(seed, model.device):
+        before()
         chosen = classify(model, prompt) if category == "auto" else category
         for attempt in range(1, max_attempts + 1):
+            before()
             text = clean(model.complete(INSTRUCTIONS[chosen], request(prompt), MAX_NEW_TOKENS, TEMPERATURE))
             reason = rejection(text, chosen)
             if reason is None:
