@@ -15,6 +15,9 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import pytest
+import torch
+
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VOCAB = 400  # 256 bytes, the special tokens, merges
 WORDS = ("system user assistant music instrument sfx one-shot sound idea prompt warm bright deep soft punchy dry "
@@ -50,7 +53,6 @@ def _tokenizer():
 
 def build(folder: Path) -> Path:
     """Write the tiny model and tokenizer into ``folder`` (seeded: the same weights every time)."""
-    import torch
     from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
 
     tokenizer = _tokenizer()
@@ -71,6 +73,16 @@ def build(folder: Path) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One CPU thread for the test (autouse where imported): the tiny model's many small operations
+    run 20x slower on two threads of a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @cache

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
-import torch
 
 from tests.nodes.conftest import PACK, folder_paths, load_handle, nodes
-from tests.prompt_model import copy_to, tiny_prompt_model
+from tests.prompt_model import copy_to, one_thread, tiny_prompt_model  # noqa: F401 (one_thread: autouse)
 
 node_module = importlib.import_module(f"{PACK}.nodes.prompt_assistant")
 comfy_models = importlib.import_module(f"{PACK}.nodes.comfy_models")
@@ -21,15 +20,6 @@ Node = nodes.SA3PromptAssistant
 NAME = "Qwen3.5-2B"
 ARGS = dict(prompt="warm piano loop", category="music", seed=5, max_duration=30.0, language_model=NAME,
             download=False)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's many small operations run 20x slower on two threads of a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

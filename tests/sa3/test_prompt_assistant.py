@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sa3 import prompt_assistant as pa
-from tests.prompt_model import copy_to, tiny_prompt_model
+from tests.prompt_model import copy_to, one_thread, tiny_prompt_model  # noqa: F401 (one_thread: autouse)
 
 GOOD = {
     "music": "Dusty boom bap beat with a mellow Rhodes and vinyl crackle. BPM: 88. Length: 60 seconds",
@@ -24,15 +24,6 @@ GOOD = {
     "sfx": "Glass bottle shattering on concrete with scattered shards. Length: 2 seconds",
     "one-shot": "Punchy dry snare hit with crisp wires. Length: 1 second",
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's many small operations run 20x slower on two threads of a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
