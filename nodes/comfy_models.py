@@ -21,7 +21,7 @@ from comfy.cli_args import args
 from torch import nn
 
 from ._handle import LORA_PARTS, LORAS, SA3Handle
-from ._sa3 import StableAudioModel, loading, pipeline
+from ._sa3 import StableAudioModel, loading, pipeline, prompt_assistant
 from ._sa3 import precision as precision_dtypes
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,10 @@ class SA3DiffusionTransformer(_Part):
 
 class SA3Autoencoder(_Part):
     """SAME."""
+
+
+class SA3PromptLanguageModel(_Part):
+    """The Prompt Assistant's language model (Qwen3.5)."""
 
 
 def _dit_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -142,6 +146,45 @@ def release_parts(handle: SA3Handle, *parts: str) -> None:
     if handle.model.low_memory:
         for part in parts:
             loading.release_mapped_weights(handle.patchers[part].model)
+
+
+def _prompt_model_dtype(device: torch.device) -> torch.dtype:
+    """ComfyUI's text-encoder flags, else bf16 (the official choice; on CPUs too, where fp32 would
+    double the 4.2 GB), else fp32 on GPUs without bf16 (fp16 overflows in Qwen)."""
+    if _text_dtype() is not None:
+        return _text_dtype()
+    return torch.bfloat16 if mm.is_device_cpu(device) or mm.should_use_bf16(device) else torch.float32
+
+
+def load_prompt_model(folder: str | Path) -> tuple[comfy.model_patcher.ModelPatcher, prompt_assistant.PromptModel]:
+    """The Prompt Assistant's language model, loaded on the text encoder's offload device, and a
+    patcher that moves it to the text encoder's device for a run."""
+    device, offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
+    model = prompt_assistant.load_prompt_model(folder, device=offload, dtype=_prompt_model_dtype(device),
+                                               download=False)
+    patcher = comfy.model_patcher.ModelPatcher(SA3PromptLanguageModel(offload, language_model=model.model),
+                                               load_device=device, offload_device=offload)
+    return patcher, model
+
+
+def run_offloaded(patcher: comfy.model_patcher.ModelPatcher, work: Callable[[], object]):
+    """Load ``patcher`` fully (transformers layers cannot run half on the GPU), run ``work``, then
+    offload it at once: the assistant runs once per prompt, and the audio models need the memory next."""
+    mm.load_models_gpu([patcher], force_full_load=True)
+    try:
+        return work()
+    finally:
+        unload(patcher)
+
+
+def unload(patcher: comfy.model_patcher.ModelPatcher) -> None:
+    """Move a loaded patcher's model to its offload device and drop it from ComfyUI's loaded models."""
+    for i, loaded in enumerate(mm.current_loaded_models):
+        if loaded.model is patcher:
+            if loaded.model_unload():
+                mm.current_loaded_models.pop(i)
+            break
+    mm.soft_empty_cache()
 
 
 def intermediate_device() -> torch.device:

@@ -28,6 +28,7 @@ ALIASES = {
     "SA3Spectrogram": ["spectrogram", "audio to image", "show audio"],
     "SA3TrainingDataset": ["lora dataset", "training data", "audio dataset"],
     "SA3TrainLoRA": ["train lora", "lora training", "fine tune", "finetune"],
+    "SA3PromptAssistant": ["prompt assistant", "prompt generator", "enhance prompt", "rewrite prompt", "llm", "qwen"],
 }
 
 

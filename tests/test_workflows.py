@@ -25,7 +25,8 @@ import check_workflows as cw
 # the templates, in the order (and with the titles) ComfyUI's template browser shows
 MODES = ["01 Text to audio", "02 Text to audio from core model files", "03 Text to audio with a negative prompt",
          "04 Batch of prompts and durations", "05 Audio to audio", "06 Inpaint one region", "07 Inpaint two regions",
-         "08 Continue a clip", "09 LoRA stack", "10 Train a LoRA", "11 Base model with euler at 50 steps"]
+         "08 Continue a clip", "09 LoRA stack", "10 Train a LoRA", "11 Base model with euler at 50 steps",
+         "12 Prompt Assistant to text to audio"]
 CORE_FILES = "02 Text to audio from core model files"  # SA3 Checkpoint Loader on core ComfyUI's single files
 BASE = "11 Base model with euler at 50 steps"
 ON_BASE_MODEL = {BASE, "10 Train a LoRA"}  # templates that load small-music-base
@@ -187,6 +188,20 @@ def test_mode_specific_settings(schemas):
 
     base = widgets(ui(BASE), schemas, "SA3Sampler")
     assert (base["sampler"], base["steps"], base["cfg"]) == ("euler", 50, 7.0)
+
+
+def test_prompt_assistant_feeds_text_encode(schemas):
+    """The assistant's prompt and duration outputs are linked into SA3 Text Encode's widgets (the
+    frontend turns a widget into a socket when a link is dropped on it); the loader's model caps it."""
+    name = "12 Prompt Assistant to text to audio"
+    prompt = api(name)
+    (assistant_id,) = [k for k, n in prompt.items() if n["class_type"] == "SA3PromptAssistant"]
+    (text,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "SA3TextEncode"]
+    assert text["prompt"] == [assistant_id, 0] and text["duration"] == [assistant_id, 1]
+    assistant = prompt[assistant_id]["inputs"]
+    assert assistant["model"] == text["model"]
+    assert (assistant["language_model"], assistant["download"], assistant["category"]) == ("Qwen3.5-2B", True, "auto")
+    assert assistant["prompt"].strip()
 
 
 def test_seed_keeps_its_frontend_control_value(schemas):

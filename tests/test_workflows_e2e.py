@@ -9,9 +9,10 @@ Skipped (with the reason) when COMFYUI_PATH is not set. The test starts its own 
 ``--cpu`` on a free local port (``COMFYUI_E2E_PORT`` to choose one), loading only this checkout
 as a custom node pack, with a temporary models folder where ``stable_audio_3/small-music`` and
 ``stable_audio_3/small-music-base`` are the tiny-small fixture, ``checkpoints/`` and ``text_encoders/``
-hold its single-file twins under core's file names, and the workflows' LoRA names are
-fixture LoRAs, so the workflows run unchanged (only durations are shortened, through the same
-``--set`` overrides ``python -m sa3.comfy_run`` offers; ``SA3_E2E_FULL=1`` runs them exactly as
+hold its single-file twins under core's file names, the workflows' LoRA names are
+fixture LoRAs and ``LLM/Qwen3.5-2B`` is a tiny random Qwen3.5 built in code, so the workflows
+run unchanged (only durations are shortened, through the same ``--set`` overrides
+``python -m sa3.comfy_run`` offers; ``SA3_E2E_FULL=1`` runs them exactly as
 shipped). Each run must write audio of the planned
 length (read from the FLAC header); bad graphs must come back as ComfyUI validation errors
 (HTTP 400 with node_errors), not as tracebacks.
@@ -36,12 +37,13 @@ import pytest
 
 from tests.comfy_server import PACK_NAME, ComfyServer, requires_comfyui
 from tests.conftest import REPO, fixture_root
+from tests.prompt_model import copy_to
 from tests.single_file_twins import make_twins
 
 sys.path.insert(0, str(REPO / "tools"))
 import check_workflows as cw
 
-from sa3 import comfy_run
+from sa3 import comfy_run, prompt_assistant
 
 SAMPLE_RATE = 44100
 SOURCE_SECONDS = 12.0  # length of the generated LoadAudio input
@@ -98,13 +100,23 @@ def expected_samples(prompt: dict) -> list[int]:
     text = next(n["inputs"] for n in prompt.values() if n["class_type"] == "SA3TextEncode")
     lines = [p for p in text["prompt"].splitlines() if p.strip()] if text["one_prompt_per_line"] else [text["prompt"]]
     batch = text["batch_size"] if text["batch_size"] > 1 else len(lines)  # as SA3 Text Encode counts items
-    durations = [float(d) for d in text["durations"].replace(",", " ").split()] or [float(text["duration"])]
+    durations = [float(d) for d in text["durations"].replace(",", " ").split()] or [_duration(prompt, text)]
     if len(durations) == 1:
         durations = durations * batch
     if len(set(durations)) == 1:
         return [int(durations[0] * SAMPLE_RATE)] * len(durations)
     config = ModelConfig.from_file(fixture_root() / "tiny-small" / "model_config.json")
     return [plan_latents(config, durations).audio_samples] * len(durations)
+
+
+def _duration(prompt: dict, text: dict) -> float:
+    """SA3 Text Encode's duration; from SA3 Prompt Assistant, music's typical length capped to its
+    max_duration (the runs ask for music, and the tiny language model's text salad never states a length)."""
+    if not isinstance(text["duration"], list):
+        return float(text["duration"])
+    source = prompt[text["duration"][0]]
+    assert source["class_type"] == "SA3PromptAssistant" and source["inputs"]["category"] == "music"
+    return prompt_assistant.cap_duration(prompt_assistant.TYPICAL_SECONDS["music"], source["inputs"]["max_duration"])
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -126,8 +138,9 @@ def prepare_models(root: Path) -> dict[str, Path]:
     # core's single files under the names the core-files template uses (tiny-small, with sidecars)
     twins = make_twins(fixtures / "tiny-small", root / "single_files", name="stable_audio_3_small_music",
                        text_encoder_name="t5gemma_b_b_ul2")
+    language_models = copy_to(root / "models" / "LLM" / "Qwen3.5-2B").parent  # the tiny Qwen3.5, built in code
     return {"stable_audio_3": models, "loras": loras, "checkpoints": twins.checkpoint.parent,
-            "text_encoders": twins.text_encoder.parent}
+            "text_encoders": twins.text_encoder.parent, "LLM": language_models}
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +237,9 @@ def run_and_check(server, name: str, tmp_path: Path, extra: list[str] = (), prog
     path = cw.API_DIR / f"{name}.json"
     prompt = comfy_run.load_workflow(path)
     overrides = list(extra)
+    for node_id, node in prompt.items():
+        if node["class_type"] == "SA3PromptAssistant":  # a category, so that the duration is known (_duration)
+            overrides.append(f"{node_id}.category=music")
     for node_id, node in ([] if FULL else prompt.items()):
         inputs = node["inputs"]
         if "duration" in inputs and not isinstance(inputs["duration"], list):
@@ -232,6 +248,8 @@ def run_and_check(server, name: str, tmp_path: Path, extra: list[str] = (), prog
             overrides.append(f'{node_id}.durations="3, 6, 4.5"')
         if node["class_type"] == "SA3TrainLoRA":  # a few short steps prove the graph; cost is in README
             overrides += [f"{node_id}.steps=2", f"{node_id}.clip_seconds=2"]
+        if node["class_type"] == "SA3PromptAssistant":
+            overrides.append(f"{node_id}.max_duration={E2E_SECONDS}")
         if node["class_type"] == "SA3InpaintMask":
             regions = "1-2" if "," not in inputs["regions"] else "1-2, 3.5-5"
             overrides += [f'{node_id}.regions="{regions}"', f"{node_id}.keep_seconds=2"]
