@@ -5,12 +5,16 @@ was trained, and bad inputs are refused before any work."""
 from __future__ import annotations
 
 import importlib
+import json
 import math
+import os
+import stat
 from dataclasses import replace
 
 import folder_paths
 import pytest
 import torch
+from safetensors import safe_open
 
 from tests.conftest import fixture_root
 from tests.nodes.conftest import PACK, load_handle, nodes
@@ -80,27 +84,46 @@ def test_train_node_matches_library(dirs, tmp_path):
     assert (loras / "node_lora.safetensors").read_bytes() == lib.path.read_bytes()
 
 
-def test_cancel_saves_and_stops(dirs, monkeypatch):
-    import comfy.model_management as mm
+class NewerInterrupt(BaseException):
+    """ComfyUI's interrupt as newer releases define it: a BaseException, not an Exception."""
 
+
+@pytest.mark.parametrize("cancel_at", [2, 3])
+@pytest.mark.parametrize("newer", [False, True], ids=["Exception", "BaseException"])
+def test_cancel_through_comfyuis_interrupt_saves_what_was_trained(dirs, monkeypatch, cancel_at, newer):
+    """Cancel as ComfyUI delivers it: the request sets its flag (interrupt_current_processing) and
+    the progress hook its server installs (main.py's hijack_progress) raises the interrupt from the
+    next progress update. The steps done are saved, loadable and readable like ComfyUI's other
+    files, and the run still ends as interrupted (also when Cancel comes during the last step)."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    if newer:
+        monkeypatch.setattr(mm, "InterruptProcessingException", NewerInterrupt)
+
+    def hook(value, total, preview, node_id=None):
+        if value == cancel_at:
+            mm.interrupt_current_processing()  # the user's Cancel, while this step ran
+        mm.throw_exception_if_processing_interrupted()  # what main.py's hook does first
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
     _, loras = dirs
     handle = load_handle(MODEL)
-    polls = []
-
-    def interrupted():
-        polls.append(1)
-        return len(polls) > 2  # cancel after two steps
-
-    monkeypatch.setattr(mm, "processing_interrupted", interrupted)
-    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted",
-                        lambda: (_ for _ in ()).throw(mm.InterruptProcessingException()))
     with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
         nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN)
-    assert (loras / "node_lora.safetensors").is_file()
-    from safetensors import safe_open
-
+    path = loras / "node_lora.safetensors"
+    prepared = handle.model.prepare_lora(path)  # the library's LoRA loader reads it for this model
+    assert (prepared.file.adapter_type, prepared.file.rank) == ("lora", 4) and prepared.layers
     with safe_open(str(loras / "node_lora.sa3state"), framework="pt") as f:
-        assert '"step": 2' in f.metadata()["sa3_training"]
+        assert json.loads(f.metadata()["sa3_training"])["step"] == cancel_at
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()
+    assert not mm.processing_interrupted()  # the request was consumed, as ComfyUI consumes it
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
 
 
 def test_resume_and_checkpoints_from_node(dirs):
