@@ -183,6 +183,13 @@ def test_output_name_refused_at_queue_time(name, message):
     ({"batch_size": 4}, "batch_size 4 exceeds the 3 clip(s)"),
     ({"include": "nothing_matches"}, "no layer matches include=('nothing_matches',)"),
     ({"output_name": "../evil"}, "is not a plain file name"),
+    # mistyped values through the API (the old training template's shifted widgets, one by one)
+    ({"resume_from": 0}, "resume_from must be a file name from the list (got 0). Pick a file from the list."),
+    ({"include": 5}, "include must be text (got 5). Enter text."),
+    ({"output_name": 7}, "output_name must be text (got 7)."),
+    ({"dropout": ""}, "dropout must be a number from 0 to 0.95 (got '')"),
+    ({"base_precision": 0}, "base_precision must be one of 'fp32', 'bf16', 'fp16' (got 0)"),
+    ({"checkpoint_every": math.nan}, "checkpoint_every must be an integer from 0 to 1000000 (got nan)"),
 ])
 def test_execute_refuses_before_work(dirs, change, message):
     _, loras = dirs
