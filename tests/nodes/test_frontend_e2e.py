@@ -22,8 +22,9 @@ import pytest
 import websocket
 
 from tests.comfy_server import free_port, requires_comfyui
-from tests.conftest import REPO
+from tests.conftest import REPO, load_model
 from tests.nodes.test_server_e2e import server  # noqa: F401  (the module's ComfyUI server fixture)
+from tests.sa3.test_training import make_dataset
 
 sys.path.insert(0, str(REPO / "tools"))
 import check_workflows as cw
@@ -31,6 +32,7 @@ import check_workflows as cw
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = [requires_comfyui, pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to run the frontend")]
 APP = "window.comfyAPI.app.app"
+RUN_TIMEOUT = 300
 READ = f"""(() => {{
   const nodes = {APP}.graph._nodes;
   const loader = nodes.find((n) => n.comfyClass === "SA3ModelLoader");
@@ -157,6 +159,29 @@ def test_template_loads_with_its_api_twins_values(page, object_info, name):
     queued = page.eval(f"{APP}.graphToPrompt().then((p) => p.output)")
     assert differences(cw.read_json(cw.API_DIR / f"{name}.json"), queued, object_info) == []
 
+
+def test_cancel_button_keeps_what_was_trained(page, request):
+    """The training template queued from the browser and stopped with its Cancel button (the
+    Comfy.Interrupt command the button runs: POST /interrupt for the running prompt): the steps
+    done are saved as a LoRA the library loads, and the run ends as interrupted."""
+    srv = request.getfixturevalue("server")
+    make_dataset(srv.dirs["input"] / "sa3_training")
+    load_template(page, "10 Train a LoRA")
+    for node, name, value in (("SA3ModelLoader", "model_name", "tiny-small"), ("SA3ModelLoader", "download", False),
+                              ("SA3TrainLoRA", "steps", 100000), ("SA3TrainLoRA", "clip_seconds", 2),
+                              ("SA3TrainLoRA", "output_name", "browser_cancel")):
+        page.eval(f"""{APP}.graph._nodes.find((n) => n.comfyClass === {json.dumps(node)})
+                          .widgets.find((w) => w.name === {json.dumps(name)}).value = {json.dumps(value)}""")
+    page.eval("""window.comfyAPI.api.api.addEventListener("progress", (e) => { window.sa3Progress = e.detail; })""")
+    page.eval(f"{APP}.queuePrompt(0, 1).then(() => true)")
+    page.wait_for("(window.sa3Progress?.value ?? 0) >= 2", timeout=RUN_TIMEOUT)
+    progress = page.eval("window.sa3Progress")
+    page.eval(f"{APP}.extensionManager.command.execute('Comfy.Interrupt').then(() => true)")
+    entry = srv.wait(progress["prompt_id"], timeout=RUN_TIMEOUT)
+    assert "execution_interrupted" in [m[0] for m in entry["status"]["messages"]], entry["status"]
+    lora = srv.root / "models" / "loras" / "browser_cancel.safetensors"
+    prepared = load_model("tiny-small").prepare_lora(lora)  # the library's LoRA loader reads it
+    assert prepared.file.adapter_type == "dora-rows" and prepared.layers
 
 
 def test_duration_widget_takes_the_selected_models_maximum(page):
