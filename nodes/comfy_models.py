@@ -202,6 +202,34 @@ def interrupted() -> bool:
     return mm.processing_interrupted()
 
 
+class HeldCancel:
+    """Cancel / POST /interrupt for work that must wrap up before the run ends (a trainer saving
+    its steps), with a progress bar of ``total`` steps.
+
+    ComfyUI's progress hook raises its interrupt from inside a progress update, clearing the
+    request as it does: ``update`` catches it there (an ``Exception`` in ComfyUI 0.3.64, a
+    ``BaseException`` in newer releases) and keeps it, ``requested`` tells the work to stop, and
+    ``release`` raises it once the work has saved, so the run still ends as interrupted."""
+
+    def __init__(self, total: int):
+        self.bar = progress_bar(total)
+        self.caught: BaseException | None = None
+
+    def update(self, value: int, total: int) -> None:
+        try:
+            self.bar.update_absolute(value, total)
+        except mm.InterruptProcessingException as e:
+            self.caught = e
+
+    def requested(self) -> bool:
+        return self.caught is not None or interrupted()
+
+    def release(self) -> None:
+        if self.caught is not None:
+            raise self.caught
+        check_interrupt()
+
+
 def progress_text(node_id: str | None, text: str) -> None:
     """A line of text under the running node in the UI (no-op without a server or node id)."""
     try:

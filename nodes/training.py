@@ -325,24 +325,25 @@ class SA3TrainLoRA(io.ComfyNode):
         output.parent.mkdir(parents=True, exist_ok=True)
 
         model.model.apply_loras(())  # the shared modules carry no LoRA (another branch of the graph may have left some)
-        pbar = comfy_models.progress_bar(int(steps))
+        cancel = comfy_models.HeldCancel(int(steps))  # progress, and Cancel held until the file is saved
         node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)  # where the loss text goes
 
         def on_step(step: int, total: int, loss: float) -> None:
-            pbar.update_absolute(step, total)
+            cancel.update(step, total)
             comfy_models.progress_text(node_id, f"step {step}/{total}  loss {loss:.4f}")
             if step == total or step % 50 == 0:
                 logger.info("Stable Audio 3 training: step %d/%d, loss %.4f", step, total, loss)
 
         try:
             result = training.train_lora(model.model, list(dataset), output, options, resume_from=resume,
-                                         on_step=on_step, should_stop=comfy_models.interrupted,
+                                         on_step=on_step, should_stop=cancel.requested,
                                          on_stage=lambda part: comfy_models.load_parts(model, part))
         except (training.TrainingError, training_data.TrainingDataError) as e:
             raise ValueError(_node_message(TRAIN_NODE, e)) from e
-        if result.stopped:  # Cancel: the file holds what was trained; end the run as cancelled
-            logger.info("Stable Audio 3 training: cancelled after %d step(s); saved %s", result.steps_done, output)
-            comfy_models.check_interrupt()
+        if result.stopped:
+            logger.info("Stable Audio 3 training: cancelled after %d step(s); %s", result.steps_done,
+                        f"saved {output}" if result.path else "nothing new to save")
+        cancel.release()  # Cancel: the file holds what was trained; the run ends as cancelled
         curve = loss_curve_image(result.losses, int(steps) - (result.steps_done - len(result.losses)))
         applied = SA3LoraLoader.execute(model=model, lora_name=file_name, strength_dit=1.0,
                                         strength_conditioner=1.0).result[0]

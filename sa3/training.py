@@ -39,7 +39,8 @@ import json
 import logging
 import math
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -301,13 +302,26 @@ def state_path(path: str | Path) -> Path:
     return path.with_suffix(STATE_SUFFIX)
 
 
+def _new_temp_file(path: Path) -> Path:
+    """A new, empty, exclusively created file beside ``path`` with the mode every new file gets
+    (0666 less the umask: 0644 under the usual 022), not ``mkstemp``'s owner-only 0600."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # another writer's name (2**-64): draw again
+            continue
+
+
 def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
     from safetensors.torch import save_file
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temp_file(path)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        mode = stat.S_IMODE(tmp.stat().st_mode)  # the usual mode, so the file is readable like ComfyUI's others
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, mode)  # safetensors may write through its own owner-only (0600) file (0.8 does)
         os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

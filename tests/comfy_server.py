@@ -103,9 +103,16 @@ class ComfyServer:
 
     def run(self, prompt: dict, timeout: float = 300) -> dict:
         """Queue ``prompt`` and return its history entry once it succeeded or failed."""
-        status, body = self.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+        return self.wait(self.queue(prompt), timeout)
+
+    def queue(self, prompt: dict, client_id: str | None = None) -> str:
+        """``POST /prompt`` (for ``client_id``'s websocket, if given); the prompt id."""
+        status, body = self.post("/prompt", {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex})
         assert status == 200, body
-        prompt_id = body["prompt_id"]
+        return body["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 300) -> dict:
+        """The history entry of ``prompt_id`` once it succeeded or failed (interrupted: failed)."""
         end = time.time() + timeout
         while time.time() < end:
             entry = self.get(f"/history/{prompt_id}").get(prompt_id)

@@ -212,6 +212,28 @@ def test_seed_keeps_its_frontend_control_value(schemas):
     assert "control_after_generate" not in json.dumps(api("01 Text to audio"))
 
 
+def test_a_seed_without_control_gets_no_control_slot(schemas):
+    """The frontend reads ``control_after_generate ?? name is seed``: SA3 Train LoRA's seed says
+    False, so no control widget follows it (nor SA3 Decode's decoder_seed, which is not named seed)."""
+    assert cw.widget_layout(schemas["SA3TrainLoRA"])[8:10] == ["seed", "include"]
+    assert cw.CONTROL not in cw.widget_layout(schemas["SA3Decode"])
+    assert cw.has_control_widget("INT", "noise_seed", {})  # the legacy name rule when the schema says nothing
+    assert not cw.has_control_widget("INT", "seed", {"control_after_generate": False})
+    assert not cw.has_control_widget("FLOAT", "seed", {})
+
+
+def test_a_control_value_the_schema_does_not_create_is_caught(schemas):
+    """The training template once carried a "fixed" after SA3 Train LoRA's seed: in the browser
+    every later widget took its neighbour's value (include "fixed", base_precision 0, ...)."""
+    data = copy.deepcopy(ui("10 Train a LoRA"))
+    trainer = nodes_of(data, "SA3TrainLoRA")[0]
+    trainer["widgets_values"].insert(9, "fixed")
+    problems = cw.validate_ui(data, schemas)
+    assert problems == [f"node {trainer['id']} (SA3TrainLoRA): 16 widgets_values, expected 15 for "
+                        f"{cw.widget_layout(schemas['SA3TrainLoRA'])}"]
+    assert not cw.same_prompt(cw.ui_to_api(data, schemas), api("10 Train a LoRA"))
+
+
 # --- the checker catches what it should ---------------------------------------------------------
 
 

@@ -25,18 +25,22 @@ import json
 import math
 import os
 import shutil
+import stat
 import struct
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 import wave
 from pathlib import Path
 
 import pytest
+import websocket
+from safetensors import safe_open
 
 from tests.comfy_server import PACK_NAME, ComfyServer, requires_comfyui
-from tests.conftest import REPO, fixture_root
+from tests.conftest import REPO, fixture_root, load_model
 from tests.prompt_model import copy_to
 from tests.single_file_twins import make_twins
 
@@ -229,6 +233,55 @@ def test_identical_rerun_is_served_from_the_cache(server, tmp_path):
     its websocket before queueing, so it still sees the end and fetches the files."""
     for run in range(2):
         run_and_check(server, "01 Text to audio", tmp_path / str(run), ["4.seed=11"], progress=run == 0)
+
+
+def test_interrupt_while_training_keeps_what_was_trained(server):
+    """POST /interrupt (what the browser's Cancel sends) while the training template trains: the
+    steps done are saved as a LoRA the library loads, with the mode of ComfyUI's own outputs; the
+    run ends as interrupted, before the sampler; and the server runs the next prompt."""
+    prompt = comfy_run.apply_overrides(comfy_run.load_workflow(cw.API_DIR / "10 Train a LoRA.json"),
+                                       ["3.steps=100000", "3.clip_seconds=2", '3.output_name="cancelled_lora"'])
+    client_id = uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://{server.address}/ws?clientId={client_id}", timeout=RUN_TIMEOUT)
+    try:
+        prompt_id = server.queue(prompt, client_id)
+        seen = wait_for_progress(ws, prompt_id, node="3", value=2)
+        status, _ = server.post("/interrupt", {})
+        assert status == 200
+    finally:
+        ws.close()
+    entry = server.wait(prompt_id, timeout=RUN_TIMEOUT)
+    messages = [m[0] for m in entry["status"]["messages"]]
+    assert "execution_interrupted" in messages and "execution_success" not in messages, entry["status"]
+    assert "6" not in entry["outputs"] and "8" not in entry["outputs"]  # sampler and SaveAudio never ran
+    lora = server.root / "models" / "loras" / "cancelled_lora.safetensors"
+    with safe_open(str(lora.with_suffix(".sa3state")), framework="pt") as f:
+        assert seen <= json.loads(f.metadata()["sa3_training"])["step"] < 100000
+    prepared = load_model("tiny-small").prepare_lora(lora)  # the library's LoRA loader reads it
+    assert (prepared.file.adapter_type, prepared.file.rank) == ("dora-rows", 16) and prepared.layers
+
+    after = server.run(comfy_run.apply_overrides(cw.read_json(cw.API_DIR / "01 Text to audio.json"),
+                                                 ["duration=2", "steps=2"]), timeout=RUN_TIMEOUT)
+    assert after["status"]["status_str"] == "success", after["status"]
+    (saved,) = next(out["audio"] for out in after["outputs"].values() if "audio" in out)
+    audio = server.dirs["output"] / saved["subfolder"] / saved["filename"]
+    assert stat.S_IMODE(lora.stat().st_mode) == stat.S_IMODE(audio.stat().st_mode)
+
+
+def wait_for_progress(ws, prompt_id: str, node: str, value: int) -> int:
+    """Read ComfyUI's websocket until ``node`` of ``prompt_id`` reports progress ``value`` or more;
+    the value reported."""
+    while True:
+        message = ws.recv()
+        if isinstance(message, bytes):  # previews
+            continue
+        event = json.loads(message)
+        data = event.get("data", {})
+        if event["type"] == "execution_error" and data.get("prompt_id") == prompt_id:
+            pytest.fail(f"the prompt failed: {data.get('exception_message')}")
+        if event["type"] == "progress" and data.get("prompt_id") == prompt_id and data.get("node") == node \
+                and data["value"] >= value:
+            return data["value"]
 
 
 def run_and_check(server, name: str, tmp_path: Path, extra: list[str] = (), progress: bool = True) -> None:

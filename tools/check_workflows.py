@@ -7,8 +7,9 @@ top-level files as templates). This module converts UI -> API the way the
 ComfyUI frontend does (graphToPrompt), using the node schemas:
 
 * ``widgets_values`` holds one value per widget input, in ``input_order`` (required, then
-  optional), sockets taking no slot; an INT with ``control_after_generate`` is followed by the
-  frontend-only control value ("randomize", ...); some core nodes get trailing frontend-only
+  optional), sockets taking no slot; an INT with ``control_after_generate`` (or named ``seed`` /
+  ``noise_seed`` without an explicit ``False``) is followed by the frontend-only control value
+  ("randomize", ...); some core nodes get trailing frontend-only
   widgets (the audio player of LoadAudio / SaveAudio / PreviewAudio, see ``tests/data/core_nodes.json``).
 * Notes (``Note``, ``MarkdownNote``) exist only in the editor and are dropped.
 
@@ -180,6 +181,16 @@ def is_widget(kind: str, opts: dict) -> bool:
     return kind in WIDGET_TYPES and not opts.get("forceInput")
 
 
+def has_control_widget(kind: str, name: str, opts: dict) -> bool:
+    """Whether the frontend adds a control_after_generate widget after this input, as frontend
+    1.27 decides it: an INT takes ``control_after_generate ?? name in ("seed", "noise_seed")`` (an
+    explicit ``False`` on a seed means no control), a COMBO only an explicit true value."""
+    control = opts.get("control_after_generate")
+    if kind == "INT":
+        return bool(name in ("seed", "noise_seed") if control is None else control)
+    return kind == "COMBO" and bool(control)
+
+
 def widget_layout(info: dict) -> list[str]:
     """The meaning of each ``widgets_values`` slot: input names, CONTROL or EXTRA."""
     layout = []
@@ -188,7 +199,7 @@ def widget_layout(info: dict) -> list[str]:
         if not is_widget(kind, opts):
             continue
         layout.append(name)
-        if opts.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed")):
+        if has_control_widget(kind, name, opts):
             layout.append(CONTROL)
     return layout + [EXTRA] * info.get("frontend_widgets", 0)
 

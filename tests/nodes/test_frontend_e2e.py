@@ -1,7 +1,8 @@
-"""The pack's web extension in ComfyUI's real frontend (the comfyui-frontend-package the server
-serves), driven by headless Chromium over the DevTools protocol: a template is loaded and the
-duration widget of SA3 Text Encode takes the maximum of the model selected on the SA3 Model
-Loader (small 120 s, medium 380.4 s), lowering a value above it.
+"""The pack's web extension and templates in ComfyUI's real frontend (the comfyui-frontend-package
+the server serves), driven by headless Chromium over the DevTools protocol: every template,
+loaded as the template browser loads it, queues exactly its API twin (each widget holds the
+twin's value); and the duration widget of SA3 Text Encode takes the maximum of the model
+selected on the SA3 Model Loader (small 120 s, medium 380.4 s), lowering a value above it.
 
 Needs a ComfyUI checkout (``COMFYUI_PATH``) and a ``chromium`` (or ``chromium-browser`` /
 ``google-chrome``) executable; skipped otherwise.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -20,12 +22,17 @@ import pytest
 import websocket
 
 from tests.comfy_server import free_port, requires_comfyui
-from tests.conftest import REPO
+from tests.conftest import REPO, load_model
 from tests.nodes.test_server_e2e import server  # noqa: F401  (the module's ComfyUI server fixture)
+from tests.sa3.test_training import make_dataset
+
+sys.path.insert(0, str(REPO / "tools"))
+import check_workflows as cw
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = [requires_comfyui, pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to run the frontend")]
 APP = "window.comfyAPI.app.app"
+RUN_TIMEOUT = 300
 READ = f"""(() => {{
   const nodes = {APP}.graph._nodes;
   const loader = nodes.find((n) => n.comfyClass === "SA3ModelLoader");
@@ -104,14 +111,82 @@ def page(request):
         browser.close()
 
 
+@pytest.fixture(scope="module")
+def object_info(request):
+    """The server's node schemas (``GET /object_info``)."""
+    return request.getfixturevalue("server").get("/object_info")
+
+
+def load_template(page, name: str) -> None:
+    """Load ``example_workflows/<name>.json`` into the app, as the template browser does."""
+    workflow = cw.read_json(cw.WORKFLOWS / f"{name}.json")
+    first = next(n for n in workflow["nodes"] if n["type"] not in cw.FRONTEND_ONLY)
+    loaded = f"{APP}.graph._nodes.some((n) => n.id === {first['id']} && n.comfyClass === {json.dumps(first['type'])})"
+    page.eval(f"{APP}.graph.clear()")
+    for _ in range(5):  # (again if the app's own start-up restore replaced it meanwhile)
+        page.eval(f"{APP}.loadGraphData({json.dumps(workflow)})"
+                  ".then(() => new Promise((r) => setTimeout(() => r(true), 500)))")
+        if page.eval(loaded):
+            return
+    pytest.fail(f"{name} did not load")
+
+
+def differences(expected: dict, queued: dict, schemas: dict) -> list[str]:
+    """Where the prompt the frontend queues for a loaded template differs from its API twin:
+    node by node, input by input (a bool differs from 1; 30 and 30.0 are one JSON number).
+    Inputs the node's schema does not have are left out: the frontend also sends its own widgets
+    (SaveAudio's ``audioUI`` player), which the server ignores."""
+    problems = [f"node {i}: only {'in the API twin' if i in expected else 'in the browser'}"
+                for i in sorted(set(expected) ^ set(queued))]
+    for i in sorted(set(expected) & set(queued)):
+        want, got = expected[i], queued[i]
+        if want["class_type"] != got["class_type"]:
+            problems.append(f"node {i}: {got['class_type']} in the browser, {want['class_type']} in the API twin")
+            continue
+        known = {name for section in schemas[want["class_type"]]["input"].values() for name in section}
+        for name in sorted((set(want["inputs"]) | set(got["inputs"])) & known):
+            a, b = want["inputs"].get(name, "<missing>"), got["inputs"].get(name, "<missing>")
+            if a != b or isinstance(a, bool) != isinstance(b, bool):
+                problems.append(f"node {i} ({want['class_type']}) {name}: {b!r} in the browser, {a!r} in the API twin")
+    return problems
+
+
+@pytest.mark.parametrize("name", cw.workflow_names())
+def test_template_loads_with_its_api_twins_values(page, object_info, name):
+    """Each template, loaded in the real frontend, queues exactly its API twin: every widget holds
+    the value the twin has (a widget value the schema does not expect shifts all later ones)."""
+    load_template(page, name)
+    queued = page.eval(f"{APP}.graphToPrompt().then((p) => p.output)")
+    assert differences(cw.read_json(cw.API_DIR / f"{name}.json"), queued, object_info) == []
+
+
+def test_cancel_button_keeps_what_was_trained(page, request):
+    """The training template queued from the browser and stopped with its Cancel button (the
+    Comfy.Interrupt command the button runs: POST /interrupt for the running prompt): the steps
+    done are saved as a LoRA the library loads, and the run ends as interrupted."""
+    srv = request.getfixturevalue("server")
+    make_dataset(srv.dirs["input"] / "sa3_training")
+    load_template(page, "10 Train a LoRA")
+    for node, name, value in (("SA3ModelLoader", "model_name", "tiny-small"), ("SA3ModelLoader", "download", False),
+                              ("SA3TrainLoRA", "steps", 100000), ("SA3TrainLoRA", "clip_seconds", 2),
+                              ("SA3TrainLoRA", "output_name", "browser_cancel")):
+        page.eval(f"""{APP}.graph._nodes.find((n) => n.comfyClass === {json.dumps(node)})
+                          .widgets.find((w) => w.name === {json.dumps(name)}).value = {json.dumps(value)}""")
+    page.eval("""window.comfyAPI.api.api.addEventListener("progress", (e) => { window.sa3Progress = e.detail; })""")
+    page.eval(f"{APP}.queuePrompt(0, 1).then(() => true)")
+    page.wait_for("(window.sa3Progress?.value ?? 0) >= 2", timeout=RUN_TIMEOUT)
+    progress = page.eval("window.sa3Progress")
+    page.eval(f"{APP}.extensionManager.command.execute('Comfy.Interrupt').then(() => true)")
+    entry = srv.wait(progress["prompt_id"], timeout=RUN_TIMEOUT)
+    assert "execution_interrupted" in [m[0] for m in entry["status"]["messages"]], entry["status"]
+    lora = srv.root / "models" / "loras" / "browser_cancel.safetensors"
+    prepared = load_model("tiny-small").prepare_lora(lora)  # the library's LoRA loader reads it
+    assert prepared.file.adapter_type == "dora-rows" and prepared.layers
+
+
 def test_duration_widget_takes_the_selected_models_maximum(page):
     # (the fixture waited for StableAudio3.DurationLimits: web/js/ loaded, its imports resolved)
-    workflow = (REPO / "example_workflows" / "01 Text to audio.json").read_text()
-    loaded = f"{APP}.graph._nodes.some((n) => n.comfyClass === 'SA3TextEncode')"
-    for _ in range(5):  # (again if the app's own start-up restore replaced it meanwhile)
-        page.eval(f"{APP}.loadGraphData({workflow}).then(() => new Promise((r) => setTimeout(() => r(true), 500)))")
-        if page.eval(loaded):
-            break
+    load_template(page, "01 Text to audio")
     assert page.eval(READ) == ["small-music", 120, 30]  # the template's model, before any download
     page.eval(_choose("medium"))
     assert page.eval(READ) == ["medium", 380.4, 30]

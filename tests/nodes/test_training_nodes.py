@@ -5,12 +5,15 @@ was trained, and bad inputs are refused before any work."""
 from __future__ import annotations
 
 import importlib
+import json
 import math
+import stat
 from dataclasses import replace
 
 import folder_paths
 import pytest
 import torch
+from safetensors import safe_open
 
 from tests.conftest import fixture_root
 from tests.nodes.conftest import PACK, load_handle, nodes
@@ -80,27 +83,42 @@ def test_train_node_matches_library(dirs, tmp_path):
     assert (loras / "node_lora.safetensors").read_bytes() == lib.path.read_bytes()
 
 
-def test_cancel_saves_and_stops(dirs, monkeypatch):
-    import comfy.model_management as mm
+class NewerInterrupt(BaseException):
+    """ComfyUI's interrupt as newer releases define it: a BaseException, not an Exception."""
 
+
+@pytest.mark.parametrize("cancel_at", [2, 3])
+@pytest.mark.parametrize("newer", [False, True], ids=["Exception", "BaseException"])
+def test_cancel_through_comfyuis_interrupt_saves_what_was_trained(dirs, monkeypatch, cancel_at, newer):
+    """Cancel as ComfyUI delivers it: the request sets its flag (interrupt_current_processing) and
+    the progress hook its server installs (main.py's hijack_progress) raises the interrupt from the
+    next progress update. The steps done are saved, loadable and readable like ComfyUI's other
+    files, and the run still ends as interrupted (also when Cancel comes during the last step)."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    if newer:
+        monkeypatch.setattr(mm, "InterruptProcessingException", NewerInterrupt)
+
+    def hook(value, total, preview, node_id=None):
+        if value == cancel_at:
+            mm.interrupt_current_processing()  # the user's Cancel, while this step ran
+        mm.throw_exception_if_processing_interrupted()  # what main.py's hook does first
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
     _, loras = dirs
     handle = load_handle(MODEL)
-    polls = []
-
-    def interrupted():
-        polls.append(1)
-        return len(polls) > 2  # cancel after two steps
-
-    monkeypatch.setattr(mm, "processing_interrupted", interrupted)
-    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted",
-                        lambda: (_ for _ in ()).throw(mm.InterruptProcessingException()))
     with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
         nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN)
-    assert (loras / "node_lora.safetensors").is_file()
-    from safetensors import safe_open
-
+    path = loras / "node_lora.safetensors"
+    prepared = handle.model.prepare_lora(path)  # the library's LoRA loader reads it for this model
+    assert (prepared.file.adapter_type, prepared.file.rank) == ("lora", 4) and prepared.layers
     with safe_open(str(loras / "node_lora.sa3state"), framework="pt") as f:
-        assert '"step": 2' in f.metadata()["sa3_training"]
+        assert json.loads(f.metadata()["sa3_training"])["step"] == cancel_at
+    probe = loras / "probe.txt"
+    probe.touch()  # a file created the ordinary way: the mode ComfyUI's own outputs get
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(probe.stat().st_mode)
+    assert not mm.processing_interrupted()  # the request was consumed, as ComfyUI consumes it
 
 
 def test_resume_and_checkpoints_from_node(dirs):
@@ -165,6 +183,13 @@ def test_output_name_refused_at_queue_time(name, message):
     ({"batch_size": 4}, "batch_size 4 exceeds the 3 clip(s)"),
     ({"include": "nothing_matches"}, "no layer matches include=('nothing_matches',)"),
     ({"output_name": "../evil"}, "is not a plain file name"),
+    # mistyped values through the API (the old training template's shifted widgets, one by one)
+    ({"resume_from": 0}, "resume_from must be a file name from the list (got 0). Pick a file from the list."),
+    ({"include": 5}, "include must be text (got 5). Enter text."),
+    ({"output_name": 7}, "output_name must be text (got 7)."),
+    ({"dropout": ""}, "dropout must be a number from 0 to 0.95 (got '')"),
+    ({"base_precision": 0}, "base_precision must be one of 'fp32', 'bf16', 'fp16' (got 0)"),
+    ({"checkpoint_every": math.nan}, "checkpoint_every must be an integer from 0 to 1000000 (got nan)"),
 ])
 def test_execute_refuses_before_work(dirs, change, message):
     _, loras = dirs

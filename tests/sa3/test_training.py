@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,22 @@ def test_file_is_the_official_layout(model, data_dir, tmp_path):
     assert {k.rsplit(".", 1)[1] for k in keys} == {"lora_A", "lora_B", "magnitude_r", "magnitude_c"}
     assert not any("self_attn" in k for k in keys)
     assert state_path(path).is_file()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=oct)
+def test_files_get_the_usual_mode(model, data_dir, tmp_path, umask):
+    """The LoRA, its state and its checkpoints are written atomically (nothing left beside them)
+    with the mode any new file gets, 0666 less the umask, as ComfyUI's other outputs."""
+    old = os.umask(umask)
+    try:
+        result = train_lora(model, data_dir, tmp_path / "m.safetensors", opts(steps=2, checkpoint_every=1))
+    finally:
+        os.umask(old)
+    written = sorted(tmp_path.iterdir())
+    assert [p.name for p in written] == ["m-step000001.sa3state", "m-step000001.safetensors", "m.sa3state",
+                                         "m.safetensors"]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o666 & ~umask}
+    assert result.path == tmp_path / "m.safetensors"
 
 
 @pytest.mark.parametrize("adapter_type", ["lora", "dora-rows", "dora-cols", "bora", "lora-xs", "dora-rows-xs",
