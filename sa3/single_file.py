@@ -318,7 +318,7 @@ def _t5gemma_config(state: tuple[str, int, int]):
     try:
         config = T5GemmaConfig.from_dict(raw)
     except Exception as e:  # transformers' (and huggingface_hub's) own validation errors
-        raise RuntimeError(f"Stable Audio 3: {str(source)!r} is not a T5Gemma config ({e}).") from e
+        raise RuntimeError(f"Stable Audio 3: {str(source)!r} is not a T5Gemma config ({_one_line(e)}).") from e
     config.is_encoder_decoder = False  # encoder only, as the official conditioner loads it
     return config
 
@@ -346,8 +346,12 @@ def _encoder_shapes(state: tuple[str, int, int]) -> dict[str, tuple[int, ...]]:
         with torch.device("meta"):
             model = _encoder_model_class()(config)
     except Exception as e:  # sizes that do not fit together (heads, layer types) fail inside transformers
-        raise RuntimeError(f"Stable Audio 3: {state[0]!r} is not a buildable T5Gemma config ({e}).") from e
+        raise RuntimeError(f"Stable Audio 3: {state[0]!r} is not a buildable T5Gemma config ({_one_line(e)}).") from e
     return {"model." + k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())  # transformers' validation messages span lines
 
 
 def _encoder_model_class():
