@@ -14,9 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.comfy_server import ComfyServer, requires_comfyui
 from tests.conftest import require_fixtures
 from tests.nodes.conftest import PACK, nodes
 from tests.nodes.test_graph_parity import assert_same, run_graph
+from tests.nodes.test_server_e2e import _execution_error, t2a_graph
 from tests.single_file_twins import make_twins, train_spiece
 
 OPTIONS = {"variant": "auto", "precision": "fp32", "attention": "auto", "padding_mode": "exact"}
@@ -247,3 +249,37 @@ def test_queue_time_check_reads_each_file_once(twin_root, monkeypatch):
     for _ in range(5):
         assert nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=text) is True
     assert reads == []
+
+
+@requires_comfyui
+def test_server_refuses_hostile_names_and_files_and_stays_usable(tmp_path_factory):
+    """Through the API of a real ComfyUI server: a text encoder name out of the folder and a hostile
+    text-encoder file are refused at validation (400, against text_encoder_name); a checkpoint name
+    out of the folder fails its run naming ckpt_name, reading nothing; the next good prompt runs."""
+    root = require_fixtures()
+    models = tmp_path_factory.mktemp("server_models")
+    twins = make_twins(root / "tiny-small", models, train_spiece(), name="twin")
+    _hostile_text_encoder(twins, models / "text_encoders")
+    server = ComfyServer(tmp_path_factory.mktemp("comfyui"), {"checkpoints": models / "checkpoints",
+                                                              "text_encoders": models / "text_encoders"}).start()
+    try:
+        def graph(ckpt=twins.checkpoint.name, text=twins.text_encoder.name):
+            prompt = t2a_graph(steps=1, duration=1.0)
+            prompt["1"] = {"class_type": "SA3CheckpointLoader", "inputs": {
+                "ckpt_name": ckpt, "text_encoder_name": text, **OPTIONS, "precision": "auto"}}
+            return prompt
+
+        for text, detail in (("../../../../etc/passwd", "must be one of the files listed in models/text_encoders"),
+                             ("big_vocab.safetensors", "must have a tokenizer of 1 to 260 pieces")):
+            status, body = server.post("/prompt", {"prompt": graph(text=text)})
+            assert status == 400, body
+            (error,) = body["node_errors"]["1"]["errors"]
+            assert error["extra_info"]["input_name"] == "text_encoder_name" and detail in error["details"]
+        failed = server.run(graph(ckpt="/etc/passwd"))
+        assert failed["status"]["status_str"] == "error"
+        message = _execution_error(failed)["exception_message"]
+        assert message.startswith("Stable Audio 3 Checkpoint Loader: ckpt_name must be one of the files listed in "
+                                  "models/checkpoints (got '/etc/passwd')"), message
+        assert server.run(graph())["status"]["status_str"] == "success"
+    finally:
+        server.stop()
