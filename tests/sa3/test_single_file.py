@@ -386,6 +386,16 @@ def test_an_official_shaped_dit_without_its_autoencoder_says_so(tmp_path):
         single_file.checkpoint_config(bare)
 
 
+def _edited_sidecar(source, tmp_path, edit):
+    """A copy of ``source`` as ``bad.safetensors`` with its sidecar changed by ``edit(config)``."""
+    bad = tmp_path / "bad.safetensors"
+    shutil.copyfile(source, bad)
+    config = json.loads(source.with_suffix(".json").read_text())
+    edit(config)
+    bad.with_suffix(".json").write_text(json.dumps(config))
+    return bad
+
+
 def _dit(key, value):
     return lambda c: c["model"]["diffusion"]["config"].__setitem__(key, value)
 
@@ -412,11 +422,7 @@ SIDECAR_EDITS = [
                                                               "SAME depth", "SAME width", "SAME stride 0",
                                                               "SAME heads 0", "SAME chunk 0"])
 def test_absurd_sidecar_sizes_are_refused_before_building(small, tmp_path, edit, pattern):
-    bad = tmp_path / "bad.safetensors"
-    shutil.copyfile(small.checkpoint, bad)
-    config = json.loads(small.checkpoint.with_suffix(".json").read_text())
-    edit(config)
-    bad.with_suffix(".json").write_text(json.dumps(config))
+    bad = _edited_sidecar(small.checkpoint, tmp_path, edit)
     with pytest.raises((ValueError, RuntimeError), match=r"Stable Audio 3.*" + pattern):
         single_file.checkpoint_config(bad)
 
@@ -464,11 +470,7 @@ TEXT_SIDECAR_EDITS = [
                                                                    "width 2^30", "heads 0", "layer types",
                                                                    "encoder list", "bert"])
 def test_absurd_text_encoder_sidecars_are_refused_before_building(small, tmp_path, edit, pattern):
-    bad = tmp_path / "bad.safetensors"
-    shutil.copyfile(small.text_encoder, bad)
-    config = json.loads(small.text_encoder.with_suffix(".json").read_text())
-    edit(config)
-    bad.with_suffix(".json").write_text(json.dumps(config))
+    bad = _edited_sidecar(small.text_encoder, tmp_path, edit)
     with pytest.raises((ValueError, RuntimeError), match=r"Stable Audio 3.*" + pattern):
         single_file.check_text_encoder_file(bad)
 
