@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error
-from ._sa3 import single_file
+from ._sa3 import checks, single_file
 from ._validate import checked
 from .loaders import load_option_inputs, optional_load_inputs
 from .search import schema_aliases
@@ -23,33 +23,45 @@ def _reason(e: Exception) -> str:
     return str(e).removeprefix("Stable Audio 3: ")
 
 
-def _check_checkpoint(ckpt_name: str, variant: str) -> str | None:
+def _listed_path(kind: str, input_name: str, name, example: str = "") -> str:
+    """The full path of ``name``, a file ComfyUI lists in ``models/<kind>``; anything else (a
+    path that leaves the folder, an unlisted file, a name with NUL, a non-string from the API) is
+    refused before the file system is touched."""
+    if not isinstance(name, str) or name not in folder_paths.get_filename_list(kind):  # cached by ComfyUI
+        raise checks.fail(input_name, f"one of the files listed in models/{kind}{example}", name, NODE,
+                          "Refresh the node list after adding files.")
+    path = folder_paths.get_full_path(kind, name)
+    if path is None:  # listed a moment ago, removed since
+        raise checks.fail(input_name, f"a file in models/{kind}", name, NODE, "Refresh the node list.")
+    return path
+
+
+def _file_problem(kind: str, input_name: str, name, check, fix: str, example: str = "") -> str | None:
+    """None when ``name`` is a listed file of ``models/<kind>`` that passes ``check(path)``, else the
+    node's message naming the input."""
+    try:
+        path = _listed_path(kind, input_name, name, example)
+    except ValueError as e:
+        return str(e)
+    try:
+        check(path)
+    except (RuntimeError, ValueError) as e:
+        return error(NODE, f"{input_name} {name!r} cannot be loaded ({_reason(e)}). {fix}")
+    return None
+
+
+def _check_checkpoint(ckpt_name, variant: str) -> str | None:
     """None when the checkpoint can be loaded as ``variant`` (header only), else the message."""
-    checkpoint = folder_paths.get_full_path("checkpoints", ckpt_name)
-    if checkpoint is None:
-        return error(NODE, f"ckpt_name {ckpt_name!r} is not in models/checkpoints (got {ckpt_name!r}, expected one of "
-                           "the listed files). Refresh the node list after adding files.")
-    try:
-        single_file.checkpoint_config(checkpoint, variant)
-    except (RuntimeError, ValueError) as e:
-        return error(NODE, f"ckpt_name {ckpt_name!r} cannot be loaded ({_reason(e)}). Pick a Stable Audio 3 "
-                           "checkpoint, or fix the variant.")
-    return None
+    return _file_problem("checkpoints", "ckpt_name", ckpt_name,
+                         lambda path: single_file.checkpoint_config(path, variant),
+                         "Pick a Stable Audio 3 checkpoint, or fix the variant.")
 
 
-def _check_text_encoder(text_encoder_name: str) -> str | None:
-    """None when the text-encoder file fits (header only), else the message."""
-    text_encoder = folder_paths.get_full_path("text_encoders", text_encoder_name)
-    if text_encoder is None:
-        return error(NODE, f"text_encoder_name {text_encoder_name!r} is not in models/text_encoders (got "
-                           f"{text_encoder_name!r}, expected one of the listed files, e.g. t5gemma_b_b_ul2.safetensors)"
-                           ". Refresh the node list after adding files.")
-    try:
-        single_file.check_text_encoder_file(text_encoder)
-    except (RuntimeError, ValueError) as e:
-        return error(NODE, f"text_encoder_name {text_encoder_name!r} cannot be loaded ({_reason(e)}). Pick "
-                           "t5gemma_b_b_ul2.safetensors (the T5Gemma-b-b-ul2 file of core's Stable Audio 3 templates).")
-    return None
+def _check_text_encoder(text_encoder_name) -> str | None:
+    """None when the text-encoder file fits (header and tokenizer, cached per file), else the message."""
+    return _file_problem("text_encoders", "text_encoder_name", text_encoder_name, single_file.check_text_encoder_file,
+                         "Pick t5gemma_b_b_ul2.safetensors (the T5Gemma-b-b-ul2 file of core's Stable Audio 3 "
+                         "templates).", ", e.g. t5gemma_b_b_ul2.safetensors")
 
 
 class SA3CheckpointLoader(io.ComfyNode):
@@ -100,6 +112,6 @@ class SA3CheckpointLoader(io.ComfyNode):
         if message is not None:
             raise ValueError(message)
         return io.NodeOutput(comfy_models.load_single_file(
-            folder_paths.get_full_path("checkpoints", ckpt_name), folder_paths.get_full_path("text_encoders",
-                                                                                            text_encoder_name),
+            _listed_path("checkpoints", "ckpt_name", ckpt_name),
+            _listed_path("text_encoders", "text_encoder_name", text_encoder_name),
             variant, ckpt_name, precision, attention, padding_mode, bool(low_memory), autoencoder_precision))

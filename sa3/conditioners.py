@@ -47,6 +47,15 @@ def require_transformers() -> None:
     )
 
 
+def check_vocabulary(pieces: int, rows: int, where: str) -> None:
+    """A tokenizer's ids must all have a row in the encoder's embedding: ``pieces`` (its vocabulary
+    size) at most ``rows`` (the embedding's), else prompts would fail mid-encode with an index error."""
+    if not 1 <= pieces <= rows:
+        raise RuntimeError(f"Stable Audio 3: {where} must have a tokenizer of 1 to {rows:,} pieces, one per row of "
+                           f"its encoder's token embedding (got {pieces:,} pieces). Use the tokenizer and "
+                           "encoder of the same model.")
+
+
 class TextEncoder(nn.Module):
     """Tokenizer + T5Gemma encoder. ``forward(prompts)`` returns hidden states and the mask."""
 

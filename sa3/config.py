@@ -16,7 +16,11 @@ from .checks import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_number, fail, shown
 
 SAMPLE_RATE = 44100
 MAX_SAMPLE_SIZE = 1 << 25  # samples (12.7 min at 44.1 kHz): twice the largest official model (medium, 2^24)
-MAX_WIDTH = 1 << 16  # any channel count, width, depth or token count of a config; official ones are <= 4096
+MAX_WIDTH = 1 << 16  # any channel count, width or token count of a config; official ones are <= 4096
+# transformer blocks of any stack (DiT, SAME, T5Gemma); official ones have <= 24. Building a module,
+# even on the meta device, costs time per block: 65,536 blocks take minutes before any check fails
+MAX_DEPTH = 256
+MAX_CONFIG_BYTES = 1 << 20  # a JSON config file (official ones are < 10 KB); larger ones are not read
 SHIFT_TYPES = ("logsnr", "full", "flux", "none")  # sampling_distribution_shift_options.type
 WHERE = "config"  # messages read "Stable Audio 3 config: <key> must be ..."
 SAMPLES_PER_LATENT = 4096  # patch 256 x SAME stride 16
@@ -226,7 +230,7 @@ class DiTConfig:
         return cls(
             io_channels=_int(cfg, "io_channels", path),
             embed_dim=embed_dim,
-            depth=_int(cfg, "depth", path),
+            depth=_int(cfg, "depth", path, hi=MAX_DEPTH),
             num_heads=num_heads,
             cond_token_dim=_int(cfg, "cond_token_dim", path),
             global_cond_dim=_int(cfg, "global_cond_dim", path),
@@ -379,16 +383,49 @@ class ModelConfig:
     def from_file(cls, path: str | Path) -> ModelConfig:
         """Read and check ``model_config.json``; any problem names the file and the key."""
         path = Path(path)
-        try:
-            raw = json.loads(path.read_bytes().decode("utf-8"))
-        except OSError as e:
-            raise RuntimeError(f"Stable Audio 3: cannot read the model config {str(path)!r} ({e}).") from e
-        except UnicodeDecodeError as e:
-            raise RuntimeError(f"Stable Audio 3: {str(path)!r} is not UTF-8 text (got byte 0x{e.object[e.start]:02x} "
-                               f"at offset {e.start}, expected a JSON model config).") from e
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise RuntimeError(f"Stable Audio 3: {str(path)!r} is not valid JSON ({e}).") from e
+        raw = read_json_file(path, "a JSON model config")
         try:
             return cls.from_official(raw)
         except ValueError as e:
             raise ValueError(f"{str(e).rstrip('.')} in {str(path)!r}.") from e
+
+
+def read_json_file(path: str | Path, what: str = "a JSON file", max_bytes: int = MAX_CONFIG_BYTES):
+    """The JSON value in ``path``, read only when the file has at most ``max_bytes`` bytes: a
+    RuntimeError naming the file for a missing, huge, non-UTF-8, malformed or too deeply nested one."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # never more, whatever the file's size
+    except OSError as e:
+        raise RuntimeError(f"Stable Audio 3: cannot read {str(path)!r} ({e}).") from e
+    if len(data) > max_bytes:
+        raise RuntimeError(f"Stable Audio 3: {str(path)!r} must be {what} of at most {max_bytes:,} bytes (got "
+                           f"{path.stat().st_size:,} bytes). Replace it with the model's own config file.")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise RuntimeError(f"Stable Audio 3: {str(path)!r} is not UTF-8 text (got byte 0x{e.object[e.start]:02x} "
+                           f"at offset {e.start}, expected {what}).") from e
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise RuntimeError(f"Stable Audio 3: {str(path)!r} is not valid JSON ({e}).") from e
+
+
+# The SAME sizes a config sets (``sa3.same.SAMEConfig`` fields, by the config keys they come from),
+# each bounded before any SAME module is built: a huge depth hangs the build, a huge width or patch
+# allocates per parameter.
+SAME_SIZES = {"latent_dim": ("latent_dim", MAX_WIDTH), "io_channels": ("io_channels", MAX_WIDTH),
+              "patch_size": ("pretransform.config.patch_size", MAX_WIDTH)}
+SAME_STAGE_SIZES = {"depth": ("transformer_depths[0]", MAX_DEPTH), "width": ("channels x c_mults[0]", MAX_WIDTH),
+                    "stride": ("strides[0]", MAX_WIDTH), "dim_heads": ("dim_heads", MAX_WIDTH),
+                    "chunk_size": ("chunk_size", MAX_WIDTH)}
+
+
+def check_same_sizes(same, path: str = "model.pretransform.config") -> None:
+    """Every size of a parsed SAME config (``SAMEConfig``) is a whole number from 1 to its bound."""
+    for attr, (key, hi) in SAME_SIZES.items():
+        check_number(f"{path}.{key}", getattr(same, attr), 1, hi, integer=True, where=WHERE)
+    for stage in ("encoder", "decoder"):
+        for attr, (key, hi) in SAME_STAGE_SIZES.items():
+            check_number(f"{path}.{stage}.config.{key}", getattr(getattr(same, stage), attr), 1, hi, integer=True,
+                         where=WHERE)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-import json
 import logging
 import mmap
 import os
@@ -24,7 +23,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .config import AUTOENCODER_REPOS, MODEL_REPOS
+from .config import AUTOENCODER_REPOS, MODEL_REPOS, read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +34,12 @@ TEXT_FILES = ["config.json", "generation_config.json", "model.safetensors", "tok
               "tokenizer_config.json", "special_tokens_map.json"]
 TEXT_REQUIRED = ["config.json", "model.safetensors"]  # the others are optional tokenizer extras
 CHECKPOINT_PREFIXES = {"dit": "model.model.", "conditioner": "conditioner.", "autoencoder": "pretransform.model."}
+# A safetensors file starts with the byte length of its JSON header (little-endian u64). The official
+# SA3 medium checkpoint's header is 134 KB (about 1,000 tensors); bounding it keeps a hostile header
+# (millions of tensors, or a pickle whose first bytes read as an absurd length) from costing seconds and
+# gigabytes before anything is checked.
+MAX_HEADER_BYTES = 2 << 20
+MAX_TENSORS = 20_000  # tensors in one file (official: < 1,000)
 
 
 def default_device() -> torch.device:
@@ -176,6 +181,7 @@ def read_checkpoint(path: str | Path, dtype: torch.dtype | None = None,
     path = Path(path)
     if not path.is_file():
         raise RuntimeError(f"Stable Audio 3: checkpoint {str(path)!r} does not exist.")
+    check_safetensors_header(path)
     rules = dict(dtype_by_prefix or {})
     tensors: dict[str, torch.Tensor] = {}
     targets: dict[str, torch.dtype] = {}
@@ -317,11 +323,27 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, pa
     return module.eval().requires_grad_(False)
 
 
-def read_json(path: Path) -> dict:
+def check_safetensors_header(path: Path) -> None:
+    """Refuse a file whose first 8 bytes do not announce a safetensors header of at most
+    ``MAX_HEADER_BYTES`` inside the file (an empty or truncated file, a pickle or any other format
+    under a .safetensors name), reading only those 8 bytes; nothing in the file is ever unpickled."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            lead = f.read(8)
+    except OSError as e:
         raise RuntimeError(f"Stable Audio 3: cannot read {str(path)!r} ({e}).") from e
+    length = int.from_bytes(lead, "little") if len(lead) == 8 else None
+    if length is None or not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
+        got = (f"a {size}-byte file" if length is None else
+               f"a header of {length:,} bytes in a file of {size:,} bytes")
+        raise RuntimeError(f"Stable Audio 3: {str(path)!r} must be a safetensors file with a header of at most "
+                           f"{MAX_HEADER_BYTES:,} bytes (got {got}). Use the model's .safetensors file as downloaded; "
+                           "other formats (.ckpt, .pt, pickles) are never read.")
+
+
+def read_json(path: Path) -> dict:
+    return read_json_file(path)
 
 
 def resolve_autoencoder_dir(name_or_path: str | Path, **hub_kwargs) -> Path:

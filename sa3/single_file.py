@@ -25,19 +25,28 @@ the official file's size to the byte.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-from .conditioners import Conditioner, TextEncoder
-from .config import MODEL_REPOS, ModelConfig, TextEncoderConfig
+from .checks import check_number, fail
+from .conditioners import Conditioner, TextEncoder, check_vocabulary
+from .config import (
+    MAX_DEPTH,
+    MAX_WIDTH,
+    MODEL_REPOS,
+    ModelConfig,
+    TextEncoderConfig,
+    check_same_sizes,
+    read_json_file,
+)
 from .dit import DiT
-from .loading import CHECKPOINT_PREFIXES
+from .loading import CHECKPOINT_PREFIXES, MAX_TENSORS, check_safetensors_header
 from .same import SAMEAutoencoder, SAMEConfig
 
 logger = logging.getLogger(__name__)
@@ -50,22 +59,66 @@ TOKENIZER_KEY = "spiece_model"
 TEXT_PREFIX = "model.encoder."  # the T5Gemma encoder model's keys, under the file's "model."
 DIT_ALIASES = ("model.diffusion_model.",)  # core's name for the DiT prefix, read as "model.model."
 SA3_MARKER = "transformer.global_cond_embedder.0.weight"  # a DiT key only SA3 has (core's test)
+PART_NAMES = {"dit": "diffusion transformer", "conditioner": "conditioner", "autoencoder": "SAME autoencoder"}
+MAX_TOKENIZER_BYTES = 64 << 20  # the SentencePiece model tensor; Gemma's tokenizer.model is 4.2 MB
+MAX_VOCAB = 1 << 20  # T5Gemma vocabulary (official: 256,000)
+# the T5Gemma encoder sizes a text-encoder sidecar sets, bounded before the encoder is built (even on meta)
+T5GEMMA_SIZES = {"num_hidden_layers": MAX_DEPTH, "hidden_size": MAX_WIDTH, "intermediate_size": MAX_WIDTH,
+                 "num_attention_heads": MAX_WIDTH, "num_key_value_heads": MAX_WIDTH, "head_dim": MAX_WIDTH,
+                 "vocab_size": MAX_VOCAB}
 
 
 def _fail(path: Path, what: str) -> RuntimeError:
     return RuntimeError(f"Stable Audio 3: {str(path)!r} {what}")
 
 
-def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of a safetensors file, from its header only (no tensor data is read)."""
-    path = Path(path)
-    if not path.is_file():
+def file_path(value, name: str) -> Path:
+    """``value`` as a path (text or os.PathLike without NUL), else a ValueError naming ``name``."""
+    if not isinstance(value, (str, os.PathLike)) or "\0" in os.fspath(value):
+        raise fail(name, "a path to a .safetensors file", value)
+    return Path(value)
+
+
+def file_state(path: Path) -> tuple[str, int, int] | None:
+    """(path, size, modification time) of a file, None when absent: the key of every per-file cache."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
+def read_header(path: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Key -> (dtype, shape) of a safetensors file, from its bounded header only (no tensor data is
+    read); each file's header is read once until it changes."""
+    path = file_path(path, "checkpoint")
+    state = file_state(path)
+    if state is None or not path.is_file():
         raise _fail(path, "does not exist.")
+    return dict(_header(state))
+
+
+@lru_cache(maxsize=64)
+def _header(state: tuple[str, int, int]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    path = Path(state[0])
+    check_safetensors_header(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+            keys = list(f.keys())
+            if len(keys) > MAX_TENSORS:
+                raise _fail(path, f"must hold at most {MAX_TENSORS:,} tensors (got {len(keys):,}).")
+            return {key: (f.get_slice(key).get_dtype(), tuple(f.get_slice(key).get_shape())) for key in keys}
+    except RuntimeError as e:
+        if str(e).startswith("Stable Audio 3"):
+            raise
+        raise _fail(path, f"is not a readable safetensors file ({e}).") from e
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise _fail(path, f"is not a readable safetensors file ({e}).") from e
+
+
+def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a safetensors file, from its header only (no tensor data is read)."""
+    return {key: shape for key, (_, shape) in read_header(path).items()}
 
 
 def canonical_key(key: str) -> str:
@@ -100,16 +153,73 @@ def _architecture(variant: str) -> str:
     return official_config(variant).family  # "small" | "medium": the only split the weights show
 
 
-@cache
-def _signature(family: str) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of a full official checkpoint of ``family`` (built on the meta device)."""
-    variant = next(v for v in VARIANTS if _architecture(v) == family)
-    cfg = official_config(variant)
+def _expected_shapes(cfg: ModelConfig, same: SAMEConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a full checkpoint of ``cfg`` (built on the meta device; sizes already bounded)."""
     with torch.device("meta"):
         parts = {"dit": DiT(cfg.dit), "conditioner": Conditioner(cfg.text, cfg.seconds, cfg.cond_dim),
-                 "autoencoder": SAMEAutoencoder(SAMEConfig.from_official(cfg.pretransform))}
+                 "autoencoder": SAMEAutoencoder(same)}
     return {CHECKPOINT_PREFIXES[name] + key: tuple(t.shape)
             for name, module in parts.items() for key, t in module.state_dict().items()}
+
+
+@cache
+def _signature(family: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a full official checkpoint of ``family``."""
+    cfg = official_config(next(v for v in VARIANTS if _architecture(v) == family))
+    return _expected_shapes(cfg, SAMEConfig.from_official(cfg.pretransform))
+
+
+def sidecar_same_config(config: ModelConfig, side: Path) -> SAMEConfig:
+    """The SAME part of a sidecar config, parsed and every size bounded (a ValueError naming the
+    sidecar otherwise)."""
+    try:
+        same = SAMEConfig.from_official(config.pretransform)
+        check_same_sizes(same)
+    except KeyError as e:
+        raise ValueError(f"Stable Audio 3 config: model.pretransform is missing the key {e.args[0]!r} in "
+                         f"{str(side)!r}.") from e
+    except (TypeError, ValueError, ArithmeticError) as e:
+        raise ValueError(f"Stable Audio 3 config: model.pretransform is not a SAME autoencoder config ({e}) in "
+                         f"{str(side)!r}.") from e
+    return same
+
+
+@lru_cache(maxsize=16)
+def _sidecar_config(state: tuple[str, int, int]) -> tuple[ModelConfig, dict[str, tuple[int, ...]]]:
+    """A sidecar's checked config and the checkpoint shapes it implies, once per version of the file."""
+    side = Path(state[0])
+    config = ModelConfig.from_file(side)
+    return config, _expected_shapes(config, sidecar_same_config(config, side))
+
+
+def _check_parts(path: Path, shapes: dict[str, tuple[int, ...]], side: Path | None) -> None:
+    """An SA3 checkpoint: the SA3 DiT marker, the three parts, and no keys outside them."""
+    marker = CHECKPOINT_PREFIXES["dit"] + SA3_MARKER
+    if marker not in shapes:
+        hint = "" if side else f" and has no sidecar {path.with_suffix('.json').name!r} with its model_config.json"
+        raise _fail(path, f"is not a Stable Audio 3 checkpoint (no {marker!r}){hint}.")
+    stray = [k for k in shapes if not k.startswith(tuple(CHECKPOINT_PREFIXES.values()))]
+    if stray:
+        raise _fail(path, f"must hold only Stable Audio 3 tensors (got {len(stray)} outside "
+                          f"{list(CHECKPOINT_PREFIXES.values())}, e.g. {stray[:3]}). Use the checkpoint as released.")
+    for name, prefix in CHECKPOINT_PREFIXES.items():
+        if not any(k.startswith(prefix) for k in shapes):
+            raise _fail(path, f"has no {PART_NAMES[name]} (no {prefix + '*'!r} tensors): a Stable Audio 3 checkpoint "
+                              "holds the diffusion transformer, the conditioner and the SAME autoencoder. Use the "
+                              "full checkpoint file.")
+
+
+def _check_against(path: Path, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]],
+                   side: Path) -> None:
+    """The checkpoint's tensors are exactly those its sidecar config builds."""
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [(k, shapes[k], expected[k]) for k in expected if k in shapes and shapes[k] != expected[k]]
+    if missing or unexpected or wrong:
+        example = f", e.g. {wrong[0][0]!r}: {wrong[0][1]} (expected {wrong[0][2]})" if wrong else ""
+        raise _fail(path, f"does not match its sidecar {side.name!r}: {len(missing)} missing tensor(s) {missing[:3]}, "
+                          f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of the wrong shape{example}. "
+                          "Use the sidecar of this checkpoint's model.")
 
 
 def _variant_from_name(path: Path, family: str) -> str:
@@ -125,11 +235,9 @@ def _variant_from_name(path: Path, family: str) -> str:
 def detect_variant(path: str | Path, variant: str = AUTO) -> str:
     """The official variant of a checkpoint file, from its key signature and shapes (the header
     only). ``variant`` other than "auto" must fit the file's architecture."""
-    path = Path(path)
+    path = file_path(path, "checkpoint")
     shapes = {canonical_key(k): v for k, v in read_shapes(path).items()}
-    if CHECKPOINT_PREFIXES["dit"] + SA3_MARKER not in shapes:
-        raise _fail(path, f"is not a Stable Audio 3 checkpoint (no {CHECKPOINT_PREFIXES['dit'] + SA3_MARKER!r}) and "
-                          f"has no sidecar {path.with_suffix('.json').name!r} with its model_config.json.")
+    _check_parts(path, shapes, None)
     families = [f for f in ("small", "medium") if _signature(f) == shapes]
     if not families:
         raise _fail(path, "matches the shapes of no official Stable Audio 3 model (small or medium): a fine-tune "
@@ -149,7 +257,7 @@ def detect_variant(path: str | Path, variant: str = AUTO) -> str:
 def checkpoint_config(path: str | Path, variant: str = AUTO) -> tuple[ModelConfig, str]:
     """The model config of a checkpoint file and where it came from (the sidecar's path or the
     official variant's name)."""
-    path = Path(path)
+    path = file_path(path, "checkpoint")
     side = sidecar(path)
     if side is None:
         name = detect_variant(path, variant)
@@ -157,7 +265,11 @@ def checkpoint_config(path: str | Path, variant: str = AUTO) -> tuple[ModelConfi
     if variant != AUTO:
         raise ValueError(f"Stable Audio 3: {str(path)!r} has a sidecar config {side.name!r}, which decides the model; "
                          f"set variant to {AUTO!r} (got {variant!r}) or remove the sidecar.")
-    return ModelConfig.from_file(side), str(side)
+    shapes = {canonical_key(k): v for k, v in read_shapes(path).items()}  # the file is checked, sidecar or not
+    _check_parts(path, shapes, side)
+    config, expected = _sidecar_config(file_state(side) or (str(side), -1, -1))
+    _check_against(path, shapes, expected, side)
+    return config, str(side)
 
 
 # --- text encoder ---------------------------------------------------------------------------
@@ -174,6 +286,7 @@ class SentencePieceTokenizer:
         import sentencepiece  # core ComfyUI's tokenizer library (in its requirements)
 
         self.processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+        self.pieces = self.processor.get_piece_size()  # raises for a proto that parses to no model
 
     def __call__(self, prompts: list[str], *, max_length: int, truncation: bool = True, padding: str = "max_length",
                  return_tensors: str = "pt") -> dict[str, torch.Tensor]:
@@ -190,15 +303,55 @@ class SentencePieceTokenizer:
 
 def _text_config(path: Path):
     """The T5Gemma config of a text-encoder file: its sidecar, else the bundled one."""
+    source = sidecar(path) or TEXT_ENCODER_CONFIG
+    return _t5gemma_config(file_state(source) or (str(source), -1, -1)), source
+
+
+@lru_cache(maxsize=16)
+def _t5gemma_config(state: tuple[str, int, int]):
+    """A checked T5Gemma encoder config, once per version of the file."""
     from transformers import T5GemmaConfig
 
-    source = sidecar(path) or TEXT_ENCODER_CONFIG
+    source = Path(state[0])
+    raw = read_json_file(source, "a T5Gemma config.json")
+    _check_t5gemma_dict(raw, source)
     try:
-        config = T5GemmaConfig.from_dict(json.loads(source.read_text()))
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise RuntimeError(f"Stable Audio 3: cannot read the T5Gemma config {str(source)!r} ({e}).") from e
+        config = T5GemmaConfig.from_dict(raw)
+    except Exception as e:  # transformers' (and huggingface_hub's) own validation errors
+        raise RuntimeError(f"Stable Audio 3: {str(source)!r} is not a T5Gemma config ({_one_line(e)}).") from e
     config.is_encoder_decoder = False  # encoder only, as the official conditioner loads it
-    return config, source
+    return config
+
+
+def _check_t5gemma_dict(raw, source: Path) -> None:
+    """A T5Gemma config.json: an object whose ``encoder`` object has every size bounded."""
+    where = f"config in {str(source)!r}"
+    if not isinstance(raw, dict):
+        raise fail("a T5Gemma config.json", "a JSON object", raw, where)
+    if raw.get("model_type", "t5gemma") != "t5gemma":
+        raise fail("model_type", "'t5gemma' (a T5Gemma config)", raw["model_type"], where)
+    encoder = raw.get("encoder")
+    if not isinstance(encoder, dict):
+        raise fail("encoder", "a JSON object (the T5Gemma encoder's config)", encoder, where)
+    for key, hi in T5GEMMA_SIZES.items():
+        if key in encoder:
+            check_number(f"encoder.{key}", encoder[key], 1, hi, integer=True, where=where)
+
+
+@lru_cache(maxsize=16)
+def _encoder_shapes(state: tuple[str, int, int]) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the T5Gemma encoder a config builds (on the meta device), once per config file."""
+    config = _t5gemma_config(state)
+    try:
+        with torch.device("meta"):
+            model = _encoder_model_class()(config)
+    except Exception as e:  # sizes that do not fit together (heads, layer types) fail inside transformers
+        raise RuntimeError(f"Stable Audio 3: {state[0]!r} is not a buildable T5Gemma config ({_one_line(e)}).") from e
+    return {"model." + k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())  # transformers' validation messages span lines
 
 
 def _encoder_model_class():
@@ -208,22 +361,49 @@ def _encoder_model_class():
 
 
 def check_text_encoder_file(path: str | Path) -> Path:
-    """Check a text-encoder file against its config (header only); returns the config's path."""
-    path = Path(path)
-    shapes = read_shapes(path)
-    config, source = _text_config(path)
-    with torch.device("meta"):
-        expected = {"model." + k: tuple(v.shape)
-                    for k, v in _encoder_model_class()(config).state_dict().items()}
-    found = {k: v for k, v in shapes.items() if k.startswith(TEXT_PREFIX)}
+    """Check a text-encoder file against its config and its tokenizer against its embedding (the
+    header and the tokenizer tensor only, each file once until it changes); returns the config's path."""
+    path = file_path(path, "text encoder")
+    read_header(path)  # present, a bounded safetensors header
+    source = sidecar(path) or TEXT_ENCODER_CONFIG
+    _checked_text_encoder(file_state(path), file_state(source) or (str(source), -1, -1))
+    return source
+
+
+@lru_cache(maxsize=16)
+def _checked_text_encoder(state: tuple[str, int, int], source_state: tuple[str, int, int]) -> None:
+    path, source = Path(state[0]), Path(source_state[0])
+    header = read_header(path)
+    expected = _encoder_shapes(source_state)
+    found = {k: shape for k, (_, shape) in header.items() if k.startswith(TEXT_PREFIX)}
     if found != expected:
         hint = (f"has no sidecar {path.with_suffix('.json').name!r} with its config.json"
                 if source == TEXT_ENCODER_CONFIG else f"does not match its sidecar {source.name!r}")
         raise _fail(path, f"is not a T5Gemma-b-b-ul2 text encoder: its {TEXT_PREFIX}* tensors ({len(found)}) do not "
                           f"match the {len(expected)} expected, and it {hint}.")
-    if TOKENIZER_KEY not in shapes:
+    _check_tokenizer_tensor(path, header)
+    rows = expected[TEXT_PREFIX + "embed_tokens.weight"][0]
+    check_vocabulary(_read_tokenizer(path).pieces, rows, f"{str(path)!r}")
+
+
+def _check_tokenizer_tensor(path: Path, header: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+    """The ``spiece_model`` tensor: 1-D uint8 of 1 to ``MAX_TOKENIZER_BYTES`` bytes (header only)."""
+    if TOKENIZER_KEY not in header:
         raise _fail(path, f"has no tokenizer (no {TOKENIZER_KEY!r} tensor holding the SentencePiece model).")
-    return source
+    dtype, shape = header[TOKENIZER_KEY]
+    if dtype != "U8" or len(shape) != 1 or not 1 <= shape[0] <= MAX_TOKENIZER_BYTES:
+        raise _fail(path, f"has a {TOKENIZER_KEY!r} tensor of {dtype} {shape}, expected 1-D uint8 (U8) of 1 to "
+                          f"{MAX_TOKENIZER_BYTES:,} bytes (a SentencePiece model). Use the text encoder as released.")
+
+
+def _read_tokenizer(path: Path) -> SentencePieceTokenizer:
+    """The SentencePiece tokenizer stored in a checked text-encoder file."""
+    with safe_open(str(path), framework="pt") as f:
+        proto = f.get_tensor(TOKENIZER_KEY).numpy().tobytes()  # at most MAX_TOKENIZER_BYTES
+    try:
+        return SentencePieceTokenizer(proto)
+    except RuntimeError as e:  # sentencepiece's parse error
+        raise _fail(path, f"has a {TOKENIZER_KEY!r} tensor that is not a SentencePiece model ({e}).") from e
 
 
 def load_text_encoder_file(path: str | Path, cfg: TextEncoderConfig, dtype: torch.dtype | None = None) -> TextEncoder:
@@ -231,18 +411,12 @@ def load_text_encoder_file(path: str | Path, cfg: TextEncoderConfig, dtype: torc
     memory-mapped when kept in the file's dtype (``dtype=None``, bf16 for core's file)."""
     from transformers.utils import logging as hf_logging
 
-    path = Path(path)
+    path = file_path(path, "text encoder")
     check_text_encoder_file(path)
     config, _ = _text_config(path)
     with safe_open(str(path), framework="pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(TEXT_PREFIX)}  # memory-mapped
-        proto = f.get_tensor(TOKENIZER_KEY)
-    if proto.dtype != torch.uint8 or proto.dim() != 1:
-        raise _fail(path, f"has a {TOKENIZER_KEY!r} tensor of {proto.dtype} {tuple(proto.shape)}, expected 1-D uint8.")
-    try:
-        tokenizer = SentencePieceTokenizer(proto.numpy().tobytes())
-    except RuntimeError as e:  # sentencepiece's parse error
-        raise _fail(path, f"has a {TOKENIZER_KEY!r} tensor that is not a SentencePiece model ({e}).") from e
+    tokenizer = _read_tokenizer(path)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report lists the decoder weights deliberately left out
     try:

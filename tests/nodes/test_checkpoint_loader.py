@@ -12,11 +12,13 @@ import shutil
 import folder_paths
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from tests.comfy_server import ComfyServer, requires_comfyui
 from tests.conftest import require_fixtures
 from tests.nodes.conftest import PACK, nodes
 from tests.nodes.test_graph_parity import assert_same, run_graph
+from tests.nodes.test_server_e2e import _execution_error, t2a_graph
 from tests.single_file_twins import make_twins, train_spiece
 
 OPTIONS = {"variant": "auto", "precision": "fp32", "attention": "auto", "padding_mode": "exact"}
@@ -92,8 +94,8 @@ def test_queue_time_refusals_name_the_file(twin_root):
     twins = _twin(twin_root, "tiny-small")
     text = twins.text_encoder.name
     assert _validate(ckpt_name="nope.safetensors", text_encoder_name=text) == (
-        "Stable Audio 3 Checkpoint Loader: ckpt_name 'nope.safetensors' is not in models/checkpoints (got "
-        "'nope.safetensors', expected one of the listed files). Refresh the node list after adding files.")
+        "Stable Audio 3 Checkpoint Loader: ckpt_name must be one of the files listed in models/checkpoints (got "
+        "'nope.safetensors'). Refresh the node list after adding files.")
     other = root / "checkpoints" / "sdxl_base.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2)}, other)
     message = _validate(ckpt_name=other.name, text_encoder_name=text)
@@ -107,7 +109,8 @@ def test_queue_time_refusals_name_the_file(twin_root):
     assert "has a sidecar config 'twin-tiny-small.json'" in message
     message = _validate(ckpt_name=twins.checkpoint.name, text_encoder_name=twins.checkpoint.name.replace(
         ".safetensors", "-missing.safetensors"))
-    assert "text_encoder_name 'twin-tiny-small-missing.safetensors' is not in models/text_encoders" in message
+    assert "text_encoder_name must be one of the files listed in models/text_encoders, e.g. t5gemma_b_b_ul2." \
+           "safetensors (got 'twin-tiny-small-missing.safetensors')" in message
     wrong = root / "text_encoders" / "clip_l.safetensors"
     shutil.copyfile(twins.checkpoint, wrong)
     message = _validate(ckpt_name=twins.checkpoint.name, text_encoder_name=wrong.name)
@@ -151,3 +154,132 @@ def test_duration_limits_read_each_file_once_until_it_changes(twin_root, monkeyp
     os.utime(twin.checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert limits.max_durations() == first
     assert [p for p in reads if p.name == twin.checkpoint.name] == [twin.checkpoint, twin.checkpoint]
+
+
+# --- hostile names and files (issue 24) --------------------------------------------------------------
+
+OUTSIDE = ["../secret.safetensors", "../../../../etc/passwd", "/etc/passwd", "x/../{listed}", "{listed}\0.txt",
+           "{stem}.json", "", ".", 5, None, ["a"], {"a": 1}]
+
+
+def _named(value, listed: str):
+    return value.format(listed=listed, stem=listed.removesuffix(".safetensors")) if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("value", OUTSIDE, ids=repr)
+def test_names_outside_the_listed_files_are_refused_before_the_file_system(twin_root, value, monkeypatch):
+    """API-sent names: paths out of (or around) the models folders, unlisted files, NUL, non-strings.
+    ComfyUI 0.3.64 does not compare V3 combos with their options; the node does, before any path is
+    built or any file read."""
+    root, _ = twin_root
+    twins = _twin(twin_root, "tiny-small")
+    (root / "secret.safetensors").write_bytes(twins.text_encoder.read_bytes())
+    looked = []
+    real_full_path = folder_paths.get_full_path
+    monkeypatch.setattr(folder_paths, "get_full_path", lambda kind, name: looked.append(name) or real_full_path(kind,
+                                                                                                               name))
+    ckpt, text = twins.checkpoint.name, twins.text_encoder.name
+    message = _validate(ckpt_name=_named(value, ckpt), text_encoder_name=text)
+    assert message.startswith("Stable Audio 3 Checkpoint Loader: ckpt_name must be one of the files listed in "
+                              "models/checkpoints (got "), message
+    message = nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=_named(value, text))
+    if value is None:  # a linked input: known at execution only
+        assert message is True
+        with pytest.raises(ValueError, match="text_encoder_name must be one of the files listed"):
+            nodes.SA3CheckpointLoader.execute(ckpt_name=ckpt, text_encoder_name=None, **OPTIONS)
+    else:
+        assert message.startswith("Stable Audio 3 Checkpoint Loader: text_encoder_name must be one of the files "
+                                  "listed in models/text_encoders, e.g. t5gemma_b_b_ul2.safetensors (got "), message
+    assert set(looked) <= {ckpt, text}  # only the good, listed files were ever looked up
+
+
+def _hostile_text_encoder(twins, folder):
+    """A text encoder whose tokenizer has more pieces than its embedding has rows."""
+    tensors = load_file(twins.text_encoder)
+    tensors["spiece_model"] = torch.frombuffer(bytearray(train_spiece(400)), dtype=torch.uint8)
+    bad = folder / "big_vocab.safetensors"
+    save_file(tensors, bad)
+    shutil.copyfile(twins.text_encoder.with_suffix(".json"), bad.with_suffix(".json"))
+    return bad
+
+
+def test_hostile_files_are_refused_before_any_load_and_the_next_graph_is_identical(twin_root, monkeypatch):
+    root, _ = twin_root
+    twins = _twin(twin_root, "tiny-small")
+    ckpt, text = twins.checkpoint.name, twins.text_encoder.name
+    kwargs = {"prompt": "ambient piano with rain", "negative_prompt": "", "cfg": 1.0, "duration": 1.0, "steps": 1,
+              "seed": 3}
+    (reference,) = nodes.SA3CheckpointLoader.execute(ckpt_name=ckpt, text_encoder_name=text, **OPTIONS).args
+    expected = run_graph(reference, **kwargs)["waveform"]
+    bad_text = _hostile_text_encoder(twins, root / "text_encoders")
+    truncated = root / "checkpoints" / "truncated.safetensors"
+    truncated.write_bytes(twins.checkpoint.read_bytes()[:-1])
+    shutil.copyfile(twins.checkpoint.with_suffix(".json"), truncated.with_suffix(".json"))
+    loads = []
+    real_load = nodes.comfy_models.load_single_file
+    monkeypatch.setattr(nodes.comfy_models, "load_single_file", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    try:
+        message = nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=bad_text.name)
+        assert message.startswith("Stable Audio 3 Checkpoint Loader: text_encoder_name 'big_vocab.safetensors' cannot "
+                                  "be loaded ("), message
+        assert "must have a tokenizer of 1 to 260 pieces" in message and "(got 400 pieces)" in message
+        message = _validate(ckpt_name=truncated.name, text_encoder_name=text)
+        assert "ckpt_name 'truncated.safetensors' cannot be loaded (" in message
+        assert "is not a readable safetensors file" in message
+        assert loads == []
+        (again,) = nodes.SA3CheckpointLoader.execute(ckpt_name=ckpt, text_encoder_name=text, **OPTIONS).args
+        assert_same(run_graph(again, **kwargs), expected)
+    finally:
+        for path in (bad_text, truncated):
+            path.unlink()
+            path.with_suffix(".json").unlink()
+
+
+def test_queue_time_check_reads_each_file_once(twin_root, monkeypatch):
+    """validate_inputs runs in ComfyUI's event loop: the text encoder's header, tokenizer and config
+    are read (and its encoder built on the meta device) once per file version, not per queued prompt."""
+    twins = _twin(twin_root, "tiny-small")
+    single_file = nodes.checkpoint_loader.single_file
+    text = twins.text_encoder.name
+    nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=text)
+    reads = []
+    real_open = single_file.safe_open
+    monkeypatch.setattr(single_file, "safe_open", lambda path, **k: reads.append(path) or real_open(path, **k))
+    monkeypatch.setattr(single_file, "_encoder_model_class", lambda: reads.append("build"))
+    for _ in range(5):
+        assert nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=text) is True
+    assert reads == []
+
+
+@requires_comfyui
+def test_server_refuses_hostile_names_and_files_and_stays_usable(tmp_path_factory):
+    """Through the API of a real ComfyUI server: a text encoder name out of the folder and a hostile
+    text-encoder file are refused at validation (400, against text_encoder_name); a checkpoint name
+    out of the folder fails its run naming ckpt_name, reading nothing; the next good prompt runs."""
+    root = require_fixtures()
+    models = tmp_path_factory.mktemp("server_models")
+    twins = make_twins(root / "tiny-small", models, train_spiece(), name="twin")
+    _hostile_text_encoder(twins, models / "text_encoders")
+    server = ComfyServer(tmp_path_factory.mktemp("comfyui"), {"checkpoints": models / "checkpoints",
+                                                              "text_encoders": models / "text_encoders"}).start()
+    try:
+        def graph(ckpt=twins.checkpoint.name, text=twins.text_encoder.name):
+            prompt = t2a_graph(steps=1, duration=1.0)
+            prompt["1"] = {"class_type": "SA3CheckpointLoader", "inputs": {
+                "ckpt_name": ckpt, "text_encoder_name": text, **OPTIONS, "precision": "auto"}}
+            return prompt
+
+        for text, detail in (("../../../../etc/passwd", "must be one of the files listed in models/text_encoders"),
+                             ("big_vocab.safetensors", "must have a tokenizer of 1 to 260 pieces")):
+            status, body = server.post("/prompt", {"prompt": graph(text=text)})
+            assert status == 400, body
+            (error,) = body["node_errors"]["1"]["errors"]
+            assert error["extra_info"]["input_name"] == "text_encoder_name" and detail in error["details"]
+        failed = server.run(graph(ckpt="/etc/passwd"))
+        assert failed["status"]["status_str"] == "error"
+        message = _execution_error(failed)["exception_message"]
+        assert message.startswith("Stable Audio 3 Checkpoint Loader: ckpt_name must be one of the files listed in "
+                                  "models/checkpoints (got '/etc/passwd')"), message
+        assert server.run(graph())["status"]["status_str"] == "success"
+    finally:
+        server.stop()
