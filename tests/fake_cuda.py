@@ -26,8 +26,8 @@ import traceback
 from collections.abc import Iterator
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
 
 CUDA = torch.device("cuda", 0)
 aten = torch.ops.aten
