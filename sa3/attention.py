@@ -62,7 +62,7 @@ def _flash_runs_on(device: torch.device | str) -> bool:
     """``flash_supported`` for ``auto``, logging once per GPU that it falls back to SDPA."""
     if flash_supported(device):
         return True
-    name = str(torch.device(device))
+    name = torch.cuda.get_device_name(torch.device(device))
     if name not in _FLASH_DECLINED:
         _FLASH_DECLINED.add(name)
         major, minor = torch.cuda.get_device_capability(torch.device(device))

@@ -201,3 +201,11 @@ def to_fake_cuda(module: torch.nn.Module) -> torch.nn.Module:
             if b is not None:
                 sub._buffers[name] = FakeCudaTensor(b.clone())
     return module
+
+
+def move_model(model, device: torch.device | str = "cuda"):
+    """A ``StableAudioModel`` (its four parts) onto the fake CUDA device, in place."""
+    for part in (model.dit, model.conditioner, model.autoencoder, model.text_encoder):
+        to_fake_cuda(part)
+    model.device = torch.device(device)
+    return model
