@@ -13,6 +13,9 @@ CUDA build checks:
   draw raises ``Expected a 'cuda' device type for generator``, as on a GPU);
 - ``torch.Generator(device="cuda")`` cannot be made (no CUDA here, as on the CPU build).
 
+With ``FakeCuda(no_float64=True)`` a float64 tensor on the device raises, as on MPS (which has
+no float64): the Mac guard.
+
 Host syncs (``.item()``, ``float(t)``, ``torch.equal``, ``nonzero``, ``tolist``, printing) on a
 fake-CUDA tensor are recorded with the line that made them (``FakeCuda.syncs``); inside
 ``FakeCuda.no_syncs()`` they raise. ``tests/sa3/test_fake_cuda.py`` proves each check fails where
@@ -48,6 +51,10 @@ class DeviceMismatch(RuntimeError):
 
 class HostSync(RuntimeError):
     """A device -> host read where none is allowed."""
+
+
+class NoFloat64(TypeError):
+    """What MPS raises for a float64 tensor (it has no float64)."""
 
 
 class FakeCudaTensor(torch.Tensor):
@@ -103,8 +110,12 @@ def _run(func, args, kwargs):
                                f"'{generator.device.type}' ({func})")
     if func in SYNC_OPS and on_cuda and harness is not None:
         harness.record_sync(func)
+    if harness is not None and harness.no_float64:
+        _check_float64(func, on_cuda, wants_cuda, kwargs)
     if func is aten._to_copy.default and "device" in kwargs:
         out = func(*tree_map(_unwrap, args), **{**kwargs, "device": torch.device("cpu")})
+        if wants_cuda and harness is not None and harness.no_float64 and out.dtype == torch.float64:
+            raise NoFloat64(f"float64 moved to the device ({func} at {_caller()})")
         return FakeCudaTensor(out) if wants_cuda else out
     if wants_cuda:
         kwargs = {**kwargs, "device": torch.device("cpu")}
@@ -123,6 +134,15 @@ def _wrap(out, inputs: dict):
         return out
     same = inputs.get(id(out))
     return same if same is not None else FakeCudaTensor(out)
+
+
+def _check_float64(func, on_cuda: list, wants_cuda: bool, kwargs: dict) -> None:
+    """MPS: a float64 tensor on the device (an input, or a factory's dtype) is an error."""
+    if any(t.dtype == torch.float64 for t in on_cuda) or (wants_cuda and kwargs.get("dtype") == torch.float64):
+        raise NoFloat64(f"Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support "
+                        f"float64 ({func} at {_caller()})")
+    if func is aten._to_copy.default and on_cuda and kwargs.get("dtype") == torch.float64:
+        raise NoFloat64(f"float64 on the device ({func} at {_caller()})")  # x.double() on the device
 
 
 def _unwrap(a):
@@ -146,8 +166,9 @@ class FakeCuda:
     """The harness: ``with FakeCuda() as fc:`` makes ``cuda`` usable on this machine, records host
     syncs in ``fc.syncs`` (op, the first line of our code that made it)."""
 
-    def __init__(self):
+    def __init__(self, no_float64: bool = False):
         self.syncs: list[tuple[str, str]] = []
+        self.no_float64 = no_float64  # the MPS rule: no float64 tensor on the device
         self._forbid = 0
         self._stack = contextlib.ExitStack()
 

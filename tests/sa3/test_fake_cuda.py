@@ -16,7 +16,7 @@ from sa3 import lora as L
 from sa3 import pipeline as P
 from sa3 import sampling as S
 from tests.conftest import assert_matches_golden, case_id, cases, generate_kwargs, require_fixtures
-from tests.fake_cuda import DeviceMismatch, FakeCuda, FakeCudaTensor, HostSync, move_model
+from tests.fake_cuda import DeviceMismatch, FakeCuda, FakeCudaTensor, HostSync, NoFloat64, move_model
 
 MODELS = ("tiny-small", "tiny-medium")
 # batch t2a with per-item durations and a negative prompt, CFG 7 with an interval, a2a, inpaint:
@@ -186,3 +186,41 @@ def test_dit_call_times_match_the_sampler_calls(sampler_type):
     seen, predicted = _recorded_times(sampler, sigmas), S.dit_call_times(sampler, sigmas, torch.float32)
     assert len(seen) == len(predicted) > 0
     assert all(torch.equal(a, b) for a, b in zip(seen, predicted, strict=True))
+
+
+# --- Macs: no float64 on the device --------------------------------------------------------------
+
+
+def test_mps_rule_is_enforced():
+    with FakeCuda(no_float64=True):
+        x = torch.ones(3, device="cuda")
+        for make in (lambda: x.double(), lambda: torch.zeros(2, dtype=torch.float64, device="cuda"),
+                     lambda: torch.zeros(2, dtype=torch.float64).to("cuda")):
+            with pytest.raises(NoFloat64):
+                make()
+        assert torch.zeros(2, dtype=torch.float64).sum().dtype == torch.float64  # the CPU keeps float64
+
+
+def test_resample_on_the_device_without_float64():
+    """Issue #22 item 7: the resampler's float64 kernel steps run on the CPU, the convolution on
+    the audio's device; same numbers as on the CPU."""
+    from sa3.audio import resample
+
+    wav = torch.randn(2, 4800, generator=torch.Generator().manual_seed(0))
+    with FakeCuda(no_float64=True):
+        out = resample(wav.to("cuda"), 48000, 44100)
+    assert isinstance(out, FakeCudaTensor)
+    torch.testing.assert_close(out.cpu(), resample(wav, 48000, 44100), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["case"].startswith("a2a")], ids=case_id)
+def test_generation_without_float64_on_the_device(case):
+    """A generation with an audio input (resampled 48 kHz -> 44.1 kHz) in which any float64 op on
+    the device fails, as on a Mac."""
+    model = gpu_model(case["model"])
+    kwargs = generate_kwargs(case)
+    rate, audio = kwargs["init_audio"]
+    with FakeCuda(no_float64=True):
+        kwargs["init_audio"] = (rate, audio.to("cuda"))
+        out = model.generate(**kwargs)
+    assert_matches_golden(case, out.cpu())
