@@ -40,7 +40,8 @@ SYNC_OPS = {aten._local_scalar_dense.default, aten.equal.default, aten.nonzero.d
             aten.masked_select.default, aten._unique2.default, aten.unique_consecutive.default,
             aten.repeat_interleave.Tensor, aten.allclose.default, aten.unique_dim.default}
 # ops whose tensor arguments may be on different devices (data moves, or CPU index tensors)
-CROSS_DEVICE_OPS = {aten.copy_.default, aten._to_copy.default, aten.index.Tensor, aten.index_put_.default,
+CROSS_DEVICE_OPS = {aten.copy_.default, aten._to_copy.default, aten.to.dtype_layout, aten.to.device,
+                    aten.index.Tensor, aten.index_put_.default,
                     aten.index_put.default, aten._index_put_impl_.default, aten.set_.source_Tensor,
                     aten.lift_fresh.default, aten.lift_fresh_copy.default, aten.detach.default}
 
@@ -97,6 +98,9 @@ def _run(func, args, kwargs):
     tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
     on_cuda = [t for t in tensors if isinstance(t, FakeCudaTensor)]
     wants_cuda = _is_cuda(kwargs.get("device"))
+    if func is aten._has_compatible_shallow_copy_type.default:  # module.to(): swap .data only within a kind
+        return isinstance(args[0], FakeCudaTensor) == isinstance(args[1], FakeCudaTensor) and func(
+            *tree_map(_unwrap, args))
     if func not in CROSS_DEVICE_OPS and on_cuda:
         cpu = [t for t in tensors if not isinstance(t, FakeCudaTensor) and t.dim() > 0]
         if cpu:
@@ -112,11 +116,8 @@ def _run(func, args, kwargs):
         harness.record_sync(func)
     if harness is not None and harness.no_float64:
         _check_float64(func, on_cuda, wants_cuda, kwargs)
-    if func is aten._to_copy.default and "device" in kwargs:
-        out = func(*tree_map(_unwrap, args), **{**kwargs, "device": torch.device("cpu")})
-        if wants_cuda and harness is not None and harness.no_float64 and out.dtype == torch.float64:
-            raise NoFloat64(f"float64 moved to the device ({func} at {_caller()})")
-        return FakeCudaTensor(out) if wants_cuda else out
+    if func.overloadpacket in (aten._to_copy, aten.to) and _target_device(args, kwargs) is not None:
+        return _move(func, args, kwargs, harness)
     if wants_cuda:
         kwargs = {**kwargs, "device": torch.device("cpu")}
     out = func(*tree_map(_unwrap, args), **tree_map(_unwrap, kwargs))
@@ -134,6 +135,26 @@ def _wrap(out, inputs: dict):
         return out
     same = inputs.get(id(out))
     return same if same is not None else FakeCudaTensor(out)
+
+
+def _target_device(args, kwargs) -> torch.device | None:
+    """The device a ``to`` / ``_to_copy`` call moves to (keyword or positional), if any."""
+    found = [a for a in (*args[1:], kwargs.get("device")) if isinstance(a, torch.device)]
+    return found[0] if found else None
+
+
+def _move(func, args, kwargs, harness):
+    """A ``to`` / ``_to_copy`` across the two devices: run on the CPU, wrap when it goes to CUDA."""
+    to_cuda = _target_device(args, kwargs).type == "cuda"
+    cpu = torch.device("cpu")
+    args = [cpu if isinstance(a, torch.device) else _unwrap(a) for a in args]
+    kwargs = {k: cpu if isinstance(v, torch.device) else v for k, v in kwargs.items()}
+    out = func(*args, **kwargs)
+    if not to_cuda:
+        return out
+    if harness is not None and harness.no_float64 and out.dtype == torch.float64:
+        raise NoFloat64(f"float64 moved to the device ({func} at {_caller()})")
+    return FakeCudaTensor(out)
 
 
 def _check_float64(func, on_cuda: list, wants_cuda: bool, kwargs: dict) -> None:
