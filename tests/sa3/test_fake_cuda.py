@@ -228,3 +228,31 @@ def test_generation_without_float64_on_the_device(case):
         kwargs["init_audio"] = (rate, audio.to("cuda"))
         out = model.generate(**kwargs)
     assert_matches_golden(case, out.cpu())
+
+
+# --- CUDA parity settings: inside the generation only ------------------------------------------
+
+
+def test_official_numerics_apply_inside_the_block_only():
+    from sa3.devices import official_numerics
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = (matmul.allow_tf32, cudnn.allow_tf32, matmul.allow_fp16_reduced_precision_reduction)
+    matmul.allow_tf32 = cudnn.allow_tf32 = matmul.allow_fp16_reduced_precision_reduction = True
+    try:
+        with pytest.raises(KeyError), official_numerics("cuda"):
+            assert not (matmul.allow_tf32 or cudnn.allow_tf32 or matmul.allow_fp16_reduced_precision_reduction)
+            raise KeyError("an error inside the generation")
+        assert matmul.allow_tf32 and cudnn.allow_tf32 and matmul.allow_fp16_reduced_precision_reduction
+        with official_numerics("cpu"):
+            assert matmul.allow_tf32  # nothing changes for a CPU run
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32, matmul.allow_fp16_reduced_precision_reduction = before
+
+
+def test_device_parity_on_the_cpu_is_the_default_stream():
+    model = fresh_model("tiny-small")
+    plain = model.generate("a", duration=1.0, steps=2, seed=4)
+    assert torch.equal(model.generate("a", duration=1.0, steps=2, seed=4, device_parity=True), plain)
+    with pytest.raises(TypeError, match="device_parity"):
+        model.generate("a", duration=1.0, steps=2, seed=4, device_parity="yes")
