@@ -18,15 +18,16 @@
    tiny-medium fixture instead (tiny-small from the committed subset; a full-size medium takes
    minutes per step there).
 
-The official outputs were drawn from a CPU random stream; on CUDA this script draws the same CPU
-stream and moves each draw to the GPU (``cpu_random_stream``), so only the arithmetic differs.
+The official outputs were drawn from a CPU random stream; generation draws from a CPU generator on
+every device (``sa3.rng``), so on CUDA only the arithmetic differs. With ``--json`` one JSON line
+per check is appended as soon as it is measured (a crash keeps every row before it); the fixtures
+are the repository's own subset unless ``SA3_FIXTURES`` or ``../shared/fixtures`` give more.
 Exit status: 0 when every fp32 case is within its tolerance and every output is finite, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -38,36 +39,22 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sa3 import StableAudioModel, pipeline  # noqa: E402
+from sa3 import StableAudioModel  # noqa: E402
 from sa3.attention import flash_available  # noqa: E402
-from tests.conftest import GOLDEN_ATOL, case_id, cases, expected_outputs, fixture_root, generate_kwargs  # noqa: E402
+from sa3.devices import official_numerics  # noqa: E402
+from tests.golden_io import (  # noqa: E402  (no pytest: the fixtures' reader only)
+    GOLDEN_ATOL,
+    case_id,
+    cases,
+    expected_outputs,
+    fixture_root,
+    generate_kwargs,
+)
 
 CUDA_FP32_ATOL = 1e-4  # fp32 on CUDA with TF32 off; the CPU tolerance is the tests' GOLDEN_ATOL
 CPU_SUBSET = ("t2a_euler", "a2a_noise0.5_sr48k")  # --device cpu: these cases of each tiny model (fast)
 TIMING_SECONDS, TIMING_STEPS = 120.0, 8
 PROMPT = "warm analog synth arpeggio over a slow house beat, 120 bpm"
-
-
-# --- the CPU random stream on CUDA ----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def cpu_random_stream():
-    """Generation draws its random numbers from a CPU generator, moved to the device afterwards:
-    the stream of the CPU goldens, whatever device the model is on. Patches this process only."""
-    real_randn, real_make_generator = torch.randn, pipeline.make_generator
-
-    def randn(*size, generator=None, device=None, **kw):
-        if generator is not None and generator.device.type == "cpu" and device is not None:
-            return real_randn(*size, generator=generator, device="cpu", **kw).to(device)
-        return real_randn(*size, generator=generator, device=device, **kw)
-
-    torch.randn = randn
-    pipeline.make_generator = lambda seed, device="cpu": real_make_generator(seed, "cpu")
-    try:
-        yield
-    finally:
-        torch.randn, pipeline.make_generator = real_randn, real_make_generator
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -99,7 +86,29 @@ def run_case(model: StableAudioModel, case: dict) -> tuple[float, bool]:
     return max_error(case, result), bool(torch.isfinite(result).all())
 
 
-def golden_rows(device: str, dtype: str, attentions: tuple[str, ...], atol: float | None) -> list[dict]:
+class Rows:
+    """The report: rows kept in memory and, with a path, appended as JSON lines as they come."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.rows: list[dict] = []
+        if path is not None:
+            path.write_text("")
+
+    def add(self, kind: str, row: dict) -> dict:
+        row = {"check": kind, **row}
+        self.rows.append(row)
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        return row
+
+    def of(self, kind: str) -> list[dict]:
+        return [r for r in self.rows if r["check"] == kind]
+
+
+def golden_rows(device: str, dtype: str, attentions: tuple[str, ...], atol: float | None, out: Rows,
+                kind: str) -> list[dict]:
     """One row per (case, attention): the backend that ran, the max abs error and the verdict."""
     rows = []
     models: dict[tuple[str, str], StableAudioModel] = {}
@@ -107,7 +116,8 @@ def golden_rows(device: str, dtype: str, attentions: tuple[str, ...], atol: floa
         for attention in attentions:
             row = {"case": case_id(case), "dtype": dtype, "attention": attention}
             if attention == "flash" and not flash_available():
-                rows.append({**row, "ran": "-", "status": "skipped (flash-attn not installed / no CUDA)"})
+                skipped = "skipped (flash-attn not installed / no CUDA)"
+                rows.append(out.add(kind, {**row, "ran": "-", "status": skipped}))
                 continue
             key = (case["model"], attention)
             if key not in models:
@@ -117,8 +127,8 @@ def golden_rows(device: str, dtype: str, attentions: tuple[str, ...], atol: floa
             model = models[key]
             err, finite = run_case(model, case)
             ok = finite and (atol is None or err <= atol)
-            rows.append({**row, "ran": _dit_backend(model), "max_abs_error": err, "finite": finite,
-                         "status": "ok" if ok else "FAIL"})
+            rows.append(out.add(kind, {**row, "ran": _dit_backend(model), "max_abs_error": err, "finite": finite,
+                                       "status": "ok" if ok else "FAIL"}))
     return rows
 
 
@@ -176,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cuda (default; exits 0 with a note when there is none) or cpu (the fast subset)")
-    parser.add_argument("--json", type=Path, help="also write the measurements to this file")
+    parser.add_argument("--json", type=Path, help="also write the measurements, one JSON line per check")
     parser.add_argument("--no-timing", action="store_true", help="skip the 120 s timing")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -187,30 +197,26 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: golden fixtures not found (set SA3_FIXTURES or provide ../shared/fixtures)", file=sys.stderr)
         return 1
     if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: TF32 would round to 10 mantissa bits
-        torch.backends.cudnn.allow_tf32 = False
         print(f"gpu_check on {torch.cuda.get_device_name()} (torch {torch.__version__}, "
               f"flash-attn {'installed' if flash_available() else 'not installed'})")
     else:
         print(f"gpu_check on the CPU (torch {torch.__version__}): the fast subset {CPU_SUBSET}")
     atol = CUDA_FP32_ATOL if args.device == "cuda" else GOLDEN_ATOL
-    report: dict = {"device": args.device, "fp32_atol": atol}
-    with cpu_random_stream():
-        report["fp32"] = golden_rows(args.device, "fp32", ("sdpa", "flash"), atol)
-        print_rows(f"fp32 golden cases (tolerance {atol:g})", report["fp32"])
-        report["half"] = [row for dtype in ("fp16", "bf16")
-                          for row in golden_rows(args.device, dtype, ("auto", "sdpa"), None)]
-        print_rows("fp16 / bf16 DiT: deviation from the official fp32 outputs (reported, not judged)",
-                   report["half"])
+    out = Rows(args.json)
+    out.add("run", {"device": args.device, "fp32_atol": atol, "torch": torch.__version__})
+    # TF32 and fp16 reduced-precision reductions off (the official settings), for this run only
+    with official_numerics(args.device):
+        print_rows(f"fp32 golden cases (tolerance {atol:g})",
+                   golden_rows(args.device, "fp32", ("sdpa", "flash"), atol, out, "fp32"))
+        for dtype in ("fp16", "bf16"):
+            golden_rows(args.device, dtype, ("auto", "sdpa"), None, out, "half")
+        print_rows("fp16 / bf16 DiT: deviation from the official fp32 outputs (reported, not judged)", out.of("half"))
         if not args.no_timing:
-            report["timing"] = timing_row(args.device)
-            t = report["timing"]
+            t = out.add("timing", timing_row(args.device))
             print(f"\n## timing\n  {t['model']} ({t['dtype']}): {t['duration_s']:g} s of audio in {t['steps']} steps: "
                   f"{t['seconds']:.2f} s" + (f", peak {t['peak_gpu_GB']:.2f} GB" if "peak_gpu_GB" in t else ""))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
-    failed = [r for r in report["fp32"] + report["half"] if r["status"] == "FAIL"]
-    failed += [report["timing"]] if "timing" in report and not report["timing"]["finite"] else []
+    failed = [r for r in out.of("fp32") + out.of("half") if r["status"] == "FAIL"]
+    failed += [t for t in out.of("timing") if not t["finite"]]
     print(f"\ngpu_check: {'FAILED: ' + str(len(failed)) + ' problem(s)' if failed else 'all checks passed'}")
     return 1 if failed else 0
 

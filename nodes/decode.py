@@ -85,8 +85,8 @@ class SA3Decode(io.ComfyNode):
                     if shape.frames > config.max_latents else f"too few for {max(durations):g} s")
             raise ValueError(error(NODE, f"latent has {shape.frames} frames, {what}. Decode the output of SA3 Sampler "
                                          "or SA3 Encode Audio with this model.")) from None
-        device = comfy_models.load_parts(handle, "autoencoder")
-        generator = _decoder_generator(latent, decoder_seed, device)
+        comfy_models.load_parts(handle, "autoencoder")
+        generator = _decoder_generator(latent, decoder_seed)
         use_chunks = CHUNKING[chunked]
         if use_chunks is None:
             use_chunks = handle.model.autoencoder.config.chunked
@@ -104,12 +104,13 @@ class SA3Decode(io.ComfyNode):
         return io.NodeOutput(make_audio(audio, config.sample_rate))
 
 
-def _decoder_generator(latent: dict, seed: int, device):
+def _decoder_generator(latent: dict, seed: int):
+    """The decoder's stream: a CPU generator (sa3.rng), seeded or the sampler's, restored."""
     if seed != FROM_SAMPLER:
-        return pipeline.make_generator(seed, device)
+        return pipeline.make_generator(seed)
     saved = latent.get(RNG)
     if saved is None:
         logger.info("Stable Audio 3 %s: the latent carries no SA3 Sampler random stream (%r); decoding with seed %d. "
                     "Set SA3 Decode decoder_seed to choose another.", NODE, RNG, NO_STREAM_SEED)
-        return pipeline.make_generator(NO_STREAM_SEED, device)
+        return pipeline.make_generator(NO_STREAM_SEED)
     return restore_generator(saved)

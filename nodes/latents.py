@@ -135,7 +135,8 @@ class SA3EncodeAudio(io.ComfyNode):
         plan = pipeline.plan_latents(cfg, durations)
         waveforms = [pipeline.prepare_audio(source, cfg.sample_rate, plan.audio_samples, "audio", "Encode Audio")
                      for source in sources]  # checked before the autoencoder is loaded
-        generator = pipeline.make_generator(ENCODE_SEED, comfy_models.load_parts(handle, "autoencoder"))
+        comfy_models.load_parts(handle, "autoencoder")
+        generator = pipeline.make_generator(ENCODE_SEED)  # on the CPU (sa3.rng)
         autoencoder = handle.model.autoencoder
         samples = pipeline.encode_sources(autoencoder, waveforms, chunked=autoencoder.config.chunked,
                                           generator=generator)

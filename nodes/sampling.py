@@ -37,7 +37,7 @@ from .loaders import _require_model
 from .sampling_options import DEFAULTS, read_options
 from .search import schema_aliases
 from .types import CATEGORY, SA3Conditioning, SA3InpaintRegions, SA3Model, SA3Options
-from .visualize import PREVIEW_SECONDS, make_preview_callback
+from .visualize import PREVIEW_SECONDS, make_preview_callback, preview_parts
 
 NODE = "Sampler"
 DEFAULT_SAMPLER = "default for the model"
@@ -253,7 +253,7 @@ class SA3Sampler(io.ComfyNode):
         text = text_conditioning(handle, positive, negative, durations, batch)
 
         device = handle.patchers["dit"].load_device
-        generator = pipeline.make_generator(seed, device)
+        generator = pipeline.make_generator(seed)  # on the CPU, whatever the device (sa3.rng)
         encodes = init_audio is not None or inpaint_audio is not None
         if encodes:
             comfy_models.load_parts(handle, "autoencoder")
@@ -262,7 +262,7 @@ class SA3Sampler(io.ComfyNode):
         if encodes:
             comfy_models.release_parts(handle, "autoencoder")
 
-        comfy_models.load_parts(handle, "dit")
+        comfy_models.load_parts(handle, "dit", *preview_parts(preview_every))  # once: nothing loads in the loop
         bar = comfy_models.progress_bar(steps)
         hooks = [lambda t: comfy_models.check_interrupt(), *handle.model.step_hooks()]
         out = pipeline.sample(

@@ -137,9 +137,9 @@ class SA3Spectrogram(io.ComfyNode):
 
 def preview_image(handle, denoised: torch.Tensor, seconds: float = PREVIEW_SECONDS) -> torch.Tensor:
     """(1, H, W, 3) spectrogram of the first ``seconds`` of item 0 of ``denoised`` (B, C, L),
-    decoded with the handle's SAME on its load device (loaded together with the DiT, so neither
-    is evicted for the other)."""
-    comfy_models.load_parts(handle, "autoencoder", "dit")
+    decoded with the handle's SAME where it is. The sampler loads SAME together with the DiT once,
+    before its loop (``preview_parts``): a load here, inside the loop, could let ComfyUI unload
+    part of the DiT mid-sampling."""
     options = pictures.SpectrogramOptions(height=PREVIEW_HEIGHT, width=PREVIEW_WIDTH, waveform=False)
     return pictures.preview_from_latents(handle.model.autoencoder, denoised, sample_rate=handle.sample_rate,
                                          seconds=seconds, items=1, seed=PREVIEW_SEED, options=options)
@@ -153,6 +153,11 @@ def _preview_tuple(image: torch.Tensor):
         return None
     pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     return ("JPEG", Image.fromarray(pixels), PREVIEW_MAX_SIZE)
+
+
+def preview_parts(every: int) -> tuple[str, ...]:
+    """The parts the sampler loads besides the DiT: SAME when previews are on."""
+    return ("autoencoder",) if every > 0 else ()
 
 
 def make_preview_callback(handle, every: int, total_steps: int, bar=None, seconds: float = PREVIEW_SECONDS):

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import flash_supported
 from .layers import DynamicTanh, Linear, RMSNorm, apply_rotary, inplace_version
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,20 @@ def flash_available() -> bool:
 
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)  # the only precisions flash-attn computes in
+_FLASH_DECLINED: set[str] = set()  # GPUs already logged as too old for flash-attn (one line each)
+
+
+def _flash_runs_on(device: torch.device | str) -> bool:
+    """``flash_supported`` for ``auto``, logging once per GPU that it falls back to SDPA."""
+    if flash_supported(device):
+        return True
+    name = torch.cuda.get_device_name(torch.device(device))
+    if name not in _FLASH_DECLINED:
+        _FLASH_DECLINED.add(name)
+        major, minor = torch.cuda.get_device_capability(torch.device(device))
+        logger.info("Stable Audio 3: flash-attn needs compute capability 8.0+; %s is %d.%d, attention uses sdpa.",
+                    name, major, minor)
+    return False
 
 
 def resolve_backend(backend: str | None, device: torch.device | str | None = None,
@@ -70,11 +85,20 @@ def resolve_backend(backend: str | None, device: torch.device | str | None = Non
     is_cuda = device is not None and torch.device(device).type == "cuda"
     half = dtype in HALF_DTYPES
     if backend in (None, "auto"):
-        return "flash" if is_cuda and half and flash_available() else "sdpa"
+        if not (is_cuda and half and flash_available()):
+            return "sdpa"
+        return "flash" if _flash_runs_on(device) else "sdpa"
     if backend == "flash" and not flash_available():
         raise RuntimeError(
             "Stable Audio 3: attention='flash' needs a CUDA GPU and the flash-attn package "
             "(pip install flash-attn). Use attention='sdpa' instead."
+        )
+    if backend == "flash" and is_cuda and not flash_supported(device):
+        major, minor = torch.cuda.get_device_capability(torch.device(device))
+        raise RuntimeError(
+            f"Stable Audio 3: attention='flash' needs a GPU of compute capability 8.0 or newer (Ampere+); "
+            f"{torch.cuda.get_device_name(torch.device(device))} is {major}.{minor}. Use attention='sdpa' "
+            "(or 'auto', which picks it there)."
         )
     if backend == "flash" and not half:
         logger.info("Stable Audio 3: attention='flash' computes in fp16/bf16 only; a part in %s uses sdpa "

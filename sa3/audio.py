@@ -72,12 +72,12 @@ def resample(audio: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     if orig_sr == new_sr:
         return audio
     orig, new, _ = _reduced(orig_sr, new_sr)
-    kernel, width = _sinc_kernel(orig, new, audio.device)
+    kernel, width = _sinc_kernel(orig, new)  # on the CPU: its float64 steps cannot run on MPS
     shape = audio.shape
     flat = audio.reshape(-1, shape[-1])  # (..., S) -> (C, S)
     length = flat.shape[-1]
     padded = F.pad(flat, (width, width + orig))
-    out = F.conv1d(padded[:, None], kernel.to(audio.dtype), stride=orig)  # (C, new, frames)
+    out = F.conv1d(padded[:, None], kernel.to(audio.device, audio.dtype), stride=orig)  # (C, new, frames)
     out = out.transpose(1, 2).reshape(flat.shape[0], -1)  # interleave phases -> (C, S')
     target = math.ceil(new * length / orig)
     return out[:, :target].reshape(*shape[:-1], -1)

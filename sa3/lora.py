@@ -11,6 +11,12 @@ forward. Here each adapted layer keeps a copy of its base weight; the effective 
 computed once, in fp32, and written into the layer's own ``weight`` only when a strength, an
 option or an interval state changes, so a forward costs what it costs without LoRA.
 
+Devices: the adapters and the base copies live on the CPU (``HOST``) whatever device the model
+is on, so ComfyUI can move the model's modules freely and no GPU memory is held outside them;
+an effective weight is computed on the weight's own device at the moment it is written (the
+layer's base and adapters copied there for that one computation). ``LoRAStack.host_bytes``
+says what they hold.
+
 Legend: O fan_out (rows of the 2-D weight view), I fan_in (columns; in * kernel for Conv1d),
 r rank, B batch.
 """
@@ -60,6 +66,7 @@ ADAPTER_KINDS: dict[str, tuple[str, str | None]] = {
     "bora-xs": ("xs", "both"),
 }
 EPS = 1e-12  # official norm epsilon
+HOST = torch.device("cpu")  # where adapters and base copies are kept
 
 
 def _fp32(value: float) -> float:
@@ -95,6 +102,16 @@ class LayerAdapter:
     magnitude: torch.Tensor | None = None  # (O,) rows / (I,) cols
     magnitude_r: torch.Tensor | None = None  # (O,) bora
     magnitude_c: torch.Tensor | None = None  # (I,) bora
+
+    def to(self, device: torch.device) -> LayerAdapter:
+        """These tensors on ``device`` (self when already there)."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        if all(t is None or t.device == device for t in fields.values()):
+            return self
+        return LayerAdapter(**{name: None if t is None else t.to(device) for name, t in fields.items()})
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (getattr(self, name) for name in self.__dataclass_fields__) if t is not None]
 
     def delta(self) -> torch.Tensor:
         """The unscaled low-rank update, (O, I)."""
@@ -205,7 +222,12 @@ class _Target:
     part: str
     path: str  # our module path inside the DiT / conditioner
     module: nn.Module
-    base: torch.Tensor  # untouched copy of the original weight (its own dtype/device)
+    base: torch.Tensor  # untouched copy of the original weight (its own dtype), on HOST
+
+    @classmethod
+    def of(cls, key: tuple[str, str], module: nn.Module) -> _Target:
+        """A target keeping a HOST copy of ``module``'s current weight."""
+        return cls(key[0], key[1], module, module.weight.detach().to(HOST, copy=True))
 
 
 # --- settings checks (one per rule, shared by set_strength / set_options / set_chain) ------------
@@ -269,7 +291,7 @@ class LoRAStack:
             with torch.no_grad():
                 for key in dict.fromkeys(new_targets):
                     module = self._candidates[key]
-                    self._targets[key] = _Target(key[0], key[1], module, module.weight.detach().clone())
+                    self._targets[key] = _Target.of(key, module)
             self._loras.extend(staged)
             self._refresh({key for lora in staged for key in lora.layers})
         except BaseException:
@@ -326,7 +348,7 @@ class LoRAStack:
         return PreparedLoRA(file=replace(f, layers={}), layers=layers)
 
     def _layer_tensors(self, f: LoRAFile, key, params, weight, bases, svd_cache) -> LayerAdapter:
-        device = weight.device
+        device = HOST  # adapters stay off the GPU; moved per use (effective_weight)
         get = {p: t.to(device) for p, t in params.items()}
         a = get.get("lora_A")
         if a is not None and f.dropout > 0 and "lora_dropout_mask" in get:
@@ -410,8 +432,7 @@ class LoRAStack:
                 target = self._targets.pop(key)
                 write_weight(target.module, target.base)
             for key in wanted - set(self._targets):
-                module = self._candidates[key]
-                self._targets[key] = _Target(key[0], key[1], module, module.weight.detach().clone())
+                self._targets[key] = _Target.of(key, self._candidates[key])
         self._loras = loras
         self._chain = None  # until every weight is written
         self._refresh(wanted)
@@ -459,15 +480,23 @@ class LoRAStack:
                              f"{len(self._loras) - 1} for {len(self._loras)} loaded LoRA(s)).")
         return [self._loras[lora_index]]
 
-    def effective_weight(self, part: str, path: str) -> torch.Tensor:
-        """The adapted weight of one layer, computed from the base: fp32, the weight's shape."""
+    def effective_weight(self, part: str, path: str, device: torch.device | None = None) -> torch.Tensor:
+        """The adapted weight of one layer, computed from the base on ``device`` (default: where the
+        layer's weight is now): fp32, the weight's shape."""
         target = self._targets[(part, path)]
-        w = target.base.float().reshape(target.base.shape[0], -1)  # (O, I)
+        device = target.module.weight.device if device is None else device
+        w = target.base.to(device).float().reshape(target.base.shape[0], -1)  # (O, I)
         for lora in self._loras:
             layer = lora.layers.get((part, path))
             if layer is not None and lora.applies(part, path):
-                w = adapt_weight(w, layer, lora.file.adapter_type, lora.file.scaling, lora.strength[part])
+                w = adapt_weight(w, layer.to(device), lora.file.adapter_type, lora.file.scaling, lora.strength[part])
         return w.reshape(target.base.shape)
+
+    def host_bytes(self) -> int:
+        """CPU memory the stack holds: base copies of adapted weights plus every LoRA's adapters
+        (nothing of it is on a GPU; ComfyUI's patchers count the modules only)."""
+        bases = sum(t.base.nbytes for t in self._targets.values())
+        return bases + sum(t.nbytes for lora in self._loras for layer in lora.layers.values() for t in layer.tensors())
 
     def _refresh(self, keys) -> None:
         """Write the effective weight of each given layer into its module."""

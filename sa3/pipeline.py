@@ -20,6 +20,7 @@ Legend: B batch, C latent channels, L latent frames, S audio samples, K context 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -37,6 +38,7 @@ from . import checks, single_file
 from .attention import BACKENDS, PADDING_MODES, resolve_backend
 from .conditioners import Conditioner, TextEncoder, require_transformers
 from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig, shift_config
+from .devices import official_numerics
 from .dit import DiT, DiTConditioning
 from .layers import set_weight_packing
 from .loading import (
@@ -51,8 +53,18 @@ from .loading import (
     split_checkpoint,
 )
 from .precision import resolve_autoencoder_precision, resolve_dtype
+from .rng import make_generator, randn, stream_device
 from .same import SAMEAutoencoder, SAMEConfig
-from .sampling import CFG_INTERVAL, SAMPLERS, build_schedule, get_sampler, guide, guided_at, make_shift
+from .sampling import (
+    CFG_INTERVAL,
+    SAMPLERS,
+    build_schedule,
+    dit_call_times,
+    get_sampler,
+    guide,
+    guided_at,
+    make_shift,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -291,12 +303,6 @@ def build_inpaint_mask(plan: LatentPlan, regions: Sequence[tuple[float, float]],
 # --- stage 5: randomness ---------------------------------------------------------------------
 
 
-def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded like ``torch.manual_seed(seed)`` on ``device``."""
-    seed = checks.check_number("seed", seed, 0, MAX_SEED, integer=True)
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 def random_seed() -> int:
     """A fresh seed for seed = -1 (drawn without touching torch's global RNG)."""
     return random.SystemRandom().randint(0, 99998)
@@ -304,9 +310,10 @@ def random_seed() -> int:
 
 def make_noise(batch_size: int, channels: int, latents: int, generator: torch.Generator,
                device=None) -> torch.Tensor:
-    """The initial noise (B, C, L), float32: always the first draw of the stream."""
+    """The initial noise (B, C, L), float32, on ``device`` (default: the generator's): always the
+    first draw of the stream, made on the generator's device (``sa3.rng``)."""
     checks.check_number("batch_size", batch_size, 1, checks.MAX_BATCH, integer=True)
-    return torch.randn(batch_size, channels, latents, generator=generator, device=device or generator.device)
+    return randn((batch_size, channels, latents), generator, device or generator.device)
 
 
 def local_conditioning(batch_size: int, latents: int, channels: int, inpaint_latents: torch.Tensor | None,
@@ -388,7 +395,8 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
     ``init_latents`` (1 or B, C, L) with ``init_noise_level`` < 1 starts from
     ``init * (1 - level) + noise * level`` (audio-to-audio). ``local_cond`` is the inpainting
     conditioning from ``local_conditioning``. ``callback(step, x, denoised)`` runs once per step;
-    ``step_hooks`` run before every DiT call with its t (B,) (LoRA timing). With ``cfg_scale`` != 1,
+    ``step_hooks`` run before every DiT call with its t (B,) as a float32 CPU tensor (LoRA timing:
+    reading it costs no device sync; ``sampling.dit_call_times``). With ``cfg_scale`` != 1,
     guidance runs in the DiT calls whose noise level lies in ``cfg_interval``; the others run the
     conditional branch alone. ``dist_shift`` (an official shift spec or ``ShiftConfig``) replaces the
     model's sampling time shift.
@@ -429,12 +437,15 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
             caches[id(c)] = dit.prepare(c)
         return dit(x, t, c, cache=caches[id(c)])
 
+    host_times = iter(())  # each DiT call's t on the CPU, set once the schedule is known
+
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = t.float()  # the DiT and guidance use float32 time (spec 4.2)
+        t_host = next(host_times)
         for hook in step_hooks:
-            hook(t)
+            hook(t_host)
         x = x.to(dtype)
-        if not (guided and guided_at(t, cfg_interval)):
+        if not (guided and guided_at(t_host, cfg_interval)):
             return run_dit(x, t, cond)
         v_cond, v_uncond = run_dit(torch.cat([x, x]), torch.cat([t, t]), batch_cond).chunk(2)
         return guide(x, t, v_cond, v_uncond, cfg_scale=cfg_scale, apg_scale=apg_scale, padding_mask=padding_mask,
@@ -448,6 +459,7 @@ def sample(dit: DiT, noise: torch.Tensor, text: TextConditioning, plan: LatentPl
     x = x.to(dtype)
     effective = torch.tensor(plan.effective, dtype=torch.float32, device=device)
     sigmas = build_schedule(steps, sigma_max, shift, effective)
+    host_times = iter(dit_call_times(sampler, sigmas, x.dtype))
     return sampler(velocity, x, sigmas, generator=generator, callback=callback)
 
 
@@ -723,7 +735,7 @@ class StableAudioModel:
                  inpaint_mask_end_seconds=None, apg_scale: float = 1.0, sampler_type: str | None = None,
                  return_latents: bool = False, chunked_decode: bool | None = None,
                  truncate_output_to_duration: bool = True, duration_padding_sec: float = DURATION_PADDING_SEC,
-                 dist_shift: dict | None = None,
+                 dist_shift: dict | None = None, device_parity: bool = False,
                  callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
                  on_decode_chunk: Callable[[int, int], None] | None = None, **sampler_kwargs) -> torch.Tensor:
         """Generate audio; returns (B, 2, S) float32 in [-1, 1] at 44.1 kHz, or (B, C, L) latents.
@@ -772,6 +784,11 @@ class StableAudioModel:
                 "max_shift", "min_length", "max_length"}`` or ``{"type": "logsnr", "anchor_length",
                 "anchor_logsnr", "rate", "logsnr_end"}`` (lengths in latent frames; parameters left
                 out take the official defaults); None (default) keeps the model's.
+            device_parity: reproduce the official run on this model's device rather than the
+                official CPU stream: the random stream drawn on the device (``sa3.rng``) and, on
+                CUDA, the official numeric settings (TF32 and fp16 reduced-precision reductions
+                off) during this call only (``sa3.devices.official_numerics``). False (default):
+                the generator lives on the CPU, so a seed gives the same noise on every device.
             callback: ``callback(step, x, denoised)`` after every sampler step (step from 0; x and
                 denoised are (B, C, L) latents), e.g. for progress or previews.
             on_decode_chunk: ``on_decode_chunk(i, n)`` after SAME decodes chunk i of n (1-based).
@@ -788,6 +805,8 @@ class StableAudioModel:
         unknown = set(sampler_kwargs) - {"scale_phi", "cfg_norm_threshold", "cfg_interval"}
         if unknown:
             raise TypeError(f"Stable Audio 3: generate() got unexpected argument(s) {sorted(unknown)}.")
+        if not isinstance(device_parity, bool):
+            raise TypeError(f"Stable Audio 3: device_parity must be True or False (got {device_parity!r}).")
         request = check_request(
             self.config, prompt=prompt, negative_prompt=negative_prompt, duration=duration, steps=steps,
             cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, init_audio=init_audio,
@@ -795,10 +814,23 @@ class StableAudioModel:
             inpaint_mask_start_seconds=inpaint_mask_start_seconds, inpaint_mask_end_seconds=inpaint_mask_end_seconds,
             apg_scale=apg_scale, sampler_type=sampler_type, duration_padding_sec=duration_padding_sec,
             dist_shift=dist_shift, **sampler_kwargs)
+        seed = random_seed() if seed == -1 else seed
+        with official_numerics(self.device) if device_parity else contextlib.nullcontext():
+            return self._generate(request, seed=seed, stream=stream_device(self.device, device_parity), steps=steps,
+                                  cfg_scale=cfg_scale, batch_size=batch_size, init_noise_level=init_noise_level,
+                                  apg_scale=apg_scale, sampler_type=sampler_type, return_latents=return_latents,
+                                  chunked_decode=chunked_decode, truncate=truncate_output_to_duration,
+                                  dist_shift=dist_shift, callback=callback, on_decode_chunk=on_decode_chunk,
+                                  **sampler_kwargs)
+
+    def _generate(self, request: Request, *, seed: int, stream: torch.device, steps, cfg_scale, batch_size,
+                  init_noise_level, apg_scale, sampler_type, return_latents, chunked_decode, truncate, dist_shift,
+                  callback, on_decode_chunk, **sampler_kwargs) -> torch.Tensor:
+        """Steps 1-4 of ``generate()`` for a checked request, the generator on ``stream``."""
         prompts, negatives, durations, regions = request.prompts, request.negatives, request.durations, request.regions
         plan, init_wav, inpaint_wav = request.plan, request.init_wav, request.inpaint_wav
         sr = self.config.sample_rate
-        generator = make_generator(random_seed() if seed == -1 else seed, self.device)
+        generator = make_generator(seed, stream)
 
         # 1. text and duration conditioning (no random draw)
         text = encode_text(self.text_encoder, self.conditioner, prompts, durations, negatives)
@@ -823,7 +855,8 @@ class StableAudioModel:
         chunked = self.autoencoder.config.chunked if chunked_decode is None else bool(chunked_decode)
         audio = decode(self.autoencoder, latents, plan, chunked=chunked, generator=generator, on_chunk=on_decode_chunk)
         self._release(self.autoencoder)
-        return trim_to_duration(audio, durations, sr) if truncate_output_to_duration else audio
+        return trim_to_duration(audio, durations, sr) if truncate else audio
+
 
     def _release(self, part: torch.nn.Module) -> None:
         if self.low_memory and self.device.type == "cpu":

@@ -27,6 +27,7 @@ from torch import nn
 from .attention import Attention, resolve_backend
 from .layers import DynamicTanh, FeedForward, Linear, RotaryEmbedding, residual, rotary_cos_sin
 from .precision import MIXED_BF16
+from .rng import randn
 
 CHUNK_LATENTS = 128  # chunked encode/decode: latents per chunk (reference default)
 CHUNK_OVERLAP = 32  # latents shared by neighbouring chunks; half of it is trimmed on each side
@@ -255,10 +256,9 @@ def _autoencoder_from_official(c: dict, *, chunked: bool, where: str) -> SAMECon
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """``torch.randn_like`` from ``generator``: drawn on the generator's device in ``like``'s dtype
-    (the reference draws in the tensor's dtype), then moved to ``like``'s device."""
-    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=like.dtype)
-    return noise.to(like.device)
+    """``torch.randn_like`` from ``generator`` in ``like``'s dtype (the reference draws in the
+    tensor's dtype), by the one rule of ``sa3.rng``."""
+    return randn(shape, generator, like.device, like.dtype)
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int, dim: int) -> torch.Tensor:
@@ -584,7 +584,7 @@ class SAMEAutoencoder(nn.Module):
     def _generator(self, generator: torch.Generator | None) -> torch.Generator:
         if generator is not None:
             return generator
-        fresh = torch.Generator(device=self.device)
+        fresh = torch.Generator()  # on the CPU, as every generator (sa3.rng)
         fresh.seed()  # non-deterministic seed; the global RNG is left alone
         return fresh
 

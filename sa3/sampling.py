@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from .config import ShiftConfig, shift_config
+from .rng import randn
 
 SAMPLERS = ("pingpong", "euler", "dpmpp", "rk4")
 
@@ -176,7 +177,8 @@ def guide(x: torch.Tensor, t: torch.Tensor, v_cond: torch.Tensor, v_uncond: torc
 
 
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    """Noise for ``x`` by the one rule of ``sa3.rng`` (a CPU generator works with a CUDA ``x``)."""
+    return randn(x.shape, generator, x.device, x.dtype)
 
 
 def sample_pingpong(velocity: Velocity, x, sigmas, generator=None, callback: StepCallback | None = None):
@@ -251,6 +253,23 @@ def sample_rk4(velocity: Velocity, x, sigmas, generator=None, callback: StepCall
 
 
 _SAMPLER_FNS = {"pingpong": sample_pingpong, "euler": sample_euler, "dpmpp": sample_dpmpp, "rk4": sample_rk4}
+
+
+def dit_call_times(sampler, sigmas: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+    """The t (B,) of each DiT call ``sampler`` will make on schedule ``sigmas`` with latents in
+    ``dtype``, as float32 CPU tensors in call order: the sampler run once on the CPU with a zero
+    velocity on (B, 1, 1) latents (its times never depend on the latents). One device -> host copy
+    of the schedule per generation lets per-call decisions on t (CFG and LoRA intervals) read the
+    host copy instead of syncing at every DiT call."""
+    times: list[torch.Tensor] = []
+
+    def record(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        times.append(t.float())
+        return torch.zeros_like(x)
+
+    host = sigmas.cpu()
+    sampler(record, torch.zeros(host.shape[0], 1, 1, dtype=dtype), host, generator=torch.Generator())
+    return times
 
 
 def get_sampler(name: str):

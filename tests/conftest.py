@@ -7,8 +7,6 @@ subset of it is committed in ``tests/fixtures`` so the suite also runs from a ba
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from functools import cache
 from pathlib import Path
@@ -16,35 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.golden_io import (  # noqa: F401  (re-exported for the tests)
+    GOLDEN_ATOL,
+    GOLDEN_ATOL_XS,
+    case_id,
+    cases,
+    expected_outputs,
+    fixture_root,
+    generate_kwargs,
+    manifest,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
-GOLDEN_ATOL = 1.5e-5  # fixtures README section 7: thread-count rounding of the reference itself
-GOLDEN_ATOL_XS = 1e-3  # -XS LoRA cases with our own SVD (ill-conditioned bases, same README)
-
-
-def fixture_root() -> Path | None:
-    candidates = [os.environ.get("SA3_FIXTURES"), REPO.parent / "shared" / "fixtures", REPO / "tests" / "fixtures"]
-    for c in candidates:
-        if c and (Path(c) / "manifest.json").is_file():
-            return Path(c)
-    return None
-
-
-@cache
-def manifest() -> dict:
-    root = fixture_root()
-    return json.loads((root / "manifest.json").read_text()) if root else {"cases": [], "models": {}, "loras": {}}
-
-
-def cases(kind: str | None = None, model: str | None = None) -> list[dict]:
-    return [c for c in manifest()["cases"]
-            if (kind is None or c["kind"] == kind) and (model is None or c["model"] == model)]
-
-
-def case_id(case: dict) -> str:
-    return f"{case['model']}/{case['case']}"
 
 
 def require_fixtures() -> Path:
@@ -63,38 +46,6 @@ def load_model(name: str, padding_mode: str = "reference"):
     if not (root / name).is_dir():
         pytest.skip(f"fixture model {name} not present in {root}")
     return StableAudioModel.from_pretrained(root / name, device="cpu", padding_mode=padding_mode)
-
-
-def generate_kwargs(case: dict) -> dict:
-    """The case's generate() kwargs with audio references replaced by (sample_rate, tensor)."""
-    from safetensors.torch import load_file
-
-    root = fixture_root()
-    kwargs = dict(case["generate_kwargs"])
-    inputs = None
-    for key in ("init_audio", "inpaint_audio"):
-        if key in kwargs:
-            inputs = inputs or load_file(root / case["dir"] / "inputs.safetensors")
-            ref = kwargs[key]
-            kwargs[key] = (ref["sample_rate"], inputs[ref["audio"].split(":", 1)[1]])
-    return kwargs
-
-
-def expected_outputs(case: dict) -> list[tuple[str, torch.Tensor, slice | None, int | None]]:
-    """(key, tensor, sample slice, item) for every stored output tensor of a case."""
-    from safetensors.torch import load_file
-
-    stored = {s["key"]: s for s in case["output"].get("stored", [])}
-    out = []
-    for key, tensor in load_file(fixture_root() / case["dir"] / "output.safetensors").items():
-        if key in stored:
-            s = stored[key]
-            item = s.get("item", "all")
-            item = None if item == "all" else int(item)
-            out.append((key, tensor, slice(s["start"], s["stop"]), item))
-        else:
-            out.append((key, tensor, None, None))
-    return out
 
 
 def assert_matches_golden(case: dict, result: torch.Tensor, atol: float = GOLDEN_ATOL) -> float:

@@ -17,9 +17,41 @@ from tests.sa3.test_same import _tiny_official
 FP32, FP16, BF16 = torch.float32, torch.float16, torch.bfloat16
 
 
+def _gpu(monkeypatch, name: str, capability: tuple[int, int]) -> None:
+    """flash-attn installed and a CUDA GPU of ``capability`` (simulated: selection logic only)."""
+    monkeypatch.setattr(attn, "flash_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(attn, "_FLASH_DECLINED", set())
+
+
 @pytest.fixture
 def flash_installed(monkeypatch):
-    monkeypatch.setattr(attn, "flash_available", lambda: True)
+    _gpu(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0))
+
+
+@pytest.mark.parametrize(("name", "capability"), [("Tesla T4", (7, 5)), ("Tesla V100-SXM2-16GB", (7, 0)),
+                                                  ("NVIDIA GeForce RTX 2080 Ti", (7, 5))])
+def test_flash_needs_compute_capability_8(monkeypatch, caplog, name, capability):
+    """Issue #22 item 4: flash-attn 2 refuses pre-Ampere GPUs: auto picks SDPA there with one log
+    line per GPU, an explicit "flash" is refused before any work, naming the card."""
+    _gpu(monkeypatch, name, capability)
+    with caplog.at_level("INFO", logger="sa3.attention"):
+        assert attn.resolve_backend("auto", "cuda", FP16) == "sdpa"
+        assert attn.resolve_backend("auto", "cuda:0", BF16) == "sdpa"
+    assert [r.message for r in caplog.records] == [
+        f"Stable Audio 3: flash-attn needs compute capability 8.0+; {name} is {capability[0]}.{capability[1]}, "
+        "attention uses sdpa."]
+    version = rf"{capability[0]}\.{capability[1]}"
+    with pytest.raises(RuntimeError, match=rf"compute capability 8.0 or newer .*{name} is {version}"):
+        attn.resolve_backend("flash", "cuda", FP16)
+
+
+def test_flash_on_ampere_and_newer(monkeypatch):
+    for capability in ((8, 0), (8, 6), (9, 0), (12, 0)):
+        _gpu(monkeypatch, "GPU", capability)
+        assert attn.resolve_backend("auto", "cuda", FP16) == "flash"
 
 
 @pytest.mark.parametrize(("backend", "device", "dtype", "expected"), [
