@@ -111,8 +111,8 @@ class Linear(nn.Linear):
         blocked layout, made once and kept until the weight changes (new tensor, in-place write
         seen by its version counter or by ``mark_written``, as the DiT step cache); else None."""
         weight = self.weight
-        if (not self.pack_weight or x.dtype != torch.bfloat16 or not cpu_routes().packed_bf16
-                or cpu_route(x, weight) != "onednn"):
+        if (not self.pack_weight or x.dtype != torch.bfloat16 or torch.is_grad_enabled()
+                or not cpu_routes().packed_bf16 or cpu_route(x, weight) != "onednn"):
             return None
         key = (id(weight), weight.data_ptr(), inplace_version(weight), write_marks(self), weight.shape)
         cached = self.__dict__.get("_packed")
