@@ -351,3 +351,39 @@ def test_no_message_for_fp32_native_bf16_or_a_gpu(routes, device, precisions, fo
 
 def test_auto_stays_fp32_on_cpu():
     assert precision.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+
+
+# --- one small generation, every linear on the routes -------------------------------------------
+
+def _tiny_generation(dtype: str, every_layer_routed: bool, monkeypatch) -> torch.Tensor:
+    """tiny-small's audio in ``dtype``, one step (its random weights make more steps chaotic
+    under any rounding change); every layer on this CPU's routes, or all on ``F.linear``."""
+    from sa3 import StableAudioModel
+    from tests.conftest import require_fixtures
+
+    root = require_fixtures() / "tiny-small"
+    monkeypatch.setattr(layers, "ONEDNN_MIN_WEIGHTS", 0)
+    set_onednn_linear(every_layer_routed)
+    try:
+        with torch.inference_mode():
+            model = StableAudioModel.from_pretrained(root, device="cpu", dtype=dtype)
+            return model.generate(prompt="a dog barking", duration=2.0, steps=1, seed=3)
+    finally:
+        set_onednn_linear(True)
+
+
+def test_a_small_fp32_generation_on_the_probed_routes(monkeypatch):
+    """Every layer of tiny-small on this CPU's fp32 route: within the golden tolerance of F.linear
+    (.ci/run reruns this under simulated older CPUs)."""
+    from tests.conftest import GOLDEN_ATOL
+
+    routed, ref = (_tiny_generation("fp32", on, monkeypatch) for on in (True, False))
+    torch.testing.assert_close(routed, ref, rtol=0, atol=GOLDEN_ATOL)
+
+
+def test_a_small_bf16_generation_on_the_probed_routes(monkeypatch):
+    """Every layer of tiny-small on this CPU's bf16 route (the crash of issue 21 on AVX2): audio
+    within bf16 rounding of fp32."""
+    audio, ref = _tiny_generation("bf16", True, monkeypatch), _tiny_generation("fp32", False, monkeypatch)
+    assert audio.dtype == torch.float32 and audio.shape == ref.shape
+    assert 0 < _relative_error(audio, ref.double()) < 0.1  # measured 2.2e-2
