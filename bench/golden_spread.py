@@ -3,13 +3,17 @@ spread (what the golden tolerance must allow on a CPU kind) or ours, case by cas
 
     SA3_OFFICIAL_PATH=/path/to/official python bench/golden_spread.py --side official
     python bench/golden_spread.py --side ours [--models tiny-small] [--cases t2a_cfg7_apg0]
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/golden_spread.py ...  # an AVX2 CPU
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-avx2 \
+        python bench/golden_spread.py ...  # an AVX2 CPU, simulated
 
 Runs every non-LoRA case of the fixture pack except the ``ctl_*`` ones (2 threads, as the
 fixtures were made), each side the way the golden tests run it (ours: ``padding_mode="reference"``).
 Prints the capability line, per case the max abs error over the stored slices and the relative
 L2 of the full output where stored, then the worst case and how many were bit-identical.
-tests/conftest.py derives ``GOLDEN_ATOL`` from these figures (bench/RESULTS.md).
+tests/conftest.py derives ``GOLDEN_ATOL`` from these figures (bench/RESULTS.md). Under a capped
+ISA, give the official side a fresh ``TORCHINDUCTOR_CACHE_DIR``: tiny-medium's SAME-L attention
+runs compiled ``flex_attention``, and kernels cached for the uncapped CPU decode garbage (measured:
+relative L2 0.96) when ATen is capped.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def main() -> None:
     parser.add_argument("--models", default="tiny-small,tiny-medium")
     parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     parser.add_argument("--json", type=Path, help="also write the per-case figures here")
+    parser.add_argument("--save", type=Path, help="also save each output here (<case>.pt), to compare sides")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.side == "official" and not import_official():
@@ -70,6 +75,9 @@ def main() -> None:
             with torch.inference_mode():
                 result = model.generate(**generate_kwargs(case))
             err, rel = deviation(case, result.float())
+            if args.save:
+                args.save.mkdir(parents=True, exist_ok=True)
+                torch.save(result, args.save / f"{case_id(case).replace('/', '__')}.pt")
             rows[case_id(case)] = {"max_abs": err, "rel_l2": rel}
             print(f"{case_id(case):45s} max abs {err:.3g}  rel L2 {'-' if rel is None else f'{rel:.3g}'}  "
                   f"({time.perf_counter() - t0:.1f} s)", flush=True)
