@@ -6,6 +6,8 @@ spread (what the golden tolerance must allow on a CPU kind) or ours, case by cas
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-avx2 \
         python bench/golden_spread.py ...  # an AVX2 CPU, simulated
 
+    python bench/golden_spread.py --compare DIR_A DIR_B  # two --save'd runs, case by case
+
 Runs every non-LoRA case of the fixture pack except the ``ctl_*`` ones (2 threads, as the
 fixtures were made), each side the way the golden tests run it (ours: ``padding_mode="reference"``).
 Prints the capability line, per case the max abs error over the stored slices and the relative
@@ -47,6 +49,18 @@ def deviation(case: dict, result: torch.Tensor) -> tuple[float, float | None]:
     return worst, rel
 
 
+def compare_saved(a: Path, b: Path) -> None:
+    """Max abs and relative L2 between two ``--save``'d runs (e.g. ours and the official code on
+    one CPU: the part of our golden deviation that is ours)."""
+    worst = 0.0
+    for path in sorted(a.glob("*.pt")):
+        x, y = torch.load(path).double(), torch.load(b / path.name).double()
+        err, rel = (x - y).abs().max().item(), ((x - y).norm() / y.norm()).item()
+        worst = max(worst, err)
+        print(f"{path.stem.replace('__', '/'):45s} max abs {err:.3g}  rel L2 {rel:.3g}")
+    print(f"worst max abs {worst:.3g}")
+
+
 def official_model(name: str):
     model, _, _ = load_official(fixture_root() / name, StageMonitor())
     return model
@@ -54,12 +68,17 @@ def official_model(name: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", choices=("ours", "official"), required=True)
+    parser.add_argument("--side", choices=("ours", "official"))
+    parser.add_argument("--compare", type=Path, nargs=2, metavar=("DIR_A", "DIR_B"))
     parser.add_argument("--models", default="tiny-small,tiny-medium")
     parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     parser.add_argument("--json", type=Path, help="also write the per-case figures here")
     parser.add_argument("--save", type=Path, help="also save each output here (<case>.pt), to compare sides")
     args = parser.parse_args()
+    if args.compare:
+        return compare_saved(*args.compare)
+    if not args.side:
+        parser.error("--side or --compare is required")
     torch.set_num_threads(2)
     if args.side == "official" and not import_official():
         sys.exit("set SA3_OFFICIAL_PATH to a working copy of the official code")
