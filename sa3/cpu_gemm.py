@@ -159,7 +159,8 @@ def bf16_slowdown(linear) -> float:
 def cpu_lacks(routes: CpuRoutes) -> str:
     """What this CPU (or the ISA oneDNN is capped to) lacks for fast bf16 GEMMs."""
     if not routes.onednn_bf16:
-        return "oneDNN has no bf16 GEMM here (it needs AVX-512 BW/VL/DQ; native bf16 needs AVX512-BF16 or AMX)"
+        return ("oneDNN has no bf16 GEMM here (it needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT; native bf16 "
+                "needs AVX512-BF16 or AMX)")
     return "no AVX512-BF16 or AMX instructions (oneDNN converts bf16 to fp32 itself)"
 
 
