@@ -16,6 +16,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 import torch
@@ -73,15 +74,19 @@ def set_cpu_routes(routes: CpuRoutes | None) -> None:
     _routes, _bf16_slowdown = routes, None
 
 
+@cache
 def onednn_linear_op():
-    """oneDNN's linear op where it is known to work (x86 builds with oneDNN), else None."""
+    """oneDNN's linear op where it is known to work (x86 builds with oneDNN), else None; looked
+    up once per process (``cache_clear`` to look again)."""
     if not torch.backends.mkldnn.is_available() or platform.machine().lower() not in ONEDNN_ARCHES:
         return None
     return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
 def onednn_reorder_op():
-    """oneDNN's weight reorder into its blocked layout (for prepacking), where the linear op is."""
+    """oneDNN's weight reorder into its blocked layout (for prepacking), where the linear op is.
+    No batch-size hint is given, so the layout, and with it the rounding, never depends on which
+    input came first."""
     return getattr(torch.ops.mkldnn, "_reorder_linear_weight", None) if onednn_linear_op() else None
 
 

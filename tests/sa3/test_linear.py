@@ -108,8 +108,17 @@ def test_the_decision_is_made_once_and_can_be_forgotten(force_routes, monkeypatc
     assert probes == [1]
 
 
-def test_onednn_is_never_taken_off_x86(monkeypatch):
+@pytest.fixture
+def arm64(monkeypatch):
+    """The process as on an arm64 machine (Apple Silicon, Linux aarch64) for one test."""
     monkeypatch.setattr(cpu_gemm.platform, "machine", lambda: "aarch64")
+    cpu_gemm.onednn_linear_op.cache_clear()
+    yield
+    monkeypatch.undo()
+    cpu_gemm.onednn_linear_op.cache_clear()
+
+
+def test_onednn_is_never_taken_off_x86(arm64):
     assert cpu_gemm.onednn_linear_op() is None and cpu_gemm.onednn_reorder_op() is None
     routes = cpu_gemm.probe_cpu_routes()
     assert (routes.onednn_fp32, routes.onednn_bf16, routes.bf16, routes.packed_bf16) == (False, False, "plain", False)
