@@ -3,11 +3,13 @@ fp32 and bf16 speed-ups on a given CPU.
 
     python bench/bench_gemm.py [--threads 2] [--weights 8]
 
-Routes: fp32 ``F.linear`` (MKL, what the official code gets), fp32 oneDNN (``sa3.layers.linear``),
-bf16 oneDNN on the plain weight (reordered at every call) and on the prepacked weight
-(``sa3.layers.set_weight_packing``). Each shape cycles through ``--weights`` copies of the weight,
-so most calls read it from memory as a generation does (a generation uses each weight once per
-step), instead of from the cache. Prints milliseconds per call and GFLOPS.
+Routes (``sa3.cpu_gemm``): fp32 ``F.linear`` (MKL, what the official code gets), fp32 oneDNN,
+bf16 ``F.linear`` (ATen's bf16 GEMM), bf16 as the fp32 route's GEMM on upcast operands (what
+CPUs without oneDNN bf16 take), bf16 oneDNN on the plain weight (reordered at every call) and on
+the prepacked weight (``sa3.layers.set_weight_packing``); a route this CPU cannot run prints
+"n/a". The first line names the routes ``cpu_routes()`` chose here. Each shape cycles through
+``--weights`` copies of the weight, so most calls read it from memory as a generation does (a
+generation uses each weight once per step), instead of from the cache. Prints milliseconds per call and GFLOPS.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sa3 import layers
+from sa3 import cpu_gemm, layers
 
 # (rows, in, out): the DiT at 30 s (452 tokens) and SAME-S's decoder blocks (34-token chunks x 65)
 SHAPES = {
@@ -45,6 +47,10 @@ def _time(fn, weights, reps: int) -> float:
     return (time.perf_counter() - t0) / (reps * len(weights))
 
 
+def _cell(seconds: float, flops: int) -> str:
+    return f"{seconds * 1e3:.2f} ms {flops / seconds / 1e9:.0f} GF"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -52,11 +58,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    onednn, reorder = layers._onednn_linear, layers._reorder_weight
-    if onednn is None or reorder is None:
-        sys.exit("this torch build has no oneDNN linear op (x86 builds do)")
+    routes = cpu_gemm.cpu_routes()
+    onednn, reorder = cpu_gemm.onednn_linear_op(), cpu_gemm.onednn_reorder_op()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.weights} weight copies per shape")
-    header = ("shape", "rows x in x out", "fp32 MKL", "fp32 oneDNN", "bf16 plain", "bf16 packed")
+    print(routes.describe())
+    header = ("shape", "rows x in x out", "fp32 F.linear", "fp32 oneDNN", "bf16 F.linear", "bf16 upcast",
+              "bf16 oneDNN", "bf16 packed")
     rows = [header]
     with torch.inference_mode():
         for name, (m, k, n) in SHAPES.items():
@@ -65,14 +72,17 @@ def main() -> None:
             x32 = torch.randn(m, k, generator=g)
             w32 = [torch.randn(n, k, generator=g) * k ** -0.5 for _ in range(args.weights)]
             x16, w16 = x32.bfloat16(), [w.bfloat16() for w in w32]
-            packed = [reorder(w) for w in w16]
-            times = (
-                _time(lambda w, x=x32: F.linear(x, w), w32, args.reps),
-                _time(lambda w, x=x32: onednn(x, w, None, "none", [], ""), w32, args.reps),
-                _time(lambda w, x=x16: onednn(x, w, None, "none", [], ""), w16, args.reps),
-                _time(lambda w, x=x16: onednn(x, w, None, "none", [], ""), packed, args.reps),
+            packed = [reorder(w) for w in w16] if routes.packed_bf16 else None
+            timed = (
+                (True, lambda w, x=x32: F.linear(x, w), w32),
+                (routes.onednn_fp32, lambda w, x=x32: cpu_gemm.onednn_call(onednn, x, w, None), w32),
+                (True, lambda w, x=x16: F.linear(x, w), w16),
+                (True, lambda w, x=x16: cpu_gemm.upcast_linear(x, w, None, layers._fp32_linear), w16),
+                (routes.onednn_bf16, lambda w, x=x16: cpu_gemm.onednn_call(onednn, x, w, None), w16),
+                (routes.packed_bf16, lambda w, x=x16: cpu_gemm.onednn_call(onednn, x, w, None), packed),
             )
-            rows.append((name, f"{m}x{k}x{n}", *(f"{t * 1e3:.2f} ms {flops / t / 1e9:.0f} GF" for t in times)))
+            cells = [_cell(_time(fn, ws, args.reps), flops) if runs else "n/a" for runs, fn, ws in timed]
+            rows.append((name, f"{m}x{k}x{n}", *cells))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))

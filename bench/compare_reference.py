@@ -39,6 +39,8 @@ from bench_generate import (
     wrap,
 )
 
+from sa3.cpu_gemm import cpu_routes
+
 
 def load_official(model_dir: Path, monitor: StageMonitor):
     """The official StableAudioModel built from a local folder (its from_pretrained only takes hub
@@ -139,6 +141,7 @@ def main():
           f"SAME {args.autoencoder_dtype}, low_memory {args.low_memory}, "
           f"linear {'blas' if args.blas_linear else 'onednn'}, "
           f"load average {os.getloadavg()[0]:.1f}")
+    print(f"torch {torch.__version__}; {cpu_routes().describe()}")  # the CPU kind the figures belong to
     header = ["impl", "duration_s", "total_s"] + [f"{s}_s" for s in STAGES] + [f"{s}_peak_GB" for s in STAGES]
     rows = [tuple(header)]
     for label, st in stats.items():

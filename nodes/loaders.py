@@ -145,7 +145,10 @@ def load_option_inputs() -> list:
     return [
         io.Combo.Input("precision", options=PRECISIONS, default="auto",
                        tooltip="DiT and conditioner precision. auto: ComfyUI's choice for the device (fp32 on CPU, "
-                               "fp16/bf16 on GPU). SAME stays fp32 unless --fp16-vae/--bf16-vae."),
+                               "fp16/bf16 on GPU). Fastest on a CPU: bf16 where it has AVX512-BF16 or AMX (recent "
+                               "Xeon, AMD Zen 4/5), fp32 without them (e.g. AVX2): bf16 still runs there, slower, "
+                               "and the log says so. fp16 is for GPUs. SAME stays fp32 unless "
+                               "--fp16-vae/--bf16-vae."),
         io.Combo.Input("attention", options=ATTENTIONS, default="auto",
                        tooltip="Attention backend. auto: flash-attn on CUDA when installed, else PyTorch SDPA. math "
                                "is the slow dense reference."),
@@ -166,9 +169,10 @@ def optional_load_inputs() -> list:
                                  "(faster, about 1 GB more for small)."),
         io.Combo.Input("autoencoder_precision", options=AUTOENCODER_PRECISIONS, default="auto", optional=True,
                        tooltip="SAME (decoder/encoder) precision. auto: ComfyUI's choice (fp32 unless "
-                               "--fp16-vae/--bf16-vae). fp32: exact. bf16-mixed: faster on CPUs with bf16 support, "
-                               "bf16 matrix products with fp32 norms, attention and noise; changes the audio "
-                               "slightly (about 2e-2 relative L2 on test models)."),
+                               "--fp16-vae/--bf16-vae). fp32: exact. bf16-mixed: faster on CPUs with AVX512-BF16 "
+                               "or AMX (slower than fp32 without them, e.g. AVX2), bf16 matrix products with fp32 "
+                               "norms, attention and noise; changes the audio slightly (about 2e-2 relative L2 on "
+                               "test models)."),
     ]
 
 

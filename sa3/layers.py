@@ -8,61 +8,81 @@ state dicts load with ``strict=True``.
 
 from __future__ import annotations
 
-import logging
 import math
-import platform
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-logger = logging.getLogger(__name__)
+from .cpu_gemm import cpu_routes, onednn_call, onednn_linear_op, onednn_reorder_op, upcast_linear
 
 SIN_PI = 3.14159265359  # the constant the official sinusoidal feed-forward uses (not math.pi)
 FF_BLOCK_ROWS = 512  # feed-forward rows per block in inference at 4 bytes per value (see FeedForward.forward)
 
 ONEDNN_MIN_WEIGHTS = 1 << 18  # layers with fewer weights keep F.linear (see set_onednn_linear)
-_onednn_linear = None
-if torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64"):
-    # measured on x86 only; elsewhere (ARM builds back oneDNN with other libraries) F.linear stays
-    _onednn_linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-_use_onednn = _onednn_linear is not None
-# oneDNN's blocked weight layout (see Linear.pack_weight); the batch-size hint is left unset, so
-# the layout, and with it the rounding, never depends on which input came first
-_reorder_weight = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None) if _use_onednn else None
+_use_onednn = True
 
 
 def set_onednn_linear(enabled: bool) -> None:
-    """Route float32 and bfloat16 CPU linear layers through oneDNN's linear op (default, when
-    this torch build has it) or through ``F.linear`` (MKL BLAS for float32, what the official
-    code gets; bfloat16 measured 3-7 % slower per DiT step with the same output).
+    """Route large float32 and bfloat16 CPU linear layers through the routes ``cpu_routes()``
+    found on this CPU (default) or through ``F.linear`` (MKL BLAS for float32, what the official
+    code gets; bfloat16 measured 3-7 % slower per DiT step with the same output where oneDNN has
+    bf16 GEMMs).
 
-    Both are plain fp32 GEMMs that differ only in rounding (~1e-6 relative). oneDNN picks its
+    oneDNN's and MKL's fp32 GEMMs differ only in rounding (~1e-6 relative). oneDNN picks its
     kernels by instruction set, MKL by CPU vendor: on AMD CPUs with AVX-512 MKL runs AVX2 code
     and oneDNN measured about 2x faster (bench/RESULTS.md). Only layers with at least
-    ``ONEDNN_MIN_WEIGHTS`` weights take oneDNN (every large layer of the official models): for
-    small layers the call overhead dominates, and they keep the official code's rounding.
+    ``ONEDNN_MIN_WEIGHTS`` weights take the routes (every large layer of the official models):
+    for small layers the call overhead dominates, and they keep the official code's rounding.
+    Where oneDNN has no bf16 GEMM (x86 below AVX-512), bf16 layers always take the fp32 GEMM on
+    upcast operands (``cpu_gemm.upcast_linear``), never oneDNN's bf16 op.
     """
     global _use_onednn
-    _use_onednn = bool(enabled) and _onednn_linear is not None
+    _use_onednn = bool(enabled)
 
 
-def _onednn_eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (_use_onednn and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and weight.dtype == x.dtype and weight.numel() >= ONEDNN_MIN_WEIGHTS
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+def _fp32_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The float32 route: oneDNN where it works here and is switched on, else ``F.linear``."""
+    if _use_onednn and cpu_routes().onednn_fp32:
+        return onednn_call(_onednn_linear(), x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def cpu_route(x: torch.Tensor, weight: torch.Tensor) -> str | None:
+    """The route ``linear`` takes for these operands: ``"fp32"``, a bf16 route of ``CpuRoutes``
+    (``"onednn"``, ``"fp32"`` upcast, ``"plain"``), or None for ``F.linear`` as given (small
+    layers, other dtypes and devices, autograd: oneDNN's op has no autograd formula)."""
+    if (x.device.type != "cpu" or weight.dtype != x.dtype or weight.numel() < ONEDNN_MIN_WEIGHTS
+            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+        return None
+    if x.dtype == torch.float32:
+        return "fp32"
+    if x.dtype != torch.bfloat16:
+        return None
+    route = cpu_routes().bf16
+    return "plain" if route == "onednn" and not _use_onednn else route
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            packed: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear``, through oneDNN for float32 / bfloat16 CPU inference (see ``set_onednn_linear``).
+    """``F.linear``, through the CPU route decided for this process (``cpu_route``, ``cpu_routes``).
     ``packed``: ``weight`` already in oneDNN's blocked layout (``Linear._packed_weight``, which
-    only makes one for a call that takes the oneDNN route), used instead of ``weight``."""
+    only makes one for a call that takes the oneDNN bf16 route), used instead of ``weight``."""
     if packed is not None:
-        return _onednn_linear(x, packed, bias, "none", [], "")
-    if _onednn_eligible(x, weight):
-        return _onednn_linear(x, weight, bias, "none", [], "")
-    return F.linear(x, weight, bias)
+        return onednn_call(_onednn_linear(), x, packed, bias)
+    route = cpu_route(x, weight)
+    if route is None or route == "plain":
+        return F.linear(x, weight, bias)
+    if x.dtype == torch.float32:
+        return _fp32_linear(x, weight, bias)
+    if route == "onednn":
+        return onednn_call(_onednn_linear(), x, weight, bias)
+    return upcast_linear(x, weight, bias, _fp32_linear)
+
+
+def _onednn_linear():
+    """oneDNN's linear op (looked up per call so tests can wrap ``cpu_gemm.onednn_linear_op``)."""
+    return onednn_linear_op()
 
 
 class Linear(nn.Linear):
@@ -91,19 +111,13 @@ class Linear(nn.Linear):
         blocked layout, made once and kept until the weight changes (new tensor, in-place write
         seen by its version counter or by ``mark_written``, as the DiT step cache); else None."""
         weight = self.weight
-        if (not self.pack_weight or _reorder_weight is None or x.dtype != torch.bfloat16 or torch.is_grad_enabled()
-                or not _onednn_eligible(x, weight)):
+        if (not self.pack_weight or x.dtype != torch.bfloat16 or torch.is_grad_enabled()
+                or not cpu_routes().packed_bf16 or cpu_route(x, weight) != "onednn"):
             return None
         key = (id(weight), weight.data_ptr(), inplace_version(weight), write_marks(self), weight.shape)
         cached = self.__dict__.get("_packed")
         if cached is None or cached[0] != key:
-            try:
-                packed = _reorder_weight(weight)
-            except RuntimeError as e:  # a CPU or build whose oneDNN cannot pack: the plain weight, as before
-                logger.info("Stable Audio 3: bf16 weight packing unavailable here (%s); using plain weights", e)
-                self.pack_weight = False
-                return None
-            self.__dict__["_packed"] = cached = (key, packed)
+            self.__dict__["_packed"] = cached = (key, onednn_reorder_op()(weight))
         return cached[1]
 
     def _apply(self, fn, recurse=True):
@@ -125,7 +139,8 @@ def set_weight_packing(module: nn.Module, enabled: bool) -> None:
     faster, one 30 % slower, the bf16 DiT step about 8-10 % (bench/bench_gemm.py,
     bench/RESULTS.md). Float32 layers never pack (the reorder is small next to an fp32 GEMM), so
     the exact fp32 path is unchanged. The packed GEMM rounds differently from the plain one,
-    within bfloat16 rounding, the same way at every call."""
+    within bfloat16 rounding, the same way at every call. Only CPUs whose oneDNN packs bf16
+    (``cpu_routes().packed_bf16``) make copies; elsewhere the flag changes nothing."""
     for m in module.modules():
         if isinstance(m, Linear):
             m.pack_weight = enabled

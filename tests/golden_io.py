@@ -17,8 +17,27 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-GOLDEN_ATOL = 1.5e-5  # fixtures README section 7: thread-count rounding of the reference itself
-GOLDEN_ATOL_XS = 1e-3  # -XS LoRA cases with our own SVD (ill-conditioned bases, same README)
+# Golden tolerance, derived from measurements (bench/golden_spread.py, bench/RESULTS.md, issue 21).
+# The official code reproduces the goldens bit for bit only on the AVX-512 CPU that made them. On
+# other CPU kinds it lands off them by itself, worst over the 30 non-LoRA, non-ctl cases (max abs):
+#   AVX2, AMD Zen 3 (real, issue 21) 1.27e-5 (8.8e-5 for the -XS LoRA cases); AVX2 simulated on
+#   Zen 4 (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2) 1.27e-5; AMD Zen 4 (AVX-512 with
+#   AVX512-BF16) 1.22e-5; the generating thread count changed: 1.13e-5 (fixtures README 7).
+# A faithful re-implementation rounds differently from the official code on the same CPU: ours
+# against the official on one CPU, worst case, 1.63e-5 on AVX2 (tiny-medium/t2a_cfg7_apg0: cfg 7
+# amplifies the DiT's rounding; the decoder adds 1.6e-6). By the triangle inequality ours is
+# within the sum of the two of the goldens on every CPU kind measured. Measured ours: 1.62e-5
+# (AVX2, real and simulated), 1.19e-5 (Zen 4).
+OFFICIAL_CPU_SPREAD = 1.27e-5
+OURS_VS_OFFICIAL = 1.63e-5
+# x86 without AVX2 (ATEN_CPU_CAPABILITY=default, simulated; no such CPU is expected to run this,
+# but the older-CPU lane of .ci/run runs the tiny-small goldens there): the official code's own
+# spread is 2.4e-5 on tiny-small and 4.0e-5 on tiny-medium; ours 2.2e-5 and 3.75e-5 (the same-CPU
+# distance taken as on AVX2: not measured separately there).
+OFFICIAL_CPU_SPREAD_NO_AVX2 = 4.04e-5
+GOLDEN_ATOL = (OFFICIAL_CPU_SPREAD_NO_AVX2 if torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+               else OFFICIAL_CPU_SPREAD) + OURS_VS_OFFICIAL
+GOLDEN_ATOL_XS = 1e-3  # -XS LoRA cases with our own SVD (ill-conditioned bases, fixtures README 7)
 
 
 def fixture_root() -> Path | None:

@@ -219,10 +219,10 @@ def test_loss_curve_image():
     assert img.min() < 0.5  # something is drawn
 
 
-@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"), reason="no oneDNN weight packing")
 def test_training_after_a_packed_bf16_generation(dirs, monkeypatch):
-    """A bf16 model that generated on the CPU holds prepacked weights (every layer packs here, the
-    size threshold set to 0); training then copies the frozen base, which must not trip on them."""
+    """A bf16 model that generated on the CPU holds prepacked weights where oneDNN packs bf16
+    (every layer qualifies here, the size threshold set to 0; none on AVX2); training then copies
+    the frozen base, which must not trip on them."""
     from tests.nodes.test_graph_parity import run_graph
 
     monkeypatch.setattr(importlib.import_module(f"{PACK}.sa3.layers"), "ONEDNN_MIN_WEIGHTS", 0)
@@ -231,6 +231,7 @@ def test_training_after_a_packed_bf16_generation(dirs, monkeypatch):
                                              padding_mode="exact", download=False).args
     with torch.inference_mode():
         run_graph(handle, steps=2)
-        assert any("_packed" in m.__dict__ for m in handle.model.dit.modules())
+        routes = importlib.import_module(f"{PACK}.sa3.cpu_gemm").cpu_routes()
+        assert any("_packed" in m.__dict__ for m in handle.model.dit.modules()) == routes.packed_bf16
         nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN)
     assert (loras / "node_lora.safetensors").is_file()

@@ -49,11 +49,13 @@ def test_decode_rejects_bad_shape():
         ae.decode(torch.zeros(32, 4))
 
 
-@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"), reason="no oneDNN weight packing")
 def test_bf16_mixed_standalone_autoencoder_packs_and_matches_unpacked(monkeypatch):
-    """Its linear layers keep prepacked bf16 weights, as in StableAudioModel (every layer packs
-    here, the size threshold set to 0), and decode as the unpacked layers do within bf16 rounding."""
+    """Its linear layers keep prepacked bf16 weights where this CPU's oneDNN packs bf16, as in
+    StableAudioModel (every layer qualifies here, the size threshold set to 0), and none
+    elsewhere (an AVX2 CPU: the fp32 GEMM on upcast operands); either way it decodes as the
+    unpacked layers do within bf16 rounding."""
     from sa3 import layers
+    from sa3.cpu_gemm import cpu_routes
 
     monkeypatch.setattr(layers, "ONEDNN_MIN_WEIGHTS", 0)
     ae = AutoencoderModel.from_pretrained(require_fixtures() / "tiny-small", device="cpu", dtype="bf16-mixed")
@@ -62,7 +64,7 @@ def test_bf16_mixed_standalone_autoencoder_packs_and_matches_unpacked(monkeypatc
     z = torch.randn(1, ae.autoencoder.config.latent_dim, 8, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         packed = ae.decode(z, generator=torch.Generator().manual_seed(1))
-        assert any("_packed" in m.__dict__ for m in linears)
+        assert any("_packed" in m.__dict__ for m in linears) == cpu_routes().packed_bf16
         layers.set_weight_packing(ae.autoencoder, False)
         plain = ae.decode(z, generator=torch.Generator().manual_seed(1))
     assert ((packed - plain).norm() / plain.norm()).item() < 2e-2
