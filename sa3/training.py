@@ -396,8 +396,13 @@ def _derived_generator(seed: int, *tags) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") % (2**63))
 
 
+ENCODING_VERSION = "official-pre-encode-2"  # bump when the encoded latents change (resume warns then)
+
+
 def _fingerprint(data: EncodedDataset) -> str:
+    """Tells apart the datasets (and encodings) a resume state was trained on."""
     h = hashlib.blake2b(digest_size=16)
+    h.update(ENCODING_VERSION.encode())
     for c in data.clips:
         h.update(f"{c.name}|{c.seconds_total}|{tuple(c.latents.shape)}|".encode())
         h.update(c.latents.numpy().tobytes()[:4096])  # a sample of the values is enough to tell datasets apart
