@@ -72,6 +72,7 @@ __all__ = [
     "TrainingError",
     "TrainingResult",
     "check_options",
+    "log_path",
     "save_lora_file",
     "state_path",
     "train_lora",
@@ -113,6 +114,7 @@ class LoRATrainingOptions:
     seed: int = 42
     base_precision: str = "fp32"  # frozen base copy: fp32 | bf16 (official default) | fp16
     checkpoint_every: int = 0  # also write <name>-step<N>.safetensors every N steps; 0 = never
+    validate_every: int = 0  # official validation loss (into the CSV log) every N steps; 0 = never
 
     def lora_config(self) -> dict:
         """The file's ``lora_config`` metadata, in the official key order."""
@@ -188,8 +190,9 @@ def check_options(options: LoRATrainingOptions, max_duration: float) -> LoRATrai
     if o.base_precision not in BASE_PRECISIONS:
         raise _error(f"base_precision {o.base_precision!r} is unknown (expected one of {list(BASE_PRECISIONS)})",
                      "Use fp32 on a CPU, bf16 on a GPU")
-    if not _is_int(o.checkpoint_every) or o.checkpoint_every < 0:
-        raise _error(f"checkpoint_every must be an integer >= 0 (got {o.checkpoint_every!r})", "Use 0 for none")
+    for name in ("checkpoint_every", "validate_every"):
+        if not _is_int(getattr(o, name)) or getattr(o, name) < 0:
+            raise _error(f"{name} must be an integer >= 0 (got {getattr(o, name)!r})", "Use 0 for none")
     include, exclude = _rules("include", o.include), _rules("exclude", o.exclude)
     return LoRATrainingOptions(**{**asdict(o), "include": include, "exclude": exclude})
 
@@ -300,6 +303,54 @@ def state_path(path: str | Path) -> Path:
     """The exact-resume state file beside a LoRA file: ``<name>.sa3state``."""
     path = Path(path)
     return path.with_suffix(STATE_SUFFIX)
+
+
+LOG_SUFFIX = ".csv"
+LOG_HEADER = "step,loss,validation_loss\n"
+
+
+def log_path(path: str | Path) -> Path:
+    """The training log beside a LoRA file: ``<name>.csv`` (step, loss, validation_loss)."""
+    return Path(path).with_suffix(LOG_SUFFIX)
+
+
+class _CsvLog:
+    """``step,loss,validation_loss`` rows appended as training goes, one write and a flush per
+    row (a reader or a crash sees whole rows); the usual file mode (0666 less the umask).
+    ``keep_until``: an exact resume into the same file continues its log, keeping the rows up to
+    that step (later ones were never saved); None starts a new log in place of any old one."""
+
+    def __init__(self, path: Path, keep_until: int | None):
+        self.path, self.keep_until, self.file = path, keep_until, None
+
+    def _open(self) -> None:
+        """At the first row, so a run stopped before its first step leaves an old log as it is."""
+        kept = _log_rows(self.path, self.keep_until) if self.keep_until is not None else []
+        self.file = open(self.path, "w", encoding="utf-8", newline="")
+        self._write(LOG_HEADER + "".join(kept))
+
+    def _write(self, text: str) -> None:
+        self.file.write(text)
+        self.file.flush()
+
+    def row(self, step: int, loss: float, validation: float | None) -> None:
+        if self.file is None:
+            self._open()
+        self._write(f"{step},{loss:.8g},{'' if validation is None else f'{validation:.8g}'}\n")
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _log_rows(path: Path, until: int) -> list[str]:
+    """The rows of an existing log up to step ``until`` (none when it is missing or unreadable)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)[1:]
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line for line in lines if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= until
+            and line.endswith("\n")]
 
 
 def _new_temp_file(path: Path) -> Path:
@@ -584,7 +635,8 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
         if on_stage is not None:
             on_stage("dit")
         device = next(model.dit.parameters()).device  # where the DiT runs (ComfyUI moved it just now)
-        return _run(model, dataset, output, options, targets, device, resume_tensors, state, on_step, should_stop)
+        return _run(model, dataset, output, options, targets, device, resume_from, resume_tensors, state, on_step,
+                    should_stop)
 
 
 def _normal_tensors(data: EncodedDataset) -> EncodedDataset:
@@ -607,7 +659,8 @@ def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) ->
     return {k: tensors[k] for k in wanted}
 
 
-def _run(model, data, output, options, targets, device, resume_tensors, state, on_step, should_stop) -> TrainingResult:
+def _run(model, data, output, options, targets, device, resume_from, resume_tensors, state, on_step,
+         should_stop) -> TrainingResult:
     dtype = BASE_PRECISIONS[options.base_precision]
     dit = _frozen(model.dit, dtype, device)  # a copy keeps the attention settings (backend, padding semantics)
     seconds = _frozen(model.conditioner.conditioners["seconds_total"], dtype, device)
@@ -627,6 +680,17 @@ def _run(model, data, output, options, targets, device, resume_tensors, state, o
         _restore_optimizer(optimizer, lora, state)
     shift = make_shift(model.config.training_shift) if model.config.training_shift is not None else None
 
+    same_file = resume_from is not None and Path(resume_from).resolve() == output.resolve()
+    log = _CsvLog(log_path(output), keep_until=start if state is not None and same_file else None)
+    try:
+        return _loop(dit, seconds, lora, optimizer, data, output, options, shift, device, start, fingerprint, log,
+                     on_step, should_stop)
+    finally:
+        log.close()
+
+
+def _loop(dit, seconds, lora, optimizer, data, output, options, shift, device, start, fingerprint, log, on_step,
+          should_stop) -> TrainingResult:
     losses, checkpoints, stopped, step = [], [], False, start
     while step < options.steps:
         if should_stop is not None and should_stop():
@@ -643,6 +707,10 @@ def _run(model, data, output, options, targets, device, resume_tensors, state, o
         optimizer.step()
         step += 1
         losses.append(float(loss.detach()))
+        validation = None
+        if options.validate_every and (step % options.validate_every == 0 or step == options.steps):
+            validation = _training_validation(dit, seconds, lora, data, options, device)
+        log.row(step, losses[-1], validation)
         if on_step is not None:
             on_step(step, options.steps, losses[-1])
         if options.checkpoint_every and step % options.checkpoint_every == 0 and step < options.steps:
@@ -667,13 +735,20 @@ def validation_loss(model, data: EncodedDataset, clip_seconds: float, seed: int 
     no silence extension, no CFG dropout. Lower is better; comparable across runs with the same
     data, clip length and seed."""
     device = next(model.dit.parameters()).device
+    return _validation(model.dit, model.conditioner.seconds, data, clip_seconds, seed, device)
+
+
+def _validation(dit: Callable, seconds: Callable, data: EncodedDataset, clip_seconds: float, seed: int,
+                device) -> float:
+    """``validation_loss`` with the DiT ``dit(x, t, cond)`` and ``seconds(list) -> (B, 1, E)``
+    given as callables (the model's own, or the frozen base with the LoRA being trained)."""
     crop = LoRATrainingOptions(clip_seconds=clip_seconds).crop_latents()
     generator = _derived_generator(seed, "validation")
     total, count = 0.0, 0
     for clip in data.clips:
         z, padding = crop_latents(clip, data.silence, crop, generator=None)
         x0, padding = z[None].to(device), padding[None].to(device)
-        sec = model.conditioner.seconds([clip.seconds_total])  # (1, 1, E)
+        sec = seconds([clip.seconds_total])  # (1, 1, E)
         cross = torch.cat([clip.prompt[None].to(device), sec.to(torch.float32)], dim=1)
         local = local_conditioning(1, crop, x0.shape[1], None, None, device)
         cond = DiTConditioning(cross=cross, global_cond=sec[:, 0], local=local, padding_mask=padding)
@@ -681,10 +756,20 @@ def validation_loss(model, data: EncodedDataset, clip_seconds: float, seed: int 
         for value in VALIDATION_TIMESTEPS:
             t = torch.full((1,), value, device=device)
             noise = torch.randn(x0.shape, generator=generator).to(device)
-            v = model.dit(x0 * (1 - value) + noise * value, t, cond)
+            v = dit(x0 * (1 - value) + noise * value, t, cond)
             total += float(recipe.masked_loss(v.float(), noise - x0, padding, keep))
             count += 1
     return total / count
+
+
+@torch.no_grad()
+def _training_validation(dit: _Frozen, seconds: _Frozen, lora: _TrainableLoRA, data: EncodedDataset,
+                         options: LoRATrainingOptions, device) -> float:
+    """The validation loss of the base with the LoRA as trained so far (no dropout)."""
+    dit_weights = _effective_weights(lora, dit, "", "dit", None)
+    sec_weights = _effective_weights(lora, seconds, SECONDS_PREFIX, "conditioner", None)
+    return _validation(lambda x, t, cond: dit(dit_weights, x, t, cond), lambda s: seconds(sec_weights, s),
+                       data, options.clip_seconds, options.seed, device)
 
 
 def _file_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -96,7 +96,7 @@ def test_file_is_the_official_layout(model, data_dir, tmp_path):
 
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=oct)
 def test_files_get_the_usual_mode(model, data_dir, tmp_path, umask):
-    """The LoRA, its state and its checkpoints are written atomically (nothing left beside them)
+    """The LoRA, its state, its log and its checkpoints are written atomically (nothing left beside them)
     with the mode any new file gets, 0666 less the umask, as ComfyUI's other outputs."""
     old = os.umask(umask)
     try:
@@ -104,8 +104,8 @@ def test_files_get_the_usual_mode(model, data_dir, tmp_path, umask):
     finally:
         os.umask(old)
     written = sorted(tmp_path.iterdir())
-    assert [p.name for p in written] == ["m-step000001.sa3state", "m-step000001.safetensors", "m.sa3state",
-                                         "m.safetensors"]
+    assert [p.name for p in written] == ["m-step000001.sa3state", "m-step000001.safetensors", "m.csv",
+                                         "m.sa3state", "m.safetensors"]
     assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o666 & ~umask}
     assert result.path == tmp_path / "m.safetensors"
 
