@@ -91,6 +91,9 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--base-precision", default=d.base_precision, choices=list(BASE_PRECISIONS))
     t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    t.add_argument("--validate-every", type=int, default=d.validate_every,
+                   help="validation loss into <output>.csv every N steps (0: never; loss is logged every step)")
+    t.add_argument("--svd-bases-path", type=Path, help="-XS bases (official torch.save dict or .safetensors)")
     t.add_argument("--resume-from", type=Path, help="a LoRA file to continue (exactly, with its .sa3state)")
     t.add_argument("--device", help="cuda, mps or cpu (default: best available)")
     t.add_argument("-v", "--verbose", action="store_true")
@@ -104,7 +107,8 @@ def run_train(args: argparse.Namespace) -> Path:
         adapter_type=args.adapter_type, rank=args.rank, alpha=args.alpha, dropout=args.dropout,
         include=tuple(args.include) if args.include else None, exclude=tuple(args.exclude) if args.exclude else None,
         steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, clip_seconds=args.clip_seconds,
-        seed=args.seed, base_precision=args.base_precision, checkpoint_every=args.checkpoint_every)
+        seed=args.seed, base_precision=args.base_precision, checkpoint_every=args.checkpoint_every,
+        validate_every=args.validate_every)
     check_options(options, float("inf"))  # model-independent checks before loading anything
     model = StableAudioModel.from_pretrained(args.model, device=args.device, dtype="fp32")
     bar = tqdm(total=args.steps, desc="training", unit="step")
@@ -115,7 +119,7 @@ def run_train(args: argparse.Namespace) -> Path:
 
     try:
         result = train_lora(model, args.data_dir, args.output, options, resume_from=args.resume_from,
-                            on_step=on_step)
+                            on_step=on_step, svd_bases_path=args.svd_bases_path)
     finally:
         bar.close()
     print(f"wrote {result.path} ({result.steps_done} steps)", file=sys.stderr)

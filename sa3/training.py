@@ -51,8 +51,8 @@ from torch import nn
 from . import training_recipe as recipe
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
 from .dit import DiTConditioning
-from .lora import ADAPTER_KINDS, OFFICIAL_PREFIX, LayerAdapter, adapt_weight, svd_bases
-from .lora_files import ADAPTER_PARAMS, SLOT, read_lora_file, selected
+from .lora import ADAPTER_KINDS, OFFICIAL_PREFIX, SVD_NAME_PREFIX, LayerAdapter, adapt_weight, svd_bases
+from .lora_files import ADAPTER_PARAMS, SLOT, LoRALoadError, read_lora_file, read_svd_bases, selected
 from .pipeline import MAX_SEED, local_conditioning
 from .sampling import make_shift
 from .training_data import (
@@ -73,6 +73,7 @@ __all__ = [
     "TrainingResult",
     "check_options",
     "log_path",
+    "read_training_bases",
     "save_lora_file",
     "state_path",
     "train_lora",
@@ -228,12 +229,53 @@ def file_key(part: str, path: str) -> str:
     return OFFICIAL_PREFIX[part] + path
 
 
+Bases = dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]  # (part, path) -> U (O, r), V (I, r)
+
+
+def read_training_bases(path: str | Path, targets, rank: int) -> Bases:
+    """-XS bases for the adapted layers from ``svd_bases_path``: the official ``torch.save`` dict
+    (weight name -> {"U", "V"}, read with ``weights_only``) or a ``.safetensors`` with
+    ``<weight name>.U`` / ``.V`` keys. Names as the official trainer looks them up
+    (``model.<path>.weight``, ``conditioners.<...>.weight``) or as the loader does
+    (``model.model.<path>.weight``, ``conditioner.<...>.weight``, the fixtures'). Layers the file
+    lacks get their own SVD, as officially (logged); a file matching no layer, or bases of the
+    wrong shape, are refused."""
+    try:
+        raw = read_svd_bases(path)
+    except LoRALoadError as e:
+        raise _error(f"svd_bases_path {str(path)!r} cannot be used ({e})",
+                     "Give the svd_bases file made for this model, or none to compute the bases") from e
+    out: Bases = {}
+    for part, p, module in targets:
+        names = [prefix[part] + p + ".weight" for prefix in (SVD_NAME_PREFIX, OFFICIAL_PREFIX)]
+        name = next((n for n in names if n in raw), None)
+        if name is None:
+            continue
+        u, v = raw[name]
+        o, i = module.weight.shape[0], module.weight[0].numel()
+        if u.dim() != 2 or v.dim() != 2 or u.shape[0] != o or v.shape[0] != i or min(u.shape[1], v.shape[1]) < rank:
+            raise _error(f"svd_bases_path {str(path)!r} holds bases of shapes {tuple(u.shape)} / {tuple(v.shape)} "
+                         f"for {name!r} (expected ({o}, >= {rank}) / ({i}, >= {rank}))",
+                         "Give the svd_bases file made for this model, or lower the rank")
+        out[(part, p)] = (u[:, :rank].contiguous(), v[:, :rank].contiguous())
+    if not out:
+        raise _error(f"svd_bases_path {str(path)!r} holds no bases for this model's layers (e.g. expected "
+                     f"{SVD_NAME_PREFIX[targets[0][0]] + targets[0][1] + '.weight'!r})",
+                     "Give the svd_bases file made for this model, or none to compute the bases")
+    if len(out) < len(targets):
+        logger.warning("Stable Audio 3 training: SVD bases for %d of %d layers from %s; the rest computed",
+                       len(out), len(targets), path)
+    return out
+
+
 class _TrainableLoRA(nn.Module):
     """fp32 LoRA parameters for every target layer, initialised as the official
     ``LoRAParametrization``: lora_A kaiming-uniform (a = sqrt 5), lora_B and M_xs zero,
-    magnitudes the base weight's norms, -XS bases the base weight's top singular vectors."""
+    magnitudes the base weight's norms, -XS bases the base weight's top singular vectors (or
+    ``bases``, from ``svd_bases_path``)."""
 
-    def __init__(self, targets, options: LoRATrainingOptions, generator: torch.Generator, device):
+    def __init__(self, targets, options: LoRATrainingOptions, generator: torch.Generator, device,
+                 bases: Bases | None = None):
         super().__init__()
         self.adapter_type = options.adapter_type
         self.scaling = options.lora_config()["alpha"] / options.rank
@@ -255,7 +297,8 @@ class _TrainableLoRA(nn.Module):
                 p["lora_A"], p["lora_B"] = a, torch.zeros(o, r, device=device)
             else:
                 p["M_xs"] = torch.zeros(r, r, device=device)
-                u, v = svd_bases(w, r)  # the loader computes the same bases from the same weight
+                # the loader computes the same bases from the same weight, or reads the same file
+                u, v = (bases or {}).get(key) or svd_bases(w, r)
                 self.bases[key] = (u.to(device), v.to(device))
             if norm in ("rows", "cols"):
                 p["magnitude"] = w.norm(dim=1 if norm == "rows" else 0).to(device)
@@ -576,7 +619,8 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
                options: LoRATrainingOptions = LoRATrainingOptions(), *, resume_from: str | Path | None = None,
                on_step: Callable[[int, int, float], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
-               on_stage: Callable[[str], None] | None = None) -> TrainingResult:
+               on_stage: Callable[[str], None] | None = None,
+               svd_bases_path: str | Path | None = None) -> TrainingResult:
     """Train a LoRA on ``model`` (a ``StableAudioModel`` without LoRAs) and write ``output``.
 
     dataset: a folder of clip + ``.txt`` caption pairs, clips from ``load_training_folder``, or an
@@ -585,6 +629,8 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     ``options.steps`` counts the steps already done). on_step(step, steps, loss) runs after every
     step; should_stop() is polled before every step: True saves what was trained and returns.
     on_stage(part) runs before the model's "text", "autoencoder" and "dit" parts are used.
+    svd_bases_path: precomputed -XS bases (see ``read_training_bases``; ignored by other types);
+    a resumed run needs the same file as the run it continues.
     Every input is checked before any work; the model is left unchanged.
     """
     cfg = model.config
@@ -612,6 +658,9 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     if options.rank > smallest:
         raise _error(f"rank {options.rank} exceeds the smallest adapted layer's dimension {smallest}",
                      f"Use rank <= {smallest}, or exclude the small layers")
+    bases = None
+    if svd_bases_path is not None and options.adapter_type.endswith("-xs"):
+        bases = read_training_bases(Path(svd_bases_path).expanduser(), targets, options.rank)
     if isinstance(dataset, (str, Path)):
         dataset = load_training_folder(dataset)
     if not isinstance(dataset, EncodedDataset):
@@ -635,8 +684,8 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
         if on_stage is not None:
             on_stage("dit")
         device = next(model.dit.parameters()).device  # where the DiT runs (ComfyUI moved it just now)
-        return _run(model, dataset, output, options, targets, device, resume_from, resume_tensors, state, on_step,
-                    should_stop)
+        return _run(model, dataset, output, options, targets, bases, device, resume_from, resume_tensors, state,
+                    on_step, should_stop)
 
 
 def _normal_tensors(data: EncodedDataset) -> EncodedDataset:
@@ -659,13 +708,13 @@ def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) ->
     return {k: tensors[k] for k in wanted}
 
 
-def _run(model, data, output, options, targets, device, resume_from, resume_tensors, state, on_step,
+def _run(model, data, output, options, targets, bases, device, resume_from, resume_tensors, state, on_step,
          should_stop) -> TrainingResult:
     dtype = BASE_PRECISIONS[options.base_precision]
     dit = _frozen(model.dit, dtype, device)  # a copy keeps the attention settings (backend, padding semantics)
     seconds = _frozen(model.conditioner.conditioners["seconds_total"], dtype, device)
     # initialise from the fp32 original weights, before any precision change (as officially)
-    lora = _TrainableLoRA(targets, options, _derived_generator(options.seed, "init"), device)
+    lora = _TrainableLoRA(targets, options, _derived_generator(options.seed, "init"), device, bases)
     fingerprint = _fingerprint(data)
     start = 0
     if resume_tensors is not None:

@@ -271,7 +271,13 @@ def test_cli_train(data_dir, tmp_path, capsys):
 
     out = tmp_path / "cli.safetensors"
     args = ["train", "--model", str(require_fixtures() / TINY), "--data-dir", str(data_dir), "-o", str(out),
-            "--steps", "2", "--rank", "4", "--clip-seconds", "2", "--adapter-type", "lora-xs"]
+            "--steps", "2", "--rank", "4", "--clip-seconds", "2", "--validate-every", "2",
+            "--svd-bases-path", str(require_fixtures() / "loras" / TINY / "svd_bases.safetensors"),
+            "--adapter-type", "lora-xs"]
     assert main(args) == 0 and out.is_file()
+    rows = out.with_suffix(".csv").read_text().splitlines()
+    assert rows[0] == "step,loss,validation_loss" and rows[1].endswith(",") and not rows[2].endswith(",")
+    assert main([*args, "--svd-bases-path", str(tmp_path / "none.pt")]) == 2
+    assert "svd_bases_path" in capsys.readouterr().err
     assert main([*args[:-2], "--rank", "0"]) == 2
     assert "rank must be an integer in 1..1024 (got 0)" in capsys.readouterr().err
