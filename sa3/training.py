@@ -60,6 +60,8 @@ from .training_data import (
     TrainingClip,
     crop_latents,
     encode_dataset,
+    encode_folder_cached,
+    find_clips,
     load_training_folder,
 )
 
@@ -72,6 +74,7 @@ __all__ = [
     "TrainingError",
     "TrainingResult",
     "check_options",
+    "encoded_folder",
     "log_path",
     "read_training_bases",
     "save_lora_file",
@@ -620,7 +623,7 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
                on_step: Callable[[int, int, float], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
                on_stage: Callable[[str], None] | None = None,
-               svd_bases_path: str | Path | None = None) -> TrainingResult:
+               svd_bases_path: str | Path | None = None, cache_dir: str | Path | None = None) -> TrainingResult:
     """Train a LoRA on ``model`` (a ``StableAudioModel`` without LoRAs) and write ``output``.
 
     dataset: a folder of clip + ``.txt`` caption pairs, clips from ``load_training_folder``, or an
@@ -630,7 +633,8 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     step; should_stop() is polled before every step: True saves what was trained and returns.
     on_stage(part) runs before the model's "text", "autoencoder" and "dit" parts are used.
     svd_bases_path: precomputed -XS bases (see ``read_training_bases``; ignored by other types);
-    a resumed run needs the same file as the run it continues.
+    a resumed run needs the same file as the run it continues. cache_dir: with a folder dataset,
+    keep its encoding there (``encoded_folder``) so later runs and resumes skip re-encoding.
     Every input is checked before any work; the model is left unchanged.
     """
     cfg = model.config
@@ -661,14 +665,7 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     bases = None
     if svd_bases_path is not None and options.adapter_type.endswith("-xs"):
         bases = read_training_bases(Path(svd_bases_path).expanduser(), targets, options.rank)
-    if isinstance(dataset, (str, Path)):
-        dataset = load_training_folder(dataset)
-    if not isinstance(dataset, EncodedDataset):
-        clips = list(dataset)
-        if not clips or not all(isinstance(c, TrainingClip) for c in clips):
-            raise _error("dataset must be a folder, TrainingClip list or EncodedDataset with at least one clip",
-                         "Use sa3.training_data.load_training_folder")
-    n = len(dataset.clips) if isinstance(dataset, EncodedDataset) else len(clips)
+    folder, given, n = _dataset_input(dataset, cache_dir)
     if options.batch_size > n:
         raise _error(f"batch_size {options.batch_size} exceeds the {n} clip(s) of the dataset (incomplete "
                      "batches are dropped, as officially)", f"Use batch_size <= {n} or add clips")
@@ -677,8 +674,12 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     if resume_from is not None:
         resume_tensors = _resume_tensors(resume_from, state, targets, options)
     with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference mode
-        if not isinstance(dataset, EncodedDataset):
-            dataset = encode_dataset(model, clips, options.crop_latents(),
+        if folder is not None:
+            dataset = encoded_folder(model, folder, options, cache_dir, on_stage)
+        elif isinstance(given, EncodedDataset):
+            dataset = given
+        else:
+            dataset = encode_dataset(model, given, options.crop_latents(),
                                      _derived_generator(options.seed, "encode"), on_stage)
         dataset = _normal_tensors(dataset)
         if on_stage is not None:
@@ -686,6 +687,33 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
         device = next(model.dit.parameters()).device  # where the DiT runs (ComfyUI moved it just now)
         return _run(model, dataset, output, options, targets, bases, device, resume_from, resume_tensors, state,
                     on_step, should_stop)
+
+
+def _dataset_input(dataset, cache_dir) -> tuple[Path | None, list[TrainingClip] | EncodedDataset | None, int]:
+    """(folder to encode through the cache, else None; the clips or EncodedDataset; clip count),
+    checked. A cached folder only has its captions checked here: audio is read on a cache miss."""
+    if isinstance(dataset, (str, Path)) and cache_dir is not None:
+        return Path(dataset).expanduser(), None, len(find_clips(dataset))
+    if isinstance(dataset, (str, Path)):
+        dataset = load_training_folder(dataset)
+    if isinstance(dataset, EncodedDataset):
+        return None, dataset, len(dataset.clips)
+    clips = list(dataset)
+    if not clips or not all(isinstance(c, TrainingClip) for c in clips):
+        raise _error("dataset must be a folder, TrainingClip list or EncodedDataset with at least one clip",
+                     "Use sa3.training_data.load_training_folder")
+    return None, clips, len(clips)
+
+
+def encoded_folder(model, folder: str | Path, options: LoRATrainingOptions, cache_dir: str | Path,
+                   on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
+    """The clip folder encoded as ``train_lora`` encodes it (crop length and seed of ``options``),
+    read from the cache in ``cache_dir`` when the clips, the model and those options are the same,
+    else encoded and stored there (``python -m sa3 train --pre-encode-only``)."""
+    options = check_options(options, model.config.max_duration)
+    with torch.inference_mode(False):
+        return encode_folder_cached(model, folder, cache_dir, options.crop_latents(), options.seed,
+                                    lambda: _derived_generator(options.seed, "encode"), on_stage)
 
 
 def _normal_tensors(data: EncodedDataset) -> EncodedDataset:

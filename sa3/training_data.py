@@ -19,6 +19,7 @@ Legend: C latent channels, L latent frames, S audio samples, P prompt tokens (25
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,3 +274,106 @@ def crop_latents(clip: EncodedClip, silence: torch.Tensor, length: int,
     reps = math.ceil(need / silence.shape[-1])
     pad = silence.repeat(1, reps)[:, :need]  # (C, Ls) -> (C, need)
     return torch.cat([z, pad], dim=-1), mask
+
+
+# --- the encoded-dataset cache -----------------------------------------------------------------
+
+CACHE_VERSION = "sa3-encoded-1"  # bump when the encoding changes: old entries are then never found
+CACHE_INDEX = "dataset.json"
+CACHE_TENSORS = "latents.safetensors"
+
+
+def _tensor_sample(module: torch.nn.Module, h) -> None:
+    """Feed names, shapes, dtypes and 64 evenly spaced values of every tensor into ``h``: cheap,
+    and tells two checkpoints apart (hashing gigabytes of weights per run would not be)."""
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        flat = t.detach().reshape(-1)
+        values = flat[:: max(1, flat.numel() // 64)][:64].float().cpu()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(values.numpy().tobytes())
+
+
+def cache_key(model, pairs: Sequence[tuple[Path, Path]], crop: int, seed: int | None) -> str:
+    """The encoded-dataset cache key: the clips (path, size, mtime of each audio file and its
+    caption's text), the encoders' weights (sampled, ``_tensor_sample``) and the encoding options
+    (silence length ``crop``, polarity/noise ``seed``, None: no flip). Any change gives another key."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{CACHE_VERSION}|{crop}|{seed}|".encode())
+    for audio, caption in pairs:
+        st = audio.stat()
+        h.update(f"{audio.resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
+        h.update(caption.read_bytes() + b"\0")
+    for module in (model.autoencoder, model.text_encoder, model.conditioner):
+        _tensor_sample(module, h)
+    return h.hexdigest()
+
+
+def load_cached(folder: Path) -> EncodedDataset | None:
+    """A cache entry written by ``save_cached``; None when it is missing or incomplete."""
+    import json
+
+    from safetensors.torch import load_file
+
+    try:
+        index = json.loads((folder / CACHE_INDEX).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / CACHE_TENSORS))
+        clips = [EncodedClip(name=c["name"], latents=tensors[f"latents/{i}"], prompt=tensors[f"prompt/{i}"],
+                             seconds_total=int(c["seconds_total"])) for i, c in enumerate(index["clips"])]
+        return EncodedDataset(clips=clips, silence=tensors["silence"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_cached(data: EncodedDataset, folder: Path) -> Path:
+    """Write ``data`` as a cache entry (safetensors + JSON index) into ``folder``, atomically: the
+    entry is built beside it and renamed into place, so readers see all of it or nothing."""
+    import json
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        tensors = {"silence": data.silence.contiguous()}
+        for i, c in enumerate(data.clips):
+            tensors[f"latents/{i}"], tensors[f"prompt/{i}"] = c.latents.contiguous(), c.prompt.contiguous()
+        save_file(tensors, str(tmp / CACHE_TENSORS))
+        index = {"version": CACHE_VERSION,
+                 "clips": [{"name": c.name, "seconds_total": c.seconds_total} for c in data.clips]}
+        (tmp / CACHE_INDEX).write_text(json.dumps(index), encoding="utf-8")
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only; give it the usual mode
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~_umask())
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another run wrote the same entry first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def encode_folder_cached(model, folder: str | Path, cache_dir: str | Path, crop: int, generator_seed: int | None,
+                         make_generator: Callable[[], torch.Generator | None],
+                         on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
+    """``encode_dataset`` of a clip folder through the cache in ``cache_dir``: a hit reads no
+    audio and runs no encoder; a miss checks, reads and encodes the clips and stores them."""
+    pairs = find_clips(folder)
+    entry = Path(cache_dir).expanduser() / cache_key(model, pairs, crop, generator_seed)
+    cached = load_cached(entry)
+    if cached is not None:
+        return cached
+    data = encode_dataset(model, load_training_folder(folder), crop, make_generator(), on_stage)
+    save_cached(data, entry)
+    return data
