@@ -77,7 +77,7 @@ def _add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a LoRA on a folder of clips with .txt captions (official recipe)")
     t.add_argument("--model", default="small-music-base", help="official name or local folder (-base recommended)")
     t.add_argument("--data-dir", type=Path, required=True, help="audio files, each with a same-name .txt caption")
-    t.add_argument("-o", "--output", type=Path, required=True, help="the LoRA file to write (.safetensors)")
+    t.add_argument("-o", "--output", type=Path, help="the LoRA file to write (.safetensors)")
     t.add_argument("--adapter-type", default=d.adapter_type, choices=ADAPTER_TYPES)
     t.add_argument("--rank", type=int, default=d.rank)
     t.add_argument("--alpha", type=float, help="default: the rank")
@@ -91,6 +91,12 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--base-precision", default=d.base_precision, choices=list(BASE_PRECISIONS))
     t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    t.add_argument("--validate-every", type=int, default=d.validate_every,
+                   help="validation loss into <output>.csv every N steps (0: never; loss is logged every step)")
+    t.add_argument("--svd-bases-path", type=Path, help="-XS bases (official torch.save dict or .safetensors)")
+    t.add_argument("--encoded-dir", type=Path,
+                   help="cache of encoded datasets: reused while the clips, model and options are the same")
+    t.add_argument("--pre-encode-only", action="store_true", help="encode the clips into --encoded-dir and stop")
     t.add_argument("--resume-from", type=Path, help="a LoRA file to continue (exactly, with its .sa3state)")
     t.add_argument("--device", help="cuda, mps or cpu (default: best available)")
     t.add_argument("-v", "--verbose", action="store_true")
@@ -98,15 +104,24 @@ def _add_train_parser(sub) -> None:
 
 def run_train(args: argparse.Namespace) -> Path:
     from .pipeline import StableAudioModel
-    from .training import LoRATrainingOptions, check_options, train_lora
+    from .training import LoRATrainingOptions, check_options, encoded_folder, train_lora
 
     options = LoRATrainingOptions(
         adapter_type=args.adapter_type, rank=args.rank, alpha=args.alpha, dropout=args.dropout,
         include=tuple(args.include) if args.include else None, exclude=tuple(args.exclude) if args.exclude else None,
         steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, clip_seconds=args.clip_seconds,
-        seed=args.seed, base_precision=args.base_precision, checkpoint_every=args.checkpoint_every)
+        seed=args.seed, base_precision=args.base_precision, checkpoint_every=args.checkpoint_every,
+        validate_every=args.validate_every)
     check_options(options, float("inf"))  # model-independent checks before loading anything
+    if args.pre_encode_only and args.encoded_dir is None:
+        raise ValueError("--pre-encode-only needs --encoded-dir (where the encoded dataset goes)")
+    if not args.pre_encode_only and args.output is None:
+        raise ValueError("-o/--output is required (the LoRA file to write)")
     model = StableAudioModel.from_pretrained(args.model, device=args.device, dtype="fp32")
+    if args.pre_encode_only:
+        data = encoded_folder(model, args.data_dir, options, args.encoded_dir)
+        print(f"encoded {len(data)} clip(s) into {args.encoded_dir}", file=sys.stderr)
+        return args.encoded_dir
     bar = tqdm(total=args.steps, desc="training", unit="step")
 
     def on_step(step: int, total: int, loss: float) -> None:
@@ -115,7 +130,7 @@ def run_train(args: argparse.Namespace) -> Path:
 
     try:
         result = train_lora(model, args.data_dir, args.output, options, resume_from=args.resume_from,
-                            on_step=on_step)
+                            on_step=on_step, svd_bases_path=args.svd_bases_path, cache_dir=args.encoded_dir)
     finally:
         bar.close()
     print(f"wrote {result.path} ({result.steps_done} steps)", file=sys.stderr)

@@ -51,8 +51,8 @@ from torch import nn
 from . import training_recipe as recipe
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
 from .dit import DiTConditioning
-from .lora import ADAPTER_KINDS, OFFICIAL_PREFIX, LayerAdapter, adapt_weight, svd_bases
-from .lora_files import ADAPTER_PARAMS, SLOT, read_lora_file, selected
+from .lora import ADAPTER_KINDS, OFFICIAL_PREFIX, SVD_NAME_PREFIX, LayerAdapter, adapt_weight, svd_bases
+from .lora_files import ADAPTER_PARAMS, SLOT, LoRALoadError, read_lora_file, read_svd_bases, selected
 from .pipeline import MAX_SEED, local_conditioning
 from .sampling import make_shift
 from .training_data import (
@@ -60,6 +60,8 @@ from .training_data import (
     TrainingClip,
     crop_latents,
     encode_dataset,
+    encode_folder_cached,
+    find_clips,
     load_training_folder,
 )
 
@@ -72,6 +74,9 @@ __all__ = [
     "TrainingError",
     "TrainingResult",
     "check_options",
+    "encoded_folder",
+    "log_path",
+    "read_training_bases",
     "save_lora_file",
     "state_path",
     "train_lora",
@@ -113,6 +118,7 @@ class LoRATrainingOptions:
     seed: int = 42
     base_precision: str = "fp32"  # frozen base copy: fp32 | bf16 (official default) | fp16
     checkpoint_every: int = 0  # also write <name>-step<N>.safetensors every N steps; 0 = never
+    validate_every: int = 0  # official validation loss (into the CSV log) every N steps; 0 = never
 
     def lora_config(self) -> dict:
         """The file's ``lora_config`` metadata, in the official key order."""
@@ -188,8 +194,9 @@ def check_options(options: LoRATrainingOptions, max_duration: float) -> LoRATrai
     if o.base_precision not in BASE_PRECISIONS:
         raise _error(f"base_precision {o.base_precision!r} is unknown (expected one of {list(BASE_PRECISIONS)})",
                      "Use fp32 on a CPU, bf16 on a GPU")
-    if not _is_int(o.checkpoint_every) or o.checkpoint_every < 0:
-        raise _error(f"checkpoint_every must be an integer >= 0 (got {o.checkpoint_every!r})", "Use 0 for none")
+    for name in ("checkpoint_every", "validate_every"):
+        if not _is_int(getattr(o, name)) or getattr(o, name) < 0:
+            raise _error(f"{name} must be an integer >= 0 (got {getattr(o, name)!r})", "Use 0 for none")
     include, exclude = _rules("include", o.include), _rules("exclude", o.exclude)
     return LoRATrainingOptions(**{**asdict(o), "include": include, "exclude": exclude})
 
@@ -225,12 +232,53 @@ def file_key(part: str, path: str) -> str:
     return OFFICIAL_PREFIX[part] + path
 
 
+Bases = dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]  # (part, path) -> U (O, r), V (I, r)
+
+
+def read_training_bases(path: str | Path, targets, rank: int) -> Bases:
+    """-XS bases for the adapted layers from ``svd_bases_path``: the official ``torch.save`` dict
+    (weight name -> {"U", "V"}, read with ``weights_only``) or a ``.safetensors`` with
+    ``<weight name>.U`` / ``.V`` keys. Names as the official trainer looks them up
+    (``model.<path>.weight``, ``conditioners.<...>.weight``) or as the loader does
+    (``model.model.<path>.weight``, ``conditioner.<...>.weight``, the fixtures'). Layers the file
+    lacks get their own SVD, as officially (logged); a file matching no layer, or bases of the
+    wrong shape, are refused."""
+    try:
+        raw = read_svd_bases(path)
+    except LoRALoadError as e:
+        raise _error(f"svd_bases_path {str(path)!r} cannot be used ({e})",
+                     "Give the svd_bases file made for this model, or none to compute the bases") from e
+    out: Bases = {}
+    for part, p, module in targets:
+        names = [prefix[part] + p + ".weight" for prefix in (SVD_NAME_PREFIX, OFFICIAL_PREFIX)]
+        name = next((n for n in names if n in raw), None)
+        if name is None:
+            continue
+        u, v = raw[name]
+        o, i = module.weight.shape[0], module.weight[0].numel()
+        if u.dim() != 2 or v.dim() != 2 or u.shape[0] != o or v.shape[0] != i or min(u.shape[1], v.shape[1]) < rank:
+            raise _error(f"svd_bases_path {str(path)!r} holds bases of shapes {tuple(u.shape)} / {tuple(v.shape)} "
+                         f"for {name!r} (expected ({o}, >= {rank}) / ({i}, >= {rank}))",
+                         "Give the svd_bases file made for this model, or lower the rank")
+        out[(part, p)] = (u[:, :rank].contiguous(), v[:, :rank].contiguous())
+    if not out:
+        raise _error(f"svd_bases_path {str(path)!r} holds no bases for this model's layers (e.g. expected "
+                     f"{SVD_NAME_PREFIX[targets[0][0]] + targets[0][1] + '.weight'!r})",
+                     "Give the svd_bases file made for this model, or none to compute the bases")
+    if len(out) < len(targets):
+        logger.warning("Stable Audio 3 training: SVD bases for %d of %d layers from %s; the rest computed",
+                       len(out), len(targets), path)
+    return out
+
+
 class _TrainableLoRA(nn.Module):
     """fp32 LoRA parameters for every target layer, initialised as the official
     ``LoRAParametrization``: lora_A kaiming-uniform (a = sqrt 5), lora_B and M_xs zero,
-    magnitudes the base weight's norms, -XS bases the base weight's top singular vectors."""
+    magnitudes the base weight's norms, -XS bases the base weight's top singular vectors (or
+    ``bases``, from ``svd_bases_path``)."""
 
-    def __init__(self, targets, options: LoRATrainingOptions, generator: torch.Generator, device):
+    def __init__(self, targets, options: LoRATrainingOptions, generator: torch.Generator, device,
+                 bases: Bases | None = None):
         super().__init__()
         self.adapter_type = options.adapter_type
         self.scaling = options.lora_config()["alpha"] / options.rank
@@ -252,7 +300,8 @@ class _TrainableLoRA(nn.Module):
                 p["lora_A"], p["lora_B"] = a, torch.zeros(o, r, device=device)
             else:
                 p["M_xs"] = torch.zeros(r, r, device=device)
-                u, v = svd_bases(w, r)  # the loader computes the same bases from the same weight
+                # the loader computes the same bases from the same weight, or reads the same file
+                u, v = (bases or {}).get(key) or svd_bases(w, r)
                 self.bases[key] = (u.to(device), v.to(device))
             if norm in ("rows", "cols"):
                 p["magnitude"] = w.norm(dim=1 if norm == "rows" else 0).to(device)
@@ -300,6 +349,54 @@ def state_path(path: str | Path) -> Path:
     """The exact-resume state file beside a LoRA file: ``<name>.sa3state``."""
     path = Path(path)
     return path.with_suffix(STATE_SUFFIX)
+
+
+LOG_SUFFIX = ".csv"
+LOG_HEADER = "step,loss,validation_loss\n"
+
+
+def log_path(path: str | Path) -> Path:
+    """The training log beside a LoRA file: ``<name>.csv`` (step, loss, validation_loss)."""
+    return Path(path).with_suffix(LOG_SUFFIX)
+
+
+class _CsvLog:
+    """``step,loss,validation_loss`` rows appended as training goes, one write and a flush per
+    row (a reader or a crash sees whole rows); the usual file mode (0666 less the umask).
+    ``keep_until``: an exact resume into the same file continues its log, keeping the rows up to
+    that step (later ones were never saved); None starts a new log in place of any old one."""
+
+    def __init__(self, path: Path, keep_until: int | None):
+        self.path, self.keep_until, self.file = path, keep_until, None
+
+    def _open(self) -> None:
+        """At the first row, so a run stopped before its first step leaves an old log as it is."""
+        kept = _log_rows(self.path, self.keep_until) if self.keep_until is not None else []
+        self.file = open(self.path, "w", encoding="utf-8", newline="")
+        self._write(LOG_HEADER + "".join(kept))
+
+    def _write(self, text: str) -> None:
+        self.file.write(text)
+        self.file.flush()
+
+    def row(self, step: int, loss: float, validation: float | None) -> None:
+        if self.file is None:
+            self._open()
+        self._write(f"{step},{loss:.8g},{'' if validation is None else f'{validation:.8g}'}\n")
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _log_rows(path: Path, until: int) -> list[str]:
+    """The rows of an existing log up to step ``until`` (none when it is missing or unreadable)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)[1:]
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line for line in lines if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= until
+            and line.endswith("\n")]
 
 
 def _new_temp_file(path: Path) -> Path:
@@ -396,8 +493,13 @@ def _derived_generator(seed: int, *tags) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") % (2**63))
 
 
+ENCODING_VERSION = "official-pre-encode-2"  # bump when the encoded latents change (resume warns then)
+
+
 def _fingerprint(data: EncodedDataset) -> str:
+    """Tells apart the datasets (and encodings) a resume state was trained on."""
     h = hashlib.blake2b(digest_size=16)
+    h.update(ENCODING_VERSION.encode())
     for c in data.clips:
         h.update(f"{c.name}|{c.seconds_total}|{tuple(c.latents.shape)}|".encode())
         h.update(c.latents.numpy().tobytes()[:4096])  # a sample of the values is enough to tell datasets apart
@@ -520,7 +622,8 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
                options: LoRATrainingOptions = LoRATrainingOptions(), *, resume_from: str | Path | None = None,
                on_step: Callable[[int, int, float], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
-               on_stage: Callable[[str], None] | None = None) -> TrainingResult:
+               on_stage: Callable[[str], None] | None = None,
+               svd_bases_path: str | Path | None = None, cache_dir: str | Path | None = None) -> TrainingResult:
     """Train a LoRA on ``model`` (a ``StableAudioModel`` without LoRAs) and write ``output``.
 
     dataset: a folder of clip + ``.txt`` caption pairs, clips from ``load_training_folder``, or an
@@ -529,6 +632,9 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     ``options.steps`` counts the steps already done). on_step(step, steps, loss) runs after every
     step; should_stop() is polled before every step: True saves what was trained and returns.
     on_stage(part) runs before the model's "text", "autoencoder" and "dit" parts are used.
+    svd_bases_path: precomputed -XS bases (see ``read_training_bases``; ignored by other types);
+    a resumed run needs the same file as the run it continues. cache_dir: with a folder dataset,
+    keep its encoding there (``encoded_folder``) so later runs and resumes skip re-encoding.
     Every input is checked before any work; the model is left unchanged.
     """
     cfg = model.config
@@ -556,14 +662,10 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     if options.rank > smallest:
         raise _error(f"rank {options.rank} exceeds the smallest adapted layer's dimension {smallest}",
                      f"Use rank <= {smallest}, or exclude the small layers")
-    if isinstance(dataset, (str, Path)):
-        dataset = load_training_folder(dataset)
-    if not isinstance(dataset, EncodedDataset):
-        clips = list(dataset)
-        if not clips or not all(isinstance(c, TrainingClip) for c in clips):
-            raise _error("dataset must be a folder, TrainingClip list or EncodedDataset with at least one clip",
-                         "Use sa3.training_data.load_training_folder")
-    n = len(dataset.clips) if isinstance(dataset, EncodedDataset) else len(clips)
+    bases = None
+    if svd_bases_path is not None and options.adapter_type.endswith("-xs"):
+        bases = read_training_bases(Path(svd_bases_path).expanduser(), targets, options.rank)
+    folder, given, n = _dataset_input(dataset, cache_dir)
     if options.batch_size > n:
         raise _error(f"batch_size {options.batch_size} exceeds the {n} clip(s) of the dataset (incomplete "
                      "batches are dropped, as officially)", f"Use batch_size <= {n} or add clips")
@@ -572,14 +674,46 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     if resume_from is not None:
         resume_tensors = _resume_tensors(resume_from, state, targets, options)
     with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference mode
-        if not isinstance(dataset, EncodedDataset):
-            dataset = encode_dataset(model, clips, options.crop_latents(),
+        if folder is not None:
+            dataset = encoded_folder(model, folder, options, cache_dir, on_stage)
+        elif isinstance(given, EncodedDataset):
+            dataset = given
+        else:
+            dataset = encode_dataset(model, given, options.crop_latents(),
                                      _derived_generator(options.seed, "encode"), on_stage)
         dataset = _normal_tensors(dataset)
         if on_stage is not None:
             on_stage("dit")
         device = next(model.dit.parameters()).device  # where the DiT runs (ComfyUI moved it just now)
-        return _run(model, dataset, output, options, targets, device, resume_tensors, state, on_step, should_stop)
+        return _run(model, dataset, output, options, targets, bases, device, resume_from, resume_tensors, state,
+                    on_step, should_stop)
+
+
+def _dataset_input(dataset, cache_dir) -> tuple[Path | None, list[TrainingClip] | EncodedDataset | None, int]:
+    """(folder to encode through the cache, else None; the clips or EncodedDataset; clip count),
+    checked. A cached folder only has its captions checked here: audio is read on a cache miss."""
+    if isinstance(dataset, (str, Path)) and cache_dir is not None:
+        return Path(dataset).expanduser(), None, len(find_clips(dataset))
+    if isinstance(dataset, (str, Path)):
+        dataset = load_training_folder(dataset)
+    if isinstance(dataset, EncodedDataset):
+        return None, dataset, len(dataset.clips)
+    clips = list(dataset)
+    if not clips or not all(isinstance(c, TrainingClip) for c in clips):
+        raise _error("dataset must be a folder, TrainingClip list or EncodedDataset with at least one clip",
+                     "Use sa3.training_data.load_training_folder")
+    return None, clips, len(clips)
+
+
+def encoded_folder(model, folder: str | Path, options: LoRATrainingOptions, cache_dir: str | Path,
+                   on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
+    """The clip folder encoded as ``train_lora`` encodes it (crop length and seed of ``options``),
+    read from the cache in ``cache_dir`` when the clips, the model and those options are the same,
+    else encoded and stored there (``python -m sa3 train --pre-encode-only``)."""
+    options = check_options(options, model.config.max_duration)
+    with torch.inference_mode(False):
+        return encode_folder_cached(model, folder, cache_dir, options.crop_latents(), options.seed,
+                                    lambda: _derived_generator(options.seed, "encode"), on_stage)
 
 
 def _normal_tensors(data: EncodedDataset) -> EncodedDataset:
@@ -602,12 +736,13 @@ def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) ->
     return {k: tensors[k] for k in wanted}
 
 
-def _run(model, data, output, options, targets, device, resume_tensors, state, on_step, should_stop) -> TrainingResult:
+def _run(model, data, output, options, targets, bases, device, resume_from, resume_tensors, state, on_step,
+         should_stop) -> TrainingResult:
     dtype = BASE_PRECISIONS[options.base_precision]
     dit = _frozen(model.dit, dtype, device)  # a copy keeps the attention settings (backend, padding semantics)
     seconds = _frozen(model.conditioner.conditioners["seconds_total"], dtype, device)
     # initialise from the fp32 original weights, before any precision change (as officially)
-    lora = _TrainableLoRA(targets, options, _derived_generator(options.seed, "init"), device)
+    lora = _TrainableLoRA(targets, options, _derived_generator(options.seed, "init"), device, bases)
     fingerprint = _fingerprint(data)
     start = 0
     if resume_tensors is not None:
@@ -622,6 +757,17 @@ def _run(model, data, output, options, targets, device, resume_tensors, state, o
         _restore_optimizer(optimizer, lora, state)
     shift = make_shift(model.config.training_shift) if model.config.training_shift is not None else None
 
+    same_file = resume_from is not None and Path(resume_from).resolve() == output.resolve()
+    log = _CsvLog(log_path(output), keep_until=start if state is not None and same_file else None)
+    try:
+        return _loop(dit, seconds, lora, optimizer, data, output, options, shift, device, start, fingerprint, log,
+                     on_step, should_stop)
+    finally:
+        log.close()
+
+
+def _loop(dit, seconds, lora, optimizer, data, output, options, shift, device, start, fingerprint, log, on_step,
+          should_stop) -> TrainingResult:
     losses, checkpoints, stopped, step = [], [], False, start
     while step < options.steps:
         if should_stop is not None and should_stop():
@@ -638,6 +784,10 @@ def _run(model, data, output, options, targets, device, resume_tensors, state, o
         optimizer.step()
         step += 1
         losses.append(float(loss.detach()))
+        validation = None
+        if options.validate_every and (step % options.validate_every == 0 or step == options.steps):
+            validation = _training_validation(dit, seconds, lora, data, options, device)
+        log.row(step, losses[-1], validation)
         if on_step is not None:
             on_step(step, options.steps, losses[-1])
         if options.checkpoint_every and step % options.checkpoint_every == 0 and step < options.steps:
@@ -662,13 +812,20 @@ def validation_loss(model, data: EncodedDataset, clip_seconds: float, seed: int 
     no silence extension, no CFG dropout. Lower is better; comparable across runs with the same
     data, clip length and seed."""
     device = next(model.dit.parameters()).device
+    return _validation(model.dit, model.conditioner.seconds, data, clip_seconds, seed, device)
+
+
+def _validation(dit: Callable, seconds: Callable, data: EncodedDataset, clip_seconds: float, seed: int,
+                device) -> float:
+    """``validation_loss`` with the DiT ``dit(x, t, cond)`` and ``seconds(list) -> (B, 1, E)``
+    given as callables (the model's own, or the frozen base with the LoRA being trained)."""
     crop = LoRATrainingOptions(clip_seconds=clip_seconds).crop_latents()
     generator = _derived_generator(seed, "validation")
     total, count = 0.0, 0
     for clip in data.clips:
         z, padding = crop_latents(clip, data.silence, crop, generator=None)
         x0, padding = z[None].to(device), padding[None].to(device)
-        sec = model.conditioner.seconds([clip.seconds_total])  # (1, 1, E)
+        sec = seconds([clip.seconds_total])  # (1, 1, E)
         cross = torch.cat([clip.prompt[None].to(device), sec.to(torch.float32)], dim=1)
         local = local_conditioning(1, crop, x0.shape[1], None, None, device)
         cond = DiTConditioning(cross=cross, global_cond=sec[:, 0], local=local, padding_mask=padding)
@@ -676,10 +833,20 @@ def validation_loss(model, data: EncodedDataset, clip_seconds: float, seed: int 
         for value in VALIDATION_TIMESTEPS:
             t = torch.full((1,), value, device=device)
             noise = torch.randn(x0.shape, generator=generator).to(device)
-            v = model.dit(x0 * (1 - value) + noise * value, t, cond)
+            v = dit(x0 * (1 - value) + noise * value, t, cond)
             total += float(recipe.masked_loss(v.float(), noise - x0, padding, keep))
             count += 1
     return total / count
+
+
+@torch.no_grad()
+def _training_validation(dit: _Frozen, seconds: _Frozen, lora: _TrainableLoRA, data: EncodedDataset,
+                         options: LoRATrainingOptions, device) -> float:
+    """The validation loss of the base with the LoRA as trained so far (no dropout)."""
+    dit_weights = _effective_weights(lora, dit, "", "dit", None)
+    sec_weights = _effective_weights(lora, seconds, SECONDS_PREFIX, "conditioner", None)
+    return _validation(lambda x, t, cond: dit(dit_weights, x, t, cond), lambda s: seconds(sec_weights, s),
+                       data, options.clip_seconds, options.seed, device)
 
 
 def _file_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -5,7 +5,9 @@ Official recipe (``scripts/pre_encode_dataset.py``, ``train_lora.py``, ``data/da
 - every ``clip.wav|flac|mp3|ogg`` needs ``clip.txt`` (its prompt); audio is resampled to 44.1 kHz,
   made stereo, randomly polarity-flipped (p = 0.5), clamped to [-1, 1]; silent clips (peak below
   -60 dBFS) are rejected; ``seconds_total`` = ceil(samples / 44100) of the whole clip;
-- each clip is encoded once, whole, by SAME; a latent of silence pads shorter clips;
+- each clip is encoded once, whole, by SAME, unchunked, zero-padded to ``sample_size`` and cut
+  after its last valid frame (ceil(S / 4096) frames; ``encode_exact`` pads only as far as the
+  encoder reaches, which gives the same values); a latent of silence pads shorter clips;
 - per step, a clip longer than the crop is cropped at a random start, a shorter one padded with
   the silence latent and its padding mask set to 0 there.
 
@@ -17,6 +19,7 @@ Legend: C latent channels, L latent frames, S audio samples, P prompt tokens (25
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,26 +185,55 @@ def encode_captions(text_encoder, conditioner, captions: Sequence[str]) -> list[
     return out
 
 
+def tail_latents(config) -> int:
+    """Zero latent frames to append after a clip so that SAME encodes its frames as the official
+    ``pre_encode_dataset.py`` does (every clip zero-padded to ``sample_size``, ~285 s): the
+    encoder's reach past the clip's end. ``config`` is the autoencoder's ``SAMEConfig``.
+
+    SAME-L (sliding window of w groups right, D blocks): w * D. SAME-S (chunks of c groups,
+    the second half of the blocks shifted by c / 2): one more chunk, whose first-half values the
+    shifted chunk reads; the encoder rounds up to whole chunks itself. Unshifted chunks: none.
+    """
+    enc = config.encoder
+    if enc.sliding_window is not None:
+        return enc.sliding_window[1] * enc.depth
+    return enc.chunk_size // enc.stride if enc.chunk_midpoint_shift else 0
+
+
+def valid_latents(samples: int) -> int:
+    """Latent frames of a clip of ``samples`` audio samples: ceil(S / 4096), the official count
+    (its audio-rate padding mask nearest-sampled at sample 4096 * j, cut after the last 1)."""
+    return math.ceil(samples / SAMPLES_PER_LATENT)
+
+
+@torch.no_grad()
+def encode_exact(autoencoder, audio: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """(2, S) audio -> (C, ceil(S / 4096)) float32 CPU latents equal to the official pre-encoding's:
+    unchunked, trailing zeros as far as the encoder reaches (``tail_latents``), cut after the last
+    valid frame."""
+    from .pipeline import encode_audio
+
+    valid = valid_latents(audio.shape[-1])
+    padded = audio.new_zeros(1, audio.shape[0], (valid + tail_latents(autoencoder.config)) * SAMPLES_PER_LATENT)
+    padded[0, :, :audio.shape[-1]] = audio  # (2, S) -> (1, 2, (valid + tail) * 4096)
+    return encode_audio(autoencoder, padded, chunked=False, generator=generator)[0, :, :valid].float().cpu()
+
+
 @torch.no_grad()
 def encode_clip_audio(autoencoder, clips: Sequence[TrainingClip], silence_latents: int,
                       generator: torch.Generator | None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """SAME-encode each whole clip once (polarity flipped with p = 0.5 first, the official
     PhaseFlipper; drawn from ``generator``, None: never), then ``silence_latents`` frames of
-    silence. Returns per-clip (C, L) latents and the silence (C, Ls), float32 on the CPU."""
-    from .pipeline import encode_audio
-
-    chunked = autoencoder.config.chunked
+    silence (the official ``silence.npy``'s first frames). Returns per-clip (C, L) latents and
+    the silence (C, Ls), float32 on the CPU; see ``encode_exact``."""
     latents = []
     for clip in clips:
-        # pad to a whole latent as SAME's own pre-processing does: (2, S) -> (1, 2, ceil(S/4096)*4096)
-        n = math.ceil(clip.audio.shape[-1] / SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
-        wav = audio_utils.pad_crop(clip.audio, n)[None]
+        wav = clip.audio
         if generator is not None and float(torch.rand((), generator=generator)) < PHASE_FLIP_P:
             wav = -wav  # official PhaseFlipper augmentation
-        latents.append(encode_audio(autoencoder, wav, chunked=chunked, generator=generator)[0].float().cpu())
-    silence = torch.zeros(1, 2, max(1, silence_latents) * SAMPLES_PER_LATENT)
-    silence = encode_audio(autoencoder, silence, chunked=chunked, generator=generator)[0].float().cpu()
-    return latents, silence
+        latents.append(encode_exact(autoencoder, wav, generator))
+    silence = torch.zeros(2, max(1, silence_latents) * SAMPLES_PER_LATENT)
+    return latents, encode_exact(autoencoder, silence, generator)
 
 
 def encode_dataset(model, clips: Sequence[TrainingClip], crop_latents: int, generator: torch.Generator | None,
@@ -229,7 +261,7 @@ def crop_latents(clip: EncodedClip, silence: torch.Tensor, length: int,
     z = clip.latents
     n = z.shape[-1]
     if n > length:
-        last = n - 1  # every stored frame is valid (whole clips are encoded unpadded)
+        last = n - 1  # every stored frame is valid (cut after the last valid one, as officially)
         start = 0
         if last > length and generator is not None:
             start = int(torch.randint(0, last - length + 1, (), generator=generator))
@@ -242,3 +274,106 @@ def crop_latents(clip: EncodedClip, silence: torch.Tensor, length: int,
     reps = math.ceil(need / silence.shape[-1])
     pad = silence.repeat(1, reps)[:, :need]  # (C, Ls) -> (C, need)
     return torch.cat([z, pad], dim=-1), mask
+
+
+# --- the encoded-dataset cache -----------------------------------------------------------------
+
+CACHE_VERSION = "sa3-encoded-1"  # bump when the encoding changes: old entries are then never found
+CACHE_INDEX = "dataset.json"
+CACHE_TENSORS = "latents.safetensors"
+
+
+def _tensor_sample(module: torch.nn.Module, h) -> None:
+    """Feed names, shapes, dtypes and 64 evenly spaced values of every tensor into ``h``: cheap,
+    and tells two checkpoints apart (hashing gigabytes of weights per run would not be)."""
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        flat = t.detach().reshape(-1)
+        values = flat[:: max(1, flat.numel() // 64)][:64].float().cpu()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(values.numpy().tobytes())
+
+
+def cache_key(model, pairs: Sequence[tuple[Path, Path]], crop: int, seed: int | None) -> str:
+    """The encoded-dataset cache key: the clips (path, size, mtime of each audio file and its
+    caption's text), the encoders' weights (sampled, ``_tensor_sample``) and the encoding options
+    (silence length ``crop``, polarity/noise ``seed``, None: no flip). Any change gives another key."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{CACHE_VERSION}|{crop}|{seed}|".encode())
+    for audio, caption in pairs:
+        st = audio.stat()
+        h.update(f"{audio.resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
+        h.update(caption.read_bytes() + b"\0")
+    for module in (model.autoencoder, model.text_encoder, model.conditioner):
+        _tensor_sample(module, h)
+    return h.hexdigest()
+
+
+def load_cached(folder: Path) -> EncodedDataset | None:
+    """A cache entry written by ``save_cached``; None when it is missing or incomplete."""
+    import json
+
+    from safetensors.torch import load_file
+
+    try:
+        index = json.loads((folder / CACHE_INDEX).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / CACHE_TENSORS))
+        clips = [EncodedClip(name=c["name"], latents=tensors[f"latents/{i}"], prompt=tensors[f"prompt/{i}"],
+                             seconds_total=int(c["seconds_total"])) for i, c in enumerate(index["clips"])]
+        return EncodedDataset(clips=clips, silence=tensors["silence"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_cached(data: EncodedDataset, folder: Path) -> Path:
+    """Write ``data`` as a cache entry (safetensors + JSON index) into ``folder``, atomically: the
+    entry is built beside it and renamed into place, so readers see all of it or nothing."""
+    import json
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        tensors = {"silence": data.silence.contiguous()}
+        for i, c in enumerate(data.clips):
+            tensors[f"latents/{i}"], tensors[f"prompt/{i}"] = c.latents.contiguous(), c.prompt.contiguous()
+        save_file(tensors, str(tmp / CACHE_TENSORS))
+        index = {"version": CACHE_VERSION,
+                 "clips": [{"name": c.name, "seconds_total": c.seconds_total} for c in data.clips]}
+        (tmp / CACHE_INDEX).write_text(json.dumps(index), encoding="utf-8")
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only; give it the usual mode
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~_umask())
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another run wrote the same entry first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def encode_folder_cached(model, folder: str | Path, cache_dir: str | Path, crop: int, generator_seed: int | None,
+                         make_generator: Callable[[], torch.Generator | None],
+                         on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
+    """``encode_dataset`` of a clip folder through the cache in ``cache_dir``: a hit reads no
+    audio and runs no encoder; a miss checks, reads and encodes the clips and stores them."""
+    pairs = find_clips(folder)
+    entry = Path(cache_dir).expanduser() / cache_key(model, pairs, crop, generator_seed)
+    cached = load_cached(entry)
+    if cached is not None:
+        return cached
+    data = encode_dataset(model, load_training_folder(folder), crop, make_generator(), on_stage)
+    save_cached(data, entry)
+    return data

@@ -96,7 +96,7 @@ def test_file_is_the_official_layout(model, data_dir, tmp_path):
 
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=oct)
 def test_files_get_the_usual_mode(model, data_dir, tmp_path, umask):
-    """The LoRA, its state and its checkpoints are written atomically (nothing left beside them)
+    """The LoRA, its state, its log and its checkpoints are written atomically (nothing left beside them)
     with the mode any new file gets, 0666 less the umask, as ComfyUI's other outputs."""
     old = os.umask(umask)
     try:
@@ -104,8 +104,8 @@ def test_files_get_the_usual_mode(model, data_dir, tmp_path, umask):
     finally:
         os.umask(old)
     written = sorted(tmp_path.iterdir())
-    assert [p.name for p in written] == ["m-step000001.sa3state", "m-step000001.safetensors", "m.sa3state",
-                                         "m.safetensors"]
+    assert [p.name for p in written] == ["m-step000001.sa3state", "m-step000001.safetensors", "m.csv",
+                                         "m.sa3state", "m.safetensors"]
     assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o666 & ~umask}
     assert result.path == tmp_path / "m.safetensors"
 
@@ -271,7 +271,13 @@ def test_cli_train(data_dir, tmp_path, capsys):
 
     out = tmp_path / "cli.safetensors"
     args = ["train", "--model", str(require_fixtures() / TINY), "--data-dir", str(data_dir), "-o", str(out),
-            "--steps", "2", "--rank", "4", "--clip-seconds", "2", "--adapter-type", "lora-xs"]
+            "--steps", "2", "--rank", "4", "--clip-seconds", "2", "--validate-every", "2",
+            "--svd-bases-path", str(require_fixtures() / "loras" / TINY / "svd_bases.safetensors"),
+            "--adapter-type", "lora-xs"]
     assert main(args) == 0 and out.is_file()
+    rows = out.with_suffix(".csv").read_text().splitlines()
+    assert rows[0] == "step,loss,validation_loss" and rows[1].endswith(",") and not rows[2].endswith(",")
+    assert main([*args, "--svd-bases-path", str(tmp_path / "none.pt")]) == 2
+    assert "svd_bases_path" in capsys.readouterr().err
     assert main([*args[:-2], "--rank", "0"]) == 2
     assert "rank must be an integer in 1..1024 (got 0)" in capsys.readouterr().err
