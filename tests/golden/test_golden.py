@@ -4,9 +4,10 @@ Every non-LoRA case of the available pack runs (all 58 of both models with ../sh
 generation-control ``ctl_*`` cases included; the committed tiny-small subset otherwise). LoRA cases
 live in tests/sa3/test_lora.py. Tolerance: ``GOLDEN_ATOL`` (tests/golden_io.py), derived from
 measurements on each CPU kind: the official code's own distance from the goldens off the CPU that
-made them (1.27e-5 on AVX2, 1.22e-5 on AMD Zen 4) plus ours against the official on one CPU (up to 1.63e-5, cfg 7 cases of
-tiny-medium), 2.9e-5 in all (x86 without AVX2: 5.7e-5). Measured worst cases of ours: 1.19e-5 on
-Zen 4, 1.62e-5 on AVX2 (tiny-medium/t2a_cfg7_apg0), 3.75e-5 without AVX2 (bench/RESULTS.md).
+made them (1.27e-5 on AVX2, 1.22e-5 on AMD Zen 4) plus ours against the official on one CPU (up to
+1.63e-5, cfg 7 cases of tiny-medium), 2.9e-5 in all (x86 without AVX2: 5.7e-5). Measured worst cases
+of ours: 1.19e-5 on Zen 4, 1.62e-5 on AVX2 (tiny-medium/t2a_cfg7_apg0), 3.75e-5 without AVX2
+(bench/RESULTS.md).
 """
 
 import pytest
