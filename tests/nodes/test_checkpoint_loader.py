@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from sa3.checks import shown
 from tests.comfy_server import ComfyServer, requires_comfyui
 from tests.conftest import require_fixtures
 from tests.nodes.conftest import PACK, nodes
@@ -159,38 +160,66 @@ def test_duration_limits_read_each_file_once_until_it_changes(twin_root, monkeyp
 # --- hostile names and files (issue 24) --------------------------------------------------------------
 
 OUTSIDE = ["../secret.safetensors", "../../../../etc/passwd", "/etc/passwd", "x/../{listed}", "{listed}\0.txt",
-           "{stem}.json", "", ".", 5, None, ["a"], {"a": 1}]
+           "{stem}.json", "", "."]
+NOT_TEXT = [5, ["a"], {"a": 1}]
 
 
 def _named(value, listed: str):
     return value.format(listed=listed, stem=listed.removesuffix(".safetensors")) if isinstance(value, str) else value
 
 
-@pytest.mark.parametrize("value", OUTSIDE, ids=repr)
-def test_names_outside_the_listed_files_are_refused_before_the_file_system(twin_root, value, monkeypatch):
-    """API-sent names: paths out of (or around) the models folders, unlisted files, NUL, non-strings.
-    ComfyUI 0.3.64 does not compare V3 combos with their options; the node does, before any path is
-    built or any file read."""
+@pytest.fixture
+def looked_up(twin_root, monkeypatch):
+    """The names the node asked ``folder_paths.get_full_path`` for, with a readable file just outside
+    the models folders."""
     root, _ = twin_root
     twins = _twin(twin_root, "tiny-small")
     (root / "secret.safetensors").write_bytes(twins.text_encoder.read_bytes())
     looked = []
     real_full_path = folder_paths.get_full_path
-    monkeypatch.setattr(folder_paths, "get_full_path", lambda kind, name: looked.append(name) or real_full_path(kind,
-                                                                                                               name))
+    monkeypatch.setattr(folder_paths, "get_full_path",
+                        lambda kind, name: looked.append(name) or real_full_path(kind, name))
+    return twins, looked
+
+
+@pytest.mark.parametrize("value", OUTSIDE, ids=repr)
+def test_names_outside_the_listed_files_are_refused_before_the_file_system(looked_up, value):
+    """API-sent names: paths out of (or around) the models folders, unlisted files, NUL. ComfyUI 0.3.64
+    does not compare V3 combos with their options; the node does, before any path is built or any
+    file read."""
+    twins, looked = looked_up
     ckpt, text = twins.checkpoint.name, twins.text_encoder.name
     message = _validate(ckpt_name=_named(value, ckpt), text_encoder_name=text)
     assert message.startswith("Stable Audio 3 Checkpoint Loader: ckpt_name must be one of the files listed in "
                               "models/checkpoints (got "), message
     message = nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=_named(value, text))
-    if value is None:  # a linked input: known at execution only
-        assert message is True
-        with pytest.raises(ValueError, match="text_encoder_name must be one of the files listed"):
-            nodes.SA3CheckpointLoader.execute(ckpt_name=ckpt, text_encoder_name=None, **OPTIONS)
-    else:
-        assert message.startswith("Stable Audio 3 Checkpoint Loader: text_encoder_name must be one of the files "
-                                  "listed in models/text_encoders, e.g. t5gemma_b_b_ul2.safetensors (got "), message
+    assert message.startswith("Stable Audio 3 Checkpoint Loader: text_encoder_name must be one of the files "
+                              "listed in models/text_encoders, e.g. t5gemma_b_b_ul2.safetensors (got "), message
     assert set(looked) <= {ckpt, text}  # only the good, listed files were ever looked up
+
+
+@pytest.mark.parametrize("value", NOT_TEXT, ids=repr)
+def test_names_that_are_not_text_are_refused_naming_the_input(looked_up, value):
+    """Numbers, lists and objects sent through the API for a file name: refused by the pack's check of
+    file-list inputs (nodes/_validate.py) before the node builds any path."""
+    twins, looked = looked_up
+    ckpt, text = twins.checkpoint.name, twins.text_encoder.name
+    message = _validate(ckpt_name=value, text_encoder_name=text)
+    assert message.startswith("Stable Audio 3 Checkpoint Loader: ckpt_name must be a file name from the list (got "
+                              f"{shown(value)}). Pick a file from the list."), message
+    assert nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=value).startswith(
+        "Stable Audio 3 Checkpoint Loader: text_encoder_name must be one of the files listed in "
+        "models/text_encoders")
+    assert set(looked) <= {ckpt, text}
+
+
+def test_a_linked_text_encoder_is_checked_when_the_node_runs(looked_up):
+    twins, looked = looked_up
+    assert nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=None) is True  # known at execution only
+    with pytest.raises(ValueError, match=r"^Stable Audio 3 Checkpoint Loader: text_encoder_name must be a file name "
+                                         r"from the list \(got None\)"):
+        nodes.SA3CheckpointLoader.execute(ckpt_name=twins.checkpoint.name, text_encoder_name=None, **OPTIONS)
+    assert set(looked) <= {twins.checkpoint.name}
 
 
 def _hostile_text_encoder(twins, folder):
