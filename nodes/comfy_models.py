@@ -15,16 +15,49 @@ from pathlib import Path
 
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import comfy.utils
 import torch
 from comfy.cli_args import args
 from torch import nn
 
 from ._handle import LORA_PARTS, LORAS, SA3Handle
-from ._sa3 import StableAudioModel, loading, pipeline, prompt_assistant
+from ._sa3 import StableAudioModel, layers, loading, pipeline, prompt_assistant
 from ._sa3 import precision as precision_dtypes
 
 logger = logging.getLogger(__name__)
+
+def _comfy_weights_for(module: nn.Module, x: torch.Tensor):
+    """ComfyUI's cast for a layer its partial loading left off the load device (it sets
+    ``comfy_cast_weights``) or that carries weight functions: ``comfy.ops.cast_bias_weight`` to
+    the input's device, in the layer's own dtype (mixed precision keeps its compute dtype). Else
+    the library's rule (a no-op when the weights are on the input's device already), so a CPU
+    layer keeps its oneDNN route and packed weights."""
+    if module.comfy_cast_weights or module.weight_function or module.bias_function:
+        return comfy.ops.cast_bias_weight(module, dtype=module.weight.dtype, device=x.device,
+                                          bias_dtype=None if module.bias is None else module.bias.dtype)
+    return layers.CastWeights.weights_for(module, x)
+
+
+def _comfy_layer(base: type) -> type:
+    """``base`` (a library layer) with ComfyUI's cast-weight attributes: ``ModelPatcher.load``
+    treats it as one of its own cast layers (may leave it on the CPU, sets ``comfy_cast_weights``,
+    attaches LowVram weight functions), and ``weights_for`` honours them."""
+    return type(base.__name__, (comfy.ops.CastWeightBiasOp, base), {
+        "__module__": __name__, "weights_for": _comfy_weights_for,
+        "__doc__": f"``sa3.layers.{base.__name__}`` built for ComfyUI (``ComfyOperations``)."})
+
+
+class ComfyOperations(layers.DefaultOps):
+    """The operations the nodes build the DiT and SAME with (``ops=`` of the library), as core's
+    ``comfy/ldm`` models take ``operations=comfy.ops...``: the library's layers (same parameters
+    and keys, our CPU GEMM routes) plus ComfyUI's cast machinery, so ``load_models_gpu`` may load
+    them partially (low-VRAM cards, ``--lowvram``, ``--novram``). The norms keep the library's
+    rule: ComfyUI moves them when they fit, and they cast to the input's device when they don't."""
+
+    Linear = _comfy_layer(layers.Linear)
+    Conv1d = _comfy_layer(layers.Conv1d)
+
 
 class _Part(nn.Module):
     """A plain container, so ModelPatcher can set ``.device`` and its bookkeeping attributes
@@ -100,6 +133,7 @@ def _load(load: Callable[..., StableAudioModel], name: str, precision: str, atte
     text_device, text_offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
     vae_device, vae_offload = mm.vae_device(), mm.vae_offload_device()
     model = load(device=dit_offload, dtype=_dit_dtype(precision, dit_device), attention=attention,
+                 ops=ComfyOperations,
                  padding_mode=padding_mode, text_dtype=_text_dtype(),
                  autoencoder_dtype=_autoencoder_dtype(autoencoder_precision, vae_device), low_memory=low_memory)
     # the backend was resolved for the offload device; resolve it again for where the parts run
