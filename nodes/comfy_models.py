@@ -151,12 +151,21 @@ def _load(load: Callable[..., StableAudioModel], name: str, precision: str, atte
     return SA3Handle(model=model, name=name, patchers=patchers)
 
 
-def load_parts(handle: SA3Handle, *parts: str) -> torch.device:
+def load_parts(handle: SA3Handle, *parts: str, memory_required: int = 0) -> torch.device:
     """Move the named parts to their load devices (offloading others as ComfyUI sees fit), put
     the handle's LoRA chain onto the shared modules when a part it adapts is among them, and
-    return the load device of the first one."""
+    return the load device of the first one.
+
+    ``memory_required``: the run's activation bytes (``sa3.estimates``), which ComfyUI keeps free
+    beside the weights, evicting other models or loading these partially (the DiT and SAME are
+    built from ``ComfyOperations``, so any layer may stay on the CPU). The text part (T5Gemma from
+    transformers, no cast layers) is always loaded whole (``force_full_load``)."""
     patchers = [handle.patchers[p] for p in parts]
-    mm.load_models_gpu(patchers)
+    rest = [handle.patchers[p] for p in parts if p != "text"]
+    if "text" in parts:
+        mm.load_models_gpu([handle.patchers["text"]], memory_required=memory_required, force_full_load=True)
+    if rest:
+        mm.load_models_gpu(rest, memory_required=memory_required)
     if any(p in LORA_PARTS for p in parts):
         handle.model.apply_loras(handle.loras)
     return patchers[0].load_device
@@ -277,3 +286,28 @@ def progress_text(node_id: str | None, text: str) -> None:
 def progress_bar(total: int):
     """A ComfyUI progress bar (``update_absolute(value, total)``) for the running node."""
     return comfy.utils.ProgressBar(total)
+
+
+def run_guarded(part: str, needed: int, run: Callable[[], object], retry: Callable[[], object] | None = None,
+                retry_what: str = ""):
+    """``run()``; on an out-of-memory error, free what the run allocated (``soft_empty_cache``)
+    and call ``retry`` once when given (the chunked decode, as core falls back to tiled
+    decoding); when that fails too or there is none, raise a RuntimeError naming the part and the
+    estimate ``needed`` (bytes). The error is raised outside the ``except`` block, so its
+    traceback does not keep the failed run's tensors alive; the next request starts clean."""
+    for attempt in (run, retry):
+        if attempt is None:
+            break
+        failed = False
+        try:
+            return attempt()
+        except mm.OOM_EXCEPTION:
+            failed = True
+        if failed:
+            mm.soft_empty_cache()
+            if attempt is run and retry is not None:
+                logger.warning("Stable Audio 3: out of memory in the %s; retrying %s", part, retry_what)
+    raise RuntimeError(f"Stable Audio 3: out of memory in the {part}: it needed about {needed / 1e9:.2f} GB for "
+                       f"its activations beside its weights{' (also ' + retry_what + ')' if retry else ''}. "
+                       "Free memory (unload other models), make the audio shorter or the batch smaller, or run "
+                       "ComfyUI with --lowvram.")
