@@ -72,3 +72,31 @@ def test_fully_loaded_dit_runs_on_the_fake_device():
         patcher.load(CUDA, full_load=True)
         out = _run_dit(model)
     assert out.device.type == "cuda" and tuple(out.shape) == (1, model.config.latent_channels, 8)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5], ids=["novram", "half-budget"])
+def test_partially_loaded_same_decodes(share):
+    """SAME partially loaded the same way (its mapping conv, linear layers, DyT norms, new tokens and
+    bottleneck partly on the CPU) decodes on the (fake) CUDA device as on the CPU, within 1e-5."""
+    from sa3.rng import make_generator
+
+    require_model("tiny-small")
+    comfy_models = importlib.import_module(f"{PACK}.nodes.comfy_models")
+    model = _model_with_comfy_ops(comfy_models)
+    part = comfy_models.SA3Autoencoder(torch.device("cpu"), autoencoder=model.autoencoder)
+    patcher = comfy.model_patcher.ModelPatcher(part, load_device=CUDA, offload_device=torch.device("cpu"))
+    latents = torch.randn(1, model.config.latent_channels, 6, generator=torch.Generator().manual_seed(1))
+    expected = model.autoencoder.decode(latents, chunked=False, generator=make_generator(3))
+    with FakeCuda():
+        patcher.load(CUDA, lowvram_model_memory=int(patcher.model_size() * share) + 1)
+        on_cpu = [n for n, p in model.autoencoder.named_parameters() if p.device.type == "cpu"]
+        out = model.autoencoder.decode(latents.to(CUDA), chunked=False, generator=make_generator(3))
+    assert on_cpu and out.device.type == "cuda"
+    torch.testing.assert_close(out.cpu(), expected, rtol=0, atol=1e-5)
+
+
+def _model_with_comfy_ops(comfy_models):
+    from sa3 import StableAudioModel
+
+    return StableAudioModel.from_pretrained(ROOT / "tiny-small", device="cpu", padding_mode="exact",
+                                            ops=comfy_models.ComfyOperations)
