@@ -7,7 +7,19 @@ library through here, so there is exactly one copy of it per process.
 
 from __future__ import annotations
 
-from ..sa3 import attention, audio, checks, loading, pictures, pipeline, precision, prompt_assistant, single_file
+from ..sa3 import (
+    attention,
+    audio,
+    checks,
+    estimates,
+    layers,
+    loading,
+    pictures,
+    pipeline,
+    precision,
+    prompt_assistant,
+    single_file,
+)
 from ..sa3.config import (
     DURATION_PADDING_SEC,
     MODEL_REPOS,
@@ -26,5 +38,5 @@ StableAudioModel = pipeline.StableAudioModel
 
 __all__ = ["CONFIG_FILE", "DURATION_PADDING_SEC", "MODEL_REPOS", "MODEL_SAMPLE_SIZES", "SAMPLERS", "SAMPLES_PER_LATENT",
            "SAMPLE_RATE", "TEXT_FOLDER", "WEIGHTS_FILE", "LoRALink", "ModelConfig", "StableAudioModel", "attention",
-           "audio", "checks", "expand_brackets", "loading", "parse_shift_text", "pictures", "pipeline", "precision",
-           "prompt_assistant", "single_file"]
+           "audio", "checks", "estimates", "expand_brackets", "layers", "loading", "parse_shift_text", "pictures",
+           "pipeline", "precision", "prompt_assistant", "single_file"]

@@ -15,16 +15,49 @@ from pathlib import Path
 
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import comfy.utils
 import torch
 from comfy.cli_args import args
 from torch import nn
 
 from ._handle import LORA_PARTS, LORAS, SA3Handle
-from ._sa3 import StableAudioModel, loading, pipeline, prompt_assistant
+from ._sa3 import StableAudioModel, layers, loading, pipeline, prompt_assistant
 from ._sa3 import precision as precision_dtypes
 
 logger = logging.getLogger(__name__)
+
+def _comfy_weights_for(module: nn.Module, x: torch.Tensor):
+    """ComfyUI's cast for a layer its partial loading left off the load device (it sets
+    ``comfy_cast_weights``) or that carries weight functions: ``comfy.ops.cast_bias_weight`` to
+    the input's device, in the layer's own dtype (mixed precision keeps its compute dtype). Else
+    the library's rule (a no-op when the weights are on the input's device already), so a CPU
+    layer keeps its oneDNN route and packed weights."""
+    if module.comfy_cast_weights or module.weight_function or module.bias_function:
+        return comfy.ops.cast_bias_weight(module, dtype=module.weight.dtype, device=x.device,
+                                          bias_dtype=None if module.bias is None else module.bias.dtype)
+    return layers.CastWeights.weights_for(module, x)
+
+
+def _comfy_layer(base: type) -> type:
+    """``base`` (a library layer) with ComfyUI's cast-weight attributes: ``ModelPatcher.load``
+    treats it as one of its own cast layers (may leave it on the CPU, sets ``comfy_cast_weights``,
+    attaches LowVram weight functions), and ``weights_for`` honours them."""
+    return type(base.__name__, (comfy.ops.CastWeightBiasOp, base), {
+        "__module__": __name__, "weights_for": _comfy_weights_for,
+        "__doc__": f"``sa3.layers.{base.__name__}`` built for ComfyUI (``ComfyOperations``)."})
+
+
+class ComfyOperations(layers.DefaultOps):
+    """The operations the nodes build the DiT and SAME with (``ops=`` of the library), as core's
+    ``comfy/ldm`` models take ``operations=comfy.ops...``: the library's layers (same parameters
+    and keys, our CPU GEMM routes) plus ComfyUI's cast machinery, so ``load_models_gpu`` may load
+    them partially (low-VRAM cards, ``--lowvram``, ``--novram``). The norms keep the library's
+    rule: ComfyUI moves them when they fit, and they cast to the input's device when they don't."""
+
+    Linear = _comfy_layer(layers.Linear)
+    Conv1d = _comfy_layer(layers.Conv1d)
+
 
 class _Part(nn.Module):
     """A plain container, so ModelPatcher can set ``.device`` and its bookkeeping attributes
@@ -100,6 +133,7 @@ def _load(load: Callable[..., StableAudioModel], name: str, precision: str, atte
     text_device, text_offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
     vae_device, vae_offload = mm.vae_device(), mm.vae_offload_device()
     model = load(device=dit_offload, dtype=_dit_dtype(precision, dit_device), attention=attention,
+                 ops=ComfyOperations,
                  padding_mode=padding_mode, text_dtype=_text_dtype(),
                  autoencoder_dtype=_autoencoder_dtype(autoencoder_precision, vae_device), low_memory=low_memory)
     # the backend was resolved for the offload device; resolve it again for where the parts run
@@ -117,12 +151,21 @@ def _load(load: Callable[..., StableAudioModel], name: str, precision: str, atte
     return SA3Handle(model=model, name=name, patchers=patchers)
 
 
-def load_parts(handle: SA3Handle, *parts: str) -> torch.device:
+def load_parts(handle: SA3Handle, *parts: str, memory_required: int = 0) -> torch.device:
     """Move the named parts to their load devices (offloading others as ComfyUI sees fit), put
     the handle's LoRA chain onto the shared modules when a part it adapts is among them, and
-    return the load device of the first one."""
+    return the load device of the first one.
+
+    ``memory_required``: the run's activation bytes (``sa3.estimates``), which ComfyUI keeps free
+    beside the weights, evicting other models or loading these partially (the DiT and SAME are
+    built from ``ComfyOperations``, so any layer may stay on the CPU). The text part (T5Gemma from
+    transformers, no cast layers) is always loaded whole (``force_full_load``)."""
     patchers = [handle.patchers[p] for p in parts]
-    mm.load_models_gpu(patchers)
+    rest = [handle.patchers[p] for p in parts if p != "text"]
+    if "text" in parts:
+        mm.load_models_gpu([handle.patchers["text"]], memory_required=memory_required, force_full_load=True)
+    if rest:
+        mm.load_models_gpu(rest, memory_required=memory_required)
     if any(p in LORA_PARTS for p in parts):
         handle.model.apply_loras(handle.loras)
     return patchers[0].load_device
@@ -243,3 +286,28 @@ def progress_text(node_id: str | None, text: str) -> None:
 def progress_bar(total: int):
     """A ComfyUI progress bar (``update_absolute(value, total)``) for the running node."""
     return comfy.utils.ProgressBar(total)
+
+
+def run_guarded(part: str, needed: int, run: Callable[[], object], retry: Callable[[], object] | None = None,
+                retry_what: str = ""):
+    """``run()``; on an out-of-memory error, free what the run allocated (``soft_empty_cache``)
+    and call ``retry`` once when given (the chunked decode, as core falls back to tiled
+    decoding); when that fails too or there is none, raise a RuntimeError naming the part and the
+    estimate ``needed`` (bytes). The error is raised outside the ``except`` block, so its
+    traceback does not keep the failed run's tensors alive; the next request starts clean."""
+    for attempt in (run, retry):
+        if attempt is None:
+            break
+        failed = False
+        try:
+            return attempt()
+        except mm.OOM_EXCEPTION:
+            failed = True
+        if failed:
+            mm.soft_empty_cache()
+            if attempt is run and retry is not None:
+                logger.warning("Stable Audio 3: out of memory in the %s; retrying %s", part, retry_what)
+    raise RuntimeError(f"Stable Audio 3: out of memory in the {part}: it needed about {needed / 1e9:.2f} GB for "
+                       f"its activations beside its weights{' (also ' + retry_what + ')' if retry else ''}. "
+                       "Free memory (unload other models), make the audio shorter or the batch smaller, or run "
+                       "ComfyUI with --lowvram.")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import RNG, error, make_audio, read_latent, read_padding, restore_generator
-from ._sa3 import SAMPLES_PER_LATENT, pipeline
+from ._sa3 import SAMPLES_PER_LATENT, estimates, pipeline
 from ._validate import checked, widget_error
 from .loaders import _require_model
 from .search import schema_aliases
@@ -85,19 +86,28 @@ class SA3Decode(io.ComfyNode):
                     if shape.frames > config.max_latents else f"too few for {max(durations):g} s")
             raise ValueError(error(NODE, f"latent has {shape.frames} frames, {what}. Decode the output of SA3 Sampler "
                                          "or SA3 Encode Audio with this model.")) from None
-        comfy_models.load_parts(handle, "autoencoder")
-        generator = _decoder_generator(latent, decoder_seed)
+        autoencoder = handle.model.autoencoder
         use_chunks = CHUNKING[chunked]
         if use_chunks is None:
-            use_chunks = handle.model.autoencoder.config.chunked
+            use_chunks = autoencoder.config.chunked
+        needed = estimates.same_decode_bytes(autoencoder.config, shape.frames, shape.batch, chunked=use_chunks,
+                                             dtype=autoencoder.dtype)
+        comfy_models.load_parts(handle, "autoencoder", memory_required=needed)
+        saved = _decoder_generator(latent, decoder_seed).get_state()
         bar = comfy_models.progress_bar(1)
 
         def on_chunk(i: int, n: int) -> None:
             bar.update_absolute(i, n)
             comfy_models.check_interrupt()
 
-        audio = pipeline.decode(handle.model.autoencoder, samples, plan, chunked=use_chunks, generator=generator,
-                                on_chunk=on_chunk)
+        def run(chunks: bool):
+            generator = torch.Generator().set_state(saved)  # the same stream for a retry
+            return pipeline.decode(autoencoder, samples, plan, chunked=chunks, generator=generator,
+                                   on_chunk=on_chunk)
+
+        audio = comfy_models.run_guarded(
+            "SAME autoencoder (decode)", needed, lambda: run(use_chunks),
+            retry=None if use_chunks else (lambda: run(True)), retry_what="chunked decoding")
         comfy_models.release_parts(handle, "autoencoder")
         if trim:
             audio = pipeline.trim_to_duration(audio, durations, config.sample_rate)

@@ -31,7 +31,7 @@ from ._adapters import (
     save_generator,
 )
 from ._handle import ConditioningSide
-from ._sa3 import SAMPLERS, SAMPLES_PER_LATENT, checks, pipeline
+from ._sa3 import SAMPLERS, SAMPLES_PER_LATENT, checks, estimates, pipeline
 from ._validate import checked, widget_error
 from .loaders import _require_model
 from .sampling_options import DEFAULTS, read_options
@@ -262,15 +262,18 @@ class SA3Sampler(io.ComfyNode):
         if encodes:
             comfy_models.release_parts(handle, "autoencoder")
 
-        comfy_models.load_parts(handle, "dit", *preview_parts(preview_every))  # once: nothing loads in the loop
+        needed = estimates.dit_sampling_bytes(config.dit, start.noise.shape[-1], start.noise.shape[0],
+                                              dtype=handle.model.dit.dtype)
+        # once: nothing loads in the loop
+        comfy_models.load_parts(handle, "dit", *preview_parts(preview_every), memory_required=needed)
         bar = comfy_models.progress_bar(steps)
         hooks = [lambda t: comfy_models.check_interrupt(), *handle.model.step_hooks()]
-        out = pipeline.sample(
+        out = comfy_models.run_guarded("diffusion transformer (sampling)", needed, lambda: pipeline.sample(
             handle.model.dit, start.noise, text, plan, cfg=config, steps=steps, cfg_scale=cfg, apg_scale=apg_scale,
             sampler_type=None if sampler == DEFAULT_SAMPLER else sampler, init_latents=start.init_latents,
             init_noise_level=init_noise_level, local_cond=start.local_cond, generator=generator,
             callback=make_preview_callback(handle, preview_every, steps, bar), step_hooks=hooks,
-            **options.sample_kwargs())
+            **options.sample_kwargs()))
         comfy_models.release_parts(handle, "dit", "autoencoder")  # the autoencoder: previews
         result = out.to(comfy_models.intermediate_device(), torch.float32)
         extra = {RNG: save_generator(generator)}

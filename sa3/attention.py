@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .devices import flash_supported
-from .layers import DynamicTanh, Linear, RMSNorm, apply_rotary, inplace_version
+from .layers import apply_rotary, inplace_version, resolve_ops
 
 logger = logging.getLogger(__name__)
 
@@ -255,11 +255,11 @@ def attention(
 # --- projection module -----------------------------------------------------------------------
 
 
-def _qk_norm(kind: str, dim_heads: int) -> nn.Module:
+def _qk_norm(kind: str, dim_heads: int, ops: type) -> nn.Module:
     if kind == "rms":
-        return RMSNorm(dim_heads, eps=1e-6)
+        return ops.RMSNorm(dim_heads, eps=1e-6)
     if kind == "dyt":
-        return DynamicTanh(dim_heads)
+        return ops.DynamicTanh(dim_heads)
     raise ValueError(f"Stable Audio 3: unsupported qk_norm {kind!r} (expected 'rms' or 'dyt').")
 
 
@@ -272,20 +272,21 @@ class Attention(nn.Module):
     """
 
     def __init__(self, dim: int, dim_heads: int = 64, dim_context: int | None = None,
-                 qk_norm: str = "rms", differential: bool = False):
+                 qk_norm: str = "rms", differential: bool = False, ops: type | None = None):
         super().__init__()
+        ops = resolve_ops(ops)
         self.num_heads = dim // dim_heads
         self.differential = differential
         self.is_cross = dim_context is not None
         n_q = 2 if differential else 1  # query projections (q, q2)
         if self.is_cross:
-            self.to_q = Linear(dim, dim * n_q, bias=False)
-            self.to_kv = Linear(dim_context, dim_context * (n_q + 1), bias=False)  # k[, k2], v
+            self.to_q = ops.Linear(dim, dim * n_q, bias=False)
+            self.to_kv = ops.Linear(dim_context, dim_context * (n_q + 1), bias=False)  # k[, k2], v
         else:
-            self.to_qkv = Linear(dim, dim * (3 + 2 * differential), bias=False)
-        self.to_out = Linear(dim, dim, bias=False)
-        self.q_norm = _qk_norm(qk_norm, dim_heads)
-        self.k_norm = _qk_norm(qk_norm, dim_heads)
+            self.to_qkv = ops.Linear(dim, dim * (3 + 2 * differential), bias=False)
+        self.to_out = ops.Linear(dim, dim, bias=False)
+        self.q_norm = _qk_norm(qk_norm, dim_heads, ops)
+        self.k_norm = _qk_norm(qk_norm, dim_heads, ops)
         self.backend = "sdpa"
         self.padding_mode: PaddingMode = "exact"
 

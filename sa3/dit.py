@@ -23,14 +23,14 @@ from .attention import Attention
 from .config import DiTConfig
 from .layers import (
     FeedForward,
-    Linear,
-    RMSNorm,
     RotaryEmbedding,
     expo_fourier_features,
     inplace_version,
     mlp,
     residual,
+    resolve_ops,
     rotary_cos_sin,
+    to_input,
     write_marks,
 )
 
@@ -92,22 +92,25 @@ def _collapse_equal_rows(emb: torch.Tensor) -> torch.Tensor:
 class DiTBlock(nn.Module):
     """adaLN self-attention, unmodulated cross-attention, local add, adaLN feed-forward."""
 
-    def __init__(self, cfg: DiTConfig):
+    def __init__(self, cfg: DiTConfig, ops: type | None = None):
         super().__init__()
+        ops = resolve_ops(ops)
         d = cfg.embed_dim
         self.to_scale_shift_gate = nn.Parameter(torch.zeros(6 * d))
-        self.pre_norm = RMSNorm(d, force_fp32=True)
-        self.self_attn = Attention(d, cfg.dim_heads, qk_norm="rms", differential=cfg.differential)
-        self.cross_attend_norm = RMSNorm(d, force_fp32=True)
-        self.cross_attn = Attention(d, cfg.dim_heads, dim_context=d, qk_norm="rms", differential=cfg.differential)
-        self.ff_norm = RMSNorm(d, force_fp32=True)
-        self.ff = FeedForward(d, mult=cfg.ff_mult)
-        self.to_local_embed = mlp(cfg.local_add_cond_dim, d, d, bias=True)
+        self.pre_norm = ops.RMSNorm(d, force_fp32=True)
+        self.self_attn = Attention(d, cfg.dim_heads, qk_norm="rms", differential=cfg.differential, ops=ops)
+        self.cross_attend_norm = ops.RMSNorm(d, force_fp32=True)
+        self.cross_attn = Attention(d, cfg.dim_heads, dim_context=d, qk_norm="rms", differential=cfg.differential,
+                                    ops=ops)
+        self.ff_norm = ops.RMSNorm(d, force_fp32=True)
+        self.ff = FeedForward(d, mult=cfg.ff_mult, ops=ops)
+        self.to_local_embed = mlp(cfg.local_add_cond_dim, d, d, bias=True, ops=ops)
 
     def forward(self, h, *, cross_kv, modulation, local_emb, rotary, key_padding, num_memory):
         """h: (B, N, D); cross_kv: cached (k, v) of the context; modulation: (B, 6D);
         local_emb: (B, T, D), or (1, 1, D) broadcast, this layer's ``to_local_embed`` output."""
-        mods = (self.to_scale_shift_gate + modulation).unsqueeze(1).chunk(6, dim=-1)  # 6 x (B, 1, D)
+        table = to_input(self.to_scale_shift_gate, modulation)  # on the activations' device
+        mods = (table + modulation).unsqueeze(1).chunk(6, dim=-1)  # 6 x (B, 1, D)
         scale_sa, shift_sa, gate_sa, scale_ff, shift_ff, gate_ff = mods
 
         y = _modulate(self.pre_norm(h), scale_sa, shift_sa)
@@ -143,16 +146,17 @@ def _gated_residual(h: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> tor
 class ContinuousTransformer(nn.Module):
     """Token stack of the DiT: project in, prepend memory tokens, blocks, drop memory, project out."""
 
-    def __init__(self, cfg: DiTConfig):
+    def __init__(self, cfg: DiTConfig, ops: type | None = None):
         super().__init__()
+        ops = resolve_ops(ops)
         d = cfg.embed_dim
         self.num_memory = cfg.num_memory_tokens
-        self.project_in = Linear(cfg.io_channels, d, bias=False)
-        self.project_out = Linear(d, cfg.io_channels, bias=False)
+        self.project_in = ops.Linear(cfg.io_channels, d, bias=False)
+        self.project_out = ops.Linear(d, cfg.io_channels, bias=False)
         self.rotary_pos_emb = RotaryEmbedding(max(cfg.dim_heads // 2, ROTARY_DIMS))
         self.memory_tokens = nn.Parameter(torch.zeros(cfg.num_memory_tokens, d))
-        self.global_cond_embedder = mlp(d, d, 6 * d, bias=True)
-        self.layers = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
+        self.global_cond_embedder = mlp(d, d, 6 * d, bias=True, ops=ops)
+        self.layers = nn.ModuleList(DiTBlock(cfg, ops) for _ in range(cfg.depth))
         # called with each block once it has run (low_memory: drop its memory-mapped weights, so
         # a step holds one block's weights at a time instead of the whole DiT); None: nothing
         self.after_block: Callable[[nn.Module], object] | None = None
@@ -161,7 +165,7 @@ class ContinuousTransformer(nn.Module):
         """x: (B, T, C) -> (B, T, C)."""
         b = x.shape[0]
         h = self.project_in(x)  # (B, T, D)
-        h = torch.cat([self.memory_tokens.expand(b, -1, -1), h], dim=1)  # (B, N, D)
+        h = torch.cat([to_input(self.memory_tokens, h).expand(b, -1, -1), h], dim=1)  # (B, N, D)
         modulation = self.global_cond_embedder(global_embed)  # (B, 6D)
         for layer, cross_kv, local_emb in zip(self.layers, cache.cross_kv, cache.local_embeds, strict=True):
             h = layer(h, cross_kv=cross_kv, modulation=modulation, local_emb=local_emb, rotary=cache.rotary,
@@ -174,16 +178,19 @@ class ContinuousTransformer(nn.Module):
 class DiT(nn.Module):
     """Velocity predictor ``v(x_t, t, cond)`` of the rectified-flow objective."""
 
-    def __init__(self, cfg: DiTConfig):
+    def __init__(self, cfg: DiTConfig, ops: type | None = None):
+        """``ops``: the operations namespace the layers are built with (``layers.DefaultOps``; a
+        host passes its own, as ComfyUI's nodes pass cast operations for partial loading)."""
         super().__init__()
+        ops = resolve_ops(ops)
         self.config = cfg
         d, c = cfg.embed_dim, cfg.io_channels
-        self.to_timestep_embed = mlp(cfg.timestep_features_dim, d, d, bias=True)
-        self.to_cond_embed = mlp(cfg.cond_token_dim, d, d, bias=False)
-        self.to_global_embed = mlp(cfg.global_cond_dim, d, d, bias=False)
-        self.preprocess_conv = nn.Conv1d(c, c, 1, bias=False)
-        self.postprocess_conv = nn.Conv1d(c, c, 1, bias=False)
-        self.transformer = ContinuousTransformer(cfg)
+        self.to_timestep_embed = mlp(cfg.timestep_features_dim, d, d, bias=True, ops=ops)
+        self.to_cond_embed = mlp(cfg.cond_token_dim, d, d, bias=False, ops=ops)
+        self.to_global_embed = mlp(cfg.global_cond_dim, d, d, bias=False, ops=ops)
+        self.preprocess_conv = ops.Conv1d(c, c, 1, bias=False)
+        self.postprocess_conv = ops.Conv1d(c, c, 1, bias=False)
+        self.transformer = ContinuousTransformer(cfg, ops)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -236,7 +243,7 @@ class DiT(nn.Module):
             memory_valid = cond.padding_mask.new_ones(b, num_memory)
             key_padding = torch.cat([memory_valid, cond.padding_mask], dim=1)  # (B, N)
         # memory tokens take positions 0..M-1; fp32 angles, cos/sin computed once for all layers
-        rotary = rotary_cos_sin(tr.rotary_pos_emb.table(num_memory + n_latents))
+        rotary = rotary_cos_sin(tr.rotary_pos_emb.table(num_memory + n_latents, device=context.device))
         return DiTCache(
             cond=cond, signature=self.cache_signature(), context=context, global_embed=global_embed,
             cross_kv=[layer.cross_attn.project_kv(context) for layer in tr.layers],

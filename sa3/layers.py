@@ -85,7 +85,27 @@ def _onednn_linear():
     return onednn_linear_op()
 
 
-class Linear(nn.Linear):
+def to_input(t: torch.Tensor | None, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """``t`` on ``x``'s device (and in ``dtype`` when given): a parameter or buffer a module keeps
+    outside its layers (memory tokens, adaLN tables, SAME's new tokens, rotary frequencies), used
+    where a host (ComfyUI's partial loading) left it on another device than the activations. The
+    same tensor, no copy, when it is already there (every full load)."""
+    if t is None or (t.device == x.device and (dtype is None or t.dtype == dtype)):
+        return t
+    return t.to(device=x.device, dtype=dtype or t.dtype)
+
+
+class CastWeights:
+    """Mixin of the layers the models build through an operations namespace (``DefaultOps``):
+    ``weights_for(x)`` gives the weight and bias to compute with, on ``x``'s device. The default
+    casts only when they live elsewhere (a partially loaded model); a host's operations override it
+    (ComfyUI's cast machinery: ``nodes/comfy_models.ComfyOperations``)."""
+
+    def weights_for(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return to_input(self.weight, x), to_input(self.bias, x)
+
+
+class Linear(CastWeights, nn.Linear):
     """``nn.Linear`` (same parameters and state-dict keys) whose forward is ``linear``.
 
     ``compute_dtype`` (None: the input's) is for mixed precision (SAME ``"bf16-mixed"``): the
@@ -104,7 +124,10 @@ class Linear(nn.Linear):
         there is none), for a caller whose next operation converts it anyway."""
         if self.compute_dtype is not None:
             x = x.to(self.compute_dtype)
-        return linear(x, self.weight, self.bias, self._packed_weight(x))
+        weight, bias = self.weights_for(x)
+        if weight is not self.weight:  # cast for this call (partial load): no packed copy of it
+            return linear(x, weight, bias)
+        return linear(x, weight, bias, self._packed_weight(x))
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor | None:
         """With ``pack_weight``, for a bfloat16 oneDNN call in inference: the weight in oneDNN's
@@ -185,9 +208,10 @@ class RMSNorm(nn.Module):
         self.force_fp32 = force_fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gamma = to_input(self.gamma, x)
         if not self.force_fp32:
-            return F.rms_norm(x, x.shape[-1:], weight=self.gamma, eps=self.eps)
-        out = F.rms_norm(x.float(), x.shape[-1:], weight=self.gamma.float(), eps=self.eps)
+            return F.rms_norm(x, x.shape[-1:], weight=gamma, eps=self.eps)
+        out = F.rms_norm(x.float(), x.shape[-1:], weight=gamma.float(), eps=self.eps)
         return out.to(x.dtype)
 
 
@@ -201,10 +225,11 @@ class DynamicTanh(nn.Module):
         self.beta = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha, gamma, beta = (to_input(p, x) for p in (self.alpha, self.gamma, self.beta))
         if torch.is_grad_enabled():
-            return self.gamma * torch.tanh(self.alpha * x) + self.beta
+            return gamma * torch.tanh(alpha * x) + beta
         # inference: the same roundings on one fresh tensor (no extra temporaries)
-        return (self.alpha * x).tanh_().mul_(self.gamma).add_(self.beta)
+        return (alpha * x).tanh_().mul_(gamma).add_(beta)
 
 
 class RotaryEmbedding(nn.Module):
@@ -218,11 +243,13 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))
         self.register_buffer("inv_freq", inv_freq)
 
-    def table(self, seq_len: int, offset: int = 0) -> torch.Tensor:
-        """Angles for positions ``offset .. offset+seq_len-1``: (N, dim), float32."""
-        pos = torch.arange(offset, offset + seq_len, device=self.inv_freq.device, dtype=torch.float32)
+    def table(self, seq_len: int, offset: int = 0, device: torch.device | None = None) -> torch.Tensor:
+        """Angles for positions ``offset .. offset+seq_len-1``: (N, dim), float32, on ``device``
+        (None: the buffer's; the activations' where a host may leave the buffer elsewhere)."""
+        inv_freq = self.inv_freq if device is None else self.inv_freq.to(device)
+        pos = torch.arange(offset, offset + seq_len, device=inv_freq.device, dtype=torch.float32)
         # fp32 angles: positions up to ~70k (SAME-L) lose precision in half types
-        freqs = torch.outer(pos, self.inv_freq.float())  # (N, dim/2)
+        freqs = torch.outer(pos, inv_freq.float())  # (N, dim/2)
         return torch.cat((freqs, freqs), dim=-1)  # (N, dim)
 
 
@@ -262,9 +289,9 @@ def apply_rotary(t: torch.Tensor, freqs: torch.Tensor | tuple[torch.Tensor, torc
 class GLU(nn.Module):
     """Gated in-projection: ``[value | gate] = proj(x)``, returns ``value * act(gate)``."""
 
-    def __init__(self, dim_in: int, dim_out: int, sinusoidal: bool = False):
+    def __init__(self, dim_in: int, dim_out: int, sinusoidal: bool = False, ops: type | None = None):
         super().__init__()
-        self.proj = Linear(dim_in, dim_out * 2)
+        self.proj = resolve_ops(ops).Linear(dim_in, dim_out * 2)
         self.sinusoidal = sinusoidal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -280,10 +307,11 @@ class FeedForward(nn.Module):
     """GLU feed-forward. ``ff = [GLU, Identity, Linear, Identity]`` keeps the official key
     indices (``ff.ff.0.proj``, ``ff.ff.2``)."""
 
-    def __init__(self, dim: int, mult: float = 4.0, sinusoidal: bool = False):
+    def __init__(self, dim: int, mult: float = 4.0, sinusoidal: bool = False, ops: type | None = None):
         super().__init__()
         inner = int(dim * mult)
-        self.ff = nn.Sequential(GLU(dim, inner, sinusoidal), nn.Identity(), Linear(inner, dim), nn.Identity())
+        ops = resolve_ops(ops)
+        self.ff = nn.Sequential(GLU(dim, inner, sinusoidal, ops), nn.Identity(), ops.Linear(inner, dim), nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., W). In inference, long inputs run in blocks of ``FF_BLOCK_ROWS`` tokens (twice
@@ -335,6 +363,73 @@ def expo_fourier_features(
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(in_dtype)
 
 
-def mlp(dim_in: int, dim_hidden: int, dim_out: int, bias: bool) -> nn.Sequential:
+def mlp(dim_in: int, dim_hidden: int, dim_out: int, bias: bool, ops: type | None = None) -> nn.Sequential:
     """``Linear -> SiLU -> Linear`` (indices 0 and 2 hold the weights, as in the official files)."""
-    return nn.Sequential(Linear(dim_in, dim_hidden, bias=bias), nn.SiLU(), Linear(dim_hidden, dim_out, bias=bias))
+    ops = resolve_ops(ops)
+    return nn.Sequential(ops.Linear(dim_in, dim_hidden, bias=bias), nn.SiLU(),
+                         ops.Linear(dim_hidden, dim_out, bias=bias))
+
+
+class Conv1d(CastWeights, nn.Conv1d):
+    """``nn.Conv1d`` (same parameters and keys) computing with ``weights_for(x)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, *self.weights_for(x))
+
+
+class WNConv1d(CastWeights, nn.Module):
+    """Conv1d under the old ``torch.nn.utils.weight_norm`` (dim 0): ``weight = v * g / ||v||`` with
+    the norm over (in, kernel) per output channel; 'same' padding (odd kernels). SAME's mapping."""
+
+    compute_dtype: torch.dtype | None = None  # mixed precision, as ``Linear.compute_dtype``
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True):
+        super().__init__()
+        self.weight_g = nn.Parameter(torch.ones(out_channels, 1, 1))
+        # placeholder values (real ones come from the checkpoint); uniform_ also works on the meta device
+        self.weight_v = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size).uniform_(-0.02, 0.02))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.padding = kernel_size // 2
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._normed(self.weight_v, self.weight_g)
+
+    @staticmethod
+    def _normed(v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        norm = v.norm(dim=(1, 2), keepdim=True)  # (out, 1, 1)
+        return v * (g / norm)
+
+    def weights_for(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._normed(to_input(self.weight_v, x), to_input(self.weight_g, x)), to_input(self.bias, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, in, F) -> (B, out, F)."""
+        weight, bias = self.weights_for(x)
+        cd = self.compute_dtype
+        if cd is None or cd == x.dtype:
+            return F.conv1d(x, weight, bias, padding=self.padding)
+        # mixed precision: weight norm in the parameters' float32, the convolution in the compute
+        # dtype, the result back in the activations' dtype
+        bias = bias.to(cd) if bias is not None else None
+        return F.conv1d(x.to(cd), weight.to(cd), bias, padding=self.padding).to(x.dtype)
+
+
+class DefaultOps:
+    """The operations the models build their layers with (``ops=`` of ``DiT``, ``SAMEAutoencoder``,
+    ``Attention``, ``FeedForward``, ``mlp``), as core ComfyUI's ``comfy/ldm`` models take
+    ``operations=``. A host passes a namespace with the same names whose classes subclass these
+    (same parameters, so the same state-dict keys) and override ``weights_for``: ComfyUI's nodes
+    pass ``nodes/comfy_models.ComfyOperations``, built on ``comfy.ops.cast_bias_weight``, so its
+    partial loading (low-VRAM cards, ``--lowvram``, ``--novram``) can leave any layer on the CPU."""
+
+    Linear = Linear
+    Conv1d = Conv1d
+    WNConv1d = WNConv1d
+    RMSNorm = RMSNorm
+    DynamicTanh = DynamicTanh
+
+
+def resolve_ops(ops: type | None) -> type:
+    """``ops``, or ``DefaultOps`` for None."""
+    return DefaultOps if ops is None else ops

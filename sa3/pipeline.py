@@ -613,7 +613,7 @@ class StableAudioModel:
                         padding_mode: str = "exact", text_dtype: str | torch.dtype | None = None,
                         autoencoder_dtype: str | torch.dtype | None = "fp32",
                         cache_dir: str | Path | None = None, download: bool = True,
-                        low_memory: bool = False) -> StableAudioModel:
+                        low_memory: bool = False, ops: type | None = None) -> StableAudioModel:
         """Load one of the six official models by name, or an official local folder.
 
         Args:
@@ -648,6 +648,9 @@ class StableAudioModel:
                 LoRA wrote, stay resident. Without it, bf16 layers on an x86 CPU keep a copy of
                 their weights prepacked for oneDNN (``layers.set_weight_packing``: the bf16 DiT
                 step about 10 % faster, for about the bf16 DiT's size in RAM); with it they don't.
+            ops: the operations namespace the DiT and SAME build their layers with (None:
+                ``layers.DefaultOps``); a host passes its own, as ComfyUI's nodes pass cast
+                operations so its partial loading works (same parameters and state-dict keys).
 
         Raises ValueError for bad options and RuntimeError for missing or broken files, before
         any weight is read where it can.
@@ -663,7 +666,7 @@ class StableAudioModel:
             return TextEncoder.from_folder(text_dir, config.text, dtype=text_dtype_)
 
         return cls._assemble(config, same_cfg, model_dir / WEIGHTS_FILE, load_text, model_dir, options,
-                             low_memory=low_memory)
+                             low_memory=low_memory, ops=ops)
 
     @classmethod
     def from_single_file(cls, checkpoint: str | Path, text_encoder: str | Path,
@@ -671,7 +674,7 @@ class StableAudioModel:
                          variant: str = "auto", attention: str = "auto",
                          padding_mode: str = "exact", text_dtype: str | torch.dtype | None = None,
                          autoencoder_dtype: str | torch.dtype | None = "fp32",
-                         low_memory: bool = False) -> StableAudioModel:
+                         low_memory: bool = False, ops: type | None = None) -> StableAudioModel:
         """Load core ComfyUI's single files: a checkpoint (DiT + conditioner + SAME, the official
         key layout; fp32, fp16 or bf16) and a T5Gemma text-encoder file with its tokenizer.
 
@@ -690,12 +693,12 @@ class StableAudioModel:
         def load_text(text_dtype_: torch.dtype | None) -> TextEncoder:
             return single_file.load_text_encoder_file(text_encoder, config.text, dtype=text_dtype_)
 
-        return cls._assemble(config, same_cfg, checkpoint, load_text, None, options, low_memory=low_memory)
+        return cls._assemble(config, same_cfg, checkpoint, load_text, None, options, low_memory=low_memory, ops=ops)
 
     @classmethod
     def _assemble(cls, config: ModelConfig, same_cfg: SAMEConfig, weights: Path,
                   load_text: Callable[[torch.dtype | None], TextEncoder], model_dir: Path | None,
-                  options: _LoadOptions, *, low_memory: bool) -> StableAudioModel:
+                  options: _LoadOptions, *, low_memory: bool, ops: type | None = None) -> StableAudioModel:
         """Build the model of ``config`` (its SAME part ``same_cfg``, parsed and checked once by the
         caller) from a checkpoint file and a text-encoder loader (shared by both ways of loading,
         so the same weights give the same modules)."""
@@ -710,9 +713,9 @@ class StableAudioModel:
         parts = split_checkpoint(state, weights)
 
         with torch.device("meta"):
-            dit = DiT(config.dit)
+            dit = DiT(config.dit, ops=ops)
             conditioner = Conditioner(config.text, config.seconds, config.cond_dim)
-            autoencoder = SAMEAutoencoder(same_cfg)
+            autoencoder = SAMEAutoencoder(same_cfg, ops=ops)
         load_strict(dit, parts["dit"], "diffusion transformer", weights)
         load_strict(conditioner, parts["conditioner"], "conditioner", weights)
         load_strict(autoencoder, parts["autoencoder"], "SAME autoencoder", weights)

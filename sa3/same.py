@@ -21,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, resolve_backend
-from .layers import DynamicTanh, FeedForward, Linear, RotaryEmbedding, residual, rotary_cos_sin
+from .layers import FeedForward, Linear, RotaryEmbedding, WNConv1d, residual, resolve_ops, rotary_cos_sin, to_input
 from .precision import MIXED_BF16
 from .rng import randn
 
@@ -291,52 +290,25 @@ def _chunk_starts(total: int, chunk: int, hop: int) -> list[int]:
 # --- modules ---------------------------------------------------------------------------------
 
 
-class WNConv1d(nn.Module):
-    """Conv1d under the old ``torch.nn.utils.weight_norm`` (dim 0): ``weight = v * g / ||v||`` with
-    the norm over (in, kernel) per output channel; 'same' padding (odd kernels)."""
-
-    compute_dtype: torch.dtype | None = None  # mixed precision, as ``Linear.compute_dtype``
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True):
-        super().__init__()
-        self.weight_g = nn.Parameter(torch.ones(out_channels, 1, 1))
-        # placeholder values (real ones come from the checkpoint); uniform_ also works on the meta device
-        self.weight_v = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size).uniform_(-0.02, 0.02))
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.padding = kernel_size // 2
-
-    @property
-    def weight(self) -> torch.Tensor:
-        norm = self.weight_v.norm(dim=(1, 2), keepdim=True)  # (out, 1, 1)
-        return self.weight_v * (self.weight_g / norm)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, in, F) -> (B, out, F)."""
-        cd = self.compute_dtype
-        if cd is None or cd == x.dtype:
-            return F.conv1d(x, self.weight, self.bias, padding=self.padding)
-        # mixed precision: weight norm in the parameters' float32, the convolution in the compute
-        # dtype, the result back in the activations' dtype
-        bias = self.bias.to(cd) if self.bias is not None else None
-        return F.conv1d(x.to(cd), self.weight.to(cd), bias, padding=self.padding).to(x.dtype)
-
-
 class SAMEBlock(nn.Module):
     """Pre-norm transformer block: DyT norms, differential self-attention with partial rotary
     (first dim_heads/2 dims), GLU feed-forward; no conditioning, no layer scale."""
 
-    def __init__(self, dim: int, dim_heads: int, differential: bool, ff_mult: float, sinusoidal: bool):
+    def __init__(self, dim: int, dim_heads: int, differential: bool, ff_mult: float, sinusoidal: bool,
+                 ops: type | None = None):
         super().__init__()
+        ops = resolve_ops(ops)
         dim_heads = min(dim_heads, dim)
-        self.pre_norm = DynamicTanh(dim)
-        self.self_attn = Attention(dim, dim_heads=dim_heads, qk_norm="dyt", differential=differential)
-        self.ff_norm = DynamicTanh(dim)
-        self.ff = FeedForward(dim, mult=ff_mult, sinusoidal=sinusoidal)
+        self.pre_norm = ops.DynamicTanh(dim)
+        self.self_attn = Attention(dim, dim_heads=dim_heads, qk_norm="dyt", differential=differential, ops=ops)
+        self.ff_norm = ops.DynamicTanh(dim)
+        self.ff = FeedForward(dim, mult=ff_mult, sinusoidal=sinusoidal, ops=ops)
         self.rope = RotaryEmbedding(dim_heads // 2)
 
     def forward(self, x: torch.Tensor, window: tuple[int, int] | None = None) -> torch.Tensor:
         """x: (B', N, W); rotary positions 0..N-1 of the sequence as given. Returns (B', N, W)."""
-        rotary = rotary_cos_sin(self.rope.table(x.shape[-2]))  # (N, dim_heads/2) fp32, once for q and k
+        # (N, dim_heads/2) fp32, once for q and k
+        rotary = rotary_cos_sin(self.rope.table(x.shape[-2], device=x.device))
         q, k, v = self.self_attn.project_qk_v(self.pre_norm(x))
         x = residual(x, self.self_attn.attend(q, k, v, rotary=rotary, window=window))
         return residual(x, self.ff(self.ff_norm(x)))
@@ -346,26 +318,28 @@ class ResamplingBlock(nn.Module):
     """The official ``TransformerResamplingBlock``: token groups of [stride frames, 1 new token]
     (encoder) or [1 latent, stride new tokens] (decoder), a transformer, then keep the new tokens."""
 
-    def __init__(self, cfg: SAMEStageConfig, kind: str, frame_features: int):
+    def __init__(self, cfg: SAMEStageConfig, kind: str, frame_features: int, ops: type | None = None):
         super().__init__()
+        ops = resolve_ops(ops)
         self.cfg, self.kind = cfg, kind
         self.in_seg = cfg.stride if kind == "encoder" else 1  # tokens per group taken from the input
         self.out_seg = 1 if kind == "encoder" else cfg.stride  # new tokens per group (= output)
         width = cfg.width
         in_ch, out_ch = (frame_features, width) if kind == "encoder" else (width, frame_features)
         kernel = 3 if cfg.conv_mapping else 1
-        self.mapping = WNConv1d(in_ch, out_ch, kernel, cfg.mapping_bias) if in_ch != out_ch else nn.Identity()
+        self.mapping = ops.WNConv1d(in_ch, out_ch, kernel, cfg.mapping_bias) if in_ch != out_ch else nn.Identity()
         slots = 1 if cfg.variable_stride else self.out_seg
         self.new_tokens = nn.Parameter(torch.empty(1, slots, width).uniform_(-1e-5, 1e-5))  # placeholder, loaded
         self.transformers = nn.ModuleList(
             SAMEBlock(width, cfg.dim_heads, cfg.differential, cfg.ff_mult,
-                      sinusoidal=(cfg.depth - i) < cfg.sinusoidal_blocks)
+                      sinusoidal=(cfg.depth - i) < cfg.sinusoidal_blocks, ops=ops)
             for i in range(cfg.depth)
         )
 
-    def _new_tokens(self, groups: int, generator: torch.Generator) -> torch.Tensor:
-        """(groups, out_seg, W) new tokens, plus mask noise when configured (also at inference)."""
-        tokens = self.new_tokens.expand(groups, self.out_seg, -1)
+    def _new_tokens(self, groups: int, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+        """(groups, out_seg, W) new tokens on ``like``'s device, plus mask noise when configured
+        (also at inference)."""
+        tokens = to_input(self.new_tokens, like).expand(groups, self.out_seg, -1)
         if self.cfg.mask_noise > 0:
             tokens = tokens + _randn(tuple(tokens.shape), generator, tokens) * self.cfg.mask_noise
         return tokens
@@ -409,7 +383,7 @@ class ResamplingBlock(nn.Module):
         w = x.shape[-1]
         groups = x.shape[1] // self.in_seg
         x = x.reshape(b * groups, self.in_seg, w)  # (B, G*in_seg, W) -> (B*G, in_seg, W)
-        x = torch.cat([x, self._new_tokens(b * groups, generator)], dim=1)  # (B*G, T, W)
+        x = torch.cat([x, self._new_tokens(b * groups, generator, x)], dim=1)  # (B*G, T, W)
         x = self._transform(x.reshape(b, -1, w))  # (B*G, T, W) -> (B, G*T, W)
         x = x.reshape(b * groups, -1, w)[:, -self.out_seg:]  # keep the new tokens: (B*G, out_seg, W)
         x = x.reshape(b, groups * self.out_seg, w).transpose(1, 2)  # -> (B, W, G*out_seg)
@@ -421,12 +395,13 @@ class ResamplingBlock(nn.Module):
 class SAMEEncoder(nn.Module):
     """``layers = [ResamplingBlock, Transpose, Linear(W, C), Transpose]`` (index slots as official)."""
 
-    def __init__(self, cfg: SAMEStageConfig, frame_features: int, latent_dim: int):
+    def __init__(self, cfg: SAMEStageConfig, frame_features: int, latent_dim: int, ops: type | None = None):
         super().__init__()
+        ops = resolve_ops(ops)
         self.layers = nn.ModuleList([
-            ResamplingBlock(cfg, "encoder", frame_features),
+            ResamplingBlock(cfg, "encoder", frame_features, ops),
             nn.Identity(),  # Transpose slot
-            Linear(cfg.width, latent_dim),
+            ops.Linear(cfg.width, latent_dim),
             nn.Identity(),  # Transpose slot
         ])
 
@@ -439,13 +414,14 @@ class SAMEEncoder(nn.Module):
 class SAMEDecoder(nn.Module):
     """``layers = [Transpose, Linear(C, W), Transpose, ResamplingBlock]`` (index slots as official)."""
 
-    def __init__(self, cfg: SAMEStageConfig, frame_features: int, latent_dim: int):
+    def __init__(self, cfg: SAMEStageConfig, frame_features: int, latent_dim: int, ops: type | None = None):
         super().__init__()
+        ops = resolve_ops(ops)
         self.layers = nn.ModuleList([
             nn.Identity(),  # Transpose slot
-            Linear(latent_dim, cfg.width),
+            ops.Linear(latent_dim, cfg.width),
             nn.Identity(),  # Transpose slot
-            ResamplingBlock(cfg, "decoder", frame_features),
+            ResamplingBlock(cfg, "decoder", frame_features, ops),
         ])
 
     def forward(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -467,14 +443,15 @@ class SoftNormBottleneck(nn.Module):
         self.running_std = nn.Parameter(torch.ones(1), requires_grad=False) if auto_scale else None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.scaling_factor + self.bias
-        return x / self.running_std if self.running_std is not None else x
+        x = x * to_input(self.scaling_factor, x) + to_input(self.bias, x)
+        return x / to_input(self.running_std, x) if self.running_std is not None else x
 
     def decode(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if self.running_std is not None:
-            z = z * self.running_std
+        running_std = to_input(self.running_std, z)
+        if running_std is not None:
+            z = z * running_std
         if self.noise_regularize:
-            scale = self.running_std if self.running_std is not None else z.std(dim=-1, keepdim=True)
+            scale = running_std if running_std is not None else z.std(dim=-1, keepdim=True)
             z = z + _randn(tuple(z.shape), generator, z) * scale * BOTTLENECK_NOISE_SCALE
         return z
 
@@ -485,12 +462,13 @@ class SAMEAutoencoder(nn.Module):
     State-dict keys are the official ``pretransform.model.*`` keys without that prefix.
     """
 
-    def __init__(self, config: SAMEConfig):
+    def __init__(self, config: SAMEConfig, ops: type | None = None):
+        """``ops``: the operations namespace the layers are built with (``layers.DefaultOps``)."""
         super().__init__()
         self.config = config
         frame_features = config.io_channels * config.patch_size
-        self.encoder = SAMEEncoder(config.encoder, frame_features, config.latent_dim)
-        self.decoder = SAMEDecoder(config.decoder, frame_features, config.latent_dim)
+        self.encoder = SAMEEncoder(config.encoder, frame_features, config.latent_dim, ops)
+        self.decoder = SAMEDecoder(config.decoder, frame_features, config.latent_dim, ops)
         self.bottleneck = SoftNormBottleneck(config.latent_dim, config.noise_regularize, config.auto_scale)
         self._attention_backend = "sdpa"
 
