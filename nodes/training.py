@@ -20,6 +20,7 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_models
+from ._sa3 import checks
 from ._adapters import error
 from ._validate import checked
 from .loaders import SA3LoraLoader, _require_model  # the pack's one check of the model socket
@@ -38,27 +39,30 @@ TRAIN_NODE = "Train LoRA"
 NO_RESUME = "none"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,99}$")
 DEFAULTS = training.LoRATrainingOptions()
-CURVE_SIZE = (768, 320)  # loss-curve picture, pixels (width, height)
+CURVE_SIZE = (768, 320)
+MAX_FOLDER_CHARS = 4096  # PATH_MAX  # loss-curve picture, pixels (width, height)
 
 
 # --- dataset ---------------------------------------------------------------------------------
 
 
 def _dataset_folder(folder: str) -> Path:
-    """A name inside ComfyUI's input folder, or an absolute path."""
+    """A folder inside ComfyUI's input folder (a name, or an absolute path that resolves there):
+    '..', absolute paths and symbolic links leading elsewhere are refused."""
     text = (folder or "").strip()
     if not text:
         raise ValueError(error(DATASET_NODE, "folder is empty (got '', expected a folder name in ComfyUI's input "
-                                             "folder or an absolute path). Enter the folder holding the clips."))
-    path = Path(text).expanduser()
-    if path.is_absolute():
-        return path
+                                             "folder). Enter the folder holding the clips."))
+    if "\0" in text or len(text) > MAX_FOLDER_CHARS:
+        raise ValueError(error(DATASET_NODE, f"folder must be a folder name of at most {MAX_FOLDER_CHARS} characters "
+                                             f"without NUL (got {checks.shown(text)}). Enter the folder's name."))
     base = Path(folder_paths.get_input_directory()).resolve()
-    resolved = (base / path).resolve()
-    if base != resolved and base not in resolved.parents:
-        raise ValueError(error(DATASET_NODE, f"folder {text!r} points outside the input folder (got {text!r}, "
-                                             f"expected a folder inside {str(base)!r} or an absolute path). "
-                                             "Remove the '..' parts or give an absolute path."))
+    resolved = (base / text).resolve()  # an absolute text replaces base; links are followed
+    if resolved != base and base not in resolved.parents:
+        raise ValueError(error(DATASET_NODE, f"folder {checks.shown(text)} points outside the input folder (got {checks.shown(text)}, "
+                                             f"resolving to {str(resolved)!r}, expected a folder inside "
+                                             f"{str(base)!r}). Move the clips into a folder there and give its "
+                                             "name."))
     return resolved
 
 
@@ -98,7 +102,7 @@ class SA3TrainingDataset(io.ComfyNode):
             inputs=[
                 io.String.Input("folder", default="sa3_training",
                                 tooltip="The folder of clips: a name inside ComfyUI's input folder (e.g. "
-                                        "'my_loops' for input/my_loops) or an absolute path. Sub-folders are "
+                                        "'my_loops' for input/my_loops). Sub-folders are "
                                         "included. clip.wav needs clip.txt with its prompt beside it."),
             ],
             outputs=[SA3TrainingData.Output(display_name="dataset",
