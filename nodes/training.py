@@ -20,8 +20,8 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_models
-from ._sa3 import checks
 from ._adapters import error
+from ._sa3 import checks
 from ._validate import checked
 from .loaders import SA3LoraLoader, _require_model  # the pack's one check of the model socket
 from .search import schema_aliases
@@ -59,7 +59,8 @@ def _dataset_folder(folder: str) -> Path:
     base = Path(folder_paths.get_input_directory()).resolve()
     resolved = (base / text).resolve()  # an absolute text replaces base; links are followed
     if resolved != base and base not in resolved.parents:
-        raise ValueError(error(DATASET_NODE, f"folder {checks.shown(text)} points outside the input folder (got {checks.shown(text)}, "
+        shown = checks.shown(text)
+        raise ValueError(error(DATASET_NODE, f"folder {shown} points outside the input folder (got {shown}, "
                                              f"resolving to {str(resolved)!r}, expected a folder inside "
                                              f"{str(base)!r}). Move the clips into a folder there and give its "
                                              "name."))
