@@ -285,6 +285,7 @@ def read_lora_file(path: str | Path) -> LoRAFile:
     if unknown_cfg:
         logger.debug("Stable Audio 3 LoRA: %s: ignoring lora_config keys %s", path, unknown_cfg)
 
+    include, exclude = _rules(path, config, "include"), _rules(path, config, "exclude")  # bounded before use
     adapter_type = _resolve_type(path, config.get("adapter_type", "lora"), tensors)
     layers, prefixes = _group_layers(path, tensors, adapter_type)
     rank = _check_rank(path, config.get("rank"), layers, prefixes)
@@ -292,8 +293,7 @@ def read_lora_file(path: str | Path) -> LoRAFile:
     alpha = float(rank if alpha is None else alpha)
     dropout = float(config.get("dropout") or 0.0)
     return LoRAFile(path=path, adapter_type=adapter_type, rank=rank, alpha=alpha, dropout=dropout,
-                    include=_rules(path, config, "include"), exclude=_rules(path, config, "exclude"),
-                    layers=layers, keys=prefixes)
+                    include=include, exclude=exclude, layers=layers, keys=prefixes)
 
 
 def _group_layers(path: Path, tensors: dict, adapter_type: str
