@@ -141,7 +141,7 @@ def test_too_much_audio_refused_before_decoding_any(tmp_path, monkeypatch):
 def test_non_finite_samples_refused(tmp_path):
     path = tmp_path / "nan.wav"
     soundfile.write(path, np.full((4410, 2), np.nan, dtype=np.float32), 44100, subtype="FLOAT")
-    with pytest.raises(TrainingDataError, match="nan.wav' contains NaN or infinite samples"):
+    with pytest.raises(TrainingDataError, match=r"nan\.wav' contains NaN or infinite samples"):
         load_clip(path, "a tone")
 
 
@@ -199,8 +199,8 @@ def test_lora_file_with_a_huge_rule_refused_when_read(tmp_path):
 
     path = tmp_path / "huge_rule.safetensors"
     config = {"rank": 1, "alpha": 1, "adapter_type": "lora", "include": ["[0-999999].[0-999999]"], "exclude": None}
-    save_file({"dit.transformer.layers.0.self_attn.to_qkv.parametrizations.weight.0.lora_A": torch.zeros(1, 4),
-               "dit.transformer.layers.0.self_attn.to_qkv.parametrizations.weight.0.lora_B": torch.zeros(4, 1)}, str(path),
+    key = "dit.transformer.layers.0.self_attn.to_qkv.parametrizations.weight.0."
+    save_file({key + "lora_A": torch.zeros(1, 4), key + "lora_B": torch.zeros(4, 1)}, str(path),
               metadata={"lora_config": json.dumps(config)})
     with pytest.raises(LoRALoadError, match=r"lora_config\['include'\] must be a layer-name rule expanding to at most"):
         read_lora_file(path)
