@@ -70,7 +70,7 @@ def _dataset_folder(folder: str) -> Path:
 def _node_message(node: str, e: Exception) -> str:
     """A library error as the node's own message (the library names itself, the node replaces it)."""
     text = str(e)
-    for prefix in ("Stable Audio 3 training data: ", "Stable Audio 3 training: "):
+    for prefix in ("Stable Audio 3 training data: ", "Stable Audio 3 training: ", f"Stable Audio 3 {node}: "):
         text = text.removeprefix(prefix)
     return error(node, text)
 

@@ -288,3 +288,19 @@ def test_cli_train(data_dir, tmp_path, capsys):
     assert "svd_bases_path" in capsys.readouterr().err
     assert main([*args[:-2], "--rank", "0"]) == 2
     assert "rank must be an integer in 1..1024 (got 0)" in capsys.readouterr().err
+
+
+def test_cli_checks_data_and_output_before_loading_the_model(tmp_path, capsys):
+    """The model name is bad too: the folder's message shows it was checked first."""
+    from sa3.cli import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.wav").touch()  # no caption
+    base = ["train", "--model", "no-such-model", "-o", str(tmp_path / "x.safetensors")]
+    assert main([*base, "--data-dir", str(tmp_path / "missing")]) == 2
+    assert "folder '" in (err := capsys.readouterr().err) and "does not exist or is not a folder" in err
+    assert main([*base, "--data-dir", str(tmp_path / "data")]) == 2
+    assert "1 of 1 audio files have no caption" in capsys.readouterr().err
+    _write(tmp_path / "good", "a.wav")
+    assert main([*base[:-1], str(tmp_path / "x.ckpt"), "--data-dir", str(tmp_path / "good")]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err
