@@ -356,7 +356,11 @@ class _TrainableLoRA(nn.Module):
         with torch.no_grad():
             for key in self.keys:
                 for n in ADAPTER_PARAMS[self.adapter_type]:
-                    self.get(key, n).copy_(tensors[file_key(*key) + SLOT + n])
+                    name, target = file_key(*key) + SLOT + n, self.get(key, n)
+                    if tuple(tensors[name].shape) != tuple(target.shape):
+                        raise _error(f"resume_from tensor {name!r} must have shape {tuple(target.shape)} (got "
+                                     f"{tuple(tensors[name].shape)})", "Resume a LoRA trained for this model")
+                    target.copy_(tensors[name])
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -487,7 +491,11 @@ def _read_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
 
 def _check_resume(path: Path, options: LoRATrainingOptions) -> None:
     """The resume file must be a LoRA of the same shape of training (type, rank, alpha, rules)."""
-    f = read_lora_file(path)
+    try:
+        f = read_lora_file(path)
+    except LoRALoadError as e:  # corrupt, foreign or of another shape: named as resume_from
+        raise _error(f"resume_from {str(path)!r} cannot be used ({str(e).removeprefix('Stable Audio 3 LoRA: ')})",
+                     "Pick a LoRA trained for this model") from e
     ours = options.lora_config()
     got = {"adapter_type": f.adapter_type, "rank": f.rank, "alpha": f.alpha,
            "include": None if f.include is None else list(f.include),
@@ -750,6 +758,10 @@ def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) ->
     if missing:
         raise _error(f"resume_from {str(path)!r} lacks {len(missing)} tensor(s) this model needs (e.g. "
                      f"{missing[0]!r})", "Resume a LoRA trained for this model with the same include/exclude")
+    broken = [k for k in wanted if not bool(torch.isfinite(tensors[k]).all())]
+    if broken:
+        raise _error(f"resume_from {str(path)!r} must hold finite numbers (got NaN or infinity in {len(broken)} "
+                     f"tensor(s), e.g. {broken[0]!r})", "Resume an earlier checkpoint of that LoRA")
     return {k: tensors[k] for k in wanted}
 
 

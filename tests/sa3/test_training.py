@@ -262,6 +262,48 @@ def test_bad_resume_refused(model, data_dir, tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def _nan_copy(path: Path, out: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    key = sorted(tensors)[0]
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, str(out), metadata=meta)
+    return out
+
+
+def _wider_copy(path: Path, out: Path) -> Path:
+    """The same rank and rules, one tensor of another layer width (a LoRA of another model)."""
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    key = next(k for k in sorted(tensors) if k.endswith("lora_B"))
+    tensors[key] = torch.zeros(tensors[key].shape[0] + 3, tensors[key].shape[1])
+    save_file(tensors, str(out), metadata=meta)
+    return out
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda first, d: (d / "junk.safetensors").write_bytes(b"\x10" + b"\0" * 7 + b"{garbage}") and
+     d / "junk.safetensors", "resume_from '{d}/junk.safetensors' cannot be used (the safetensors file cannot be read"),
+    (lambda first, d: _nan_copy(first, d / "nan.safetensors"),
+     "resume_from '{d}/nan.safetensors' must hold finite numbers (got NaN or infinity in 1 tensor(s)"),
+    (lambda first, d: _wider_copy(first, d / "wide.safetensors"), "must have shape"),
+])
+def test_unusable_resume_file_refused_naming_it(model, data_dir, tmp_path, make, message):
+    first = train_lora(model, data_dir, tmp_path / "first.safetensors", opts(steps=2)).path
+    first.with_name("first.sa3state").unlink()  # resume from the weights (a file trained elsewhere)
+    bad = make(first, tmp_path)
+    with pytest.raises(TrainingError) as e:
+        train_lora(model, data_dir, tmp_path / "x.safetensors", opts(steps=4), resume_from=bad)
+    assert message.replace("{d}", str(tmp_path)) in str(e.value)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_model_with_lora_refused(model, data_dir, tmp_path):
     first = train_lora(model, data_dir, tmp_path / "first.safetensors", opts(steps=1)).path
     model.load_lora(first)
