@@ -9,6 +9,7 @@ on Cancel (what was trained is saved, then the run ends as cancelled).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import re
@@ -119,9 +120,13 @@ class SA3TrainingDataset(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, folder=None):
         """Re-read the folder when any clip or caption changes (name, size or time)."""
+        bound = training_data.MAX_FOLDER_ENTRIES
         try:
             path = _dataset_folder(folder)
-            files = sorted(p for p in path.rglob("*") if p.is_file())
+            entries = list(itertools.islice(path.rglob("*"), bound + 1))  # bounded: execute refuses more
+            if len(entries) > bound:
+                return f"{folder}|more than {bound} entries"
+            files = sorted(p for p in entries if p.is_file())
         except (ValueError, OSError):
             return folder
         h = hashlib.blake2b(digest_size=16)

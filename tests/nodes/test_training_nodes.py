@@ -152,6 +152,16 @@ def test_dataset_name_refused_at_queue_time(dirs, tmp_path, folder, message):
     assert message in str(e.value) and str(e.value).count("Stable Audio 3") == 1
 
 
+def test_dataset_fingerprint_walk_is_bounded(dirs, monkeypatch):
+    inp, _ = dirs
+    monkeypatch.setattr(_pack_module("training").training_data, "MAX_FOLDER_ENTRIES", 5)
+    for i in range(10):
+        (inp / "clips" / f"extra{i}.txt").touch()
+    assert nodes.SA3TrainingDataset.fingerprint_inputs(folder="clips") == "clips|more than 5 entries"
+    with pytest.raises(ValueError, match="holds more than 5 files and folders"):
+        nodes.SA3TrainingDataset.execute(folder="clips")
+
+
 def test_dataset_absolute_path_inside_input_accepted(dirs):
     inp, _ = dirs
     assert nodes.SA3TrainingDataset.validate_inputs(folder=str(inp / "clips")) is True
