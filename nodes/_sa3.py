@@ -31,12 +31,12 @@ from ..sa3.config import (
 )
 from ..sa3.loading import CONFIG_FILE, TEXT_FOLDER, WEIGHTS_FILE
 from ..sa3.lora import LoRALink
-from ..sa3.lora_files import expand_brackets
+from ..sa3.lora_files import check_rule, expand_brackets
 from ..sa3.sampling import SAMPLERS
 
 StableAudioModel = pipeline.StableAudioModel
 
 __all__ = ["CONFIG_FILE", "DURATION_PADDING_SEC", "MODEL_REPOS", "MODEL_SAMPLE_SIZES", "SAMPLERS", "SAMPLES_PER_LATENT",
            "SAMPLE_RATE", "TEXT_FOLDER", "WEIGHTS_FILE", "LoRALink", "ModelConfig", "StableAudioModel", "attention",
-           "audio", "checks", "estimates", "expand_brackets", "layers", "loading", "parse_shift_text", "pictures",
-           "pipeline", "precision", "prompt_assistant", "single_file"]
+           "audio", "check_rule", "checks", "estimates", "expand_brackets", "layers", "loading", "parse_shift_text",
+           "pictures", "pipeline", "precision", "prompt_assistant", "single_file"]

@@ -22,6 +22,7 @@ from ._sa3 import (
     LoRALink,
     ModelConfig,
     attention,
+    check_rule,
     checks,
     expand_brackets,
     loading,
@@ -241,7 +242,7 @@ def _unmatched_filters(dit, layer_filter: str) -> list[str]:
     """layer_filter entries (as written) that match no layer name of the DiT (sa3's matching:
     lower-cased substrings, [a-b] ranges expanded)."""
     names = [name for name, _ in dit.named_modules() if name]
-    entries = [e.strip() for e in layer_filter.split(",") if e.strip()]
+    entries = [check_rule("layer_filter", e.strip(), "LoRA Loader") for e in layer_filter.split(",") if e.strip()]
     return [e for e in entries if not any(x in n for x in expand_brackets(e.lower()) for n in names)]
 
 

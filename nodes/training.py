@@ -9,6 +9,7 @@ on Cancel (what was trained is saved, then the run ends as cancelled).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import re
@@ -21,6 +22,7 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error
+from ._sa3 import checks
 from ._validate import checked
 from .loaders import SA3LoraLoader, _require_model  # the pack's one check of the model socket
 from .search import schema_aliases
@@ -38,34 +40,38 @@ TRAIN_NODE = "Train LoRA"
 NO_RESUME = "none"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,99}$")
 DEFAULTS = training.LoRATrainingOptions()
-CURVE_SIZE = (768, 320)  # loss-curve picture, pixels (width, height)
+CURVE_SIZE = (768, 320)
+MAX_FOLDER_CHARS = 4096  # PATH_MAX  # loss-curve picture, pixels (width, height)
 
 
 # --- dataset ---------------------------------------------------------------------------------
 
 
 def _dataset_folder(folder: str) -> Path:
-    """A name inside ComfyUI's input folder, or an absolute path."""
+    """A folder inside ComfyUI's input folder (a name, or an absolute path that resolves there):
+    '..', absolute paths and symbolic links leading elsewhere are refused."""
     text = (folder or "").strip()
     if not text:
         raise ValueError(error(DATASET_NODE, "folder is empty (got '', expected a folder name in ComfyUI's input "
-                                             "folder or an absolute path). Enter the folder holding the clips."))
-    path = Path(text).expanduser()
-    if path.is_absolute():
-        return path
+                                             "folder). Enter the folder holding the clips."))
+    if "\0" in text or len(text) > MAX_FOLDER_CHARS:
+        raise ValueError(error(DATASET_NODE, f"folder must be a folder name of at most {MAX_FOLDER_CHARS} characters "
+                                             f"without NUL (got {checks.shown(text)}). Enter the folder's name."))
     base = Path(folder_paths.get_input_directory()).resolve()
-    resolved = (base / path).resolve()
-    if base != resolved and base not in resolved.parents:
-        raise ValueError(error(DATASET_NODE, f"folder {text!r} points outside the input folder (got {text!r}, "
-                                             f"expected a folder inside {str(base)!r} or an absolute path). "
-                                             "Remove the '..' parts or give an absolute path."))
+    resolved = (base / text).resolve()  # an absolute text replaces base; links are followed
+    if resolved != base and base not in resolved.parents:
+        shown = checks.shown(text)
+        raise ValueError(error(DATASET_NODE, f"folder {shown} points outside the input folder (got {shown}, "
+                                             f"resolving to {str(resolved)!r}, expected a folder inside "
+                                             f"{str(base)!r}). Move the clips into a folder there and give its "
+                                             "name."))
     return resolved
 
 
 def _node_message(node: str, e: Exception) -> str:
     """A library error as the node's own message (the library names itself, the node replaces it)."""
     text = str(e)
-    for prefix in ("Stable Audio 3 training data: ", "Stable Audio 3 training: "):
+    for prefix in ("Stable Audio 3 training data: ", "Stable Audio 3 training: ", f"Stable Audio 3 {node}: "):
         text = text.removeprefix(prefix)
     return error(node, text)
 
@@ -98,7 +104,7 @@ class SA3TrainingDataset(io.ComfyNode):
             inputs=[
                 io.String.Input("folder", default="sa3_training",
                                 tooltip="The folder of clips: a name inside ComfyUI's input folder (e.g. "
-                                        "'my_loops' for input/my_loops) or an absolute path. Sub-folders are "
+                                        "'my_loops' for input/my_loops). Sub-folders are "
                                         "included. clip.wav needs clip.txt with its prompt beside it."),
             ],
             outputs=[SA3TrainingData.Output(display_name="dataset",
@@ -114,9 +120,13 @@ class SA3TrainingDataset(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, folder=None):
         """Re-read the folder when any clip or caption changes (name, size or time)."""
+        bound = training_data.MAX_FOLDER_ENTRIES
         try:
             path = _dataset_folder(folder)
-            files = sorted(p for p in path.rglob("*") if p.is_file())
+            entries = list(itertools.islice(path.rglob("*"), bound + 1))  # bounded: execute refuses more
+            if len(entries) > bound:
+                return f"{folder}|more than {bound} entries"
+            files = sorted(p for p in entries if p.is_file())
         except (ValueError, OSError):
             return folder
         h = hashlib.blake2b(digest_size=16)

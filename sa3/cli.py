@@ -104,7 +104,8 @@ def _add_train_parser(sub) -> None:
 
 def run_train(args: argparse.Namespace) -> Path:
     from .pipeline import StableAudioModel
-    from .training import LoRATrainingOptions, check_options, encoded_folder, train_lora
+    from .training import LoRATrainingOptions, check_options, check_output, encoded_folder, train_lora
+    from .training_data import find_clips
 
     options = LoRATrainingOptions(
         adapter_type=args.adapter_type, rank=args.rank, alpha=args.alpha, dropout=args.dropout,
@@ -117,6 +118,9 @@ def run_train(args: argparse.Namespace) -> Path:
         raise ValueError("--pre-encode-only needs --encoded-dir (where the encoded dataset goes)")
     if not args.pre_encode_only and args.output is None:
         raise ValueError("-o/--output is required (the LoRA file to write)")
+    find_clips(args.data_dir)  # the folder and every caption, before the model is loaded
+    if not args.pre_encode_only:
+        check_output(Path(args.output))
     model = StableAudioModel.from_pretrained(args.model, device=args.device, dtype="fp32")
     if args.pre_encode_only:
         data = encoded_folder(model, args.data_dir, options, args.encoded_dir)

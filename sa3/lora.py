@@ -37,6 +37,7 @@ from .lora_files import (
     SLOT,
     LoRAFile,
     LoRALoadError,
+    check_rule,
     expand_brackets,
     file_error,
     read_lora_file,
@@ -242,6 +243,9 @@ def _check_options(interval, layer_filter) -> tuple[tuple[float, float] | None, 
         interval = check_noise_interval("interval", interval, where="LoRA")
     if layer_filter is not None and not isinstance(layer_filter, str):
         raise ValueError(f"Stable Audio 3 LoRA: layer_filter must be a string (got {layer_filter!r}).")
+    for entry in (layer_filter or "").split(","):
+        if entry.strip():
+            check_rule("layer_filter", entry.strip(), where="LoRA")
     return interval, layer_filter
 
 

@@ -16,6 +16,7 @@ r rank.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pickle
@@ -25,6 +26,8 @@ from itertools import product
 from pathlib import Path
 
 import torch
+
+from .checks import fail
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +94,50 @@ class LoRAFile:
 # --- layer-name rules ------------------------------------------------------------------------
 
 
+MAX_RULE_CHARS = 1_000  # one layer-name rule; real ones are a few dozen characters
+MAX_RULE_NAMES = 10_000  # names one rule may expand to; the largest model has ~1,000 layers
+_RANGE = re.compile(r"\[(\d+)-(\d+)\]")
+
+
+def rule_names(pattern: str) -> int:
+    """How many names ``pattern`` expands to (the product of its ranges' lengths), counted without
+    expanding it; the digits are bounded by ``MAX_RULE_CHARS``."""
+    count = 1
+    for a, b in _RANGE.findall(pattern):
+        count *= abs(int(b) - int(a)) + 1
+    return count
+
+
+def check_rule(name: str, pattern, where: str | None = None, fix: str = "") -> str:
+    """One layer-name rule (include, exclude, layer_filter entry): text of at most ``MAX_RULE_CHARS``
+    characters whose brackets are all ``[a-b]`` digit ranges, expanding to at most
+    ``MAX_RULE_NAMES`` names. Checked before anything is expanded."""
+    fix = fix or "Use layer-name parts such as 'cross_attn' or 'transformer.layers.[0-7]'."
+    if not isinstance(pattern, str) or len(pattern) > MAX_RULE_CHARS:
+        got = f"{len(pattern):,} characters" if isinstance(pattern, str) else None
+        raise fail(name, f"a layer-name rule of at most {MAX_RULE_CHARS:,} characters", pattern, where, fix, got=got)
+    if "[" in _RANGE.sub("", pattern) or "]" in _RANGE.sub("", pattern):
+        raise fail(name, "a layer-name rule whose brackets are [a-b] ranges of whole numbers", pattern, where, fix)
+    count = rule_names(pattern)
+    if count > MAX_RULE_NAMES:
+        raise fail(name, f"a layer-name rule expanding to at most {MAX_RULE_NAMES:,} names", pattern, where, fix,
+                   got=f"{pattern[:60]!r}, {count:,} names")
+    return pattern
+
+
 def expand_brackets(pattern: str) -> list[str]:
     """``"layers.[0-2].attn"`` -> ``["layers.0.attn", "layers.1.attn", "layers.2.attn"]``;
-    descending ranges count down; several ranges expand as a product (official ``_expand``)."""
-    pieces = re.split(r"\[(\d+)-(\d+)\]", pattern)
+    descending ranges count down; several ranges expand as a product (official ``_expand``).
+    Refuses (``ValueError``) a rule longer than ``MAX_RULE_CHARS`` or expanding to more than
+    ``MAX_RULE_NAMES`` names before expanding anything."""
+    return list(_expanded(pattern))
+
+
+@functools.lru_cache(maxsize=256)
+def _expanded(pattern: str) -> tuple[str, ...]:
+    if not isinstance(pattern, str) or len(pattern) > MAX_RULE_CHARS or rule_names(pattern) > MAX_RULE_NAMES:
+        check_rule("pattern", pattern)  # raises the message naming the bound
+    pieces = _RANGE.split(pattern)
     literals, starts, ends = pieces[0::3], pieces[1::3], pieces[2::3]
     pools = []
     for a, b in zip(starts, ends, strict=True):
@@ -107,7 +150,7 @@ def expand_brackets(pattern: str) -> list[str]:
         for number, literal in zip(combo, literals[1:], strict=True):
             text += number + literal
         out.append(text)
-    return out
+    return tuple(out)
 
 
 def matches_any(name: str, patterns) -> bool:
@@ -177,6 +220,11 @@ def _rules(path: Path, config: dict, key: str) -> tuple[str, ...] | None:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise file_error(path, f"lora_config[{key!r}] must be a list of strings (got {value!r})",
                          "Fix the LoRA's config")
+    for rule in value:
+        try:
+            check_rule(f"lora_config[{key!r}]", rule)
+        except ValueError as e:
+            raise file_error(path, str(e).removeprefix("Stable Audio 3: ").rstrip("."), "Fix the LoRA's config") from e
     return tuple(value)
 
 
@@ -237,6 +285,7 @@ def read_lora_file(path: str | Path) -> LoRAFile:
     if unknown_cfg:
         logger.debug("Stable Audio 3 LoRA: %s: ignoring lora_config keys %s", path, unknown_cfg)
 
+    include, exclude = _rules(path, config, "include"), _rules(path, config, "exclude")  # bounded before use
     adapter_type = _resolve_type(path, config.get("adapter_type", "lora"), tensors)
     layers, prefixes = _group_layers(path, tensors, adapter_type)
     rank = _check_rank(path, config.get("rank"), layers, prefixes)
@@ -244,8 +293,7 @@ def read_lora_file(path: str | Path) -> LoRAFile:
     alpha = float(rank if alpha is None else alpha)
     dropout = float(config.get("dropout") or 0.0)
     return LoRAFile(path=path, adapter_type=adapter_type, rank=rank, alpha=alpha, dropout=dropout,
-                    include=_rules(path, config, "include"), exclude=_rules(path, config, "exclude"),
-                    layers=layers, keys=prefixes)
+                    include=include, exclude=exclude, layers=layers, keys=prefixes)
 
 
 def _group_layers(path: Path, tensors: dict, adapter_type: str

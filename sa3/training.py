@@ -49,10 +49,19 @@ import torch
 from torch import nn
 
 from . import training_recipe as recipe
+from .checks import shown
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
 from .dit import DiTConditioning
 from .lora import ADAPTER_KINDS, OFFICIAL_PREFIX, SVD_NAME_PREFIX, LayerAdapter, adapt_weight, svd_bases
-from .lora_files import ADAPTER_PARAMS, SLOT, LoRALoadError, read_lora_file, read_svd_bases, selected
+from .lora_files import (
+    ADAPTER_PARAMS,
+    SLOT,
+    LoRALoadError,
+    check_rule,
+    read_lora_file,
+    read_svd_bases,
+    selected,
+)
 from .pipeline import MAX_SEED, local_conditioning
 from .sampling import make_shift
 from .training_data import (
@@ -74,6 +83,7 @@ __all__ = [
     "TrainingError",
     "TrainingResult",
     "check_options",
+    "check_output",
     "encoded_folder",
     "log_path",
     "read_training_bases",
@@ -88,6 +98,7 @@ BASE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.
 MAX_STEPS = 1_000_000
 MAX_BATCH = 64
 MAX_RANK = 1024
+MAX_ALPHA = 4096.0  # the node's widget maximum; scaling = alpha / rank
 STATE_SUFFIX = ".sa3state"
 KAIMING_A = math.sqrt(5)  # official lora_A init: kaiming_uniform_(a=sqrt(5))
 
@@ -158,9 +169,12 @@ def _rules(name: str, value) -> tuple[str, ...] | None:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise _error(f"{name} must be a list of non-empty layer-name parts (got {value!r})",
+        raise _error(f"{name} must be a list of non-empty layer-name parts (got {shown(value)})",
                      "Use e.g. ['transformer.layers.[0-3]', 'cross_attn'], or None")
-    return tuple(v.strip() for v in value)
+    try:
+        return tuple(check_rule(name, v.strip(), "training") for v in value)
+    except ValueError as e:  # the rule's own message, as this module's error type
+        raise TrainingError(str(e)) from e
 
 
 def check_options(options: LoRATrainingOptions, max_duration: float) -> LoRATrainingOptions:
@@ -175,8 +189,9 @@ def check_options(options: LoRATrainingOptions, max_duration: float) -> LoRATrai
                      "Pick one of the listed types (dora-rows is the official default)")
     if not _is_int(o.rank) or not 1 <= o.rank <= MAX_RANK:
         raise _error(f"rank must be an integer in 1..{MAX_RANK} (got {o.rank!r})", "Use e.g. 16")
-    if o.alpha is not None and (not _is_number(o.alpha) or o.alpha <= 0):
-        raise _error(f"alpha must be a positive number or None (got {o.alpha!r})", "Use the rank, e.g. 16")
+    if o.alpha is not None and (not _is_number(o.alpha) or not 0 < o.alpha <= MAX_ALPHA):
+        raise _error(f"alpha must be a number above 0 and at most {MAX_ALPHA:g}, or None (got {shown(o.alpha)})",
+                     "Use the rank, e.g. 16")
     if not _is_number(o.dropout) or not 0 <= o.dropout < 1:
         raise _error(f"dropout must be in [0, 1) (got {o.dropout!r})", "Use 0 (official) or e.g. 0.1")
     if not _is_int(o.steps) or not 1 <= o.steps <= MAX_STEPS:
@@ -195,13 +210,15 @@ def check_options(options: LoRATrainingOptions, max_duration: float) -> LoRATrai
         raise _error(f"base_precision {o.base_precision!r} is unknown (expected one of {list(BASE_PRECISIONS)})",
                      "Use fp32 on a CPU, bf16 on a GPU")
     for name in ("checkpoint_every", "validate_every"):
-        if not _is_int(getattr(o, name)) or getattr(o, name) < 0:
-            raise _error(f"{name} must be an integer >= 0 (got {getattr(o, name)!r})", "Use 0 for none")
+        if not _is_int(getattr(o, name)) or not 0 <= getattr(o, name) <= MAX_STEPS:
+            raise _error(f"{name} must be an integer from 0 to {MAX_STEPS} (got {shown(getattr(o, name))})",
+                         "Use 0 for none")
     include, exclude = _rules("include", o.include), _rules("exclude", o.exclude)
     return LoRATrainingOptions(**{**asdict(o), "include": include, "exclude": exclude})
 
 
-def _check_output(path: Path) -> None:
+def check_output(path: Path) -> None:
+    """The LoRA file to write: a .safetensors name in an existing, writable folder."""
     if path.suffix.lower() != ".safetensors":
         raise _error(f"output {str(path)!r} must end in .safetensors", "Name the file <name>.safetensors")
     if not path.parent.is_dir():
@@ -339,7 +356,11 @@ class _TrainableLoRA(nn.Module):
         with torch.no_grad():
             for key in self.keys:
                 for n in ADAPTER_PARAMS[self.adapter_type]:
-                    self.get(key, n).copy_(tensors[file_key(*key) + SLOT + n])
+                    name, target = file_key(*key) + SLOT + n, self.get(key, n)
+                    if tuple(tensors[name].shape) != tuple(target.shape):
+                        raise _error(f"resume_from tensor {name!r} must have shape {tuple(target.shape)} (got "
+                                     f"{tuple(tensors[name].shape)})", "Resume a LoRA trained for this model")
+                    target.copy_(tensors[name])
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -470,7 +491,11 @@ def _read_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
 
 def _check_resume(path: Path, options: LoRATrainingOptions) -> None:
     """The resume file must be a LoRA of the same shape of training (type, rank, alpha, rules)."""
-    f = read_lora_file(path)
+    try:
+        f = read_lora_file(path)
+    except LoRALoadError as e:  # corrupt, foreign or of another shape: named as resume_from
+        raise _error(f"resume_from {str(path)!r} cannot be used ({str(e).removeprefix('Stable Audio 3 LoRA: ')})",
+                     "Pick a LoRA trained for this model") from e
     ours = options.lora_config()
     got = {"adapter_type": f.adapter_type, "rank": f.rank, "alpha": f.alpha,
            "include": None if f.include is None else list(f.include),
@@ -640,7 +665,7 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     cfg = model.config
     options = check_options(options, cfg.max_duration)
     output = Path(output).expanduser()
-    _check_output(output)
+    check_output(output)
     if model.lora is not None and len(model.lora):
         raise _error(f"the model has {len(model.lora)} LoRA(s) applied (expected none: a LoRA is trained on "
                      "the plain model)", "Unload them (unload_lora) or pass resume_from to continue a LoRA")
@@ -733,6 +758,10 @@ def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) ->
     if missing:
         raise _error(f"resume_from {str(path)!r} lacks {len(missing)} tensor(s) this model needs (e.g. "
                      f"{missing[0]!r})", "Resume a LoRA trained for this model with the same include/exclude")
+    broken = [k for k in wanted if not bool(torch.isfinite(tensors[k]).all())]
+    if broken:
+        raise _error(f"resume_from {str(path)!r} must hold finite numbers (got NaN or infinity in {len(broken)} "
+                     f"tensor(s), e.g. {broken[0]!r})", "Resume an earlier checkpoint of that LoRA")
     return {k: tensors[k] for k in wanted}
 
 

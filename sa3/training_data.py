@@ -63,20 +63,82 @@ class TrainingClip:
         return self.audio.shape[-1] / SAMPLE_RATE
 
 
+MAX_FOLDER_ENTRIES = 100_000  # files and folders looked at under a training folder before refusing it
+MAX_CAPTION_CHARS = 100_000  # as a prompt (sa3.checks.MAX_PROMPT_CHARS); T5Gemma keeps ~1,500 of them
+MAX_CAPTION_BYTES = 4 * MAX_CAPTION_CHARS  # UTF-8 takes at most 4 bytes a character
+MAX_CHANNELS = 64  # channels of one clip (it is mixed to stereo)
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The audio files under ``folder`` (recursive, sorted), looking at no more than
+    ``MAX_FOLDER_ENTRIES`` entries and collecting no more than ``MAX_CLIPS`` files; linked
+    folders are not entered, and a linked file must lie inside ``folder``."""
+    root = folder.resolve()
+    if root == Path(root.anchor):
+        raise _error(f"folder {str(folder)!r} is the filesystem root", "Give the folder holding the clips")
+    audio, seen = [], 0
+
+    def refuse(e: OSError) -> None:
+        raise _error(f"folder {str(folder)!r} cannot be listed ({type(e).__name__}: {e})",
+                     "Give a folder you can read")
+
+    for here, dirs, files in os.walk(root, onerror=refuse):
+        seen += len(dirs) + len(files)
+        if seen > MAX_FOLDER_ENTRIES:
+            raise _error(f"folder {str(folder)!r} holds more than {MAX_FOLDER_ENTRIES:,} files and folders",
+                         "Put only the clips to train on (and their captions) there")
+        dirs.sort()
+        for name in files:
+            path = Path(here) / name
+            if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
+                continue
+            if path.is_symlink() and root not in path.resolve().parents:
+                raise _error(f"audio file {str(path)!r} links outside the folder (to {str(path.resolve())!r})",
+                             "Copy the clip into the folder instead of linking it")
+            audio.append(path)
+            if len(audio) > MAX_CLIPS:
+                raise _error(f"folder {str(folder)!r} holds more than {MAX_CLIPS} audio files (at most {MAX_CLIPS})",
+                             "Train on a smaller selection")
+    return sorted(audio)
+
+
+def read_caption(path: Path, folder: Path | None = None) -> str:
+    """A clip's caption: a UTF-8 file inside ``folder`` (when given) of at most ``MAX_CAPTION_CHARS``
+    characters, not empty; its size is checked before it is read."""
+    if folder is not None and path.is_symlink() and folder.resolve() not in path.resolve().parents:
+        raise _error(f"caption {str(path)!r} links outside the folder (to {str(path.resolve())!r})",
+                     "Copy the caption into the folder instead of linking it")
+    try:
+        size = path.stat().st_size
+        if size > MAX_CAPTION_BYTES:
+            raise _error(f"caption {str(path)!r} must be at most {MAX_CAPTION_CHARS:,} characters (got {size:,} "
+                         "bytes)", "Shorten it to the clip's prompt")
+        with path.open("rb") as f:
+            caption = f.read(MAX_CAPTION_BYTES + 1).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise _error(f"caption {str(path)!r} cannot be read ({type(e).__name__}: {e})",
+                     "Save it as UTF-8 text") from e
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise _error(f"caption {str(path)!r} must be at most {MAX_CAPTION_CHARS:,} characters (got "
+                     f"{len(caption):,})", "Shorten it to the clip's prompt")
+    if not caption:
+        raise _error(f"caption {str(path)!r} is empty", "Write the clip's prompt into it")
+    return caption
+
+
 def find_clips(folder: str | Path) -> list[tuple[Path, Path]]:
     """(audio file, caption file) pairs under ``folder`` (recursive, sorted), checked: every audio
-    file has a non-empty caption. Reads no audio, so it is cheap enough for queue-time checks."""
+    file has a non-empty caption of bounded size. Reads no audio. The walk is bounded
+    (``MAX_FOLDER_ENTRIES``, ``MAX_CLIPS``), linked folders are skipped and linked files must stay
+    inside ``folder``."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise _error(f"folder {str(folder)!r} does not exist or is not a folder",
                      "Give a folder holding audio files with a same-name .txt caption each")
-    audio = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    audio = _walk(folder)
     if not audio:
         raise _error(f"folder {str(folder)!r} holds no audio files (expected {', '.join(AUDIO_EXTENSIONS)})",
                      "Put the clips to train on there, each with a same-name .txt caption")
-    if len(audio) > MAX_CLIPS:
-        raise _error(f"folder {str(folder)!r} holds {len(audio)} audio files (at most {MAX_CLIPS})",
-                     "Train on a smaller selection")
     missing = [p for p in audio if not p.with_suffix(CAPTION_EXTENSION).is_file()]
     if missing:
         names = ", ".join(repr(p.name) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
@@ -86,15 +148,39 @@ def find_clips(folder: str | Path) -> list[tuple[Path, Path]]:
     pairs = []
     for path in audio:
         caption_path = path.with_suffix(CAPTION_EXTENSION)
-        try:
-            caption = caption_path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise _error(f"caption {str(caption_path)!r} cannot be read ({type(e).__name__}: {e})",
-                         "Save it as UTF-8 text") from e
-        if not caption:
-            raise _error(f"caption {str(caption_path)!r} is empty", "Write the clip's prompt into it")
+        read_caption(caption_path, folder)
         pairs.append((path, caption_path))
     return pairs
+
+
+def _header(path: Path) -> tuple[int, int, int]:
+    """(sample rate, frames, channels) from the file's header, without decoding it."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, OSError) as e:  # soundfile.LibsndfileError is a RuntimeError
+        raise _error(f"audio file {str(path)!r} cannot be read ({type(e).__name__}: {e})",
+                     "Convert it to WAV or FLAC, or remove it and its caption") from e
+    return int(info.samplerate), int(info.frames), int(info.channels)
+
+
+def check_clip_header(path: Path) -> float:
+    """A clip's header, checked before it is decoded: a usable sample rate, at least one and at
+    most ``MAX_CLIP_SECONDS`` of samples, at most ``MAX_CHANNELS`` channels. Returns its seconds."""
+    rate, frames, channels = _header(path)
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise _error(f"audio file {str(path)!r} has sample rate {rate} Hz (expected {MIN_SOURCE_RATE}.."
+                     f"{MAX_SOURCE_RATE} Hz)", "Resample it, e.g. to 44100 Hz")
+    if frames <= 0:
+        raise _error(f"audio file {str(path)!r} holds no samples (got {frames} frames)", "Remove it and its caption")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise _error(f"audio file {str(path)!r} has {channels} channels (expected 1..{MAX_CHANNELS})",
+                     "Mix it down to stereo")
+    if frames / rate > MAX_CLIP_SECONDS:
+        raise _error(f"audio file {str(path)!r} is {frames / rate:.1f} s long (at most {MAX_CLIP_SECONDS:.0f} s)",
+                     "Cut it into shorter clips")
+    return frames / rate
 
 
 def _read(path: Path) -> tuple[int, torch.Tensor]:
@@ -110,6 +196,7 @@ def load_clip(path: str | Path, caption: str) -> TrainingClip:
     """Read and check one clip: resampled to 44.1 kHz, stereo, clamped (official preprocessing;
     the random polarity flip happens at encoding, from the training seed)."""
     path = Path(path)
+    check_clip_header(path)  # before decoding: a header claiming hours is refused, not read
     rate, wav = _read(path)
     if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
         raise _error(f"audio file {str(path)!r} has sample rate {rate} Hz (expected {MIN_SOURCE_RATE}.."
@@ -137,11 +224,17 @@ def load_training_folder(folder: str | Path) -> list[TrainingClip]:
     """Check and read every clip of ``folder`` (see ``find_clips``). Raises
     ``TrainingDataError`` naming the first bad file."""
     pairs = find_clips(folder)
+    total = 0.0
+    for audio_path, _ in pairs:  # every header first: nothing is decoded when the folder is too much
+        total += check_clip_header(audio_path)
+        if total > MAX_DATASET_SECONDS:
+            raise _error(f"folder {str(folder)!r} holds more than {MAX_DATASET_SECONDS / 3600:g} h of audio",
+                         "Train on a smaller selection")
     clips, total = [], 0.0
     for audio_path, caption_path in pairs:
-        clip = load_clip(audio_path, caption_path.read_text(encoding="utf-8").strip())
+        clip = load_clip(audio_path, read_caption(caption_path, Path(folder)))
         total += clip.seconds
-        if total > MAX_DATASET_SECONDS:
+        if total > MAX_DATASET_SECONDS:  # a header may understate an MP3's length
             raise _error(f"folder {str(folder)!r} holds more than {MAX_DATASET_SECONDS / 3600:g} h of audio",
                          "Train on a smaller selection")
         clips.append(clip)

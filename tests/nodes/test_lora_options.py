@@ -133,6 +133,12 @@ def test_option_errors():
         "Stable Audio 3 LoRA Loader: layer_filter entry 'crossattn' matches no layer of the model (got "
         "'cross_attn, crossattn', expected parts of layer names such as 'cross_attn', 'self_attn', 'ff' or "
         "'transformer.layers.0'). Fix the spelling or clear layer_filter.")
+    for layer_filter, rule in [("ff, transformer.layers.[0-999999]", "expanding to at most 10,000 names (got "
+                                                                     "'transformer.layers.[0-999999]', 1,000,000"),
+                               ("ff[1", "whose brackets are [a-b] ranges of whole numbers (got 'ff[1')")]:
+        with pytest.raises(ValueError) as e:
+            _lora(h, layer_filter=layer_filter)
+        assert str(e.value).startswith(f"Stable Audio 3 LoRA Loader: layer_filter must be a layer-name rule {rule}")
     with pytest.raises(ValueError, match=r"^Stable Audio 3 LoRA Loader: t_from 0.7 is above t_to 0.3 \(got t_from "
                                          r"0.7, t_to 0.3, expected t_from <= t_to\). Swap the two values.$"):
         _lora(h, t_from=0.7, t_to=0.3)

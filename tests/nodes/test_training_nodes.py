@@ -136,11 +136,36 @@ def test_resume_and_checkpoints_from_node(dirs):
 @pytest.mark.parametrize("folder, message", [
     ("", "folder is empty"),
     ("../elsewhere", "points outside the input folder"),
+    ("{tmp}/loras", "points outside the input folder (got '/tmp/"),  # an absolute path elsewhere
+    ("/", "folder '/' points outside the input folder (got '/', resolving to '/', expected"),  # the root
+    ("linked", "folder 'linked' points outside the input folder (got 'linked', resolving to '{tmp}/loras'"),
+    ("a\0b", "folder must be a folder name of at most 4096 characters without NUL"),
+    ("x" * 5000, "folder must be a folder name of at most 4096 characters without NUL (got 'xxx"),
 ])
-def test_dataset_name_refused_at_queue_time(dirs, folder, message):
+def test_dataset_name_refused_at_queue_time(dirs, tmp_path, folder, message):
+    (dirs[0] / "linked").symlink_to(tmp_path / "loras")
+    folder, message = folder.replace("{tmp}", str(tmp_path)), message.replace("{tmp}", str(tmp_path))
     assert message in nodes.SA3TrainingDataset.validate_inputs(folder=folder)
-    with pytest.raises(ValueError, match=message):
+    assert nodes.SA3TrainingDataset.validate_inputs(folder=folder).count("Stable Audio 3") == 1
+    with pytest.raises(ValueError) as e:
         nodes.SA3TrainingDataset.execute(folder=folder)
+    assert message in str(e.value) and str(e.value).count("Stable Audio 3") == 1
+
+
+def test_dataset_fingerprint_walk_is_bounded(dirs, monkeypatch):
+    inp, _ = dirs
+    monkeypatch.setattr(_pack_module("training").training_data, "MAX_FOLDER_ENTRIES", 5)
+    for i in range(10):
+        (inp / "clips" / f"extra{i}.txt").touch()
+    assert nodes.SA3TrainingDataset.fingerprint_inputs(folder="clips") == "clips|more than 5 entries"
+    with pytest.raises(ValueError, match="holds more than 5 files and folders"):
+        nodes.SA3TrainingDataset.execute(folder="clips")
+
+
+def test_dataset_absolute_path_inside_input_accepted(dirs):
+    inp, _ = dirs
+    assert nodes.SA3TrainingDataset.validate_inputs(folder=str(inp / "clips")) is True
+    assert len(nodes.SA3TrainingDataset.execute(folder=str(inp / "clips")).args[0]) == len(_dataset())
 
 
 def test_missing_dataset_refused_when_it_runs(dirs):

@@ -180,8 +180,9 @@ def test_training_under_inference_mode(data_dir, tmp_path):
     ({"rank": 0}, "rank must be an integer in 1..1024 (got 0)"),
     ({"rank": 2.5}, "rank must be an integer"),
     ({"rank": 300}, "rank 300 exceeds the smallest adapted layer's dimension 32"),
-    ({"alpha": -1.0}, "alpha must be a positive number or None (got -1.0)"),
-    ({"alpha": float("nan")}, "alpha must be a positive number"),
+    ({"alpha": -1.0}, "alpha must be a number above 0 and at most 4096, or None (got -1)"),
+    ({"alpha": float("nan")}, "alpha must be a number above 0"),
+    ({"alpha": 1e308}, "alpha must be a number above 0 and at most 4096, or None (got 1e+308)"),
     ({"dropout": 1.0}, "dropout must be in [0, 1) (got 1.0)"),
     ({"steps": 0}, "steps must be an integer in 1..1000000 (got 0)"),
     ({"steps": True}, "steps must be an integer"),
@@ -193,7 +194,13 @@ def test_training_under_inference_mode(data_dir, tmp_path):
     ({"clip_seconds": 500.0}, "clip_seconds must be in [0.093, 120.0] s"),
     ({"seed": -1}, "seed must be an integer in [0, "),
     ({"base_precision": "int8"}, "base_precision 'int8' is unknown"),
-    ({"checkpoint_every": -2}, "checkpoint_every must be an integer >= 0 (got -2)"),
+    ({"checkpoint_every": -2}, "checkpoint_every must be an integer from 0 to 1000000 (got -2)"),
+    ({"validate_every": 10**30}, "validate_every must be an integer from 0 to 1000000 (got 10000"),
+    ({"include": ["transformer.layers.[0-999999]"]}, "include must be a layer-name rule expanding to at most 10,000 "
+                                                     "names (got 'transformer.layers.[0-999999]', 1,000,000 names)"),
+    ({"exclude": ["[0-999999].[0-999999]"]}, "1,000,000,000,000 names"),
+    ({"include": ["layers.[3-"]}, "include must be a layer-name rule whose brackets are [a-b] ranges"),
+    ({"exclude": ["x" * 10**6]}, "exclude must be a layer-name rule of at most 1,000 characters (got 1,000,000 "),
     ({"include": ["no_such_layer"]}, "no layer matches include=('no_such_layer',)"),
     ({"include": [""]}, "include must be a list of non-empty layer-name parts"),
     ({"exclude": [3]}, "exclude must be a list of non-empty layer-name parts"),
@@ -255,6 +262,48 @@ def test_bad_resume_refused(model, data_dir, tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def _nan_copy(path: Path, out: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    key = sorted(tensors)[0]
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, str(out), metadata=meta)
+    return out
+
+
+def _wider_copy(path: Path, out: Path) -> Path:
+    """The same rank and rules, one tensor of another layer width (a LoRA of another model)."""
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    key = next(k for k in sorted(tensors) if k.endswith("lora_B"))
+    tensors[key] = torch.zeros(tensors[key].shape[0] + 3, tensors[key].shape[1])
+    save_file(tensors, str(out), metadata=meta)
+    return out
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda first, d: (d / "junk.safetensors").write_bytes(b"\x10" + b"\0" * 7 + b"{garbage}") and
+     d / "junk.safetensors", "resume_from '{d}/junk.safetensors' cannot be used (the safetensors file cannot be read"),
+    (lambda first, d: _nan_copy(first, d / "nan.safetensors"),
+     "resume_from '{d}/nan.safetensors' must hold finite numbers (got NaN or infinity in 1 tensor(s)"),
+    (lambda first, d: _wider_copy(first, d / "wide.safetensors"), "must have shape"),
+])
+def test_unusable_resume_file_refused_naming_it(model, data_dir, tmp_path, make, message):
+    first = train_lora(model, data_dir, tmp_path / "first.safetensors", opts(steps=2)).path
+    first.with_name("first.sa3state").unlink()  # resume from the weights (a file trained elsewhere)
+    bad = make(first, tmp_path)
+    with pytest.raises(TrainingError) as e:
+        train_lora(model, data_dir, tmp_path / "x.safetensors", opts(steps=4), resume_from=bad)
+    assert message.replace("{d}", str(tmp_path)) in str(e.value)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_model_with_lora_refused(model, data_dir, tmp_path):
     first = train_lora(model, data_dir, tmp_path / "first.safetensors", opts(steps=1)).path
     model.load_lora(first)
@@ -281,3 +330,19 @@ def test_cli_train(data_dir, tmp_path, capsys):
     assert "svd_bases_path" in capsys.readouterr().err
     assert main([*args[:-2], "--rank", "0"]) == 2
     assert "rank must be an integer in 1..1024 (got 0)" in capsys.readouterr().err
+
+
+def test_cli_checks_data_and_output_before_loading_the_model(tmp_path, capsys):
+    """The model name is bad too: the folder's message shows it was checked first."""
+    from sa3.cli import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.wav").touch()  # no caption
+    base = ["train", "--model", "no-such-model", "-o", str(tmp_path / "x.safetensors")]
+    assert main([*base, "--data-dir", str(tmp_path / "missing")]) == 2
+    assert "folder '" in (err := capsys.readouterr().err) and "does not exist or is not a folder" in err
+    assert main([*base, "--data-dir", str(tmp_path / "data")]) == 2
+    assert "1 of 1 audio files have no caption" in capsys.readouterr().err
+    _write(tmp_path / "good", "a.wav")
+    assert main([*base[:-1], str(tmp_path / "x.ckpt"), "--data-dir", str(tmp_path / "good")]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err
