@@ -59,6 +59,7 @@ from .training_data import (
     EncodedDataset,
     TrainingClip,
     crop_latents,
+    encode_clips_cached,
     encode_dataset,
     encode_folder_cached,
     find_clips,
@@ -302,7 +303,7 @@ class _TrainableLoRA(nn.Module):
                 p["M_xs"] = torch.zeros(r, r, device=device)
                 # the loader computes the same bases from the same weight, or reads the same file
                 u, v = (bases or {}).get(key) or svd_bases(w, r)
-                self.bases[key] = (u.to(device), v.to(device))
+                self.bases[key] = (u.to(device).clone(), v.to(device).clone())  # not inference tensors (ComfyUI)
             if norm in ("rows", "cols"):
                 p["magnitude"] = w.norm(dim=1 if norm == "rows" else 0).to(device)
             elif norm == "both":
@@ -633,8 +634,9 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     step; should_stop() is polled before every step: True saves what was trained and returns.
     on_stage(part) runs before the model's "text", "autoencoder" and "dit" parts are used.
     svd_bases_path: precomputed -XS bases (see ``read_training_bases``; ignored by other types);
-    a resumed run needs the same file as the run it continues. cache_dir: with a folder dataset,
-    keep its encoding there (``encoded_folder``) so later runs and resumes skip re-encoding.
+    a resumed run needs the same file as the run it continues. cache_dir: with a folder dataset
+    or a clip list, keep its encoding there (``encoded_folder``; clips keyed by their contents)
+    so later runs and resumes skip re-encoding.
     Every input is checked before any work; the model is left unchanged.
     """
     cfg = model.config
@@ -678,6 +680,9 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
             dataset = encoded_folder(model, folder, options, cache_dir, on_stage)
         elif isinstance(given, EncodedDataset):
             dataset = given
+        elif cache_dir is not None:  # clips already read (SA3 Training Dataset): cached by their contents
+            dataset = encode_clips_cached(model, given, cache_dir, options.crop_latents(), options.seed,
+                                          lambda: _derived_generator(options.seed, "encode"), on_stage)
         else:
             dataset = encode_dataset(model, given, options.crop_latents(),
                                      _derived_generator(options.seed, "encode"), on_stage)
