@@ -20,7 +20,7 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_models
-from ._adapters import error
+from ._adapters import error, make_audio
 from ._validate import checked
 from .loaders import SVD_BASES_FILE, SA3LoraLoader, _require_model  # the pack's one check of the model socket
 from .search import schema_aliases
@@ -193,13 +193,15 @@ def _bases_path(svd_bases: str, adapter_type: str, output: Path) -> Path | None:
 
 
 def _options(adapter_type, rank, alpha, steps, learning_rate, batch_size, clip_seconds, seed, include, exclude,
-             dropout, base_precision, checkpoint_every, validate_every=0) -> training.LoRATrainingOptions:
+             dropout, base_precision, checkpoint_every, validate_every=0, demo_every=0, demo_prompt="",
+             demo_seconds=DEFAULTS.demo_seconds, demo_seed=0) -> training.LoRATrainingOptions:
     return training.LoRATrainingOptions(
         adapter_type=adapter_type, rank=int(rank), alpha=None if float(alpha) == 0 else float(alpha),
         dropout=float(dropout), include=_rules(include), exclude=_rules(exclude), steps=int(steps),
         learning_rate=float(learning_rate), batch_size=int(batch_size), clip_seconds=float(clip_seconds),
         seed=int(seed), base_precision=base_precision, checkpoint_every=int(checkpoint_every),
-        validate_every=int(validate_every))
+        validate_every=int(validate_every), demo_every=int(demo_every), demo_prompt=(demo_prompt or "").strip(),
+        demo_seconds=float(demo_seconds), demo_seed=int(demo_seed))
 
 
 def loss_curve_image(losses: list[float], steps: int, size: tuple[int, int] = CURVE_SIZE) -> torch.Tensor:
@@ -322,11 +324,28 @@ class SA3TrainLoRA(io.ComfyNode):
                                  tooltip="Keep the encoded clips (SAME latents, prompt states) in ComfyUI's temp "
                                          "folder, so a rerun or resume on the same clips, model, clip_seconds "
                                          "and seed skips encoding. Off: encode every run."),
+                io.Int.Input("demo_every", default=o.demo_every, min=0, max=training.MAX_STEPS, optional=True,
+                             tooltip="Every N steps, generate a demo clip with the LoRA trained so far (the "
+                                     "model's own sampler, 8 steps, CFG 4) into models/loras/<output_name>_demo_"
+                                     "<step>.flac; the demos are the demos output. 0 = off."),
+                io.String.Input("demo_prompt", default="", optional=True,
+                                tooltip="The demo clips' prompt (needed when demo_every is set), e.g. a caption "
+                                        "of the dataset."),
+                io.Float.Input("demo_seconds", default=o.demo_seconds, min=0.1, max=380.0, step=0.5,
+                               optional=True, tooltip="Length of each demo clip, in seconds (at most the model's "
+                                                      "maximum). Each demo costs about one short generation."),
+                io.Int.Input("demo_seed", default=o.demo_seed, min=0, max=2**63 - 1, optional=True,
+                             control_after_generate=False,
+                             tooltip="Noise seed of the demo clips: the same for every demo, so they differ only "
+                                     "by the training between them."),
             ],
             outputs=[
                 SA3Model.Output(display_name="model", tooltip="The model with the trained LoRA applied (strength 1)."),
                 io.Image.Output(display_name="loss_curve", tooltip="The training loss per step (light) and its "
                                                                    "running mean (dark)."),
+                io.Audio.Output(display_name="demos", tooltip="The demo clips of this run as one batch, in step "
+                                                              "order (demo_every); 0.1 s of silence when none was "
+                                                              "made."),
             ],
         )
 
@@ -342,7 +361,8 @@ class SA3TrainLoRA(io.ComfyNode):
                 clip_seconds, seed, include, exclude, dropout=DEFAULTS.dropout,
                 base_precision=DEFAULTS.base_precision, checkpoint_every=DEFAULTS.checkpoint_every,
                 resume_from=NO_RESUME, validate_every=DEFAULTS.validate_every, svd_bases=NO_BASES,
-                cache_encoded=True) -> io.NodeOutput:
+                cache_encoded=True, demo_every=DEFAULTS.demo_every, demo_prompt="",
+                demo_seconds=DEFAULTS.demo_seconds, demo_seed=DEFAULTS.demo_seed) -> io.NodeOutput:
         model = _require_model(model, TRAIN_NODE)
         if model.loras:
             raise ValueError(error(TRAIN_NODE, f"model already has {len(model.loras)} LoRA(s) applied (got "
@@ -363,7 +383,8 @@ class SA3TrainLoRA(io.ComfyNode):
                                                    f"{resume_from!r}, expected one of the listed files or 'none'). "
                                                    "Refresh the node list."))
         options = _options(adapter_type, rank, alpha, steps, learning_rate, batch_size, clip_seconds, seed, include,
-                           exclude, dropout, base_precision, checkpoint_every, validate_every)
+                           exclude, dropout, base_precision, checkpoint_every, validate_every, demo_every,
+                           demo_prompt, demo_seconds, demo_seed)
         file_name = _lora_file_name(output_name)
         output = Path(folder_paths.get_folder_paths("loras")[0]) / file_name
         bases = _bases_path(svd_bases, adapter_type, output)
@@ -380,11 +401,17 @@ class SA3TrainLoRA(io.ComfyNode):
             if step == total or step % 50 == 0:
                 logger.info("Stable Audio 3 training: step %d/%d, loss %.4f", step, total, loss)
 
+        demos: list[torch.Tensor] = []
+
+        def on_demo(step: int, path: Path, audio: torch.Tensor) -> None:
+            demos.append(audio)
+            comfy_models.progress_text(node_id, f"step {step}/{int(steps)}  demo {path.name}")
+
         try:
             result = training.train_lora(model.model, list(dataset), output, options, resume_from=resume,
                                          on_step=on_step, should_stop=cancel.requested,
                                          on_stage=lambda part: comfy_models.load_parts(model, part),
-                                         svd_bases_path=bases, cache_dir=cache_dir)
+                                         svd_bases_path=bases, cache_dir=cache_dir, on_demo=on_demo)
         except (training.TrainingError, training_data.TrainingDataError) as e:
             raise ValueError(_node_message(TRAIN_NODE, e)) from e
         if result.stopped:
@@ -399,5 +426,6 @@ class SA3TrainLoRA(io.ComfyNode):
         curve = loss_curve_image(result.losses, int(steps) - (result.steps_done - len(result.losses)))
         applied = SA3LoraLoader.execute(model=model, lora_name=file_name, strength_dit=1.0,
                                         strength_conditioner=1.0).result[0]
-        return io.NodeOutput(applied, curve)
+        waveform = torch.stack(demos) if demos else torch.zeros(1, 2, training_data.SAMPLE_RATE // 10)
+        return io.NodeOutput(applied, curve, make_audio(waveform, training_data.SAMPLE_RATE))
 

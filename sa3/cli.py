@@ -97,6 +97,12 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     t.add_argument("--validate-every", type=int, default=d.validate_every,
                    help="validation loss into <output>.csv every N steps (0: never; loss is logged every step)")
+    t.add_argument("--demo-every", type=int, default=d.demo_every,
+                   help="a demo clip <output>_demo_<step>.flac every N steps (0: never)")
+    t.add_argument("--demo-prompt", default=d.demo_prompt, help="the demo clips' prompt")
+    t.add_argument("--demo-seconds", type=float, default=d.demo_seconds)
+    t.add_argument("--demo-seed", type=int, default=d.demo_seed)
+    t.add_argument("--demo-steps", type=int, default=d.demo_steps)
     t.add_argument("--svd-bases-path", type=Path, help="-XS bases (official torch.save dict or .safetensors)")
     t.add_argument("--encoded-dir", type=Path,
                    help="cache of encoded datasets: reused while the clips, model and options are the same")
@@ -116,7 +122,8 @@ def run_train(args: argparse.Namespace) -> Path:
         adapter_type=args.adapter_type, rank=args.rank, alpha=args.alpha, dropout=args.dropout,
         include=tuple(args.include) if args.include else None, exclude=tuple(args.exclude) if args.exclude else None,
         learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        validate_every=args.validate_every,
+        validate_every=args.validate_every, demo_every=args.demo_every, demo_prompt=args.demo_prompt,
+        demo_seconds=args.demo_seconds, demo_seed=args.demo_seed, demo_steps=args.demo_steps,
         **{k: getattr(defaults, k) if v is None else v for k, v in given.items()})
     check_options(options, float("inf"))  # model-independent checks before loading anything
     if args.pre_encode_only and args.encoded_dir is None:

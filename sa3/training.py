@@ -99,6 +99,7 @@ MAX_BATCH = 64
 MAX_RANK = 1024
 MAX_DEMO_STEPS = 1000
 DEMO_CFG = 4.0  # demo clips' CFG scale (the middle of the official demo callback's 2 / 4 / 7)
+DEMO_STEPS_DEFAULT = 8  # demo clips' sampler steps (the node's; LoRATrainingOptions.demo_steps)
 STATE_SUFFIX = ".sa3state"
 KAIMING_A = math.sqrt(5)  # official lora_A init: kaiming_uniform_(a=sqrt(5))
 
@@ -134,7 +135,7 @@ class LoRATrainingOptions:
     demo_prompt: str = ""  # its prompt (required when demo_every > 0)
     demo_seconds: float = 10.0  # its length
     demo_seed: int = 0  # its noise seed
-    demo_steps: int = 8  # its sampler steps (the model's own sampler)
+    demo_steps: int = DEMO_STEPS_DEFAULT  # its sampler steps (the model's own sampler)
 
     @classmethod
     def official(cls, max_duration: float = 380.0, **changes) -> LoRATrainingOptions:
@@ -888,14 +889,14 @@ def _demo(model, lora: _TrainableLoRA, options: LoRATrainingOptions, step: int, 
     the model's own sampler runs under inference mode, and the model is left without LoRA again."""
     from .audio import write_audio
 
+    if on_stage is not None:  # the sampler uses every part (ComfyUI moves each to its device), before the
+        for part in ("text", "autoencoder", "dit"):  # LoRA is loaded: ComfyUI re-applies its own chain there
+            on_stage(part)
     tmp = output.with_name(f".{output.stem}.demo-{secrets.token_hex(8)}.safetensors")  # the loader reads by suffix
     try:
         save_lora_file(lora.file_tensors(), options.lora_config(), tmp)
         model.load_lora(tmp)  # the model had no LoRA (checked): unload restores it bit for bit
         try:
-            if on_stage is not None:  # the sampler uses every part (ComfyUI moves each to its device)
-                for part in ("text", "autoencoder", "dit"):
-                    on_stage(part)
             with torch.inference_mode():
                 audio = model.generate(options.demo_prompt, duration=options.demo_seconds, steps=options.demo_steps,
                                        cfg_scale=DEMO_CFG, seed=options.demo_seed)[0].float().cpu()

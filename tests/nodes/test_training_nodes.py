@@ -304,3 +304,57 @@ def test_svd_bases_from_models_loras(dirs, tmp_path):
                          LoRATrainingOptions(adapter_type="lora-xs", rank=4, steps=3, learning_rate=1e-3,
                                              batch_size=1, clip_seconds=2.0, seed=5), svd_bases_path=bases)
     assert (loras / "node_lora.safetensors").read_bytes() == lib.path.read_bytes()
+
+
+DEMO = {"demo_every": 2, "demo_prompt": "a sine tone", "demo_seconds": 1.0, "demo_seed": 3}
+
+
+def test_demo_clips_from_node(dirs, record):
+    """Demo clips every 2 steps: files beside the LoRA and the demos output, each generated with the
+    LoRA as trained up to its step (ComfyUI's loading of the parts does not drop it)."""
+    _, loras = dirs
+    handle = load_handle(MODEL)
+    train = _pack_module("training")
+    with torch.inference_mode():
+        out = nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **{**TRAIN, "steps": 4},
+                                         checkpoint_every=2, **DEMO)
+        demos = out.args[2]
+        assert demos["sample_rate"] == 44100 and demos["waveform"].shape[:2] == (2, 2)
+        assert (loras / "node_lora_demo_2.flac").is_file() and (loras / "node_lora_demo_4.flac").is_file()
+        handle.model.apply_loras(())
+        handle.model.load_lora(loras / "node_lora-step000002.safetensors")
+        try:
+            again = handle.model.generate("a sine tone", duration=1.0, steps=train.training.DEMO_STEPS_DEFAULT,
+                                          cfg_scale=train.training.DEMO_CFG, seed=3)[0]
+        finally:
+            handle.model.unload_lora()
+    assert torch.equal(demos["waveform"][0], again.float())
+    assert record.progress[-1] == (4, 4)
+
+
+def test_demo_off_gives_a_short_silence(dirs):
+    handle = load_handle(MODEL)
+    with torch.inference_mode():
+        demos = nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN).args[2]
+    assert demos["waveform"].shape == (1, 2, 4410) and not demos["waveform"].any()
+
+
+def test_cancel_with_demos_saves_what_was_trained(dirs, monkeypatch):
+    """Cancel while demos are on: the steps done are saved and the demo made before it is kept."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    def hook(value, total, preview, node_id=None):
+        if value == 3:
+            mm.interrupt_current_processing()
+        mm.throw_exception_if_processing_interrupted()
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
+    _, loras = dirs
+    handle = load_handle(MODEL)
+    with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **{**TRAIN, "steps": 10}, **DEMO)
+    with safe_open(str(loras / "node_lora.sa3state"), framework="pt") as f:
+        assert json.loads(f.metadata()["sa3_training"])["step"] == 3
+    assert (loras / "node_lora_demo_2.flac").is_file() and not (loras / "node_lora_demo_4.flac").exists()
+    assert handle.model.lora is None or len(handle.model.lora) == 0

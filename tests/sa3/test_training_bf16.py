@@ -82,3 +82,12 @@ def test_forward_runs_under_bf16_autocast_only_when_official(precision, autocast
 def test_bf16_official_is_a_choice_of_the_library_and_cli():
     assert training.BASE_PRECISIONS["bf16-official"] is torch.bfloat16
     assert training.check_options(training.LoRATrainingOptions(base_precision="bf16-official"), 120.0)
+
+
+def test_official_defaults_one_choice_away():
+    o = training.LoRATrainingOptions.official(120.0)
+    assert (o.steps, o.clip_seconds, o.base_precision) == (10_000, 120.0, "bf16-official")
+    assert training.LoRATrainingOptions.official().clip_seconds == 380.0
+    assert training.LoRATrainingOptions.official(steps=5).steps == 5
+    d = training.LoRATrainingOptions()
+    assert (d.steps, d.clip_seconds, d.base_precision) == (500, 30.0, "fp32")
