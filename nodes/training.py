@@ -298,10 +298,9 @@ class SA3TrainLoRA(io.ComfyNode):
                 io.Combo.Input("base_precision", options=list(training.BASE_PRECISIONS), default=o.base_precision,
                                optional=True,
                                tooltip="Precision of the frozen copy of the model trained against (LoRA weights "
-                                       "stay fp32). bf16-official is the official trainer's bf16 run (adapters "
-                                       "from the bf16-cast weights, forward under bf16 autocast); bf16 a bf16 copy "
-                                       "without autocast. bf16 halves its memory on a GPU; fp32 is exact and "
-                                       "fastest on most CPUs."),
+                                       "stay fp32). bf16 is the official trainer's bf16 run (adapters from the "
+                                       "bf16-cast weights, forward under bf16 autocast) and halves its memory on a "
+                                       "GPU; fp32 is exact and fastest on most CPUs."),
                 io.Int.Input("checkpoint_every", default=o.checkpoint_every, min=0, max=training.MAX_STEPS,
                              optional=True,
                              tooltip="Also save <output_name>-step<N>.safetensors every N steps (resumable). "

@@ -87,7 +87,7 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--exclude", nargs="*", help="skip layers whose name contains one of these")
     t.add_argument("--official-defaults", action="store_true",
                    help="the official train_lora.py defaults for --steps (10000), --clip-seconds (380, at most "
-                        "the model's maximum) and --base-precision (bf16-official) instead of ours (500, 30, fp32)")
+                        "the model's maximum) and --base-precision (bf16) instead of ours (500, 30, fp32)")
     t.add_argument("--steps", type=int, help=f"default {d.steps}")
     t.add_argument("--lr", type=float, default=d.learning_rate)
     t.add_argument("--batch-size", type=int, default=d.batch_size)

@@ -85,13 +85,12 @@ __all__ = [
 ]
 
 ADAPTER_TYPES = tuple(ADAPTER_KINDS)  # lora, dora-rows, dora-cols, bora and the -xs variants
-BASE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-                   "bf16-official": torch.bfloat16}
-# bf16-official: scripts/train_lora.py's bf16 run. The model is cast to bf16 when loaded, before the
-# adapters are added (so DoRA magnitudes and -XS SVD bases come from the bf16 weights), and Lightning's
-# precision="bf16-mixed" runs each step's forward under torch.autocast(bfloat16). "bf16" is the older
-# mode here: adapters initialised from the model's own (fp32) weights, a bf16 frozen copy, no autocast.
-OFFICIAL_BF16 = "bf16-official"
+BASE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# bf16 is scripts/train_lora.py's bf16 run: the model is cast to bf16 when loaded, before the adapters
+# are added (so DoRA magnitudes and -XS SVD bases come from the bf16 weights), and Lightning's
+# precision="bf16-mixed" runs each step's forward under torch.autocast(bfloat16). (The older bf16 mode,
+# adapters from the fp32 weights and no autocast, was not measurably faster on a CPU: bench/RESULTS.md.)
+OFFICIAL_BF16 = "bf16"
 OFFICIAL_STEPS = 10_000  # train_lora.py --steps default
 OFFICIAL_CLIP_SECONDS = 380.0  # train_lora.py --duration default (the medium model's maximum)
 MAX_STEPS = 1_000_000
@@ -128,7 +127,7 @@ class LoRATrainingOptions:
     batch_size: int = 1  # clips per step (at most the number of clips)
     clip_seconds: float = 30.0  # crop length (official default 380, the full song)
     seed: int = 42
-    base_precision: str = "fp32"  # frozen base copy: fp32 | bf16 | fp16 | bf16-official (the official default)
+    base_precision: str = "fp32"  # frozen base copy: fp32 | bf16 (the official default, as it trains) | fp16
     checkpoint_every: int = 0  # also write <name>-step<N>.safetensors every N steps; 0 = never
     validate_every: int = 0  # official validation loss (into the CSV log) every N steps; 0 = never
     demo_every: int = 0  # a demo clip <name>_demo_<step>.flac beside the LoRA every N steps; 0 = never
@@ -140,7 +139,7 @@ class LoRATrainingOptions:
     @classmethod
     def official(cls, max_duration: float = 380.0, **changes) -> LoRATrainingOptions:
         """The official ``train_lora.py`` defaults: 10,000 steps, clips up to 380 s (capped at
-        ``max_duration``, the model's maximum: 120 s on small), bf16 as it trains (bf16-official);
+        ``max_duration``, the model's maximum: 120 s on small), bf16 as it trains;
         the rest are already the official ones. ``changes`` override any of them."""
         official = {"steps": OFFICIAL_STEPS, "clip_seconds": min(OFFICIAL_CLIP_SECONDS, float(max_duration)),
                     "base_precision": OFFICIAL_BF16}
@@ -332,7 +331,7 @@ class _TrainableLoRA(nn.Module):
         r = options.rank
         for part, path, module in targets:
             w = module.weight.detach().float().reshape(module.weight.shape[0], -1)  # (O, I) fp32
-            if init_dtype is not None:  # bf16-official: from the weights as cast (norms taken in that dtype)
+            if init_dtype is not None:  # bf16: from the weights as cast (norms taken in that dtype)
                 w = w.to(init_dtype)
             o, i = w.shape
             key = (part, path)
@@ -795,7 +794,7 @@ def _run(model, data, output, options, targets, bases, device, resume_from, resu
     dtype = BASE_PRECISIONS[options.base_precision]
     dit = _frozen(model.dit, dtype, device)  # a copy keeps the attention settings (backend, padding semantics)
     seconds = _frozen(model.conditioner.conditioners["seconds_total"], dtype, device)
-    # bf16-official initialises from the bf16-cast weights, as the official trainer (which casts the
+    # bf16 initialises from the bf16-cast weights, as the official trainer (which casts the
     # model before adding the adapters); the other precisions from the model's own weights
     lora = _TrainableLoRA(targets, options, _derived_generator(options.seed, "init"), device, bases,
                           init_dtype=torch.bfloat16 if options.base_precision == OFFICIAL_BF16 else None)
@@ -863,7 +862,7 @@ def _loop(dit, seconds, lora, optimizer, data, output, options, shift, device, s
 
 
 def _autocast(options: LoRATrainingOptions, device) -> torch.autocast:
-    """bf16-official: torch.autocast(bfloat16) on the training device (Lightning's bf16-mixed);
+    """bf16: torch.autocast(bfloat16) on the training device (Lightning's bf16-mixed);
     a disabled autocast (no change) otherwise."""
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
                           enabled=options.base_precision == OFFICIAL_BF16)

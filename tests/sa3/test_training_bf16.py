@@ -1,4 +1,4 @@
-"""``base_precision="bf16-official"``: the official ``train_lora.py`` bf16 run. The model is cast
+"""``base_precision="bf16"``: the official ``train_lora.py`` bf16 run. The model is cast
 to bf16 before the adapters are added (DoRA magnitudes and -XS bases from the bf16 weights) and
 the forward runs under ``torch.autocast(bfloat16)`` (Lightning's ``precision="bf16-mixed"``)."""
 
@@ -39,7 +39,7 @@ def _key(part: str, path: str, param: str) -> str:
 def test_adapters_start_from_the_bf16_cast_weights(adapter_type, monkeypatch, data_dir, tmp_path):  # noqa: F811
     model = load_model(TINY)
     made = _initial_parameters(monkeypatch)
-    options = opts(steps=1, adapter_type=adapter_type, base_precision="bf16-official")
+    options = opts(steps=1, adapter_type=adapter_type, base_precision="bf16")
     training.train_lora(model, data_dir, tmp_path / "x.safetensors", options)
     params, bases = made
     targets = training._targets(model.dit, model.conditioner, training.check_options(options, 1e9))
@@ -60,8 +60,7 @@ def test_adapters_start_from_the_bf16_cast_weights(adapter_type, monkeypatch, da
     assert differs > 0  # the fp32 weights would give other magnitudes
 
 
-@pytest.mark.parametrize("precision, autocast", [("bf16-official", torch.bfloat16), ("bf16", None),
-                                                 ("fp32", None)])
+@pytest.mark.parametrize("precision, autocast", [("bf16", torch.bfloat16), ("fp16", None), ("fp32", None)])
 def test_forward_runs_under_bf16_autocast_only_when_official(precision, autocast, monkeypatch, data_dir,  # noqa: F811
                                                              tmp_path):
     model = load_model(TINY)
@@ -79,14 +78,13 @@ def test_forward_runs_under_bf16_autocast_only_when_official(precision, autocast
     assert len(seen) > 4 and set(seen) == {autocast}  # steps and validation alike
 
 
-def test_bf16_official_is_a_choice_of_the_library_and_cli():
-    assert training.BASE_PRECISIONS["bf16-official"] is torch.bfloat16
-    assert training.check_options(training.LoRATrainingOptions(base_precision="bf16-official"), 120.0)
+def test_bf16_is_the_official_bf16():
+    assert training.OFFICIAL_BF16 == "bf16" and training.BASE_PRECISIONS["bf16"] is torch.bfloat16
 
 
 def test_official_defaults_one_choice_away():
     o = training.LoRATrainingOptions.official(120.0)
-    assert (o.steps, o.clip_seconds, o.base_precision) == (10_000, 120.0, "bf16-official")
+    assert (o.steps, o.clip_seconds, o.base_precision) == (10_000, 120.0, "bf16")
     assert training.LoRATrainingOptions.official().clip_seconds == 380.0
     assert training.LoRATrainingOptions.official(steps=5).steps == 5
     d = training.LoRATrainingOptions()
