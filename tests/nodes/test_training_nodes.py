@@ -58,7 +58,7 @@ def test_train_node_writes_file_and_applies_it(dirs, record):
     with torch.inference_mode():
         data = _dataset()
         out = nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **TRAIN)
-    model, curve = out.args
+    model, curve, demos = out.args
     assert (loras / "node_lora.safetensors").is_file() and (loras / "node_lora.sa3state").is_file()
     assert [s.name for s in model.loras] == ["node_lora.safetensors"]
     via_loader = nodes.SA3LoraLoader.execute(model=handle, lora_name="node_lora.safetensors", strength_dit=1.0,
@@ -67,6 +67,7 @@ def test_train_node_writes_file_and_applies_it(dirs, record):
     assert handle.loras == ()  # the input handle is unchanged
     assert curve.shape == (1, 320, 768, 3) and curve.dtype == torch.float32 and 0 <= curve.min() <= curve.max() <= 1
     assert record.progress[-1] == (3, 3) and len(record.progress) == 3
+    assert demos["waveform"].shape == (1, 2, 4410)  # no demo asked for
 
 
 def test_train_node_matches_library(dirs, tmp_path):
