@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
 
 from bench._random_model import SHARED, random_model_dir  # noqa: E402
 from sa3 import StableAudioModel  # noqa: E402
-from sa3.audio import write_wav  # noqa: E402
+from sa3.audio import write_audio  # noqa: E402
 from sa3.training import LoRATrainingOptions, train_lora  # noqa: E402
 from sa3.training_data import encode_dataset, load_training_folder  # noqa: E402
 
@@ -48,7 +48,7 @@ def _clips(folder: Path, n: int, seconds: float) -> None:
     for i in range(n):
         t = torch.arange(int(seconds * 44100)) / 44100
         tone = 0.3 * torch.sin(2 * math.pi * (110 * (i + 2)) * t) * (1 + 0.5 * torch.sin(2 * math.pi * 2 * t))
-        write_wav(folder / f"clip{i}.wav", tone[None].repeat(2, 1), 44100)
+        write_audio(folder / f"clip{i}.wav", tone[None].repeat(2, 1), 44100)
         (folder / f"clip{i}.txt").write_text(f"a synthetic tone number {i}")
 
 

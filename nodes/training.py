@@ -21,10 +21,10 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_models
-from ._adapters import error
+from ._adapters import error, make_audio
 from ._sa3 import checks
 from ._validate import checked
-from .loaders import SA3LoraLoader, _require_model  # the pack's one check of the model socket
+from .loaders import SVD_BASES_FILE, SA3LoraLoader, _require_model  # the pack's one check of the model socket
 from .search import schema_aliases
 from .types import CATEGORY, SA3Model, SA3TrainingData
 
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 DATASET_NODE = "Training Dataset"
 TRAIN_NODE = "Train LoRA"
 NO_RESUME = "none"
+NO_BASES = "none"
+CACHE_FOLDER = "sa3_encoded"  # the encoded-dataset cache, in ComfyUI's temp folder (emptied when ComfyUI starts)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,99}$")
 DEFAULTS = training.LoRATrainingOptions()
 CURVE_SIZE = (768, 320)
@@ -175,13 +177,41 @@ def _resume_choices() -> list[str]:
     return [NO_RESUME] + [n for n in folder_paths.get_filename_list("loras") if n.lower().endswith(".safetensors")]
 
 
+def _bases_choices() -> list[str]:
+    """-XS bases files in models/loras: SA3 LoRA Loader reads svd_bases.safetensors beside a LoRA,
+    so only files of that name can give the trained LoRA the bases it was trained with."""
+    return [NO_BASES] + [n for n in folder_paths.get_filename_list("loras") if Path(n).name == SVD_BASES_FILE]
+
+
+def _bases_path(svd_bases: str, adapter_type: str, output: Path) -> Path | None:
+    """The chosen bases file (None: compute them), checked: it must be the one SA3 LoRA Loader reads
+    beside the output, so the returned model and later loads use the bases trained with."""
+    if svd_bases in (None, NO_BASES):
+        return None
+    full = folder_paths.get_full_path("loras", svd_bases)
+    if full is None:
+        raise ValueError(error(TRAIN_NODE, f"svd_bases {svd_bases!r} is not in models/loras (got {svd_bases!r}, "
+                                           "expected one of the listed files or 'none'). Refresh the node list."))
+    if not adapter_type.endswith("-xs"):
+        return None  # only -XS adapters use bases (as the library and the official trainer)
+    if Path(full).resolve().parent != output.parent.resolve():
+        raise ValueError(error(TRAIN_NODE, f"svd_bases {svd_bases!r} is not beside the LoRA written (got "
+                                           f"{str(full)!r}, expected {str(output.parent / SVD_BASES_FILE)!r}, "
+                                           "where SA3 LoRA Loader looks for the bases of -XS LoRAs). Move the file "
+                                           "there or choose 'none'."))
+    return Path(full)
+
+
 def _options(adapter_type, rank, alpha, steps, learning_rate, batch_size, clip_seconds, seed, include, exclude,
-             dropout, base_precision, checkpoint_every) -> training.LoRATrainingOptions:
+             dropout, base_precision, checkpoint_every, validate_every=0, demo_every=0, demo_prompt="",
+             demo_seconds=DEFAULTS.demo_seconds, demo_seed=0) -> training.LoRATrainingOptions:
     return training.LoRATrainingOptions(
         adapter_type=adapter_type, rank=int(rank), alpha=None if float(alpha) == 0 else float(alpha),
         dropout=float(dropout), include=_rules(include), exclude=_rules(exclude), steps=int(steps),
         learning_rate=float(learning_rate), batch_size=int(batch_size), clip_seconds=float(clip_seconds),
-        seed=int(seed), base_precision=base_precision, checkpoint_every=int(checkpoint_every))
+        seed=int(seed), base_precision=base_precision, checkpoint_every=int(checkpoint_every),
+        validate_every=int(validate_every), demo_every=int(demo_every), demo_prompt=(demo_prompt or "").strip(),
+        demo_seconds=float(demo_seconds), demo_seed=int(demo_seed))
 
 
 def loss_curve_image(losses: list[float], steps: int, size: tuple[int, int] = CURVE_SIZE) -> torch.Tensor:
@@ -278,8 +308,9 @@ class SA3TrainLoRA(io.ComfyNode):
                 io.Combo.Input("base_precision", options=list(training.BASE_PRECISIONS), default=o.base_precision,
                                optional=True,
                                tooltip="Precision of the frozen copy of the model trained against (LoRA weights "
-                                       "stay fp32). bf16 (the official choice) halves its memory on a GPU; fp32 is "
-                                       "exact and fastest on most CPUs."),
+                                       "stay fp32). bf16 is the official trainer's bf16 run (adapters from the "
+                                       "bf16-cast weights, forward under bf16 autocast) and halves its memory on a "
+                                       "GPU; fp32 is exact and fastest on most CPUs."),
                 io.Int.Input("checkpoint_every", default=o.checkpoint_every, min=0, max=training.MAX_STEPS,
                              optional=True,
                              tooltip="Also save <output_name>-step<N>.safetensors every N steps (resumable). "
@@ -289,11 +320,41 @@ class SA3TrainLoRA(io.ComfyNode):
                                        ".sa3state file is beside it (files trained here), else from its weights "
                                        "with a fresh optimizer. adapter_type, rank, alpha, include and exclude "
                                        "must match it."),
+                io.Int.Input("validate_every", default=o.validate_every, min=0, max=training.MAX_STEPS,
+                             optional=True,
+                             tooltip="Every N steps (and at the last), the official validation loss (fixed "
+                                     "timesteps and noise, clips from their start) goes into the CSV log beside "
+                                     "the LoRA. 0 = off."),
+                io.Combo.Input("svd_bases", options=_bases_choices(), default=NO_BASES, optional=True,
+                               tooltip="-XS adapters only: the official precomputed singular vectors "
+                                       "(svd_bases.safetensors in models/loras, where SA3 LoRA Loader reads them "
+                                       "beside -XS LoRAs). none = computed from the model's weights."),
+                io.Boolean.Input("cache_encoded", default=True, optional=True,
+                                 tooltip="Keep the encoded clips (SAME latents, prompt states) in ComfyUI's temp "
+                                         "folder, so a rerun or resume on the same clips, model, clip_seconds "
+                                         "and seed skips encoding. Off: encode every run."),
+                io.Int.Input("demo_every", default=o.demo_every, min=0, max=training.MAX_STEPS, optional=True,
+                             tooltip="Every N steps, generate a demo clip with the LoRA trained so far (the "
+                                     "model's own sampler, 8 steps, CFG 4) into models/loras/<output_name>_demo_"
+                                     "<step>.flac; the demos are the demos output. 0 = off."),
+                io.String.Input("demo_prompt", default="", optional=True,
+                                tooltip="The demo clips' prompt (needed when demo_every is set), e.g. a caption "
+                                        "of the dataset."),
+                io.Float.Input("demo_seconds", default=o.demo_seconds, min=0.1, max=380.0, step=0.5,
+                               optional=True, tooltip="Length of each demo clip, in seconds (at most the model's "
+                                                      "maximum). Each demo costs about one short generation."),
+                io.Int.Input("demo_seed", default=o.demo_seed, min=0, max=2**63 - 1, optional=True,
+                             control_after_generate=False,
+                             tooltip="Noise seed of the demo clips: the same for every demo, so they differ only "
+                                     "by the training between them."),
             ],
             outputs=[
                 SA3Model.Output(display_name="model", tooltip="The model with the trained LoRA applied (strength 1)."),
                 io.Image.Output(display_name="loss_curve", tooltip="The training loss per step (light) and its "
                                                                    "running mean (dark)."),
+                io.Audio.Output(display_name="demos", tooltip="The demo clips of this run as one batch, in step "
+                                                              "order (demo_every); 0.1 s of silence when none was "
+                                                              "made."),
             ],
         )
 
@@ -304,11 +365,13 @@ class SA3TrainLoRA(io.ComfyNode):
         return (output_name is not None and _name_message(output_name)) or True
 
     @classmethod
-    @checked(TRAIN_NODE, skip=("resume_from",))
+    @checked(TRAIN_NODE, skip=("resume_from", "svd_bases"))
     def execute(cls, model, dataset, output_name, adapter_type, rank, alpha, steps, learning_rate, batch_size,
                 clip_seconds, seed, include, exclude, dropout=DEFAULTS.dropout,
                 base_precision=DEFAULTS.base_precision, checkpoint_every=DEFAULTS.checkpoint_every,
-                resume_from=NO_RESUME) -> io.NodeOutput:
+                resume_from=NO_RESUME, validate_every=DEFAULTS.validate_every, svd_bases=NO_BASES,
+                cache_encoded=True, demo_every=DEFAULTS.demo_every, demo_prompt="",
+                demo_seconds=DEFAULTS.demo_seconds, demo_seed=DEFAULTS.demo_seed) -> io.NodeOutput:
         model = _require_model(model, TRAIN_NODE)
         if model.loras:
             raise ValueError(error(TRAIN_NODE, f"model already has {len(model.loras)} LoRA(s) applied (got "
@@ -329,9 +392,12 @@ class SA3TrainLoRA(io.ComfyNode):
                                                    f"{resume_from!r}, expected one of the listed files or 'none'). "
                                                    "Refresh the node list."))
         options = _options(adapter_type, rank, alpha, steps, learning_rate, batch_size, clip_seconds, seed, include,
-                           exclude, dropout, base_precision, checkpoint_every)
+                           exclude, dropout, base_precision, checkpoint_every, validate_every, demo_every,
+                           demo_prompt, demo_seconds, demo_seed)
         file_name = _lora_file_name(output_name)
         output = Path(folder_paths.get_folder_paths("loras")[0]) / file_name
+        bases = _bases_path(svd_bases, adapter_type, output)
+        cache_dir = Path(folder_paths.get_temp_directory()) / CACHE_FOLDER if cache_encoded else None
         output.parent.mkdir(parents=True, exist_ok=True)
 
         model.model.apply_loras(())  # the shared modules carry no LoRA (another branch of the graph may have left some)
@@ -344,18 +410,31 @@ class SA3TrainLoRA(io.ComfyNode):
             if step == total or step % 50 == 0:
                 logger.info("Stable Audio 3 training: step %d/%d, loss %.4f", step, total, loss)
 
+        demos: list[torch.Tensor] = []
+
+        def on_demo(step: int, path: Path, audio: torch.Tensor) -> None:
+            demos.append(audio)
+            comfy_models.progress_text(node_id, f"step {step}/{int(steps)}  demo {path.name}")
+
         try:
             result = training.train_lora(model.model, list(dataset), output, options, resume_from=resume,
                                          on_step=on_step, should_stop=cancel.requested,
-                                         on_stage=lambda part: comfy_models.load_parts(model, part))
+                                         on_stage=lambda part: comfy_models.load_parts(model, part),
+                                         svd_bases_path=bases, cache_dir=cache_dir, on_demo=on_demo)
         except (training.TrainingError, training_data.TrainingDataError) as e:
             raise ValueError(_node_message(TRAIN_NODE, e)) from e
         if result.stopped:
             logger.info("Stable Audio 3 training: cancelled after %d step(s); %s", result.steps_done,
                         f"saved {output}" if result.path else "nothing new to save")
+        if result.path is not None:
+            log = training.log_path(result.path)
+            comfy_models.progress_text(node_id, f"step {result.steps_done}/{int(steps)}  saved {result.path.name}"
+                                                f"  log {log}")
+            logger.info("Stable Audio 3 training: loss log (step, loss, validation_loss) in %s", log)
         cancel.release()  # Cancel: the file holds what was trained; the run ends as cancelled
         curve = loss_curve_image(result.losses, int(steps) - (result.steps_done - len(result.losses)))
         applied = SA3LoraLoader.execute(model=model, lora_name=file_name, strength_dit=1.0,
                                         strength_conditioner=1.0).result[0]
-        return io.NodeOutput(applied, curve)
+        waveform = torch.stack(demos) if demos else torch.zeros(1, 2, training_data.SAMPLE_RATE // 10)
+        return io.NodeOutput(applied, curve, make_audio(waveform, training_data.SAMPLE_RATE))
 

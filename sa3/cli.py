@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -84,15 +85,24 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--dropout", type=float, default=d.dropout)
     t.add_argument("--include", nargs="*", help="only layers whose name contains one of these ([a-b] ranges)")
     t.add_argument("--exclude", nargs="*", help="skip layers whose name contains one of these")
-    t.add_argument("--steps", type=int, default=d.steps)
+    t.add_argument("--official-defaults", action="store_true",
+                   help="the official train_lora.py defaults for --steps (10000), --clip-seconds (380, at most "
+                        "the model's maximum) and --base-precision (bf16) instead of ours (500, 30, fp32)")
+    t.add_argument("--steps", type=int, help=f"default {d.steps}")
     t.add_argument("--lr", type=float, default=d.learning_rate)
     t.add_argument("--batch-size", type=int, default=d.batch_size)
-    t.add_argument("--clip-seconds", type=float, default=d.clip_seconds, help="crop/pad length per clip")
+    t.add_argument("--clip-seconds", type=float, help=f"crop/pad length per clip (default {d.clip_seconds})")
     t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--base-precision", default=d.base_precision, choices=list(BASE_PRECISIONS))
+    t.add_argument("--base-precision", choices=list(BASE_PRECISIONS), help=f"default {d.base_precision}")
     t.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     t.add_argument("--validate-every", type=int, default=d.validate_every,
                    help="validation loss into <output>.csv every N steps (0: never; loss is logged every step)")
+    t.add_argument("--demo-every", type=int, default=d.demo_every,
+                   help="a demo clip <output>_demo_<step>.flac every N steps (0: never)")
+    t.add_argument("--demo-prompt", default=d.demo_prompt, help="the demo clips' prompt")
+    t.add_argument("--demo-seconds", type=float, default=d.demo_seconds)
+    t.add_argument("--demo-seed", type=int, default=d.demo_seed)
+    t.add_argument("--demo-steps", type=int, default=d.demo_steps)
     t.add_argument("--svd-bases-path", type=Path, help="-XS bases (official torch.save dict or .safetensors)")
     t.add_argument("--encoded-dir", type=Path,
                    help="cache of encoded datasets: reused while the clips, model and options are the same")
@@ -107,12 +117,15 @@ def run_train(args: argparse.Namespace) -> Path:
     from .training import LoRATrainingOptions, check_options, check_output, encoded_folder, train_lora
     from .training_data import find_clips
 
+    defaults = LoRATrainingOptions.official() if args.official_defaults else LoRATrainingOptions()
+    given = {"steps": args.steps, "clip_seconds": args.clip_seconds, "base_precision": args.base_precision}
     options = LoRATrainingOptions(
         adapter_type=args.adapter_type, rank=args.rank, alpha=args.alpha, dropout=args.dropout,
         include=tuple(args.include) if args.include else None, exclude=tuple(args.exclude) if args.exclude else None,
-        steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, clip_seconds=args.clip_seconds,
-        seed=args.seed, base_precision=args.base_precision, checkpoint_every=args.checkpoint_every,
-        validate_every=args.validate_every)
+        learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        validate_every=args.validate_every, demo_every=args.demo_every, demo_prompt=args.demo_prompt,
+        demo_seconds=args.demo_seconds, demo_seed=args.demo_seed, demo_steps=args.demo_steps,
+        **{k: getattr(defaults, k) if v is None else v for k, v in given.items()})
     check_options(options, float("inf"))  # model-independent checks before loading anything
     if args.pre_encode_only and args.encoded_dir is None:
         raise ValueError("--pre-encode-only needs --encoded-dir (where the encoded dataset goes)")
@@ -122,11 +135,13 @@ def run_train(args: argparse.Namespace) -> Path:
     if not args.pre_encode_only:
         check_output(Path(args.output))
     model = StableAudioModel.from_pretrained(args.model, device=args.device, dtype="fp32")
+    if args.official_defaults and args.clip_seconds is None:  # 380 s, or the model's maximum when shorter
+        options = replace(options, clip_seconds=min(options.clip_seconds, model.config.max_duration))
     if args.pre_encode_only:
         data = encoded_folder(model, args.data_dir, options, args.encoded_dir)
         print(f"encoded {len(data)} clip(s) into {args.encoded_dir}", file=sys.stderr)
         return args.encoded_dir
-    bar = tqdm(total=args.steps, desc="training", unit="step")
+    bar = tqdm(total=options.steps, desc="training", unit="step")
 
     def on_step(step: int, total: int, loss: float) -> None:
         bar.update(step - bar.n)

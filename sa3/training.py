@@ -68,6 +68,7 @@ from .training_data import (
     EncodedDataset,
     TrainingClip,
     crop_latents,
+    encode_clips_cached,
     encode_dataset,
     encode_folder_cached,
     find_clips,
@@ -95,10 +96,20 @@ __all__ = [
 
 ADAPTER_TYPES = tuple(ADAPTER_KINDS)  # lora, dora-rows, dora-cols, bora and the -xs variants
 BASE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# bf16 is scripts/train_lora.py's bf16 run: the model is cast to bf16 when loaded, before the adapters
+# are added (so DoRA magnitudes and -XS SVD bases come from the bf16 weights), and Lightning's
+# precision="bf16-mixed" runs each step's forward under torch.autocast(bfloat16). (The older bf16 mode,
+# adapters from the fp32 weights and no autocast, was not measurably faster on a CPU: bench/RESULTS.md.)
+OFFICIAL_BF16 = "bf16"
+OFFICIAL_STEPS = 10_000  # train_lora.py --steps default
+OFFICIAL_CLIP_SECONDS = 380.0  # train_lora.py --duration default (the medium model's maximum)
 MAX_STEPS = 1_000_000
 MAX_BATCH = 64
 MAX_RANK = 1024
 MAX_ALPHA = 4096.0  # the node's widget maximum; scaling = alpha / rank
+MAX_DEMO_STEPS = 1000
+DEMO_CFG = 4.0  # demo clips' CFG scale (the middle of the official demo callback's 2 / 4 / 7)
+DEMO_STEPS_DEFAULT = 8  # demo clips' sampler steps (the node's; LoRATrainingOptions.demo_steps)
 STATE_SUFFIX = ".sa3state"
 KAIMING_A = math.sqrt(5)  # official lora_A init: kaiming_uniform_(a=sqrt(5))
 
@@ -127,9 +138,23 @@ class LoRATrainingOptions:
     batch_size: int = 1  # clips per step (at most the number of clips)
     clip_seconds: float = 30.0  # crop length (official default 380, the full song)
     seed: int = 42
-    base_precision: str = "fp32"  # frozen base copy: fp32 | bf16 (official default) | fp16
+    base_precision: str = "fp32"  # frozen base copy: fp32 | bf16 (the official default, as it trains) | fp16
     checkpoint_every: int = 0  # also write <name>-step<N>.safetensors every N steps; 0 = never
     validate_every: int = 0  # official validation loss (into the CSV log) every N steps; 0 = never
+    demo_every: int = 0  # a demo clip <name>_demo_<step>.flac beside the LoRA every N steps; 0 = never
+    demo_prompt: str = ""  # its prompt (required when demo_every > 0)
+    demo_seconds: float = 10.0  # its length
+    demo_seed: int = 0  # its noise seed
+    demo_steps: int = DEMO_STEPS_DEFAULT  # its sampler steps (the model's own sampler)
+
+    @classmethod
+    def official(cls, max_duration: float = 380.0, **changes) -> LoRATrainingOptions:
+        """The official ``train_lora.py`` defaults: 10,000 steps, clips up to 380 s (capped at
+        ``max_duration``, the model's maximum: 120 s on small), bf16 as it trains;
+        the rest are already the official ones. ``changes`` override any of them."""
+        official = {"steps": OFFICIAL_STEPS, "clip_seconds": min(OFFICIAL_CLIP_SECONDS, float(max_duration)),
+                    "base_precision": OFFICIAL_BF16}
+        return cls(**{**official, **changes})
 
     def lora_config(self) -> dict:
         """The file's ``lora_config`` metadata, in the official key order."""
@@ -209,12 +234,28 @@ def check_options(options: LoRATrainingOptions, max_duration: float) -> LoRATrai
     if o.base_precision not in BASE_PRECISIONS:
         raise _error(f"base_precision {o.base_precision!r} is unknown (expected one of {list(BASE_PRECISIONS)})",
                      "Use fp32 on a CPU, bf16 on a GPU")
-    for name in ("checkpoint_every", "validate_every"):
+    _check_demo(o, max_duration)
+    for name in ("checkpoint_every", "validate_every", "demo_every"):
         if not _is_int(getattr(o, name)) or not 0 <= getattr(o, name) <= MAX_STEPS:
             raise _error(f"{name} must be an integer from 0 to {MAX_STEPS} (got {shown(getattr(o, name))})",
                          "Use 0 for none")
     include, exclude = _rules("include", o.include), _rules("exclude", o.exclude)
     return LoRATrainingOptions(**{**asdict(o), "include": include, "exclude": exclude})
+
+
+def _check_demo(o: LoRATrainingOptions, max_duration: float) -> None:
+    if not o.demo_every:
+        return
+    if not isinstance(o.demo_prompt, str) or not o.demo_prompt.strip():
+        raise _error(f"demo_prompt must be non-empty text when demo_every is set (got {o.demo_prompt!r})",
+                     "Write the prompt of the demo clips, or set demo_every to 0")
+    if not _is_number(o.demo_seconds) or not 0 < o.demo_seconds <= max_duration:
+        raise _error(f"demo_seconds must be in (0, {max_duration:.1f}] s for this model (got {o.demo_seconds!r})",
+                     "Use e.g. 10")
+    if not _is_int(o.demo_seed) or not 0 <= o.demo_seed <= MAX_SEED:
+        raise _error(f"demo_seed must be an integer in [0, {MAX_SEED}] (got {o.demo_seed!r})", "Use e.g. 0")
+    if not _is_int(o.demo_steps) or not 1 <= o.demo_steps <= MAX_DEMO_STEPS:
+        raise _error(f"demo_steps must be an integer in 1..{MAX_DEMO_STEPS} (got {o.demo_steps!r})", "Use e.g. 8")
 
 
 def check_output(path: Path) -> None:
@@ -295,7 +336,7 @@ class _TrainableLoRA(nn.Module):
     ``bases``, from ``svd_bases_path``)."""
 
     def __init__(self, targets, options: LoRATrainingOptions, generator: torch.Generator, device,
-                 bases: Bases | None = None):
+                 bases: Bases | None = None, init_dtype: torch.dtype | None = None):
         super().__init__()
         self.adapter_type = options.adapter_type
         self.scaling = options.lora_config()["alpha"] / options.rank
@@ -307,6 +348,8 @@ class _TrainableLoRA(nn.Module):
         r = options.rank
         for part, path, module in targets:
             w = module.weight.detach().float().reshape(module.weight.shape[0], -1)  # (O, I) fp32
+            if init_dtype is not None:  # bf16: from the weights as cast (norms taken in that dtype)
+                w = w.to(init_dtype)
             o, i = w.shape
             key = (part, path)
             self.keys.append(key)
@@ -318,12 +361,13 @@ class _TrainableLoRA(nn.Module):
             else:
                 p["M_xs"] = torch.zeros(r, r, device=device)
                 # the loader computes the same bases from the same weight, or reads the same file
-                u, v = (bases or {}).get(key) or svd_bases(w, r)
-                self.bases[key] = (u.to(device), v.to(device))
+                u, v = (bases or {}).get(key) or svd_bases(w.float(), r)
+                self.bases[key] = (u.to(device).clone(), v.to(device).clone())  # not inference tensors (ComfyUI)
             if norm in ("rows", "cols"):
-                p["magnitude"] = w.norm(dim=1 if norm == "rows" else 0).to(device)
+                p["magnitude"] = w.norm(dim=1 if norm == "rows" else 0).float().to(device)
             elif norm == "both":
-                p["magnitude_r"], p["magnitude_c"] = w.norm(dim=1).to(device), w.norm(dim=0).to(device)
+                p["magnitude_r"] = w.norm(dim=1).float().to(device)
+                p["magnitude_c"] = w.norm(dim=0).float().to(device)
             for name in ADAPTER_PARAMS[self.adapter_type]:
                 self.params[self._name(key, name)] = nn.Parameter(p[name])
 
@@ -648,7 +692,8 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
                on_step: Callable[[int, int, float], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
                on_stage: Callable[[str], None] | None = None,
-               svd_bases_path: str | Path | None = None, cache_dir: str | Path | None = None) -> TrainingResult:
+               svd_bases_path: str | Path | None = None, cache_dir: str | Path | None = None,
+               on_demo: Callable[[int, Path, torch.Tensor], None] | None = None) -> TrainingResult:
     """Train a LoRA on ``model`` (a ``StableAudioModel`` without LoRAs) and write ``output``.
 
     dataset: a folder of clip + ``.txt`` caption pairs, clips from ``load_training_folder``, or an
@@ -658,8 +703,12 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     step; should_stop() is polled before every step: True saves what was trained and returns.
     on_stage(part) runs before the model's "text", "autoencoder" and "dit" parts are used.
     svd_bases_path: precomputed -XS bases (see ``read_training_bases``; ignored by other types);
-    a resumed run needs the same file as the run it continues. cache_dir: with a folder dataset,
-    keep its encoding there (``encoded_folder``) so later runs and resumes skip re-encoding.
+    a resumed run needs the same file as the run it continues. cache_dir: with a folder dataset
+    or a clip list, keep its encoding there (``encoded_folder``; clips keyed by their contents)
+    so later runs and resumes skip re-encoding. With ``options.demo_every``, every N steps a demo
+    clip is generated with the adapters trained so far (``demo_*`` options, the model's own
+    sampler, under inference mode) and written as ``<name>_demo_<step>.flac`` beside ``output``;
+    on_demo(step, path, audio (2, S)) runs after each.
     Every input is checked before any work; the model is left unchanged.
     """
     cfg = model.config
@@ -703,6 +752,9 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
             dataset = encoded_folder(model, folder, options, cache_dir, on_stage)
         elif isinstance(given, EncodedDataset):
             dataset = given
+        elif cache_dir is not None:  # clips already read (SA3 Training Dataset): cached by their contents
+            dataset = encode_clips_cached(model, given, cache_dir, options.crop_latents(), options.seed,
+                                          lambda: _derived_generator(options.seed, "encode"), on_stage)
         else:
             dataset = encode_dataset(model, given, options.crop_latents(),
                                      _derived_generator(options.seed, "encode"), on_stage)
@@ -710,8 +762,9 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
         if on_stage is not None:
             on_stage("dit")
         device = next(model.dit.parameters()).device  # where the DiT runs (ComfyUI moved it just now)
+        demo = _demo_hook(model, options, output, on_stage, on_demo)
         return _run(model, dataset, output, options, targets, bases, device, resume_from, resume_tensors, state,
-                    on_step, should_stop)
+                    on_step, should_stop, demo)
 
 
 def _dataset_input(dataset, cache_dir) -> tuple[Path | None, list[TrainingClip] | EncodedDataset | None, int]:
@@ -766,12 +819,14 @@ def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) ->
 
 
 def _run(model, data, output, options, targets, bases, device, resume_from, resume_tensors, state, on_step,
-         should_stop) -> TrainingResult:
+         should_stop, demo=None) -> TrainingResult:
     dtype = BASE_PRECISIONS[options.base_precision]
     dit = _frozen(model.dit, dtype, device)  # a copy keeps the attention settings (backend, padding semantics)
     seconds = _frozen(model.conditioner.conditioners["seconds_total"], dtype, device)
-    # initialise from the fp32 original weights, before any precision change (as officially)
-    lora = _TrainableLoRA(targets, options, _derived_generator(options.seed, "init"), device, bases)
+    # bf16 initialises from the bf16-cast weights, as the official trainer (which casts the
+    # model before adding the adapters); the other precisions from the model's own weights
+    lora = _TrainableLoRA(targets, options, _derived_generator(options.seed, "init"), device, bases,
+                          init_dtype=torch.bfloat16 if options.base_precision == OFFICIAL_BF16 else None)
     fingerprint = _fingerprint(data)
     start = 0
     if resume_tensors is not None:
@@ -790,13 +845,13 @@ def _run(model, data, output, options, targets, bases, device, resume_from, resu
     log = _CsvLog(log_path(output), keep_until=start if state is not None and same_file else None)
     try:
         return _loop(dit, seconds, lora, optimizer, data, output, options, shift, device, start, fingerprint, log,
-                     on_step, should_stop)
+                     on_step, should_stop, demo)
     finally:
         log.close()
 
 
 def _loop(dit, seconds, lora, optimizer, data, output, options, shift, device, start, fingerprint, log, on_step,
-          should_stop) -> TrainingResult:
+          should_stop, demo=None) -> TrainingResult:
     losses, checkpoints, stopped, step = [], [], False, start
     while step < options.steps:
         if should_stop is not None and should_stop():
@@ -804,7 +859,8 @@ def _loop(dit, seconds, lora, optimizer, data, output, options, shift, device, s
             break
         step_gen = _derived_generator(options.seed, "step", step)
         indices = _batch_indices(len(data), options.batch_size, step, options.seed)
-        loss = _step_loss(dit, seconds, lora, data, indices, options, shift, step_gen, device)
+        with _autocast(options, device):  # the forward only, as Lightning's bf16-mixed
+            loss = _step_loss(dit, seconds, lora, data, indices, options, shift, step_gen, device)
         if not torch.isfinite(loss.detach()):
             raise FloatingPointError(f"Stable Audio 3 training: the loss became {float(loss.detach())} at step "
                                      f"{step + 1}. Lower learning_rate or use base_precision fp32.")
@@ -815,8 +871,11 @@ def _loop(dit, seconds, lora, optimizer, data, output, options, shift, device, s
         losses.append(float(loss.detach()))
         validation = None
         if options.validate_every and (step % options.validate_every == 0 or step == options.steps):
-            validation = _training_validation(dit, seconds, lora, data, options, device)
+            with _autocast(options, device):
+                validation = _training_validation(dit, seconds, lora, data, options, device)
         log.row(step, losses[-1], validation)
+        if demo is not None and step % options.demo_every == 0:
+            demo(step, lora)
         if on_step is not None:
             on_step(step, options.steps, losses[-1])
         if options.checkpoint_every and step % options.checkpoint_every == 0 and step < options.steps:
@@ -829,6 +888,58 @@ def _loop(dit, seconds, lora, optimizer, data, output, options, shift, device, s
     _save(lora, optimizer, options, step, fingerprint, output)
     logger.info("Stable Audio 3 training: %d step(s) -> %s%s", step, output, " (stopped early)" if stopped else "")
     return TrainingResult(path=output, losses=losses, steps_done=step, stopped=stopped, checkpoints=checkpoints)
+
+
+def _autocast(options: LoRATrainingOptions, device) -> torch.autocast:
+    """bf16: torch.autocast(bfloat16) on the training device (Lightning's bf16-mixed);
+    a disabled autocast (no change) otherwise."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=options.base_precision == OFFICIAL_BF16)
+
+
+def demo_path(path: str | Path, step: int) -> Path:
+    """A demo clip beside a LoRA file: ``<name>_demo_<step>.flac``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_demo_{step}.flac")
+
+
+def _demo_hook(model, options: LoRATrainingOptions, output: Path, on_stage, on_demo):
+    """``demo(step, lora)`` for the training loop, or None when demo_every is 0."""
+    if not options.demo_every:
+        return None
+    return lambda step, lora: _demo(model, lora, options, step, output, on_stage, on_demo)
+
+
+def _demo(model, lora: _TrainableLoRA, options: LoRATrainingOptions, step: int, output: Path,
+          on_stage: Callable[[str], None] | None, on_demo) -> Path:
+    """Generate the demo clip with the adapters as trained so far: they are written as a LoRA file
+    (fp16, as the saved file will be; a private temporary beside the output), loaded into the model,
+    the model's own sampler runs under inference mode, and the model is left without LoRA again."""
+    from .audio import write_audio
+
+    if on_stage is not None:  # the sampler uses every part (ComfyUI moves each to its device), before the
+        for part in ("text", "autoencoder", "dit"):  # LoRA is loaded: ComfyUI re-applies its own chain there
+            on_stage(part)
+    tmp = output.with_name(f".{output.stem}.demo-{secrets.token_hex(8)}.safetensors")  # the loader reads by suffix
+    try:
+        save_lora_file(lora.file_tensors(), options.lora_config(), tmp)
+        model.load_lora(tmp)  # the model had no LoRA (checked): unload restores it bit for bit
+        try:
+            with torch.inference_mode():
+                audio = model.generate(options.demo_prompt, duration=options.demo_seconds, steps=options.demo_steps,
+                                       cfg_scale=DEMO_CFG, seed=options.demo_seed)[0].float().cpu()
+        finally:
+            model.unload_lora()
+    finally:
+        tmp.unlink(missing_ok=True)
+    path = demo_path(output, step)
+    write_audio(path, audio, SAMPLE_RATE)  # a new file the ordinary way: the usual mode (0666 less the umask)
+    logger.info("Stable Audio 3 training: demo at step %d -> %s", step, path)
+    if on_stage is not None:
+        on_stage("dit")  # back to training
+    if on_demo is not None:
+        on_demo(step, path, audio)
+    return path
 
 
 VALIDATION_TIMESTEPS = (0.1, 0.3, 0.5, 0.7, 0.9)  # the official validation_step's

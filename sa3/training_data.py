@@ -470,3 +470,33 @@ def encode_folder_cached(model, folder: str | Path, cache_dir: str | Path, crop:
     data = encode_dataset(model, load_training_folder(folder), crop, make_generator(), on_stage)
     save_cached(data, entry)
     return data
+
+
+def clips_cache_key(model, clips: Sequence[TrainingClip], crop: int, seed: int | None) -> str:
+    """``cache_key`` for clips already read (SA3 Training Dataset's): the clips' names, captions
+    and audio samples themselves (hashed), the encoders' weights and the encoding options."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{CACHE_VERSION}|clips|{crop}|{seed}|".encode())
+    for c in clips:
+        h.update(f"{c.path.name}|{c.seconds_total}|{tuple(c.audio.shape)}|".encode())
+        h.update(c.caption.encode("utf-8") + b"\0")
+        h.update(c.audio.detach().float().contiguous().cpu().numpy().tobytes())
+    for module in (model.autoencoder, model.text_encoder, model.conditioner):
+        _tensor_sample(module, h)
+    return h.hexdigest()
+
+
+def encode_clips_cached(model, clips: Sequence[TrainingClip], cache_dir: str | Path, crop: int,
+                        generator_seed: int | None, make_generator: Callable[[], torch.Generator | None],
+                        on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
+    """``encode_dataset`` of clips already read, through the cache in ``cache_dir``: a hit runs no
+    encoder; a miss encodes the clips and stores them."""
+    entry = Path(cache_dir).expanduser() / clips_cache_key(model, clips, crop, generator_seed)
+    cached = load_cached(entry)
+    if cached is not None:
+        return cached
+    data = encode_dataset(model, clips, crop, make_generator(), on_stage)
+    save_cached(data, entry)
+    return data

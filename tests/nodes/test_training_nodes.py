@@ -36,6 +36,7 @@ def dirs(tmp_path, monkeypatch):
     inp, loras = tmp_path / "input", tmp_path / "loras"
     inp.mkdir(), loras.mkdir()
     monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(inp))
+    monkeypatch.setattr(folder_paths, "get_temp_directory", lambda: str(tmp_path / "temp"))
     paths, exts = folder_paths.folder_names_and_paths["loras"]
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras), *list(paths)], exts))
     make_dataset(inp / "clips")
@@ -57,7 +58,7 @@ def test_train_node_writes_file_and_applies_it(dirs, record):
     with torch.inference_mode():
         data = _dataset()
         out = nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **TRAIN)
-    model, curve = out.args
+    model, curve, demos = out.args
     assert (loras / "node_lora.safetensors").is_file() and (loras / "node_lora.sa3state").is_file()
     assert [s.name for s in model.loras] == ["node_lora.safetensors"]
     via_loader = nodes.SA3LoraLoader.execute(model=handle, lora_name="node_lora.safetensors", strength_dit=1.0,
@@ -66,6 +67,7 @@ def test_train_node_writes_file_and_applies_it(dirs, record):
     assert handle.loras == ()  # the input handle is unchanged
     assert curve.shape == (1, 320, 768, 3) and curve.dtype == torch.float32 and 0 <= curve.min() <= curve.max() <= 1
     assert record.progress[-1] == (3, 3) and len(record.progress) == 3
+    assert demos["waveform"].shape == (1, 2, 4410)  # no demo asked for
 
 
 def test_train_node_matches_library(dirs, tmp_path):
@@ -260,3 +262,125 @@ def test_training_after_a_packed_bf16_generation(dirs, monkeypatch):
         assert any("_packed" in m.__dict__ for m in handle.model.dit.modules()) == routes.packed_bf16
         nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN)
     assert (loras / "node_lora.safetensors").is_file()
+
+
+def test_validation_log_and_its_path_shown(dirs, monkeypatch):
+    """validate_every writes the official validation loss into the CSV log beside the LoRA, whose
+    path is shown under the node when training ends."""
+    _, loras = dirs
+    shown = []
+    monkeypatch.setattr(_pack_module("comfy_models"), "progress_text", lambda node, text: shown.append(text))
+    handle = load_handle(MODEL)
+    with torch.inference_mode():
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN, validate_every=2)
+    rows = [line.split(",") for line in (loras / "node_lora.csv").read_text().splitlines()]
+    assert rows[0] == ["step", "loss", "validation_loss"]
+    assert [r[0] for r in rows[1:]] == ["1", "2", "3"]
+    assert [r[2] != "" for r in rows[1:]] == [False, True, True]  # every 2nd step and the last
+    assert math.isfinite(float(rows[2][2]))
+    assert shown[-1].endswith(f"log {loras / 'node_lora.csv'}") and "saved node_lora.safetensors" in shown[-1]
+
+
+def test_cache_encoded_skips_encoding_on_a_rerun(dirs, monkeypatch):
+    """With cache_encoded (the default) a second run on the same clips runs no encoder and trains
+    the same file; off, every run encodes."""
+    _, loras = dirs
+    handle = load_handle(MODEL)
+    data_module = importlib.import_module(f"{PACK}.sa3.training_data")
+    with torch.inference_mode():
+        data = _dataset()
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **TRAIN)
+        cache = folder_paths.get_temp_directory() + "/sa3_encoded"
+        assert len(list(importlib.import_module("pathlib").Path(cache).iterdir())) == 1
+
+        def no_encoding(*args, **kwargs):
+            raise AssertionError("encoded again")
+
+        monkeypatch.setattr(data_module, "encode_captions", no_encoding)  # the text encoder
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **{**TRAIN, "output_name": "again"})
+        assert (loras / "again.safetensors").read_bytes() == (loras / "node_lora.safetensors").read_bytes()
+        with pytest.raises(AssertionError, match="encoded again"):
+            nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **{**TRAIN, "output_name": "off"},
+                                       cache_encoded=False)
+
+
+def test_svd_bases_from_models_loras(dirs, tmp_path):
+    """svd_bases: an -XS LoRA trained with the file beside it is the library's with the same file;
+    a bases file elsewhere (SA3 LoRA Loader would not find it) is refused before any work."""
+    from sa3.training import LoRATrainingOptions, train_lora
+
+    inp, loras = dirs
+    bases = fixture_root() / "loras" / MODEL / "svd_bases.safetensors"
+    (loras / "svd_bases.safetensors").write_bytes(bases.read_bytes())
+    (loras / "sub").mkdir()
+    (loras / "sub" / "svd_bases.safetensors").write_bytes(bases.read_bytes())
+    schema = nodes.SA3TrainLoRA.define_schema()
+    choices = next(i for i in schema.inputs if i.id == "svd_bases").options
+    assert choices[0] == "none" and {"svd_bases.safetensors", "sub/svd_bases.safetensors"} <= set(choices)
+    handle = load_handle(MODEL)
+    xs = {**TRAIN, "adapter_type": "lora-xs"}
+    with torch.inference_mode():
+        data = _dataset()
+        with pytest.raises(ValueError, match="is not beside the LoRA written"):
+            nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **xs, svd_bases="sub/svd_bases.safetensors")
+        assert not (loras / "node_lora.safetensors").exists()
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **xs, svd_bases="svd_bases.safetensors")
+        handle.model.apply_loras(())
+        lib = train_lora(handle.model, inp / "clips", tmp_path / "lib.safetensors",
+                         LoRATrainingOptions(adapter_type="lora-xs", rank=4, steps=3, learning_rate=1e-3,
+                                             batch_size=1, clip_seconds=2.0, seed=5), svd_bases_path=bases)
+    assert (loras / "node_lora.safetensors").read_bytes() == lib.path.read_bytes()
+
+
+DEMO = {"demo_every": 2, "demo_prompt": "a sine tone", "demo_seconds": 1.0, "demo_seed": 3}
+
+
+def test_demo_clips_from_node(dirs, record):
+    """Demo clips every 2 steps: files beside the LoRA and the demos output, each generated with the
+    LoRA as trained up to its step (ComfyUI's loading of the parts does not drop it)."""
+    _, loras = dirs
+    handle = load_handle(MODEL)
+    train = _pack_module("training")
+    with torch.inference_mode():
+        out = nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **{**TRAIN, "steps": 4},
+                                         checkpoint_every=2, **DEMO)
+        demos = out.args[2]
+        assert demos["sample_rate"] == 44100 and demos["waveform"].shape[:2] == (2, 2)
+        assert (loras / "node_lora_demo_2.flac").is_file() and (loras / "node_lora_demo_4.flac").is_file()
+        handle.model.apply_loras(())
+        handle.model.load_lora(loras / "node_lora-step000002.safetensors")
+        try:
+            again = handle.model.generate("a sine tone", duration=1.0, steps=train.training.DEMO_STEPS_DEFAULT,
+                                          cfg_scale=train.training.DEMO_CFG, seed=3)[0]
+        finally:
+            handle.model.unload_lora()
+    assert torch.equal(demos["waveform"][0], again.float())
+    assert record.progress[-1] == (4, 4)
+
+
+def test_demo_off_gives_a_short_silence(dirs):
+    handle = load_handle(MODEL)
+    with torch.inference_mode():
+        demos = nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **TRAIN).args[2]
+    assert demos["waveform"].shape == (1, 2, 4410) and not demos["waveform"].any()
+
+
+def test_cancel_with_demos_saves_what_was_trained(dirs, monkeypatch):
+    """Cancel while demos are on: the steps done are saved and the demo made before it is kept."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    def hook(value, total, preview, node_id=None):
+        if value == 3:
+            mm.interrupt_current_processing()
+        mm.throw_exception_if_processing_interrupted()
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
+    _, loras = dirs
+    handle = load_handle(MODEL)
+    with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=_dataset(), **{**TRAIN, "steps": 10}, **DEMO)
+    with safe_open(str(loras / "node_lora.sa3state"), framework="pt") as f:
+        assert json.loads(f.metadata()["sa3_training"])["step"] == 3
+    assert (loras / "node_lora_demo_2.flac").is_file() and not (loras / "node_lora_demo_4.flac").exists()
+    assert handle.model.lora is None or len(handle.model.lora) == 0

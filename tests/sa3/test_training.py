@@ -328,6 +328,11 @@ def test_cli_train(data_dir, tmp_path, capsys):
     assert rows[0] == "step,loss,validation_loss" and rows[1].endswith(",") and not rows[2].endswith(",")
     assert main([*args, "--svd-bases-path", str(tmp_path / "none.pt")]) == 2
     assert "svd_bases_path" in capsys.readouterr().err
+    official = tmp_path / "official.safetensors"
+    assert main([*args[:5], "-o", str(official), "--official-defaults", "--steps", "2", "--rank", "4",
+                 "--demo-every", "2", "--demo-prompt", "a tone", "--demo-seconds", "1", "--demo-steps", "1"]) == 0
+    assert (tmp_path / "official_demo_2.flac").is_file()
+    assert [r.split(",")[0] for r in official.with_suffix(".csv").read_text().splitlines()] == ["step", "1", "2"]
     assert main([*args[:-2], "--rank", "0"]) == 2
     assert "rank must be an integer in 1..1024 (got 0)" in capsys.readouterr().err
 
