@@ -53,7 +53,7 @@ EXTRA = "<frontend widget>"  # placeholder name of a trailing frontend-only widg
 MODE_ACTIVE, MODE_MUTED, MODE_BYPASS = 0, 2, 4
 UI_VERSION = 0.4
 # combos listing the user's files (models/loras, models/checkpoints, models/text_encoders)
-PACK_FILE_LISTS = {"SA3LoraLoader": ["lora_name"], "SA3TrainLoRA": ["resume_from"],
+PACK_FILE_LISTS = {"SA3LoraLoader": ["lora_name"], "SA3TrainLoRA": ["resume_from", "svd_bases"],
                    "SA3CheckpointLoader": ["ckpt_name", "text_encoder_name"]}
 
 
