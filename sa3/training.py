@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from . import training_recipe as recipe
+from .checks import MAX_STEPS as MAX_SAMPLING_STEPS
 from .checks import shown
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
 from .dit import DiTConditioning
@@ -73,6 +74,7 @@ from .training_data import (
     encode_folder_cached,
     find_clips,
     load_training_folder,
+    new_beside,
 )
 
 logger = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ MAX_STEPS = 1_000_000
 MAX_BATCH = 64
 MAX_RANK = 1024
 MAX_ALPHA = 4096.0  # the node's widget maximum; scaling = alpha / rank
-MAX_DEMO_STEPS = 1000
+MAX_DEMO_STEPS = MAX_SAMPLING_STEPS  # demo clips are sampled as generate() samples
 DEMO_CFG = 4.0  # demo clips' CFG scale (the middle of the official demo callback's 2 / 4 / 7)
 DEMO_STEPS_DEFAULT = 8  # demo clips' sampler steps (the node's; LoRATrainingOptions.demo_steps)
 STATE_SUFFIX = ".sa3state"
@@ -464,22 +466,10 @@ def _log_rows(path: Path, until: int) -> list[str]:
             and line.endswith("\n")]
 
 
-def _new_temp_file(path: Path) -> Path:
-    """A new, empty, exclusively created file beside ``path`` with the mode every new file gets
-    (0666 less the umask: 0644 under the usual 022), not ``mkstemp``'s owner-only 0600."""
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:  # another writer's name (2**-64): draw again
-            continue
-
-
 def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
     from safetensors.torch import save_file
 
-    tmp = _new_temp_file(path)
+    tmp = new_beside(path)
     try:
         mode = stat.S_IMODE(tmp.stat().st_mode)  # the usual mode, so the file is readable like ComfyUI's others
         save_file(tensors, str(tmp), metadata=metadata)

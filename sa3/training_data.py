@@ -18,13 +18,19 @@ Legend: C latent channels, L latent frames, S audio samples, P prompt tokens (25
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import secrets
+import shutil
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from . import audio as audio_utils
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
@@ -369,6 +375,23 @@ def crop_latents(clip: EncodedClip, silence: torch.Tensor, length: int,
     return torch.cat([z, pad], dim=-1), mask
 
 
+def new_beside(path: Path, folder: bool = False) -> Path:
+    """A new, empty file (or folder, with ``folder``) beside ``path``, created exclusively under a
+    random hidden name, with the mode every new one gets (0666 / 0777 less the umask: 0644 / 0755
+    under the usual 022), not ``mkstemp``'s owner-only 0600; the umask is never changed (other
+    threads of the process write files too). For writes that are renamed into place once whole."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            if folder:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # another writer's name (2**-64): draw again
+            continue
+
+
 # --- the encoded-dataset cache -----------------------------------------------------------------
 
 CACHE_VERSION = "sa3-encoded-1"  # bump when the encoding changes: old entries are then never found
@@ -386,29 +409,38 @@ def _tensor_sample(module: torch.nn.Module, h) -> None:
         h.update(values.numpy().tobytes())
 
 
+def _hash_encoders(model, h) -> None:
+    """The weights that make the encoding (SAME, T5Gemma, the conditioner), sampled into ``h``."""
+    for module in (model.autoencoder, model.text_encoder, model.conditioner):
+        _tensor_sample(module, h)
+
+
+def _through_cache(entry: Path, encode: Callable[[], EncodedDataset]) -> EncodedDataset:
+    """The cache entry ``entry`` when it is there, else ``encode()`` stored there."""
+    cached = load_cached(entry)
+    if cached is not None:
+        return cached
+    data = encode()
+    save_cached(data, entry)
+    return data
+
+
 def cache_key(model, pairs: Sequence[tuple[Path, Path]], crop: int, seed: int | None) -> str:
     """The encoded-dataset cache key: the clips (path, size, mtime of each audio file and its
     caption's text), the encoders' weights (sampled, ``_tensor_sample``) and the encoding options
     (silence length ``crop``, polarity/noise ``seed``, None: no flip). Any change gives another key."""
-    import hashlib
-
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{CACHE_VERSION}|{crop}|{seed}|".encode())
     for audio, caption in pairs:
         st = audio.stat()
         h.update(f"{audio.resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
         h.update(caption.read_bytes() + b"\0")
-    for module in (model.autoencoder, model.text_encoder, model.conditioner):
-        _tensor_sample(module, h)
+    _hash_encoders(model, h)
     return h.hexdigest()
 
 
 def load_cached(folder: Path) -> EncodedDataset | None:
     """A cache entry written by ``save_cached``; None when it is missing or incomplete."""
-    import json
-
-    from safetensors.torch import load_file
-
     try:
         index = json.loads((folder / CACHE_INDEX).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / CACHE_TENSORS))
@@ -422,14 +454,9 @@ def load_cached(folder: Path) -> EncodedDataset | None:
 def save_cached(data: EncodedDataset, folder: Path) -> Path:
     """Write ``data`` as a cache entry (safetensors + JSON index) into ``folder``, atomically: the
     entry is built beside it and renamed into place, so readers see all of it or nothing."""
-    import json
-    import shutil
-    import tempfile
-
-    from safetensors.torch import save_file
-
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = new_beside(folder, folder=True)
+    file_mode = stat.S_IMODE(tmp.stat().st_mode) & 0o666  # the folder's usual mode, as a file's
     try:
         tensors = {"silence": data.silence.contiguous()}
         for i, c in enumerate(data.clips):
@@ -438,9 +465,8 @@ def save_cached(data: EncodedDataset, folder: Path) -> Path:
         index = {"version": CACHE_VERSION,
                  "clips": [{"name": c.name, "seconds_total": c.seconds_total} for c in data.clips]}
         (tmp / CACHE_INDEX).write_text(json.dumps(index), encoding="utf-8")
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only; give it the usual mode
         for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~_umask())
+            os.chmod(f, file_mode)  # safetensors may write through its own owner-only (0600) file
         try:
             os.replace(tmp, folder)
         except OSError:  # another run wrote the same entry first: keep theirs
@@ -451,12 +477,6 @@ def save_cached(data: EncodedDataset, folder: Path) -> Path:
     return folder
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def encode_folder_cached(model, folder: str | Path, cache_dir: str | Path, crop: int, generator_seed: int | None,
                          make_generator: Callable[[], torch.Generator | None],
                          on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
@@ -464,27 +484,20 @@ def encode_folder_cached(model, folder: str | Path, cache_dir: str | Path, crop:
     audio and runs no encoder; a miss checks, reads and encodes the clips and stores them."""
     pairs = find_clips(folder)
     entry = Path(cache_dir).expanduser() / cache_key(model, pairs, crop, generator_seed)
-    cached = load_cached(entry)
-    if cached is not None:
-        return cached
-    data = encode_dataset(model, load_training_folder(folder), crop, make_generator(), on_stage)
-    save_cached(data, entry)
-    return data
+    return _through_cache(entry, lambda: encode_dataset(model, load_training_folder(folder), crop, make_generator(),
+                                                        on_stage))
 
 
 def clips_cache_key(model, clips: Sequence[TrainingClip], crop: int, seed: int | None) -> str:
     """``cache_key`` for clips already read (SA3 Training Dataset's): the clips' names, captions
     and audio samples themselves (hashed), the encoders' weights and the encoding options."""
-    import hashlib
-
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{CACHE_VERSION}|clips|{crop}|{seed}|".encode())
     for c in clips:
         h.update(f"{c.path.name}|{c.seconds_total}|{tuple(c.audio.shape)}|".encode())
         h.update(c.caption.encode("utf-8") + b"\0")
         h.update(c.audio.detach().float().contiguous().cpu().numpy().tobytes())
-    for module in (model.autoencoder, model.text_encoder, model.conditioner):
-        _tensor_sample(module, h)
+    _hash_encoders(model, h)
     return h.hexdigest()
 
 
@@ -494,9 +507,4 @@ def encode_clips_cached(model, clips: Sequence[TrainingClip], cache_dir: str | P
     """``encode_dataset`` of clips already read, through the cache in ``cache_dir``: a hit runs no
     encoder; a miss encodes the clips and stores them."""
     entry = Path(cache_dir).expanduser() / clips_cache_key(model, clips, crop, generator_seed)
-    cached = load_cached(entry)
-    if cached is not None:
-        return cached
-    data = encode_dataset(model, clips, crop, make_generator(), on_stage)
-    save_cached(data, entry)
-    return data
+    return _through_cache(entry, lambda: encode_dataset(model, clips, crop, make_generator(), on_stage))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 
 import pytest
+import torch
 
 from sa3 import training_data
 from sa3.training import train_lora
@@ -72,3 +74,23 @@ def test_cli_pre_encode_only_then_train(counted, tmp_path):
     assert main([*base, "-o", str(tmp_path / "l.safetensors")]) == 0 and len(counted) == 1
     assert (tmp_path / "l.safetensors").is_file()
     assert main(["train", "--model", "x", "--data-dir", str(clips), "--pre-encode-only"]) == 2
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=oct)
+def test_a_cache_entry_gets_the_usual_mode(tmp_path, umask):
+    """The entry folder and its files get the mode any new one gets (0777 / 0666 less the umask),
+    and writing them leaves the process's umask as it was (other threads write files too)."""
+    data = training_data.EncodedDataset(
+        clips=[training_data.EncodedClip(name="a.wav", latents=torch.zeros(4, 3), prompt=torch.zeros(2, 5),
+                                         seconds_total=1)],
+        silence=torch.zeros(4, 2))
+    old = os.umask(umask)
+    try:
+        entry = training_data.save_cached(data, tmp_path / "cache" / "key")
+        assert os.umask(umask) == umask
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o777 & ~umask
+    assert {stat.S_IMODE(p.stat().st_mode) for p in entry.iterdir()} == {0o666 & ~umask}
+    assert torch.equal(training_data.load_cached(entry).clips[0].latents, data.clips[0].latents)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["key"]  # no temporary left beside it
