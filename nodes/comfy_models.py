@@ -298,15 +298,13 @@ def run_guarded(part: str, needed: int, run: Callable[[], object], retry: Callab
     for attempt in (run, retry):
         if attempt is None:
             break
-        failed = False
         try:
             return attempt()
         except mm.OOM_EXCEPTION:
-            failed = True
-        if failed:
-            mm.soft_empty_cache()
-            if attempt is run and retry is not None:
-                logger.warning("Stable Audio 3: out of memory in the %s; retrying %s", part, retry_what)
+            pass  # handled below, outside the except block (see the docstring)
+        mm.soft_empty_cache()
+        if attempt is run and retry is not None:
+            logger.warning("Stable Audio 3: out of memory in the %s; retrying %s", part, retry_what)
     raise RuntimeError(f"Stable Audio 3: out of memory in the {part}: it needed about {needed / 1e9:.2f} GB for "
                        f"its activations beside its weights{' (also ' + retry_what + ')' if retry else ''}. "
                        "Free memory (unload other models), make the audio shorter or the batch smaller, or run "

@@ -103,16 +103,15 @@ def official_regions(starts, ends) -> list[tuple[float, float]]:
 
 def check_sampling(steps: int, cfg_scale: float, apg_scale: float, init_noise_level: float,
                    sampler_type: str | None, scale_phi: float = 0.0, cfg_norm_threshold: float = 0.0,
-                   cfg_interval=CFG_INTERVAL, dist_shift=None, where: str | None = None) -> dict:
+                   cfg_interval=CFG_INTERVAL, dist_shift=None) -> dict:
     """The sampler's settings, checked and normalised (``sample`` and ``generate`` step 0)."""
     return dict(
-        steps=checks.check_number("steps", steps, 1, checks.MAX_STEPS, integer=True, where=where),
-        cfg_scale=checks.check_number("cfg_scale", cfg_scale, 0, checks.MAX_CFG_SCALE, where=where),
-        apg_scale=checks.check_number("apg_scale", apg_scale, 0, checks.MAX_APG_SCALE, where=where),
-        init_noise_level=checks.check_number("init_noise_level", init_noise_level, 0, 1, where=where),
-        sampler_type=None if sampler_type is None else checks.check_choice("sampler_type", sampler_type, SAMPLERS,
-                                                                           where),
-        **check_controls(scale_phi, cfg_norm_threshold, cfg_interval, dist_shift, where),
+        steps=checks.check_number("steps", steps, 1, checks.MAX_STEPS, integer=True),
+        cfg_scale=checks.check_number("cfg_scale", cfg_scale, 0, checks.MAX_CFG_SCALE),
+        apg_scale=checks.check_number("apg_scale", apg_scale, 0, checks.MAX_APG_SCALE),
+        init_noise_level=checks.check_number("init_noise_level", init_noise_level, 0, 1),
+        sampler_type=None if sampler_type is None else checks.check_choice("sampler_type", sampler_type, SAMPLERS),
+        **check_controls(scale_phi, cfg_norm_threshold, cfg_interval, dist_shift),
     )
 
 
@@ -859,7 +858,6 @@ class StableAudioModel:
         audio = decode(self.autoencoder, latents, plan, chunked=chunked, generator=generator, on_chunk=on_decode_chunk)
         self._release(self.autoencoder)
         return trim_to_duration(audio, durations, sr) if truncate else audio
-
 
     def _release(self, part: torch.nn.Module) -> None:
         if self.low_memory and self.device.type == "cpu":
