@@ -49,8 +49,8 @@ import torch
 from torch import nn
 
 from . import training_recipe as recipe
+from .checks import MAX_PROMPT_CHARS, shown
 from .checks import MAX_STEPS as MAX_SAMPLING_STEPS
-from .checks import shown
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
 from .dit import DiTConditioning
 from .lora import ADAPTER_KINDS, OFFICIAL_PREFIX, SVD_NAME_PREFIX, LayerAdapter, adapt_weight, svd_bases
@@ -248,9 +248,11 @@ def check_options(options: LoRATrainingOptions, max_duration: float) -> LoRATrai
 def _check_demo(o: LoRATrainingOptions, max_duration: float) -> None:
     if not o.demo_every:
         return
-    if not isinstance(o.demo_prompt, str) or not o.demo_prompt.strip():
-        raise _error(f"demo_prompt must be non-empty text when demo_every is set (got {o.demo_prompt!r})",
-                     "Write the prompt of the demo clips, or set demo_every to 0")
+    if not isinstance(o.demo_prompt, str) or not o.demo_prompt.strip() or len(o.demo_prompt) > MAX_PROMPT_CHARS:
+        got = f"{len(o.demo_prompt):,} characters" if isinstance(o.demo_prompt, str) and o.demo_prompt.strip() \
+            else shown(o.demo_prompt)
+        raise _error(f"demo_prompt must be non-empty text of at most {MAX_PROMPT_CHARS:,} characters when demo_every "
+                     f"is set (got {got})", "Write the prompt of the demo clips, or set demo_every to 0")
     if not _is_number(o.demo_seconds) or not 0 < o.demo_seconds <= max_duration:
         raise _error(f"demo_seconds must be in (0, {max_duration:.1f}] s for this model (got {o.demo_seconds!r})",
                      "Use e.g. 10")

@@ -4,6 +4,7 @@ unchanged by them and the model is left without LoRA."""
 
 from __future__ import annotations
 
+import re
 import stat
 
 import pytest
@@ -50,6 +51,8 @@ def test_demo_clips_are_the_lora_of_their_step(data_dir, tmp_path):  # noqa: F81
 
 @pytest.mark.parametrize("change, message", [
     ({"demo_prompt": " "}, "demo_prompt must be non-empty text"),
+    ({"demo_prompt": "x" * 100_001}, "demo_prompt must be non-empty text of at most 100,000 characters when "
+                                     "demo_every is set (got 100,001 characters)"),
     ({"demo_seconds": 0.0}, "demo_seconds must be in (0, "),
     ({"demo_steps": 0}, "demo_steps must be an integer in 1..1000"),
     ({"demo_seed": -1}, "demo_seed must be an integer"),
@@ -57,5 +60,5 @@ def test_demo_clips_are_the_lora_of_their_step(data_dir, tmp_path):  # noqa: F81
 ])
 def test_demo_options_checked(change, message):
     options = training.LoRATrainingOptions(**{"demo_every": 2, **DEMO, **change})
-    with pytest.raises(training.TrainingError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(training.TrainingError, match=re.escape(message)):
         training.check_options(options, 120.0)
