@@ -33,3 +33,12 @@ def test_no_page_without_a_node():
 def test_sampler_page_states_the_preview_length():
     seconds = importlib.import_module(f"{PACK}.nodes.visualize").PREVIEW_SECONDS
     assert f"first {seconds:g} s" in (DOCS / "SA3Sampler.md").read_text()
+
+
+def test_readme_node_table_lists_every_node():
+    """The README's node table has one row per node in the search (the deprecated one is named below it)."""
+    readme = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| \*\*(.+?)\*\* \|", readme, re.MULTILINE)
+    schemas = [cls.define_schema() for cls in nodes.NODES]
+    assert sorted(rows) == sorted(s.display_name for s in schemas if not s.is_deprecated)
+    assert all(f"*{s.display_name.removesuffix(' (deprecated)')}*" in readme for s in schemas if s.is_deprecated)
