@@ -33,8 +33,11 @@ from sa3.same import SAMEAutoencoder, SAMEConfig  # noqa: E402
 logger = logging.getLogger(__name__)
 
 SHARED = Path(os.environ.get("SA3_SHARED", REPO.parent / "shared"))
-CONFIGS = SHARED / "spec" / "configs"
-FIXTURE_T5 = SHARED / "fixtures" / "tiny-small" / "t5gemma-b-b-ul2"
+# The official configs ship with the library (sa3/configs: the reconstructed configs of
+# ../shared/spec/configs without their note), and the committed fixture subset has the tiny-small
+# tokenizer: a copy of the repository alone (a GPU machine) builds the random models too.
+CONFIGS = REPO / "sa3" / "configs"
+FIXTURE_T5 = REPO / "tests" / "fixtures" / "tiny-small" / "t5gemma-b-b-ul2"
 ROOT = Path(os.environ.get("SA3_RANDOM_ROOT", "/tmp/sa3-random"))
 # T5Gemma-b-b-ul2 sizes (spec 3.1); the fixture config supplies every other field
 T5_SIZES = dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, num_key_value_heads=12, head_dim=64,
@@ -42,9 +45,7 @@ T5_SIZES = dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, n
 
 
 def official_config(variant: str) -> dict:
-    raw = json.loads((CONFIGS / f"{variant}.reconstructed_model_config.json").read_text())
-    raw.pop("_reconstruction_note", None)
-    return raw
+    return json.loads((CONFIGS / f"{variant}.json").read_text())
 
 
 @torch.no_grad()

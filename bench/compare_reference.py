@@ -42,26 +42,31 @@ from bench_generate import (
 from sa3.cpu_gemm import cpu_routes
 
 
-def load_official(model_dir: Path, monitor: StageMonitor):
+def build_official(model_dir: Path, device: str = "cpu", model_half: bool = False):
     """The official StableAudioModel built from a local folder (its from_pretrained only takes hub
     names): load_diffusion_cond + the StableAudioModel constructor, exactly as from_pretrained."""
     from stable_audio_3.loading_utils import load_diffusion_cond
     from stable_audio_3.model import StableAudioModel as OfficialModel
 
-    monitor.reset()
-    monitor.stage("load")
-    t0 = time.perf_counter()
     cfg = json.loads((model_dir / "model_config.json").read_text())
     for c in cfg["model"]["conditioning"]["configs"]:  # offline: the official T5 loader reads model_path
         if c["id"] == "prompt":
             c["config"].setdefault("model_path", str(model_dir))
-    inner = load_diffusion_cond(cfg, str(model_dir / "model.safetensors"), device="cpu", model_half=False)
+    inner = load_diffusion_cond(cfg, str(model_dir / "model.safetensors"), device=device, model_half=model_half)
     inner.use_lora, inner.lora_names = False, []
-    model = OfficialModel(inner, cfg, "cpu", False)
+    return OfficialModel(inner, cfg, device, model_half)
+
+
+def load_official(model_dir: Path, monitor: StageMonitor):
+    """``build_official`` on the CPU in fp32 (its ``model_half`` is forced off without CUDA), timed."""
+    monitor.reset()
+    monitor.stage("load")
+    t0 = time.perf_counter()
+    model = build_official(model_dir)
     load_time = time.perf_counter() - t0
     monitor.stage(None)
-    wrap(inner.conditioner, "forward", monitor, "text", "sampling")
-    wrap(inner.pretransform, "decode", monitor, "decode", None)
+    wrap(model.model.conditioner, "forward", monitor, "text", "sampling")
+    wrap(model.model.pretransform, "decode", monitor, "decode", None)
     return model, load_time, monitor.peak.get("load", 0)
 
 

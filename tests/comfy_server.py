@@ -2,7 +2,9 @@
 
 Needs a ComfyUI checkout (0.3.64 or newer): ``COMFYUI_PATH=/path/to/ComfyUI`` and, when ComfyUI
 lives in another virtual environment, ``COMFYUI_PYTHON=/path/to/venv/bin/python``; tests marked
-with ``requires_comfyui`` are skipped otherwise. The server runs on the CPU on a free loopback
+with ``requires_comfyui`` (tests/conftest.py) are skipped otherwise. No pytest here:
+``bench/gpu_check.py`` starts servers on a GPU machine with it. The server runs on the CPU (unless
+given other device arguments) on a free loopback
 port (``COMFYUI_E2E_PORT`` to choose one) with a temporary base directory (``--base-directory``:
 models, custom_nodes, input, output, temp, user), so nothing installed in that ComfyUI is seen;
 it loads only this checkout as a custom node pack and finds the test models through
@@ -20,23 +22,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import REPO
+from tests.golden_io import REPO
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
 PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 PACK_NAME = "sa3_e2e_pack"  # the checkout's name in the temporary custom_nodes folder
 START_TIMEOUT = 180
-
-requires_comfyui = pytest.mark.skipif(
-    not COMFYUI or not Path(COMFYUI, "main.py").is_file(),
-    reason="end-to-end test against a real ComfyUI server: set COMFYUI_PATH to a ComfyUI checkout (and "
-           "COMFYUI_PYTHON to an interpreter with its requirements; .ci/run does both)",
-)
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -46,10 +40,16 @@ def free_port() -> int:
 
 class ComfyServer:
     """``main.py --cpu`` with this pack only; ``model_folders`` maps ComfyUI folder names
-    (``stable_audio_3``, ``loras``) to directories."""
+    (``stable_audio_3``, ``loras``) to directories. ``comfyui`` / ``python`` default to
+    ``COMFYUI_PATH`` / ``COMFYUI_PYTHON``; ``device_args`` replace ``--cpu`` (``[]``: ComfyUI's own
+    device choice, ``["--novram"]``: its partial loading on the GPU)."""
 
-    def __init__(self, root: Path, model_folders: dict[str, Path]):
+    def __init__(self, root: Path, model_folders: dict[str, Path], *, comfyui: str | Path | None = None,
+                 python: str | None = None, device_args: Sequence[str] = ("--cpu",)):
         self.root = root
+        self.comfyui = Path(comfyui or COMFYUI)
+        self.python = python or PYTHON
+        self.device_args = list(device_args)
         self.dirs = {name: root / name for name in ("input", "output", "temp", "user", "custom_nodes")}
         for d in self.dirs.values():
             d.mkdir(parents=True, exist_ok=True)
@@ -64,14 +64,14 @@ class ComfyServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ComfyServer:
-        cmd = [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [self.python, "main.py", *self.device_args, "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.root),
                "--extra-model-paths-config", str(self.config), "--disable-all-custom-nodes",
                "--whitelist-custom-nodes", PACK_NAME, "--database-url", "sqlite:///:memory:",
                "--input-directory", str(self.dirs["input"]), "--output-directory", str(self.dirs["output"]),
                "--temp-directory", str(self.dirs["temp"]), "--user-directory", str(self.dirs["user"])]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=COMFYUI, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -119,7 +119,7 @@ class ComfyServer:
             if entry and entry["status"].get("status_str") in ("success", "error"):
                 return entry
             time.sleep(0.25)
-        pytest.fail(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log()[-4000:]}")
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log()[-4000:]}")
 
     def stop(self) -> None:
         if self.proc is None:

@@ -7,6 +7,7 @@ subset of it is committed in ``tests/fixtures`` so the suite also runs from a ba
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,13 @@ from tests.golden_io import (  # noqa: F401  (re-exported for the tests)
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+requires_comfyui = pytest.mark.skipif(
+    not os.environ.get("COMFYUI_PATH") or not Path(os.environ["COMFYUI_PATH"], "main.py").is_file(),
+    reason="end-to-end test against a real ComfyUI server: set COMFYUI_PATH to a ComfyUI checkout (and "
+           "COMFYUI_PYTHON to an interpreter with its requirements; .ci/run does both)",
+)
 
 
 def require_fixtures() -> Path:

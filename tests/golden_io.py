@@ -41,7 +41,8 @@ GOLDEN_ATOL_XS = 1e-3  # -XS LoRA cases with our own SVD (ill-conditioned bases,
 
 
 def fixture_root() -> Path | None:
-    candidates = [os.environ.get("SA3_FIXTURES"), REPO.parent / "shared" / "fixtures", REPO / "tests" / "fixtures"]
+    candidates = [os.environ.get("SA3_FIXTURES"), REPO.parent / "shared" / "fixtures",
+                  REPO / "shared" / "fixtures", REPO / "tests" / "fixtures"]  # shared/ inside: a device copy
     for c in candidates:
         if c and (Path(c) / "manifest.json").is_file():
             return Path(c)

@@ -39,8 +39,8 @@ import pytest
 import websocket
 from safetensors import safe_open
 
-from tests.comfy_server import PACK_NAME, ComfyServer, requires_comfyui
-from tests.conftest import REPO, fixture_root, load_model
+from tests.comfy_server import PACK_NAME, ComfyServer
+from tests.conftest import REPO, fixture_root, load_model, requires_comfyui
 from tests.prompt_model import copy_to
 from tests.single_file_twins import make_twins
 

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sa3.checks import shown
-from tests.comfy_server import ComfyServer, requires_comfyui
-from tests.conftest import require_fixtures
+from tests.comfy_server import ComfyServer
+from tests.conftest import require_fixtures, requires_comfyui
 from tests.nodes.conftest import PACK, nodes
 from tests.nodes.test_graph_parity import assert_same, run_graph
 from tests.nodes.test_server_e2e import _execution_error, t2a_graph

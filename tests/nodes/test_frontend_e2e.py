@@ -21,8 +21,8 @@ import urllib.request
 import pytest
 import websocket
 
-from tests.comfy_server import free_port, requires_comfyui
-from tests.conftest import REPO, load_model
+from tests.comfy_server import free_port
+from tests.conftest import REPO, load_model, requires_comfyui
 from tests.nodes.test_server_e2e import server  # noqa: F401  (the module's ComfyUI server fixture)
 from tests.sa3.test_training import make_dataset
 

@@ -21,8 +21,8 @@ import wave
 
 import pytest
 
-from tests.comfy_server import PACK_NAME, ComfyServer, requires_comfyui
-from tests.conftest import fixture_root
+from tests.comfy_server import PACK_NAME, ComfyServer
+from tests.conftest import fixture_root, requires_comfyui
 
 NODE_IDS = ["SA3ModelLoader", "SA3LoraLoader", "SA3LoraStrength", "SA3TextEncode", "SA3EmptyLatent",
             "SA3EncodeAudio", "SA3InpaintMask", "SA3Sampler", "SA3Decode", "SA3Spectrogram"]
