@@ -359,9 +359,9 @@ class _TrainableLoRA(nn.Module):
             self.keys.append(key)
             p = {}
             if delta_kind == "ab":
-                a = torch.zeros(r, i, device=device)
+                a = torch.zeros(r, i, device=generator.device)  # drawn where the generator is (sa3.rng)
                 nn.init.kaiming_uniform_(a, a=KAIMING_A, generator=generator)
-                p["lora_A"], p["lora_B"] = a, torch.zeros(o, r, device=device)
+                p["lora_A"], p["lora_B"] = a.to(device), torch.zeros(o, r, device=device)
             else:
                 p["M_xs"] = torch.zeros(r, r, device=device)
                 # the loader computes the same bases from the same weight, or reads the same file
