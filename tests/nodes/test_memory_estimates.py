@@ -84,3 +84,24 @@ def test_decode_out_of_memory_always_names_the_part_and_next_request_works(monke
         _decode(h, latent)
     monkeypatch.setattr(same_type, "decode", real)
     torch.testing.assert_close(_decode(h, latent), expected, rtol=0, atol=0)
+
+
+def test_sampling_out_of_memory_names_the_part_frees_and_next_request_works(monkeypatch):
+    """The DiT has no smaller fallback: the error names it and its estimate, the cache is freed
+    once, and the same request then samples as before."""
+    h = load_handle(SMALL)
+    expected = _sampled(h, 3.0)["samples"]
+    dit_type = type(h.model.dit)
+    real, freed = dit_type.forward, []
+
+    def forward(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    monkeypatch.setattr(dit_type, "forward", forward)
+    monkeypatch.setattr(mm, "soft_empty_cache", lambda *a, **k: freed.append(True))
+    with pytest.raises(RuntimeError, match=r"out of memory in the diffusion transformer \(sampling\): it needed "
+                                           r"about [0-9.]+ GB .*--lowvram"):
+        _sampled(h, 3.0)
+    assert freed == [True]
+    monkeypatch.setattr(dit_type, "forward", real)
+    torch.testing.assert_close(_sampled(h, 3.0)["samples"], expected, rtol=0, atol=0)
