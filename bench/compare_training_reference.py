@@ -3,7 +3,8 @@ batches and the same random draws, in fp32 and in the official bf16 mode (issue 
 
     SA3_OFFICIAL_PATH=/path/to/stable-audio-3 PYTHONPATH=/tmp/offdeps \
         python bench/compare_training_reference.py [--model tiny-small] [--steps 4] \
-        [--adapters lora dora-rows lora-xs] [--precisions fp32 bf16] [--batch 2] [--crop-seconds 3]
+        [--adapters lora dora-rows lora-xs] [--precisions fp32 bf16] [--batch 2] [--crop-seconds 3] \
+        [--yardstick]
 
 ``SA3_OFFICIAL_PATH`` is a checkout of Stability-AI/stable-audio-3; ``PYTHONPATH`` must reach
 ``pytorch_lightning`` (install it into a separate folder, never into the project's environment:
@@ -296,6 +297,8 @@ class OurRun:
                                         else None)
         self.params = {ours.file_key(*k) + ours.SLOT + n: self.lora.get(k, n)
                        for k in self.lora.keys for n in ADAPTER_PARAMS[self.lora.adapter_type]}
+        self.bases = {ours.file_key(*k) + ours.SLOT + n: t for k, (u, v) in self.lora.bases.items()
+                      for n, t in (("U", u), ("V", v))}
         self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=options.learning_rate, betas=(0.9, 0.95),
                                            weight_decay=0.01)
         cfg = model.config
@@ -317,8 +320,12 @@ class OurRun:
 
 
 class OfficialRun:
-    def __init__(self, diffusion, model_dir, adapter, rank, bf16, our_params):
-        self.diffusion, self.bf16 = diffusion, bf16
+    """The official wrapper stepped by hand (see the module docstring). ``prompt_states``: the
+    clips' prompt states (ours) the official prompt conditioner returns in place of its T5Gemma's
+    (a diagnostic run, not the official behaviour)."""
+
+    def __init__(self, diffusion, model_dir, adapter, rank, bf16, our_params, prompt_states=None):
+        self.diffusion, self.bf16, self.prompt_states = diffusion, bf16, prompt_states
         self.wrapper = build_official_wrapper(diffusion, model_dir, adapter, rank, bf16)
         self.params = official_lora_params(self.wrapper)
         missing = sorted(set(our_params) ^ set(self.params))
@@ -337,10 +344,36 @@ class OfficialRun:
         self.optimizer = opt[0] if isinstance(opt, (list, tuple)) else opt
         self.wrapper._trainer = types.SimpleNamespace(optimizers=[self.optimizer])
 
-    def step(self, batch, draws):
+    def bases_diff(self, our_bases: dict[str, torch.Tensor]) -> str:
+        """-XS bases (buffers): max |official - ours| as stored, and with ours rounded to the
+        official buffer's dtype (what a matmul under autocast reads either way)."""
+        if not our_bases:
+            return ""
+        raw = rounded = 0.0
+        for suffix in (".U", ".V"):
+            for name, b in official_buffers(self.wrapper, suffix).items():
+                mine = our_bases[name]
+                raw = max(raw, (b.float() - mine).abs().max().item())
+                rounded = max(rounded, (b.float() - mine.to(b.dtype).float()).abs().max().item())
+        dtype = str(next(iter(official_buffers(self.wrapper, ".U").values())).dtype).replace("torch.", "")
+        return f"; -XS bases: official {dtype}, max |diff| {raw:.1e} ({rounded:.1e} with ours rounded to {dtype})"
+
+    def _prompt_override(self, indices):
+        conditioner = self.wrapper.diffusion.conditioner.conditioners["prompt"]
+        if self.prompt_states is None:
+            return contextlib.nullcontext()
+        forward = conditioner.forward
+
+        def ours_instead(inputs, device):
+            _, mask = forward(inputs, device)
+            return torch.stack([self.prompt_states[i] for i in indices]).to(device), mask
+
+        return patched(conditioner, "forward", ours_instead)
+
+    def step(self, batch, draws, indices):
         counts: dict[str, int] = {}
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False, enabled=self.bf16)
-        with replaying(self.diffusion, draws, counts), autocast:
+        with replaying(self.diffusion, draws, counts), self._prompt_override(indices), autocast:
             loss = self.wrapper.training_step(batch, 0)
         loss.backward()
         grads = {k: p.grad.detach().clone() for k, p in self.params.items()}
@@ -361,33 +394,64 @@ def official_batch(data: EncodedDataset, indices, draws, wrapper):
     return reals, metadata
 
 
+def diffs(loss_a, grads_a, params_a, loss_b, grads_b, params_b) -> tuple[float, float, float]:
+    """|loss diff|, max |grad diff|, max |param diff| over the LoRA tensors."""
+    grad = max((grads_a[k].float() - grads_b[k].float()).abs().max().item() for k in grads_a)
+    param = max((params_a[k].float() - params_b[k].float()).abs().max().item() for k in grads_a)
+    return abs(loss_a - loss_b), grad, param
+
+
 def run_pair(model, official_diffusion, model_dir, data, adapter, precision, args):
+    """Step ours and the official side by side. Returns {comparison: [(loss, grad, param) per step]}:
+    "ours vs official", and with --yardstick in bf16 also "official bf16 vs official fp32" (the
+    size of bf16 rounding itself), "ours vs official fp32", and "ours vs official, prompt states
+    shared" (the official step fed our prompt states: the T5Gemma difference removed)."""
     options = ours.LoRATrainingOptions(adapter_type=adapter, rank=args.rank, batch_size=args.batch,
                                        clip_seconds=args.crop_seconds, seed=args.seed, base_precision=precision,
                                        steps=args.steps)
     options = ours.check_options(options, model.config.max_duration)
+    bf16 = precision == "bf16"
     mine = OurRun(model, data, options)
     init_params = {k: p.detach().clone() for k, p in mine.params.items()}
-    theirs = OfficialRun(official_diffusion, model_dir, adapter, args.rank, precision == "bf16", init_params)
-    prompt_diff = prompt_distance(theirs.wrapper, data, precision == "bf16")
+    sides = {"official": OfficialRun(official_diffusion, model_dir, adapter, args.rank, bf16, init_params)}
+    if args.yardstick and bf16:
+        sides["official fp32"] = OfficialRun(official_diffusion, model_dir, adapter, args.rank, False, init_params)
+        sides["official, our prompt states"] = OfficialRun(official_diffusion, model_dir, adapter, args.rank, True,
+                                                           init_params, [c.prompt for c in data.clips])
+    official = sides["official"].wrapper
+    prompt_diff = f"{prompt_distance(official, data, bf16):.2e}"
+    if bf16:  # the same without autocast: what the bf16 cast of the learned padding embedding alone does
+        prompt_diff += f" ({prompt_distance(official, data, False):.2e} without autocast)"
     recorder = Recorder()
-    rows = []
-    print(f"\n== {adapter} {precision}: {len(mine.params)} LoRA tensors; init diff (not lora_A) "
-          f"{ {k: f'{v:.1e}' for k, v in theirs.init_diff.items()} }; prompt states max |diff| {prompt_diff:.2e}")
-    print("step  loss ours      loss official  |diff|     max|grad diff|  max|param diff|  draws replayed")
+    table: dict[str, list[tuple[float, float, float]]] = {}
+    init = {k: f"{v:.1e}" for k, v in sides["official"].init_diff.items()}
+    print(f"\n== {adapter} {precision}: {len(mine.params)} LoRA tensors; init diff (not lora_A) {init}"
+          f"{sides['official'].bases_diff(mine.bases)}; prompt states max |diff| {prompt_diff}")
+    print("step  comparison                              loss a        loss b        |diff|    max|grad d|  "
+          "max|param d|")
     for step in range(args.steps):
         recorder.draws.clear()
         with recorder.recording():
             loss_a, grads_a, indices = mine.step(step)
-        batch = official_batch(data, indices, recorder.draws, theirs.wrapper)
-        loss_b, grads_b, counts = theirs.step(batch, recorder.draws)
-        grad = max((grads_a[k].float() - grads_b[k].float()).abs().max().item() for k in grads_a)
-        param = max((mine.params[k].float() - theirs.params[k].float()).abs().max().item() for k in grads_a)
-        rows.append((abs(loss_a - loss_b), grad, param))
-        print(f"{step + 1:4d}  {loss_a:.9f}  {loss_b:.9f}  {abs(loss_a - loss_b):.2e}   {grad:.2e}        "
-              f"{param:.2e}         {counts}")
-    grad_scale = max(g.float().abs().max().item() for g in grads_b.values())
-    return rows, grad_scale
+        batch = official_batch(data, indices, recorder.draws, sides["official"].wrapper)
+        results = {}
+        for name, side in sides.items():
+            loss_b, grads_b, counts = side.step(batch, recorder.draws, indices)
+            expected = {"randn": 1, "noise": 1, "exponential": 1, "inpaint": 1, "bernoulli": 1}
+            if counts != expected:
+                raise SystemExit(f"{name}: draws replayed {counts}, expected {expected}")
+            results[name] = (loss_b, grads_b, side.params)
+        pairs = [("ours vs official", (loss_a, grads_a, mine.params), results["official"])]
+        if len(sides) > 1:
+            pairs += [("official bf16 vs official fp32", results["official"], results["official fp32"]),
+                      ("ours bf16 vs official fp32", (loss_a, grads_a, mine.params), results["official fp32"]),
+                      ("ours vs official, prompt states shared", (loss_a, grads_a, mine.params),
+                       results["official, our prompt states"])]
+        for label, a, b in pairs:
+            d = diffs(*a, *b)
+            table.setdefault(label, []).append(d)
+            print(f"{step + 1:4d}  {label:<38}  {a[0]:.9f}  {b[0]:.9f}  {d[0]:.2e}  {d[1]:.2e}     {d[2]:.2e}")
+    return table
 
 
 def prompt_distance(wrapper, data: EncodedDataset, bf16: bool) -> float:
@@ -410,6 +474,8 @@ def main():
     p.add_argument("--crop-seconds", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--yardstick", action="store_true",
+                   help="bf16: also step the official fp32 and the official fed our prompt states")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -423,13 +489,15 @@ def main():
     summary = []
     for adapter in args.adapters:
         for precision in args.precisions:
-            rows, grad_scale = run_pair(model, diffusion, model_dir, data, adapter, precision, args)
-            summary.append((adapter, precision, *(max(r[i] for r in rows) for i in range(3)), grad_scale))
-    print(f"\n{args.steps} steps, batch {args.batch}, rank {args.rank}, {args.crop_seconds} s crops ({crop} latents)")
-    print("| adapter | precision | worst loss diff | worst grad diff | worst param diff | largest grad |")
+            table = run_pair(model, diffusion, model_dir, data, adapter, precision, args)
+            for label, rows in table.items():
+                summary.append((adapter, precision, label, *(max(r[i] for r in rows) for i in range(3))))
+    print(f"\n{args.steps} steps, batch {args.batch}, rank {args.rank}, {args.crop_seconds} s crops ({crop} latents), "
+          f"lr 1e-4")
+    print("| adapter | precision | comparison | worst loss diff | worst grad diff | worst param diff |")
     print("|---|---|---|---|---|---|")
-    for adapter, precision, loss, grad, param, scale in summary:
-        print(f"| {adapter} | {precision} | {loss:.2e} | {grad:.2e} | {param:.2e} | {scale:.2e} |")
+    for adapter, precision, label, loss, grad, param in summary:
+        print(f"| {adapter} | {precision} | {label} | {loss:.2e} | {grad:.2e} | {param:.2e} |")
 
 
 if __name__ == "__main__":
