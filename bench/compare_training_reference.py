@@ -322,11 +322,17 @@ class OurRun:
 class OfficialRun:
     """The official wrapper stepped by hand (see the module docstring). ``prompt_states``: the
     clips' prompt states (ours) the official prompt conditioner returns in place of its T5Gemma's
-    (a diagnostic run, not the official behaviour)."""
+    (a diagnostic run, not the official behaviour). ``fp32_bases``: the -XS bases kept in fp32
+    (diagnostic too: officially they are bf16 buffers in the bf16 run)."""
 
-    def __init__(self, diffusion, model_dir, adapter, rank, bf16, our_params, prompt_states=None):
+    def __init__(self, diffusion, model_dir, adapter, rank, bf16, our_params, prompt_states=None,
+                 fp32_bases=False):
         self.diffusion, self.bf16, self.prompt_states = diffusion, bf16, prompt_states
         self.wrapper = build_official_wrapper(diffusion, model_dir, adapter, rank, bf16)
+        if fp32_bases:  # diagnostic: the -XS bases back in fp32 after cast_base_to_precision made them bf16
+            for suffix in (".U", ".V"):
+                for b in official_buffers(self.wrapper, suffix).values():
+                    b.data = b.data.float()
         self.params = official_lora_params(self.wrapper)
         missing = sorted(set(our_params) ^ set(self.params))
         if missing:
@@ -405,7 +411,8 @@ def run_pair(model, official_diffusion, model_dir, data, adapter, precision, arg
     """Step ours and the official side by side. Returns {comparison: [(loss, grad, param) per step]}:
     "ours vs official", and with --yardstick in bf16 also "official bf16 vs official fp32" (the
     size of bf16 rounding itself), "ours vs official fp32", and "ours vs official, prompt states
-    shared" (the official step fed our prompt states: the T5Gemma difference removed)."""
+    shared" (the official step fed our prompt states: the T5Gemma difference removed); for -XS types
+    also that with the official -XS bases kept in fp32."""
     options = ours.LoRATrainingOptions(adapter_type=adapter, rank=args.rank, batch_size=args.batch,
                                        clip_seconds=args.crop_seconds, seed=args.seed, base_precision=precision,
                                        steps=args.steps)
@@ -418,6 +425,10 @@ def run_pair(model, official_diffusion, model_dir, data, adapter, precision, arg
         sides["official fp32"] = OfficialRun(official_diffusion, model_dir, adapter, args.rank, False, init_params)
         sides["official, our prompt states"] = OfficialRun(official_diffusion, model_dir, adapter, args.rank, True,
                                                            init_params, [c.prompt for c in data.clips])
+        if adapter.endswith("-xs"):
+            sides["official, our prompt states, fp32 bases"] = OfficialRun(
+                official_diffusion, model_dir, adapter, args.rank, True, init_params, [c.prompt for c in data.clips],
+                fp32_bases=True)
     official = sides["official"].wrapper
     prompt_diff = f"{prompt_distance(official, data, bf16):.2e}"
     if bf16:  # the same without autocast: what the bf16 cast of the learned padding embedding alone does
@@ -427,7 +438,7 @@ def run_pair(model, official_diffusion, model_dir, data, adapter, precision, arg
     init = {k: f"{v:.1e}" for k, v in sides["official"].init_diff.items()}
     print(f"\n== {adapter} {precision}: {len(mine.params)} LoRA tensors; init diff (not lora_A) {init}"
           f"{sides['official'].bases_diff(mine.bases)}; prompt states max |diff| {prompt_diff}")
-    print("step  comparison                              loss a        loss b        |diff|    max|grad d|  "
+    print("step  comparison                                        loss a        loss b        |diff|    max|grad d|  "
           "max|param d|")
     for step in range(args.steps):
         recorder.draws.clear()
@@ -447,10 +458,13 @@ def run_pair(model, official_diffusion, model_dir, data, adapter, precision, arg
                       ("ours bf16 vs official fp32", (loss_a, grads_a, mine.params), results["official fp32"]),
                       ("ours vs official, prompt states shared", (loss_a, grads_a, mine.params),
                        results["official, our prompt states"])]
+        if "official, our prompt states, fp32 bases" in results:
+            pairs.append(("ours vs official, prompts shared, fp32 -XS bases", (loss_a, grads_a, mine.params),
+                          results["official, our prompt states, fp32 bases"]))
         for label, a, b in pairs:
             d = diffs(*a, *b)
             table.setdefault(label, []).append(d)
-            print(f"{step + 1:4d}  {label:<38}  {a[0]:.9f}  {b[0]:.9f}  {d[0]:.2e}  {d[1]:.2e}     {d[2]:.2e}")
+            print(f"{step + 1:4d}  {label:<48}  {a[0]:.9f}  {b[0]:.9f}  {d[0]:.2e}  {d[1]:.2e}     {d[2]:.2e}")
     return table
 
 
