@@ -4,7 +4,7 @@ batches and the same random draws, in fp32 and in the official bf16 mode (issue 
     SA3_OFFICIAL_PATH=/path/to/stable-audio-3 PYTHONPATH=/tmp/offdeps \
         python bench/compare_training_reference.py [--model tiny-small] [--steps 4] \
         [--adapters lora dora-rows lora-xs] [--precisions fp32 bf16] [--batch 2] [--crop-seconds 3] \
-        [--yardstick]
+        [--yardstick] [--check-train-lora]
 
 ``SA3_OFFICIAL_PATH`` is a checkout of Stability-AI/stable-audio-3; ``PYTHONPATH`` must reach
 ``pytorch_lightning`` (install it into a separate folder, never into the project's environment:
@@ -55,6 +55,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -435,6 +436,7 @@ def run_pair(model, official_diffusion, model_dir, data, adapter, precision, arg
         prompt_diff += f" ({prompt_distance(official, data, False):.2e} without autocast)"
     recorder = Recorder()
     table: dict[str, list[tuple[float, float, float]]] = {}
+    losses: list[float] = []
     init = {k: f"{v:.1e}" for k, v in sides["official"].init_diff.items()}
     print(f"\n== {adapter} {precision}: {len(mine.params)} LoRA tensors; init diff (not lora_A) {init}"
           f"{sides['official'].bases_diff(mine.bases)}; prompt states max |diff| {prompt_diff}")
@@ -444,6 +446,7 @@ def run_pair(model, official_diffusion, model_dir, data, adapter, precision, arg
         recorder.draws.clear()
         with recorder.recording():
             loss_a, grads_a, indices = mine.step(step)
+        losses.append(loss_a)
         batch = official_batch(data, indices, recorder.draws, sides["official"].wrapper)
         results = {}
         for name, side in sides.items():
@@ -465,6 +468,13 @@ def run_pair(model, official_diffusion, model_dir, data, adapter, precision, arg
             d = diffs(*a, *b)
             table.setdefault(label, []).append(d)
             print(f"{step + 1:4d}  {label:<48}  {a[0]:.9f}  {b[0]:.9f}  {d[0]:.2e}  {d[1]:.2e}     {d[2]:.2e}")
+    if args.check_train_lora:  # our side stepped by hand must be train_lora itself
+        with tempfile.TemporaryDirectory() as folder:
+            result = ours.train_lora(model, data, Path(folder) / "check.safetensors", options)
+        same = result.losses == losses
+        print(f"train_lora's own losses {'equal' if same else 'DIFFER FROM'} the hand-stepped ones: {result.losses}")
+        if not same:
+            raise SystemExit("the hand-stepped loop is not train_lora's: fix OurRun")
     return table
 
 
@@ -488,6 +498,8 @@ def main():
     p.add_argument("--crop-seconds", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--check-train-lora", action="store_true",
+                   help="also run train_lora with the same options and check its losses are the hand-stepped ones")
     p.add_argument("--yardstick", action="store_true",
                    help="bf16: also step the official fp32 and the official fed our prompt states")
     args = p.parse_args()
