@@ -30,7 +30,9 @@ before each recipe function) and fed to the official step:
 
 - the batch: our crops of the encoded clips (latents, padding masks) and the clips' prompts and
   ``seconds_total`` become the official pre-encoded batch (the official conditioner runs its own
-  T5Gemma on the prompt text: the ``prompt`` column reports how far its states are from ours);
+  T5Gemma on the prompt text: each run's header line says how far its states are from ours). The
+  clips' latents are random (no autoencoder: the step starts from pre-encoded latents anyway);
+  their prompt states are ours (``encode_captions``), as ``train_lora`` makes them;
 - timesteps: the standard normal draw inside ``truncated_logistic_normal_rescaled`` (``torch.randn``
   answers it), so the official truncation, flip and shift run on it;
 - noise: ``torch.randn_like`` in the step returns our noise (before the OT coupling, which both
@@ -43,8 +45,15 @@ before each recipe function) and fed to the official step:
 - LoRA init: the official ``lora_A`` (global RNG) is overwritten with ours; magnitudes and -XS
   bases are not, their init difference is printed. LoRA dropout is 0 (the official default).
 
+Each official step must consume exactly these draws (one of each), else the script stops.
+
 Printed per step: the loss of both sides and |diff|, the largest |grad diff| over the LoRA
 parameters, and the largest |param diff| after the AdamW update; then a summary table.
+``--yardstick`` (bf16) adds, on the same draws: the official bf16 run against the official fp32
+run (the size of bf16 rounding itself), ours against the official fp32, ours against the official
+fed our prompt states, and for -XS types that with the official bases kept in fp32 (the last two
+are diagnostics, not official behaviour). ``--check-train-lora`` checks that our hand-stepped loop
+gives ``train_lora``'s own losses.
 """
 
 from __future__ import annotations
