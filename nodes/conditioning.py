@@ -17,7 +17,7 @@ from comfy_api.latest import io
 from . import comfy_models
 from ._adapters import error, one_or_each, parse_durations, split_prompts
 from ._handle import ConditioningSide
-from ._sa3 import checks, pipeline
+from ._sa3 import checks, stages
 from ._validate import checked
 from .loaders import _require_model
 from .search import schema_aliases
@@ -64,7 +64,7 @@ def encode(handle, prompts, negatives, durations) -> tuple[ConditioningSide, Con
     """Encode like ``generate()`` (one ``encode_text`` call) and split into the two sides."""
     comfy_models.load_parts(handle, "text")  # with the branch's LoRAs: they change the seconds embedding
     model = handle.model
-    text = pipeline.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
+    text = stages.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
     comfy_models.release_parts(handle, "text")
     out = comfy_models.intermediate_device()
     prompts, durations = tuple(prompts), tuple(durations)

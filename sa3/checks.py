@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from .audio import resample_taps
+from .audio import as_channels_first, resample_taps
 
 # --- bounds (the node schemas use the same numbers) --------------------------------------------
 
@@ -194,3 +194,39 @@ def check_waveform(name: str, wav: torch.Tensor, where: str | None = None) -> to
         raise ValueError(message(f"{name} samples must be finite numbers (got {bad:,} NaN or infinite sample(s) of "
                                  f"{wav.numel():,}). Fix or re-export the audio.", where))
     return wav
+
+
+# --- a generation request ------------------------------------------------------------------------
+
+AudioInput = tuple  # (sample_rate, tensor (C, S) or numpy (S, C)), as in the official interface
+
+
+def official_regions(starts, ends) -> list[tuple[float, float]]:
+    """The official ``inpaint_mask_start_seconds`` / ``inpaint_mask_end_seconds`` (two numbers or two
+    equal-length lists) as ``[(start, end)]``; their order is checked by ``check_regions``."""
+    start_name, end_name = "inpaint_mask_start_seconds", "inpaint_mask_end_seconds"
+    if (starts is None) != (ends is None):
+        raise ValueError(message(f"give both {start_name} and {end_name} (got only "
+                                 f"{end_name if starts is None else start_name})."))
+    if starts is None:
+        return []
+    if isinstance(starts, (list, tuple)) != isinstance(ends, (list, tuple)):
+        raise ValueError(message(f"{start_name} and {end_name} must both be numbers or both be lists "
+                                 f"(got {type(starts).__name__} and {type(ends).__name__})."))
+    starts, ends = (list(starts), list(ends)) if isinstance(starts, (list, tuple)) else ([starts], [ends])
+    check_count(end_name, len(ends), len(starts), what=f"entries, one per {start_name} entry")
+    return [(check_number(start_name, s, 0, unit="seconds"), check_number(end_name, e, unit="seconds"))
+            for s, e in zip(starts, ends, strict=True)]
+
+
+def check_audio_input(name: str, audio_input: AudioInput, where: str | None = None) -> tuple[int, torch.Tensor]:
+    """``(sample_rate, audio)`` as the official interface takes it -> ``(rate, (C, S))`` with the rate
+    in range. ``name`` says which input is wrong (init_audio, inpaint_audio)."""
+    if not (isinstance(audio_input, (tuple, list)) and len(audio_input) == 2):
+        raise fail(name, "a (sample_rate, audio) pair", audio_input, where)
+    in_sr, data = audio_input
+    if torch.is_tensor(in_sr) and not torch.is_tensor(data):
+        raise ValueError(message(f"{name} must be (sample_rate, audio) with the sample rate first (got "
+                                 "(tensor, number)); torchaudio.load returns (audio, sr), so swap it.", where))
+    rate = check_sample_rate(name, in_sr, where)
+    return rate, as_channels_first(data, name)

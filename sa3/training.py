@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from . import training_recipe as recipe
-from .checks import MAX_PROMPT_CHARS, shown
+from .checks import MAX_PROMPT_CHARS, MAX_SEED, shown
 from .checks import MAX_STEPS as MAX_SAMPLING_STEPS
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
 from .dit import DiTConditioning
@@ -63,8 +63,8 @@ from .lora_files import (
     read_svd_bases,
     selected,
 )
-from .pipeline import MAX_SEED, local_conditioning
 from .sampling import make_shift
+from .stages import local_conditioning
 from .training_data import (
     EncodedDataset,
     TrainingClip,
