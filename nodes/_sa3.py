@@ -30,9 +30,8 @@ from ..sa3.config import (
     SAMPLES_PER_LATENT,
     ModelConfig,
     parse_shift_text,
-    read_config,
 )
-from ..sa3.loading import CONFIG_FILE, TEXT_FOLDER, WEIGHTS_FILE
+from ..sa3.loading import CONFIG_FILE, TEXT_FOLDER, WEIGHTS_FILE, read_config
 from ..sa3.lora import LoRALink
 from ..sa3.lora_files import check_rule, expand_brackets
 from ..sa3.model import StableAudioModel

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from .audio import as_channels_first, resample_taps
+from .audio import resample_taps
 
 # --- bounds (the node schemas use the same numbers) --------------------------------------------
 
@@ -198,9 +198,6 @@ def check_waveform(name: str, wav: torch.Tensor, where: str | None = None) -> to
 
 # --- a generation request ------------------------------------------------------------------------
 
-AudioInput = tuple  # (sample_rate, tensor (C, S) or numpy (S, C)), as in the official interface
-
-
 def official_regions(starts, ends) -> list[tuple[float, float]]:
     """The official ``inpaint_mask_start_seconds`` / ``inpaint_mask_end_seconds`` (two numbers or two
     equal-length lists) as ``[(start, end)]``; their order is checked by ``check_regions``."""
@@ -217,16 +214,3 @@ def official_regions(starts, ends) -> list[tuple[float, float]]:
     check_count(end_name, len(ends), len(starts), what=f"entries, one per {start_name} entry")
     return [(check_number(start_name, s, 0, unit="seconds"), check_number(end_name, e, unit="seconds"))
             for s, e in zip(starts, ends, strict=True)]
-
-
-def check_audio_input(name: str, audio_input: AudioInput, where: str | None = None) -> tuple[int, torch.Tensor]:
-    """``(sample_rate, audio)`` as the official interface takes it -> ``(rate, (C, S))`` with the rate
-    in range. ``name`` says which input is wrong (init_audio, inpaint_audio)."""
-    if not (isinstance(audio_input, (tuple, list)) and len(audio_input) == 2):
-        raise fail(name, "a (sample_rate, audio) pair", audio_input, where)
-    in_sr, data = audio_input
-    if torch.is_tensor(in_sr) and not torch.is_tensor(data):
-        raise ValueError(message(f"{name} must be (sample_rate, audio) with the sample rate first (got "
-                                 "(tensor, number)); torchaudio.load returns (audio, sr), so swap it.", where))
-    rate = check_sample_rate(name, in_sr, where)
-    return rate, as_channels_first(data, name)

@@ -159,8 +159,7 @@ def run_train(args: argparse.Namespace) -> Path:
 def run_generate(args: argparse.Namespace) -> list[Path]:
     from . import audio as audio_utils
     from . import checks
-    from .config import read_config
-    from .loading import CONFIG_FILE, resolve_model_dir
+    from .loading import CONFIG_FILE, read_config, resolve_model_dir
     from .model import StableAudioModel
     from .request import check_request
     from .rng import random_seed

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from .checks import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_number, fail, shown
-from .same import SAMEConfig
 
 SAMPLE_RATE = 44100
 MAX_SAMPLE_SIZE = 1 << 25  # samples (12.7 min at 44.1 kHz): twice the largest official model (medium, 2^24)
@@ -389,25 +388,6 @@ class ModelConfig:
             return cls.from_official(raw)
         except ValueError as e:
             raise ValueError(f"{str(e).rstrip('.')} in {str(path)!r}.") from e
-
-
-def read_config(path: str | Path) -> tuple[ModelConfig, SAMEConfig]:
-    """``model_config.json`` parsed and checked whole (DiT, conditioners and SAME parts) before any
-    weights are read; a problem names the file and the key."""
-    config = ModelConfig.from_file(path)
-    return config, same_config(config, path)
-
-
-def same_config(config: ModelConfig, path: str | Path) -> SAMEConfig:
-    """The SAME part of ``config`` (read from ``path``), its problems named as config problems."""
-    try:
-        return SAMEConfig.from_official(config.pretransform)
-    except KeyError as e:
-        raise ValueError(f"Stable Audio 3 config: model.pretransform is missing the key {e.args[0]!r} in "
-                         f"{str(path)!r}.") from e
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"Stable Audio 3 config: model.pretransform is not a SAME autoencoder config ({e}) in "
-                         f"{str(path)!r}.") from e
 
 
 def read_json_file(path: str | Path, what: str = "a JSON file", max_bytes: int = MAX_CONFIG_BYTES):

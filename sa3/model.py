@@ -21,9 +21,8 @@ from torch import nn
 
 from . import checks, single_file, stages
 from .attention import BACKENDS, PADDING_MODES, resolve_backend
-from .checks import AudioInput
 from .conditioners import Conditioner, TextEncoder, require_transformers
-from .config import DURATION_PADDING_SEC, ModelConfig, read_config, same_config
+from .config import DURATION_PADDING_SEC, ModelConfig
 from .devices import official_numerics
 from .dit import DiT
 from .layers import set_weight_packing
@@ -33,15 +32,18 @@ from .loading import (
     default_device,
     load_strict,
     read_checkpoint,
+    read_config,
     release_mapped_weights,
     resolve_model_dir,
     resolve_text_dir,
+    same_config,
     split_checkpoint,
 )
 from .precision import resolve_autoencoder_precision, resolve_dtype
 from .request import Request, check_request
 from .rng import make_generator, random_seed, stream_device
 from .same import SAMEAutoencoder, SAMEConfig
+from .stages import AudioInput
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 
 from . import audio as audio_utils
 from . import checks
-from .checks import AudioInput, check_audio_input
 from .conditioners import Conditioner, TextEncoder
 from .config import DURATION_PADDING_SEC, LATENT_ALIGN, SAMPLES_PER_LATENT, ModelConfig
 from .dit import DiT, DiTConditioning
@@ -165,6 +164,37 @@ def plan_latents(cfg: ModelConfig, durations: Sequence[float], padding_sec: floa
 # --- stage 4: audio in -----------------------------------------------------------------------
 
 
+AudioInput = tuple  # (sample_rate, tensor (C, S) or numpy (S, C)), as in the official interface
+
+
+def check_audio_input(name: str, audio_input: AudioInput, where: str | None = None) -> tuple[int, torch.Tensor]:
+    """``(sample_rate, audio)`` as the official interface takes it -> ``(rate, (C, S))`` with the rate
+    in range. ``name`` says which input is wrong (init_audio, inpaint_audio)."""
+    if not (isinstance(audio_input, (tuple, list)) and len(audio_input) == 2):
+        raise checks.fail(name, "a (sample_rate, audio) pair", audio_input, where)
+    in_sr, data = audio_input
+    if torch.is_tensor(in_sr) and not torch.is_tensor(data):
+        raise ValueError(checks.message(f"{name} must be (sample_rate, audio) with the sample rate first (got "
+                                        "(tensor, number)); torchaudio.load returns (audio, sr), so swap it.",
+                                        where))
+    rate = checks.check_sample_rate(name, in_sr, where)
+    return rate, audio_utils.as_channels_first(data, name)
+
+
+def audio_at_rate(name: str, wav: torch.Tensor, rate: int, sample_rate: int, *, keep: int | None = None,
+                  where: str | None = None) -> torch.Tensor:
+    """(C, S) audio at ``rate`` Hz (a checked rate) -> (C, S') float32 at ``sample_rate``: the
+    resampling filter's cost bounded, every sample used finite. With ``keep`` (output samples), only
+    the first two channels and the samples that reach those ``keep`` outputs are checked and
+    resampled (the same numbers, bounded work for long files). ``prepare_audio`` and
+    ``sa3.autoencoder.AutoencoderModel`` take their sources through it."""
+    checks.check_resample(name, rate, sample_rate, where)
+    if keep is not None:
+        wav = wav[:2, : audio_utils.samples_needed(keep, rate, sample_rate)]  # (C, S) -> (<=2, <=needed)
+    wav = checks.check_waveform(name, wav, where).float()
+    return audio_utils.resample(wav, rate, sample_rate)
+
+
 def prepare_audio(audio_input: AudioInput, sample_rate: int, length: int, name: str = "audio",
                   where: str | None = None) -> torch.Tensor:
     """(sample_rate, audio) -> (1, 2, length) float32 at the model rate: resample, then keep the
@@ -172,10 +202,7 @@ def prepare_audio(audio_input: AudioInput, sample_rate: int, length: int, name: 
     channels and the samples that reach those ``length`` outputs are resampled (the same numbers,
     bounded work for long files); each of those samples must be finite."""
     in_sr, wav = check_audio_input(name, audio_input, where)
-    checks.check_resample(name, in_sr, sample_rate, where)
-    wav = wav[:2, : audio_utils.samples_needed(length, in_sr, sample_rate)]  # (C, S) -> (<=2, <=needed)
-    wav = checks.check_waveform(name, wav, where).float()
-    wav = audio_utils.resample(wav, in_sr, sample_rate)
+    wav = audio_at_rate(name, wav, in_sr, sample_rate, keep=length, where=where)
     wav = audio_utils.pad_crop(wav, length)
     return audio_utils.to_stereo(wav[None])
 

@@ -15,7 +15,8 @@ import torch
 
 from sa3 import checks, rng, stages
 from sa3.audio import resample, samples_needed
-from sa3.config import ModelConfig, read_config
+from sa3.config import ModelConfig
+from sa3.loading import read_config
 from sa3.model import StableAudioModel
 from tests.conftest import load_model, require_fixtures
 
