@@ -160,6 +160,18 @@ def check_count(name: str, count: int, expected: int, where: str | None = None, 
                                  f"(got {count}).", where))
 
 
+def per_item(value, name: str, batch_size: int, where: str | None = None, *, error: str | None = None) -> list:
+    """A per-item argument for ``batch_size`` items: a single value (not a list or tuple) repeated, or
+    a list or tuple with exactly one entry per item. ``error`` replaces ``check_count``'s message
+    (a node's own sentence)."""
+    if not isinstance(value, (list, tuple)):
+        return [value] * batch_size
+    if error is not None and len(value) != batch_size:
+        raise ValueError(error)
+    check_count(name, len(value), batch_size, where)
+    return list(value)
+
+
 # --- audio -------------------------------------------------------------------------------------
 
 

@@ -21,14 +21,6 @@ from .sampling import CFG_INTERVAL, check_sampling
 from .stages import LatentPlan, plan_latents, prepare_audio
 
 
-def _as_list(value, name: str, batch_size: int) -> list:
-    """Broadcast a scalar, or check a per-item list has ``batch_size`` entries."""
-    if isinstance(value, (list, tuple)):
-        checks.check_count(name, len(value), batch_size)
-        return list(value)
-    return [value] * batch_size
-
-
 @dataclass(frozen=True)
 class Request:
     """The checked arguments of one ``generate()`` call, as its stages take them."""
@@ -52,10 +44,13 @@ def check_request(config: ModelConfig, *, prompt, negative_prompt=None, duration
     if prompt is None:
         raise checks.fail("prompt", "a string or one string per batch item", prompt)
     batch_size = checks.check_number("batch_size", batch_size, 1, checks.MAX_BATCH, integer=True)
-    prompts = [checks.check_text("prompt", p) for p in _as_list(prompt, "prompt", batch_size)]
-    negatives = None if negative_prompt is None else \
-        [checks.check_text("negative_prompt", p) for p in _as_list(negative_prompt, "negative_prompt", batch_size)]
-    durations = checks.check_durations("duration", _as_list(duration, "duration", batch_size), config.max_duration)
+    prompts = [checks.check_text("prompt", p) for p in checks.per_item(prompt, "prompt", batch_size)]
+    negatives = None
+    if negative_prompt is not None:
+        negatives = [checks.check_text("negative_prompt", p)
+                     for p in checks.per_item(negative_prompt, "negative_prompt", batch_size)]
+    durations = checks.per_item(duration, "duration", batch_size)
+    durations = checks.check_durations("duration", durations, config.max_duration)
     check_sampling(steps, cfg_scale, apg_scale, init_noise_level, sampler_type, scale_phi, cfg_norm_threshold,
                    cfg_interval, dist_shift)
     if seed != -1:

@@ -49,7 +49,7 @@ def test_onednn_route_matches_reference(case, monkeypatch):
                          ids=case_id)
 def test_stages_match_trace(case):
     """Stage-level intermediates: tokens, conditioning, schedule, first noise, padding mask."""
-    from sa3 import request, rng, stages
+    from sa3 import checks, rng, stages
     from sa3.sampling import build_schedule, make_shift
 
     trace_path = fixture_root() / case["dir"] / "trace.safetensors"
@@ -59,7 +59,7 @@ def test_stages_match_trace(case):
     model = load_model(case["model"])
     kw = case["generate_kwargs"]
     b = kw.get("batch_size", 1)
-    prompts, durations = request._as_list(kw["prompt"], "prompt", b), request._as_list(kw["duration"], "duration", b)
+    prompts, durations = checks.per_item(kw["prompt"], "prompt", b), checks.per_item(kw["duration"], "duration", b)
     ids, mask = model.text_encoder.tokenize(prompts)
     assert torch.equal(ids, trace["t5.pos.input_ids"]) and torch.equal(mask, trace["t5.pos.attention_mask"])
     text = stages.encode_text(model.text_encoder, model.conditioner, prompts, durations)
