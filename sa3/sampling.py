@@ -1,4 +1,5 @@
-"""Rectified-flow sampling: time-shift schedules, samplers and classifier-free guidance (CFG/APG).
+"""Rectified-flow sampling: time-shift schedules, samplers, classifier-free guidance (CFG/APG, the
+CFG batch and its rescale) and the checks of the sampler's settings.
 
 Convention: ``x_t = (1 - t) x0 + t eps``; the model predicts ``v = eps - x0``, so the denoised
 estimate is ``x_t - t v``. Samplers are plain functions ``(velocity, x, sigmas, generator,
