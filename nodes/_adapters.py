@@ -82,11 +82,7 @@ def one_or_each(values, n: int, message: str) -> list:
     """``values`` for ``n`` items: as given when there are ``n``, repeated when there is one;
     otherwise ``ValueError(message)`` (the caller's sentence naming the input)."""
     values = list(values)
-    if len(values) == n:
-        return values
-    if len(values) == 1:
-        return values * n
-    raise ValueError(message)
+    return checks.per_item(values[0] if len(values) == 1 else values, "values", n, error=message)
 
 
 # --- inpaint regions ---------------------------------------------------------------------------

@@ -15,11 +15,13 @@ from ..sa3 import (
     layers,
     loading,
     pictures,
-    pipeline,
     precision,
     prompt_assistant,
+    rng,
     single_file,
+    stages,
 )
+from ..sa3.attention import resolve_backend
 from ..sa3.config import (
     DURATION_PADDING_SEC,
     MODEL_REPOS,
@@ -29,14 +31,14 @@ from ..sa3.config import (
     ModelConfig,
     parse_shift_text,
 )
-from ..sa3.loading import CONFIG_FILE, TEXT_FOLDER, WEIGHTS_FILE
+from ..sa3.loading import CONFIG_FILE, TEXT_FOLDER, WEIGHTS_FILE, read_config
 from ..sa3.lora import LoRALink
 from ..sa3.lora_files import check_rule, expand_brackets
-from ..sa3.sampling import SAMPLERS
-
-StableAudioModel = pipeline.StableAudioModel
+from ..sa3.model import StableAudioModel
+from ..sa3.sampling import SAMPLERS, check_controls
 
 __all__ = ["CONFIG_FILE", "DURATION_PADDING_SEC", "MODEL_REPOS", "MODEL_SAMPLE_SIZES", "SAMPLERS", "SAMPLES_PER_LATENT",
            "SAMPLE_RATE", "TEXT_FOLDER", "WEIGHTS_FILE", "LoRALink", "ModelConfig", "StableAudioModel", "attention",
-           "audio", "check_rule", "checks", "estimates", "expand_brackets", "layers", "loading", "parse_shift_text",
-           "pictures", "pipeline", "precision", "prompt_assistant", "single_file"]
+           "audio", "check_controls", "check_rule", "checks", "estimates", "expand_brackets", "layers", "loading",
+           "parse_shift_text", "pictures", "precision", "prompt_assistant", "read_config", "resolve_backend", "rng",
+           "single_file", "stages"]

@@ -22,7 +22,7 @@ from comfy.cli_args import args
 from torch import nn
 
 from ._handle import LORA_PARTS, LORAS, SA3Handle
-from ._sa3 import StableAudioModel, layers, loading, pipeline, prompt_assistant
+from ._sa3 import StableAudioModel, layers, loading, prompt_assistant, resolve_backend
 from ._sa3 import precision as precision_dtypes
 
 logger = logging.getLogger(__name__)
@@ -137,8 +137,8 @@ def _load(load: Callable[..., StableAudioModel], name: str, precision: str, atte
                  padding_mode=padding_mode, text_dtype=_text_dtype(),
                  autoencoder_dtype=_autoencoder_dtype(autoencoder_precision, vae_device), low_memory=low_memory)
     # the backend was resolved for the offload device; resolve it again for where the parts run
-    model.dit.set_attention(pipeline.resolve_backend(attention, dit_device, model.dit.dtype), padding_mode)
-    model.autoencoder.attention_backend = pipeline.resolve_backend(attention, vae_device, model.autoencoder.dtype)
+    model.dit.set_attention(resolve_backend(attention, dit_device, model.dit.dtype), padding_mode)
+    model.autoencoder.attention_backend = resolve_backend(attention, vae_device, model.autoencoder.dtype)
     patchers = {
         "text": comfy.model_patcher.ModelPatcher(
             SA3TextParts(dit_offload, text_encoder=model.text_encoder, conditioner=model.conditioner),

@@ -17,16 +17,17 @@ from comfy_api.latest import io
 from . import comfy_models
 from ._adapters import error, one_or_each, parse_durations, split_prompts
 from ._handle import ConditioningSide
-from ._sa3 import checks, pipeline
+from ._sa3 import MODEL_SAMPLE_SIZES, SAMPLE_RATE, checks, stages
 from ._validate import checked
 from .loaders import _require_model
 from .search import schema_aliases
 from .types import CATEGORY, SA3Conditioning, SA3Model
 
 NODE = "Text Encode"
-# The longest official model (medium: 16,777,216 samples at 44.1 kHz); each model's own maximum
-# (small: 120 s) is checked before encoding, and the web extension lowers the widget to it.
-MAX_SECONDS = 380.4
+# The longest official model's maximum (medium: 16,777,216 samples at 44.1 kHz, 380.43 s), rounded
+# down to the widgets' 0.1 s step; each model's own maximum (small: 120 s) is checked before
+# encoding, and the web extension lowers the widget to it.
+MAX_SECONDS = checks.floor_to(max(MODEL_SAMPLE_SIZES.values()) / SAMPLE_RATE, 1)
 MAX_BATCH = checks.MAX_BATCH
 
 
@@ -64,7 +65,7 @@ def encode(handle, prompts, negatives, durations) -> tuple[ConditioningSide, Con
     """Encode like ``generate()`` (one ``encode_text`` call) and split into the two sides."""
     comfy_models.load_parts(handle, "text")  # with the branch's LoRAs: they change the seconds embedding
     model = handle.model
-    text = pipeline.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
+    text = stages.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
     comfy_models.release_parts(handle, "text")
     out = comfy_models.intermediate_device()
     prompts, durations = tuple(prompts), tuple(durations)

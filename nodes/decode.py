@@ -15,7 +15,7 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import RNG, error, make_audio, read_latent, read_padding, restore_generator
-from ._sa3 import SAMPLES_PER_LATENT, estimates, pipeline
+from ._sa3 import SAMPLES_PER_LATENT, checks, estimates, rng, stages
 from ._validate import checked, widget_error
 from .loaders import _require_model
 from .search import schema_aliases
@@ -50,7 +50,7 @@ class SA3Decode(io.ComfyNode):
                 io.Boolean.Input("trim", default=True,
                                  tooltip="Cut the 6 s headroom off when all items share one duration (as generate() "
                                          "does); mixed durations keep the padded length."),
-                io.Int.Input("decoder_seed", default=FROM_SAMPLER, min=FROM_SAMPLER, max=pipeline.MAX_SEED,
+                io.Int.Input("decoder_seed", default=FROM_SAMPLER, min=FROM_SAMPLER, max=checks.MAX_SEED,
                              optional=True, control_after_generate=False,
                              tooltip="The decoder's small random noise. -1: continue SA3 Sampler's random stream "
                                      "(stored in its latent), so the audio equals generate(); a latent without it "
@@ -80,7 +80,7 @@ class SA3Decode(io.ComfyNode):
             trim = False
         padding = read_padding(latent, NODE, "latent")
         try:  # the latent's own length (the official plan's, or a core EmptyLatentAudio's)
-            plan = pipeline.plan_latents(config, durations, padding, latents=shape.frames)
+            plan = stages.plan_latents(config, durations, padding, latents=shape.frames)
         except ValueError:  # longer than this model makes, or too short for its durations
             what = (f"more than this model makes (expected at most {config.max_latents} frames)"
                     if shape.frames > config.max_latents else f"too few for {max(durations):g} s")
@@ -102,7 +102,7 @@ class SA3Decode(io.ComfyNode):
 
         def run(chunks: bool):
             generator = torch.Generator().set_state(saved)  # the same stream for a retry
-            return pipeline.decode(autoencoder, samples, plan, chunked=chunks, generator=generator,
+            return stages.decode(autoencoder, samples, plan, chunked=chunks, generator=generator,
                                    on_chunk=on_chunk)
 
         audio = comfy_models.run_guarded(
@@ -110,17 +110,17 @@ class SA3Decode(io.ComfyNode):
             retry=None if use_chunks else (lambda: run(True)), retry_what="chunked decoding")
         comfy_models.release_parts(handle, "autoencoder")
         if trim:
-            audio = pipeline.trim_to_duration(audio, durations, config.sample_rate)
+            audio = stages.trim_to_duration(audio, durations, config.sample_rate)
         return io.NodeOutput(make_audio(audio, config.sample_rate))
 
 
 def _decoder_generator(latent: dict, seed: int):
     """The decoder's stream: a CPU generator (sa3.rng), seeded or the sampler's, restored."""
     if seed != FROM_SAMPLER:
-        return pipeline.make_generator(seed)
+        return rng.make_generator(seed)
     saved = latent.get(RNG)
     if saved is None:
         logger.info("Stable Audio 3 %s: the latent carries no SA3 Sampler random stream (%r); decoding with seed %d. "
                     "Set SA3 Decode decoder_seed to choose another.", NODE, RNG, NO_STREAM_SEED)
-        return pipeline.make_generator(NO_STREAM_SEED)
+        return rng.make_generator(NO_STREAM_SEED)
     return restore_generator(saved)

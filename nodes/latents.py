@@ -23,7 +23,7 @@ from ._adapters import (
     read_audio,
     read_latent,
 )
-from ._sa3 import checks, pipeline
+from ._sa3 import checks, rng, stages
 from ._validate import checked
 from .conditioning import MAX_SECONDS
 from .loaders import _require_model
@@ -89,7 +89,7 @@ class SA3EmptyLatent(io.ComfyNode):
         seconds = _batch_durations(duration, batch_size, durations, "Empty Latent")
         checks.check_durations("durations" if durations.strip() else "duration", seconds, handle.config.max_duration,
                                "Empty Latent")
-        plan = pipeline.plan_latents(handle.config, seconds)
+        plan = stages.plan_latents(handle.config, seconds)
         samples = torch.zeros(len(seconds), handle.config.latent_channels, plan.latents,
                               device=comfy_models.intermediate_device())
         return io.NodeOutput(make_latent(samples, seconds))
@@ -132,13 +132,13 @@ class SA3EncodeAudio(io.ComfyNode):
         else:  # no plan given (core latents carry none): the audio's own length
             seconds = sources[0][1].shape[-1] / sources[0][0]
             durations = [min(seconds, cfg.max_duration)] * len(sources)
-        plan = pipeline.plan_latents(cfg, durations)
-        waveforms = [pipeline.prepare_audio(source, cfg.sample_rate, plan.audio_samples, "audio", "Encode Audio")
+        plan = stages.plan_latents(cfg, durations)
+        waveforms = [stages.prepare_audio(source, cfg.sample_rate, plan.audio_samples, "audio", "Encode Audio")
                      for source in sources]  # checked before the autoencoder is loaded
         comfy_models.load_parts(handle, "autoencoder")
-        generator = pipeline.make_generator(ENCODE_SEED)  # on the CPU (sa3.rng)
+        generator = rng.make_generator(ENCODE_SEED)  # on the CPU (sa3.rng)
         autoencoder = handle.model.autoencoder
-        samples = pipeline.encode_sources(autoencoder, waveforms, chunked=autoencoder.config.chunked,
+        samples = stages.encode_sources(autoencoder, waveforms, chunked=autoencoder.config.chunked,
                                           generator=generator)
         comfy_models.release_parts(handle, "autoencoder")
         samples = samples.to(comfy_models.intermediate_device(), torch.float32)

@@ -26,8 +26,8 @@ from ._sa3 import (
     checks,
     expand_brackets,
     loading,
-    pipeline,
     precision,
+    read_config,
 )
 from ._validate import checked, widget_error
 from .search import schema_aliases
@@ -92,7 +92,7 @@ def _check_model_name(model_name: str, download: bool) -> str | None:
                                          f"huggingface.co/{MODEL_REPOS[model_name]} there, or turn on download.")
         return None
     try:
-        config, _ = pipeline.read_config(folder / CONFIG_FILE)  # the whole config, SAME part included
+        config, _ = read_config(folder / CONFIG_FILE)  # the whole config, SAME part included
     except (ValueError, RuntimeError) as e:
         return error("Model Loader", f"model_name {model_name!r} is not a Stable Audio 3 model (got "
                                      f"{folder / CONFIG_FILE}: {e}). Pick an official SA3 folder.")

@@ -1,7 +1,7 @@
 """The sampler node, owner of the generation's random stream.
 
 One ``torch.Generator`` seeded with ``seed`` makes every random draw of a generation in the
-official order: ``pipeline.prepare_sampling`` (the stage ``generate()`` calls too) draws the
+official order: ``stages.prepare_sampling`` (the stage ``generate()`` calls too) draws the
 initial noise and SAME-encodes the sources given as AUDIO (``init_audio``, ``inpaint_audio``:
 SAME-L's encoder noise comes from the stream, init before inpaint), then sampling draws its noise;
 the generator's state after sampling goes into the output LATENT (``sa3_rng``) for SA3 Decode.
@@ -31,7 +31,7 @@ from ._adapters import (
     save_generator,
 )
 from ._handle import ConditioningSide
-from ._sa3 import SAMPLERS, SAMPLES_PER_LATENT, checks, estimates, pipeline
+from ._sa3 import SAMPLERS, SAMPLES_PER_LATENT, checks, estimates, rng, stages
 from ._validate import checked, widget_error
 from .loaders import _require_model
 from .sampling_options import DEFAULTS, read_options
@@ -59,16 +59,16 @@ def _broadcast(values: tuple, batch: int, name: str) -> list:
 
 
 def plan_generation(config, positive, latent: LatentIn | None,
-                    padding_sec: float = DEFAULTS.duration_padding_sec) -> tuple[int, list[float], pipeline.LatentPlan]:
+                    padding_sec: float = DEFAULTS.duration_padding_sec) -> tuple[int, list[float], stages.LatentPlan]:
     """(batch, per-item durations, plan). The durations are the ones SA3 Text Encode conditioned
     on; the latent input (optional) sets the batch size, and a core latent also the length;
     ``padding_sec`` is the headroom after the longest duration (SA3 Sampling Options)."""
     positive = _side(positive, "positive", ("positive",))
     if latent is None:  # the official sizing, from the conditioning: the usual graph
         durations = list(positive.durations)
-        return len(durations), durations, pipeline.plan_latents(config, durations, padding_sec)
+        return len(durations), durations, stages.plan_latents(config, durations, padding_sec)
     if latent.kind == "sa3":  # SA3 Empty Latent (deprecated) or a re-used SA3 latent: its own plan
-        plan = pipeline.plan_latents(config, latent.durations, padding_sec)
+        plan = stages.plan_latents(config, latent.durations, padding_sec)
         if latent.frames != plan.latents:
             raise ValueError(error(NODE, f"latent has {latent.frames} frames but {latent.durations} s needs "
                                          f"{plan.latents} (expected an SA3 latent of this model). Leave latent "
@@ -76,7 +76,7 @@ def plan_generation(config, positive, latent: LatentIn | None,
         return latent.batch, latent.durations, plan
     durations = _broadcast(positive.durations, latent.batch, "positive")
     try:
-        plan = pipeline.plan_latents(config, durations, padding_sec, latents=latent.frames)
+        plan = stages.plan_latents(config, durations, padding_sec, latents=latent.frames)
     except ValueError:
         seconds = latent.frames * SAMPLES_PER_LATENT / config.sample_rate
         what = (f"longer than this model makes (expected at most {config.max_duration:.2f} s)"
@@ -89,7 +89,7 @@ def plan_generation(config, positive, latent: LatentIn | None,
     return latent.batch, durations, plan
 
 
-def text_conditioning(handle, positive, negative, durations: list[float], batch: int) -> pipeline.TextConditioning:
+def text_conditioning(handle, positive, negative, durations: list[float], batch: int) -> stages.TextConditioning:
     """Both sides for ``batch`` items. A side encoded for one item is encoded again for the whole
     batch (as ``generate(batch_size=...)`` does; repeating the tensors would differ in the last bits)."""
     positive = _side(positive, "positive", ("positive",))
@@ -103,13 +103,13 @@ def text_conditioning(handle, positive, negative, durations: list[float], batch:
     has_negative = negative is not None and negative.kind == "negative"
     negatives = _broadcast(negative.prompts, batch, "negative") if has_negative else None
     if positive.batch_size == batch and (not has_negative or negative.batch_size == batch):
-        return pipeline.TextConditioning(
+        return stages.TextConditioning(
             cross=positive.cross, global_cond=positive.global_cond, durations=durations, prompts=prompts,
             negative_cross=negative.cross if has_negative else None,
             negative_mask=negative.mask if has_negative else None)
     comfy_models.load_parts(handle, "text")
     model = handle.model
-    text = pipeline.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
+    text = stages.encode_text(model.text_encoder, model.conditioner, prompts, durations, negatives)
     comfy_models.release_parts(handle, "text")
     return text
 
@@ -127,7 +127,7 @@ def source_latents(handle, latent, plan, name: str) -> torch.Tensor:
 
 def source_audio(handle, audio, plan, name: str) -> list[torch.Tensor]:
     """One prepared (1, 2, S) waveform per AUDIO item: resampled, cut or padded to the plan, stereo."""
-    return [pipeline.prepare_audio(item, handle.config.sample_rate, plan.audio_samples, name, NODE)
+    return [stages.prepare_audio(item, handle.config.sample_rate, plan.audio_samples, name, NODE)
             for item in read_audio(audio, NODE, name)]
 
 
@@ -161,7 +161,7 @@ class SA3Sampler(io.ComfyNode):
                                         "durations as the official generate() sizes it. Core's EmptyLatentAudio: "
                                         "its batch size and length are used (as core's samplers do). Its values "
                                         "are not used; audio-to-audio takes init_latent."),
-                io.Int.Input("seed", default=0, min=0, max=pipeline.MAX_SEED, control_after_generate=True,
+                io.Int.Input("seed", default=0, min=0, max=checks.MAX_SEED, control_after_generate=True,
                              tooltip="Seed of every random draw (noise, SAME, sampler, decoder)."),
                 io.Int.Input("steps", default=8, min=1, max=checks.MAX_STEPS,
                              tooltip="Sampling steps. Distilled models (small-music, small-sfx, medium): 8. Base "
@@ -253,11 +253,11 @@ class SA3Sampler(io.ComfyNode):
         text = text_conditioning(handle, positive, negative, durations, batch)
 
         device = handle.patchers["dit"].load_device
-        generator = pipeline.make_generator(seed)  # on the CPU, whatever the device (sa3.rng)
+        generator = rng.make_generator(seed)  # on the CPU, whatever the device (sa3.rng)
         encodes = init_audio is not None or inpaint_audio is not None
         if encodes:
             comfy_models.load_parts(handle, "autoencoder")
-        start = pipeline.prepare_sampling(handle.model.autoencoder, config, plan, generator, batch_size=batch,
+        start = stages.prepare_sampling(handle.model.autoencoder, config, plan, generator, batch_size=batch,
                                           inpaint_regions=regions, device=device, **sources)
         if encodes:
             comfy_models.release_parts(handle, "autoencoder")
@@ -268,7 +268,7 @@ class SA3Sampler(io.ComfyNode):
         comfy_models.load_parts(handle, "dit", *preview_parts(preview_every), memory_required=needed)
         bar = comfy_models.progress_bar(steps)
         hooks = [lambda t: comfy_models.check_interrupt(), *handle.model.step_hooks()]
-        out = comfy_models.run_guarded("diffusion transformer (sampling)", needed, lambda: pipeline.sample(
+        out = comfy_models.run_guarded("diffusion transformer (sampling)", needed, lambda: stages.sample(
             handle.model.dit, start.noise, text, plan, cfg=config, steps=steps, cfg_scale=cfg, apg_scale=apg_scale,
             sampler_type=None if sampler == DEFAULT_SAMPLER else sampler, init_latents=start.init_latents,
             init_noise_level=init_noise_level, local_cond=start.local_cond, generator=generator,

@@ -2,7 +2,7 @@
 optional ``options`` input (a graph without it samples exactly as before).
 
 CFG interval, CFG rescale, CFG norm threshold, the schedule shift and the duration padding, with
-the official defaults; ``sa3.pipeline.check_sampling`` checks them (the one validator ``generate()``
+the official defaults; ``sa3.sampling.check_sampling`` checks them (the one validator ``generate()``
 uses), and the schedule shift's text is read by ``sa3.config.parse_shift_text`` (the CLI's
 ``--dist-shift`` reads the same words).
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from comfy_api.latest import io
 
 from ._adapters import error
-from ._sa3 import DURATION_PADDING_SEC, checks, parse_shift_text, pipeline
+from ._sa3 import DURATION_PADDING_SEC, check_controls, checks, parse_shift_text
 from ._validate import checked
 from .search import schema_aliases
 from .types import CATEGORY, SA3Options
@@ -24,7 +24,7 @@ NODE = "Sampling Options"
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """Checked controls, as ``pipeline.sample`` and ``plan_latents`` take them."""
+    """Checked controls, as ``stages.sample`` and ``plan_latents`` take them."""
 
     cfg_interval: tuple[float, float] = (0.0, 1.0)
     scale_phi: float = 0.0
@@ -33,7 +33,7 @@ class SamplingOptions:
     duration_padding_sec: float = DURATION_PADDING_SEC
 
     def sample_kwargs(self) -> dict:
-        """The keyword arguments of ``pipeline.sample``."""
+        """The keyword arguments of ``stages.sample``."""
         return dict(cfg_interval=self.cfg_interval, scale_phi=self.scale_phi,
                     cfg_norm_threshold=self.cfg_norm_threshold, dist_shift=self.dist_shift)
 
@@ -112,7 +112,7 @@ class SA3SamplingOptions(io.ComfyNode):
     def execute(cls, cfg_interval_min, cfg_interval_max, cfg_rescale, cfg_norm_threshold, schedule_shift,
                 duration_padding) -> io.NodeOutput:
         shift = parse_shift_text(schedule_shift, "schedule_shift", NODE)
-        controls = pipeline.check_controls(cfg_rescale, cfg_norm_threshold, (cfg_interval_min, cfg_interval_max),
+        controls = check_controls(cfg_rescale, cfg_norm_threshold, (cfg_interval_min, cfg_interval_max),
                                            shift, NODE)
         return io.NodeOutput(SamplingOptions(
             cfg_interval=controls["cfg_interval"], scale_phi=controls["scale_phi"],

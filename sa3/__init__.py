@@ -11,7 +11,7 @@ __all__ = ["AutoencoderModel", "StableAudioModel", "__version__"]
 
 def __getattr__(name: str):
     if name == "StableAudioModel":
-        from .pipeline import StableAudioModel
+        from .model import StableAudioModel
 
         return StableAudioModel
     if name == "AutoencoderModel":

@@ -29,6 +29,7 @@ from .loading import (
     split_checkpoint,
 )
 from .same import SAMEAutoencoder, SAMEConfig
+from .stages import audio_at_rate
 
 
 class AutoencoderModel:
@@ -70,9 +71,7 @@ class AutoencoderModel:
         for i, (a, r) in enumerate(zip(items, rates, strict=True)):
             name = "audio" if len(items) == 1 else f"audio item {i}"
             rate = checks.check_sample_rate(name, r)
-            checks.check_resample(name, rate, self.sample_rate)
-            wav = checks.check_waveform(name, audio_utils.as_channels_first(a, name)).float()
-            wavs.append(audio_utils.resample(wav, rate, self.sample_rate))
+            wavs.append(audio_at_rate(name, audio_utils.as_channels_first(a, name), rate, self.sample_rate))
         length = max(w.shape[-1] for w in wavs)
         length = -(-length // SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
         batch = torch.cat([audio_utils.to_stereo(audio_utils.pad_crop(w, length)[None]) for w in wavs])

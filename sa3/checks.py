@@ -160,6 +160,18 @@ def check_count(name: str, count: int, expected: int, where: str | None = None, 
                                  f"(got {count}).", where))
 
 
+def per_item(value, name: str, batch_size: int, where: str | None = None, *, error: str | None = None) -> list:
+    """A per-item argument for ``batch_size`` items: a single value (not a list or tuple) repeated, or
+    a list or tuple with exactly one entry per item. ``error`` replaces ``check_count``'s message
+    (a node's own sentence)."""
+    if not isinstance(value, (list, tuple)):
+        return [value] * batch_size
+    if error is not None and len(value) != batch_size:
+        raise ValueError(error)
+    check_count(name, len(value), batch_size, where)
+    return list(value)
+
+
 # --- audio -------------------------------------------------------------------------------------
 
 
@@ -194,3 +206,23 @@ def check_waveform(name: str, wav: torch.Tensor, where: str | None = None) -> to
         raise ValueError(message(f"{name} samples must be finite numbers (got {bad:,} NaN or infinite sample(s) of "
                                  f"{wav.numel():,}). Fix or re-export the audio.", where))
     return wav
+
+
+# --- a generation request ------------------------------------------------------------------------
+
+def official_regions(starts, ends) -> list[tuple[float, float]]:
+    """The official ``inpaint_mask_start_seconds`` / ``inpaint_mask_end_seconds`` (two numbers or two
+    equal-length lists) as ``[(start, end)]``; their order is checked by ``check_regions``."""
+    start_name, end_name = "inpaint_mask_start_seconds", "inpaint_mask_end_seconds"
+    if (starts is None) != (ends is None):
+        raise ValueError(message(f"give both {start_name} and {end_name} (got only "
+                                 f"{end_name if starts is None else start_name})."))
+    if starts is None:
+        return []
+    if isinstance(starts, (list, tuple)) != isinstance(ends, (list, tuple)):
+        raise ValueError(message(f"{start_name} and {end_name} must both be numbers or both be lists "
+                                 f"(got {type(starts).__name__} and {type(ends).__name__})."))
+    starts, ends = (list(starts), list(ends)) if isinstance(starts, (list, tuple)) else ([starts], [ends])
+    check_count(end_name, len(ends), len(starts), what=f"entries, one per {start_name} entry")
+    return [(check_number(start_name, s, 0, unit="seconds"), check_number(end_name, e, unit="seconds"))
+            for s, e in zip(starts, ends, strict=True)]

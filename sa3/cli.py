@@ -113,7 +113,7 @@ def _add_train_parser(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> Path:
-    from .pipeline import StableAudioModel
+    from .model import StableAudioModel
     from .training import LoRATrainingOptions, check_options, check_output, encoded_folder, train_lora
     from .training_data import find_clips
 
@@ -159,8 +159,10 @@ def run_train(args: argparse.Namespace) -> Path:
 def run_generate(args: argparse.Namespace) -> list[Path]:
     from . import audio as audio_utils
     from . import checks
-    from .loading import CONFIG_FILE, resolve_model_dir
-    from .pipeline import StableAudioModel, check_request, random_seed, read_config
+    from .loading import CONFIG_FILE, read_config, resolve_model_dir
+    from .model import StableAudioModel
+    from .request import check_request
+    from .rng import random_seed
 
     batch = args.batch_size or len(args.prompt)
     prompt = args.prompt[0] if len(args.prompt) == 1 else args.prompt

@@ -4,7 +4,7 @@ norm, cross-attention over the 257 conditioning tokens and per-layer inpainting 
 Small models use standard attention, medium models differential attention. The module tree
 mirrors the official checkpoint (``model.model.`` prefix stripped), so weights load strictly.
 The network only predicts the velocity ``v``; guidance, schedules and LoRA timing live in
-``sa3.sampling`` and ``sa3.pipeline``.
+``sa3.sampling`` and ``sa3.stages``.
 
 Legend: B batch, C latent channels, T latent frames, M memory tokens, N = M + T tokens,
 D model width, K context tokens (257), Cl local-conditioning channels (1 + C).

@@ -23,7 +23,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .config import AUTOENCODER_REPOS, MODEL_REPOS, read_json_file
+from .config import AUTOENCODER_REPOS, MODEL_REPOS, ModelConfig, read_json_file
+from .same import SAMEConfig
 
 logger = logging.getLogger(__name__)
 
@@ -350,3 +351,22 @@ def resolve_autoencoder_dir(name_or_path: str | Path, **hub_kwargs) -> Path:
     """A local SAME folder (or a full SA3 folder), or 'same-s' / 'same-l' from the hub."""
     return _folder_or_hub(name_or_path, AUTOENCODER_REPOS, "autoencoder",
                           f"a SAME or SA3 model folder ({CONFIG_FILE}, {WEIGHTS_FILE})", **hub_kwargs)
+
+
+def read_config(path: str | Path) -> tuple[ModelConfig, SAMEConfig]:
+    """``model_config.json`` parsed and checked whole (DiT, conditioners and SAME parts) before any
+    weights are read; a problem names the file and the key."""
+    config = ModelConfig.from_file(path)
+    return config, same_config(config, path)
+
+
+def same_config(config: ModelConfig, path: str | Path) -> SAMEConfig:
+    """The SAME part of ``config`` (read from ``path``), its problems named as config problems."""
+    try:
+        return SAMEConfig.from_official(config.pretransform)
+    except KeyError as e:
+        raise ValueError(f"Stable Audio 3 config: model.pretransform is missing the key {e.args[0]!r} in "
+                         f"{str(path)!r}.") from e
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"Stable Audio 3 config: model.pretransform is not a SAME autoencoder config ({e}) in "
+                         f"{str(path)!r}.") from e

@@ -16,11 +16,18 @@ from torch's global RNG on the target device.
 
 from __future__ import annotations
 
+import random
+
 import torch
 
 from . import checks
 
-__all__ = ["make_generator", "randn", "stream_device"]
+__all__ = ["make_generator", "make_noise", "randn", "random_seed", "stream_device"]
+
+
+def random_seed() -> int:
+    """A fresh seed for seed = -1 (drawn without touching torch's global RNG)."""
+    return random.SystemRandom().randint(0, 99998)
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -42,3 +49,11 @@ def randn(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None
     source = generator.device if generator is not None else device
     noise = torch.randn(tuple(shape), generator=generator, device=source, dtype=dtype)
     return noise.to(device)
+
+
+def make_noise(batch_size: int, channels: int, latents: int, generator: torch.Generator,
+               device=None) -> torch.Tensor:
+    """The initial noise (B, C, L), float32, on ``device`` (default: the generator's): always the
+    first draw of the stream, made on the generator's device (the rule above)."""
+    checks.check_number("batch_size", batch_size, 1, checks.MAX_BATCH, integer=True)
+    return randn((batch_size, channels, latents), generator, device or generator.device)

@@ -1,4 +1,5 @@
-"""Rectified-flow sampling: time-shift schedules, samplers and classifier-free guidance (CFG/APG).
+"""Rectified-flow sampling: time-shift schedules, samplers, classifier-free guidance (CFG/APG, the
+CFG batch and its rescale) and the checks of the sampler's settings.
 
 Convention: ``x_t = (1 - t) x0 + t eps``; the model predicts ``v = eps - x0``, so the denoised
 estimate is ``x_t - t v``. Samplers are plain functions ``(velocity, x, sigmas, generator,
@@ -15,7 +16,9 @@ from typing import Protocol
 
 import torch
 
+from . import checks
 from .config import ShiftConfig, shift_config
+from .dit import DiTConditioning
 from .rng import randn
 
 SAMPLERS = ("pingpong", "euler", "dpmpp", "rk4")
@@ -167,10 +170,65 @@ def guide(x: torch.Tensor, t: torch.Tensor, v_cond: torch.Tensor, v_uncond: torc
         _, orthogonal = apg_project(diff, cond_denoised, padding_mask)
         cfg_diff = orthogonal if apg_scale == 1.0 else apg_scale * orthogonal + (1 - apg_scale) * diff
     guided = cond_denoised + (cfg_scale - 1) * cfg_diff
-    v = (x - guided) / sigma
-    if scale_phi:
-        v = scale_phi * (v * (v_cond.std(dim=1, keepdim=True) / v.std(dim=1, keepdim=True))) + (1 - scale_phi) * v
-    return v
+    return rescale_cfg((x - guided) / sigma, v_cond, scale_phi)
+
+
+def rescale_cfg(v: torch.Tensor, v_cond: torch.Tensor, scale_phi: float) -> torch.Tensor:
+    """The CFG rescale: the guided velocity ``v`` scaled towards the conditional one's spread over
+    channels, by ``scale_phi`` in (0, 1]; 0 returns ``v`` unchanged. v, v_cond: (B, C, T)."""
+    if not scale_phi:
+        return v
+    return scale_phi * (v * (v_cond.std(dim=1, keepdim=True) / v.std(dim=1, keepdim=True))) + (1 - scale_phi) * v
+
+
+def cfg_conditioning(cond: DiTConditioning, uncond_cross: torch.Tensor) -> DiTConditioning:
+    """The conditioning of the CFG batch: the B conditional items, then the same B items with the
+    unconditional context ``uncond_cross`` (B, K, E), so both branches run in one DiT call (2B)."""
+    return DiTConditioning(
+        cross=torch.cat([cond.cross, uncond_cross]), global_cond=cond.global_cond.repeat(2, 1),
+        local=cond.local.repeat(2, 1, 1), padding_mask=cond.padding_mask.repeat(2, 1),
+    )
+
+
+def guided_velocity(model: Callable[[torch.Tensor, torch.Tensor, DiTConditioning], torch.Tensor], x: torch.Tensor,
+                    t: torch.Tensor, batch_cond: DiTConditioning, **guidance) -> torch.Tensor:
+    """One guided velocity: ``model(x, t, cond)`` run once on the CFG batch (``cfg_conditioning``),
+    its two halves combined by ``guide`` (``guidance``: its keyword arguments).
+
+    x: (B, C, T); t: (B,) float32. Returns (B, C, T) float32."""
+    v_cond, v_uncond = model(torch.cat([x, x]), torch.cat([t, t]), batch_cond).chunk(2)  # (2B, C, T) -> 2 x (B, C, T)
+    return guide(x, t, v_cond, v_uncond, **guidance)
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def check_sampling(steps: int, cfg_scale: float, apg_scale: float, init_noise_level: float,
+                   sampler_type: str | None, scale_phi: float = 0.0, cfg_norm_threshold: float = 0.0,
+                   cfg_interval=CFG_INTERVAL, dist_shift=None) -> dict:
+    """The sampler's settings, checked and normalised (``sample`` and ``generate`` step 0)."""
+    return dict(
+        steps=checks.check_number("steps", steps, 1, checks.MAX_STEPS, integer=True),
+        cfg_scale=checks.check_number("cfg_scale", cfg_scale, 0, checks.MAX_CFG_SCALE),
+        apg_scale=checks.check_number("apg_scale", apg_scale, 0, checks.MAX_APG_SCALE),
+        init_noise_level=checks.check_number("init_noise_level", init_noise_level, 0, 1),
+        sampler_type=None if sampler_type is None else checks.check_choice("sampler_type", sampler_type, SAMPLERS),
+        **check_controls(scale_phi, cfg_norm_threshold, cfg_interval, dist_shift),
+    )
+
+
+def check_controls(scale_phi: float = 0.0, cfg_norm_threshold: float = 0.0, cfg_interval=CFG_INTERVAL,
+                   dist_shift=None, where: str | None = None) -> dict:
+    """The official app's advanced controls, checked: CFG rescale, norm threshold and interval, and
+    the schedule shift override (an official spec dict or ``ShiftConfig`` -> ``ShiftConfig``;
+    None keeps the model's)."""
+    return dict(
+        scale_phi=checks.check_number("scale_phi", scale_phi, 0, 1, where=where),
+        cfg_norm_threshold=checks.check_number("cfg_norm_threshold", cfg_norm_threshold, 0,
+                                               checks.MAX_CFG_NORM_THRESHOLD, where=where),
+        cfg_interval=checks.check_noise_interval("cfg_interval", cfg_interval, where),
+        dist_shift=None if dist_shift is None else shift_config(dist_shift, "dist_shift", where),
+    )
 
 
 # --- samplers --------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from . import training_recipe as recipe
-from .checks import MAX_PROMPT_CHARS, shown
+from .checks import MAX_PROMPT_CHARS, MAX_SEED, shown
 from .checks import MAX_STEPS as MAX_SAMPLING_STEPS
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
 from .dit import DiTConditioning
@@ -63,8 +63,9 @@ from .lora_files import (
     read_svd_bases,
     selected,
 )
-from .pipeline import MAX_SEED, local_conditioning
+from .rng import randn
 from .sampling import make_shift
+from .stages import local_conditioning
 from .training_data import (
     EncodedDataset,
     TrainingClip,
@@ -657,7 +658,7 @@ def _step_loss(dit: _Frozen, seconds: _Frozen, lora, data: EncodedDataset, indic
 
     t = recipe.sample_timesteps(b, step_gen)
     t = recipe.shift_timesteps(t, shift, recipe.effective_lengths([c.seconds_total for c in items]))
-    noise = torch.randn(x0.shape, generator=step_gen).to(device)
+    noise = randn(x0.shape, step_gen, device)  # on step_gen's CPU, then moved (sa3.rng)
     noise = recipe.ot_couple(x0, noise)
     t = t.to(device)
     x_t = x0 * (1 - t[:, None, None]) + noise * t[:, None, None]
@@ -964,7 +965,7 @@ def _validation(dit: Callable, seconds: Callable, data: EncodedDataset, clip_sec
         keep = torch.zeros(1, 1, crop, device=device)
         for value in VALIDATION_TIMESTEPS:
             t = torch.full((1,), value, device=device)
-            noise = torch.randn(x0.shape, generator=generator).to(device)
+            noise = randn(x0.shape, generator, device)
             v = dit(x0 * (1 - value) + noise * value, t, cond)
             total += float(recipe.masked_loss(v.float(), noise - x0, padding, keep))
             count += 1

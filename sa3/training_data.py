@@ -310,7 +310,7 @@ def encode_exact(autoencoder, audio: torch.Tensor, generator: torch.Generator | 
     """(2, S) audio -> (C, ceil(S / 4096)) float32 CPU latents equal to the official pre-encoding's:
     unchunked, trailing zeros as far as the encoder reaches (``tail_latents``), cut after the last
     valid frame."""
-    from .pipeline import encode_audio
+    from .stages import encode_audio
 
     valid = valid_latents(audio.shape[-1])
     padded = audio.new_zeros(1, audio.shape[0], (valid + tail_latents(autoencoder.config)) * SAMPLES_PER_LATENT)

@@ -98,7 +98,7 @@ def test_old_or_missing_transformers_is_a_clear_error(monkeypatch, installed, sh
     def no_weights(*args, **kwargs):
         raise AssertionError("weights read before the transformers check")
 
-    monkeypatch.setattr(sa3.pipeline, "read_checkpoint", no_weights)
+    monkeypatch.setattr(sa3.model, "read_checkpoint", no_weights)
     with pytest.raises(RuntimeError) as e:
         sa3.StableAudioModel.from_pretrained(REPO / "tests" / "fixtures" / "tiny-small", device="cpu")
     assert str(e.value) == message

@@ -97,9 +97,9 @@ def write_wav(path: Path, seconds: float, sample_rate: int = SAMPLE_RATE) -> Non
 
 def expected_samples(prompt: dict) -> list[int]:
     """Per output file, the length SA3 Decode gives: the duration when all items share it, else the
-    padded plan length (``sa3.pipeline.plan_latents``)."""
+    padded plan length (``sa3.stages.plan_latents``)."""
     from sa3.config import ModelConfig
-    from sa3.pipeline import plan_latents
+    from sa3.stages import plan_latents
 
     text = next(n["inputs"] for n in prompt.values() if n["class_type"] == "SA3TextEncode")
     lines = [p for p in text["prompt"].splitlines() if p.strip()] if text["one_prompt_per_line"] else [text["prompt"]]

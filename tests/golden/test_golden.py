@@ -49,7 +49,7 @@ def test_onednn_route_matches_reference(case, monkeypatch):
                          ids=case_id)
 def test_stages_match_trace(case):
     """Stage-level intermediates: tokens, conditioning, schedule, first noise, padding mask."""
-    from sa3 import pipeline as P
+    from sa3 import checks, rng, stages
     from sa3.sampling import build_schedule, make_shift
 
     trace_path = fixture_root() / case["dir"] / "trace.safetensors"
@@ -59,17 +59,17 @@ def test_stages_match_trace(case):
     model = load_model(case["model"])
     kw = case["generate_kwargs"]
     b = kw.get("batch_size", 1)
-    prompts, durations = P._as_list(kw["prompt"], "prompt", b), P._as_list(kw["duration"], "duration", b)
+    prompts, durations = checks.per_item(kw["prompt"], "prompt", b), checks.per_item(kw["duration"], "duration", b)
     ids, mask = model.text_encoder.tokenize(prompts)
     assert torch.equal(ids, trace["t5.pos.input_ids"]) and torch.equal(mask, trace["t5.pos.attention_mask"])
-    text = P.encode_text(model.text_encoder, model.conditioner, prompts, durations)
+    text = stages.encode_text(model.text_encoder, model.conditioner, prompts, durations)
     torch.testing.assert_close(text.global_cond, trace["cond.pos.seconds_total.emb"][:, 0], rtol=0, atol=1.5e-5)
-    plan = P.plan_latents(model.config, durations)
+    plan = stages.plan_latents(model.config, durations)
     assert plan.latents == case["latent_length"] and list(plan.valid) == case["valid_latents_per_item"]
     assert torch.equal(plan.padding_mask(), trace["dit.cond.padding_mask"])
     sigma_max = kw.get("init_noise_level", 1.0) if "init_audio" in kw else 1.0
     sigmas = build_schedule(kw["steps"], sigma_max, make_shift(model.config.shift),
                             torch.tensor(plan.effective, dtype=torch.float32))
     torch.testing.assert_close(sigmas, trace["sched.sigmas"], rtol=0, atol=1e-7)
-    noise = P.make_noise(b, model.config.latent_channels, plan.latents, P.make_generator(kw["seed"]))
+    noise = rng.make_noise(b, model.config.latent_channels, plan.latents, rng.make_generator(kw["seed"]))
     assert torch.equal(noise, trace["rng.000"])

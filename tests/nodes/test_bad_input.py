@@ -39,10 +39,10 @@ def reference(handle):
 def heavy(monkeypatch):
     """Calls of the heavy stages (text encoder, SAME, DiT) and of model loads; must stay empty."""
     calls = []
-    pipeline = nodes.sampling.pipeline
+    stages = nodes.sampling.stages
     for name in ("encode_text", "encode_audio", "encode_sources", "sample", "decode", "make_noise"):
-        real = getattr(pipeline, name)
-        monkeypatch.setattr(pipeline, name, lambda *a, _r=real, _n=name, **k: (calls.append(_n), _r(*a, **k))[1])
+        real = getattr(stages, name)
+        monkeypatch.setattr(stages, name, lambda *a, _r=real, _n=name, **k: (calls.append(_n), _r(*a, **k))[1])
     models = nodes.comfy_models
     real_load = models.load_parts
     monkeypatch.setattr(models, "load_parts", lambda *a, **k: (calls.append("load_parts"), real_load(*a, **k))[1])

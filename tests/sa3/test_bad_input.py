@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from sa3 import checks
-from sa3 import pipeline as P
+from sa3 import checks, rng, stages
 from sa3.audio import resample, samples_needed
 from sa3.config import ModelConfig
+from sa3.loading import read_config
+from sa3.model import StableAudioModel
 from tests.conftest import load_model, require_fixtures
 
 NAN, INF = float("nan"), float("inf")
@@ -39,8 +40,9 @@ def heavy(monkeypatch):
     """Counts calls of the heavy stages; a refusal must leave them at zero."""
     calls = []
     for name in ("make_noise", "encode_text", "encode_audio", "sample", "decode"):
-        real = getattr(P, name)
-        monkeypatch.setattr(P, name, lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k))[1])
+        real = getattr(stages, name)
+        monkeypatch.setattr(stages, name,
+                            lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k))[1])
     return calls
 
 
@@ -155,11 +157,11 @@ def test_long_audio_is_cropped_before_resampling_with_the_same_numbers():
     wav = torch.randn(2, 48000 * 3)
     length = 44100
     full = resample(wav, 48000, 44100)[..., :length]
-    cropped = P.prepare_audio((48000, wav), 44100, length, "init_audio")[0]
+    cropped = stages.prepare_audio((48000, wav), 44100, length, "init_audio")[0]
     assert torch.equal(cropped, full)
     assert samples_needed(length, 48000, 44100) < wav.shape[-1] / 2
     huge = torch.zeros(1, 48000 * 600).expand(40, -1)  # 40 channels x 10 minutes, only 2 x 1 s are used
-    assert P.prepare_audio((48000, huge), 44100, length, "init_audio").shape == (1, 2, length)
+    assert stages.prepare_audio((48000, huge), 44100, length, "init_audio").shape == (1, 2, length)
 
 
 # --- class 2: NaN and infinity -----------------------------------------------------------------
@@ -296,25 +298,25 @@ def test_regions_without_audio(model, heavy):
 
 def test_stage_functions_check_their_own_inputs(model):
     cfg = model.config
-    plan = P.plan_latents(cfg, [0.5])
+    plan = stages.plan_latents(cfg, [0.5])
     with pytest.raises(ValueError, match=r"duration must be a number above 0 .* \(got nan\)"):
-        P.plan_latents(cfg, [NAN])
+        stages.plan_latents(cfg, [NAN])
     with pytest.raises(ValueError, match=r"duration_padding_sec must be a number from 0 to 384 seconds \(got -1\)"):
-        P.plan_latents(cfg, [0.5], padding_sec=-1.0)
+        stages.plan_latents(cfg, [0.5], padding_sec=-1.0)
     with pytest.raises(ValueError, match=r"batch_size must be an integer from 1 to 64 \(got 1000000\)"):
-        P.make_noise(10**6, 256, 8, torch.Generator())
+        rng.make_noise(10**6, 256, 8, torch.Generator())
     with pytest.raises(ValueError, match=r"inpaint region start must be a number at least 0 seconds \(got nan\)"):
-        P.build_inpaint_mask(plan, [(NAN, 0.3)], cfg.sample_rate)
+        stages.build_inpaint_mask(plan, [(NAN, 0.3)], cfg.sample_rate)
     with pytest.raises(ValueError, match=r"prompt must be a string .* \(got 3\)"):
-        P.encode_text(model.text_encoder, model.conditioner, [3], [0.5])
+        stages.encode_text(model.text_encoder, model.conditioner, [3], [0.5])
     with pytest.raises(ValueError, match=r"seed must be an integer from 0 to"):
-        P.make_generator(-1)
-    text = P.encode_text(model.text_encoder, model.conditioner, ["x"], [0.5])
-    noise = P.make_noise(1, cfg.latent_channels, plan.latents, torch.Generator().manual_seed(0))
+        rng.make_generator(-1)
+    text = stages.encode_text(model.text_encoder, model.conditioner, ["x"], [0.5])
+    noise = rng.make_noise(1, cfg.latent_channels, plan.latents, torch.Generator().manual_seed(0))
     for kw, name in ((dict(steps=10**9), "steps"), (dict(cfg_scale=NAN), "cfg_scale"),
                      (dict(apg_scale=INF), "apg_scale"), (dict(init_noise_level="1"), "init_noise_level")):
         with pytest.raises(ValueError, match=rf"Stable Audio 3: {name} must be"):
-            P.sample(model.dit, noise, text, plan, cfg=cfg, **kw)
+            stages.sample(model.dit, noise, text, plan, cfg=cfg, **kw)
 
 
 def test_good_request_after_every_refusal_is_bit_identical(model, reference):
@@ -406,10 +408,10 @@ CONFIGS = [
 def test_bad_configs_fail_at_load_naming_the_key(tmp_path, edit, message):
     folder = _config(tmp_path, edit)
     with pytest.raises((ValueError, RuntimeError), match=message) as e:
-        P.read_config(folder / "model_config.json")
+        read_config(folder / "model_config.json")
     assert str(folder) in str(e.value)
     with pytest.raises((ValueError, RuntimeError), match=message):
-        P.StableAudioModel.from_pretrained(folder, device="cpu", download=False)
+        StableAudioModel.from_pretrained(folder, device="cpu", download=False)
 
 
 def test_seconds_conditioner_range_is_checked(tmp_path):
@@ -437,7 +439,7 @@ def test_medium_prints_an_accepted_maximum():
     config = ModelConfig.from_file(require_fixtures() / "tiny-medium" / "model_config.json")
     with pytest.raises(ValueError, match=r"at most 380.43 seconds \(got 380.44\)"):
         checks.check_durations("duration", [380.44], config.max_duration)
-    assert P.plan_latents(config, [380.43]).latents == config.max_latents - config.max_latents % 2
+    assert stages.plan_latents(config, [380.43]).latents == config.max_latents - config.max_latents % 2
 
 
 def test_where_names_the_node():
@@ -504,7 +506,7 @@ def test_cli_refuses_before_loading(tmp_path, capsys, monkeypatch, extra, messag
     def no_load(*a, **k):
         raise AssertionError("weights loaded before the request was checked")
 
-    monkeypatch.setattr(P.StableAudioModel, "from_pretrained", no_load)
+    monkeypatch.setattr(StableAudioModel, "from_pretrained", no_load)
     files = {"one_hz": _wav(tmp_path / "one_hz.wav", 1), "odd": _wav(tmp_path / "odd.wav", 44101),
              "ok": _wav(tmp_path / "ok.wav", 44100)}
     argv = ["generate", "--model", str(require_fixtures() / "tiny-small"), "-p", "x", "--duration", "0.5",

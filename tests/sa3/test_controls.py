@@ -4,8 +4,8 @@
 import pytest
 import torch
 
-from sa3 import pipeline as P
 from sa3.config import ShiftConfig, shift_config
+from sa3.request import check_request
 from sa3.sampling import CFG_INTERVAL, build_schedule, guided_at, make_shift
 from tests.conftest import case_id, cases, generate_kwargs, load_model
 
@@ -91,7 +91,7 @@ def test_check_request_refuses_bad_controls_before_any_work():
     cfg = load_model("tiny-small").config
     with pytest.raises(ValueError, match=r"^Stable Audio 3: cfg_interval must run from a lower to a higher noise "
                                          r"level \(got from 0.7, to 0.2\)\. Swap the two values\.$"):
-        P.check_request(cfg, prompt="x", duration=1.0, cfg_interval=[0.7, 0.2])
+        check_request(cfg, prompt="x", duration=1.0, cfg_interval=[0.7, 0.2])
     with pytest.raises(ValueError, match=r"^Stable Audio 3: dist_shift.type must be one of 'logsnr', 'full', 'flux', "
                                          r"'none' \(got 'karras'\)\.$"):
-        P.check_request(cfg, prompt="x", duration=1.0, dist_shift={"type": "karras"})
+        check_request(cfg, prompt="x", duration=1.0, dist_shift={"type": "karras"})

@@ -13,7 +13,6 @@ import torch
 
 from sa3 import StableAudioModel, rng
 from sa3 import lora as L
-from sa3 import pipeline as P
 from sa3 import sampling as S
 from tests.conftest import assert_matches_golden, case_id, cases, generate_kwargs, require_fixtures
 from tests.fake_cuda import DeviceMismatch, FakeCuda, FakeCudaTensor, HostSync, NoFloat64, move_model
@@ -152,7 +151,7 @@ def test_every_draw_takes_a_cpu_generator_for_cuda_tensors():
     """make_noise, the samplers' noise and SAME's draws: CPU generator, CUDA tensors, the CPU stream."""
     with FakeCuda():
         x = torch.zeros(2, 3, 5, device="cuda")
-        noise = P.make_noise(2, 3, 5, rng.make_generator(7), device="cuda")
+        noise = rng.make_noise(2, 3, 5, rng.make_generator(7), device="cuda")
         step = S._noise_like(x, rng.make_generator(7))
         from sa3.same import _randn
 
@@ -180,11 +179,11 @@ def _recorded_times(sampler, sigmas: torch.Tensor) -> list[torch.Tensor]:
     return seen
 
 
-@pytest.mark.parametrize("sampler_type", P.SAMPLERS)
+@pytest.mark.parametrize("sampler_type", S.SAMPLERS)
 def test_dit_call_times_match_the_sampler_calls(sampler_type):
     """The host copy of each DiT call's t equals what the sampler passes (a non-monotone a2a
     schedule, two items of different lengths)."""
-    shift = P.make_shift(fresh_model("tiny-small").config.shift)
+    shift = S.make_shift(fresh_model("tiny-small").config.shift)
     sigmas = S.build_schedule(5, 0.9, shift, torch.tensor([20.0, 31.0]))
     sampler = S.get_sampler(sampler_type)
     seen, predicted = _recorded_times(sampler, sigmas), S.dit_call_times(sampler, sigmas, torch.float32)

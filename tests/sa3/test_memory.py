@@ -42,7 +42,7 @@ def test_low_memory_generation_is_bit_identical():
 def test_low_memory_streams_dit_blocks_during_sampling(monkeypatch):
     """low_memory drops each DiT block's mapped pages once it has run (one release per block and
     DiT call), inside ComfyUI's inference mode too, and the audio stays bit-identical."""
-    from sa3 import pipeline
+    from sa3 import model as model_module
 
     ref = _fresh_model().generate(**KW)
     model = _fresh_model(low_memory=True)
@@ -51,7 +51,7 @@ def test_low_memory_streams_dit_blocks_during_sampling(monkeypatch):
         released.append((module, trim_heap))
         return release_mapped_weights(module, trim_heap)
 
-    monkeypatch.setattr(pipeline, "release_mapped_weights", spy)
+    monkeypatch.setattr(model_module, "release_mapped_weights", spy)
     with torch.inference_mode():
         out = model.generate(**KW)
     assert torch.equal(out, ref)

@@ -8,8 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sa3 import StableAudioModel, loading
-from sa3 import pipeline as P
+from sa3 import StableAudioModel, loading, rng, stages
 from sa3.config import ModelConfig
 from tests.conftest import load_model, require_fixtures
 
@@ -48,11 +47,11 @@ def test_validation_leaves_rng_untouched(model):
 
 def test_plan_matches_spec_examples():
     cfg = load_model(SMALL).config
-    assert P.plan_latents(cfg, [10.0]).latents == 174  # spec 6.2
-    assert P.plan_latents(cfg, [3.0]).latents == 98
-    plan = P.plan_latents(cfg, [2.0, 5.0])
+    assert stages.plan_latents(cfg, [10.0]).latents == 174  # spec 6.2
+    assert stages.plan_latents(cfg, [3.0]).latents == 98
+    plan = stages.plan_latents(cfg, [2.0, 5.0])
     assert plan.audio_samples == 491520 and plan.effective == (22, 54) and plan.valid == (86, 118)
-    capped = P.plan_latents(cfg, [119.0])
+    capped = stages.plan_latents(cfg, [119.0])
     assert capped.latents == 1292  # clamped to the config's sample_size
 
 
@@ -61,12 +60,12 @@ def test_medium_is_not_capped_at_120s():
     cfg_dict["sample_size"] = 16777216  # the real medium value (spec 1.3): the cap comes from the config
     cfg = ModelConfig.from_official(cfg_dict)
     assert cfg.max_duration == pytest.approx(380.43, abs=0.01)
-    assert P.plan_latents(cfg, [300.0]).latents == 3296  # align8192(306 s) / 4096, beyond the 1292 cap
+    assert stages.plan_latents(cfg, [300.0]).latents == 3296  # align8192(306 s) / 4096, beyond the 1292 cap
 
 
 def test_mixed_durations_are_not_truncated_and_zeroed_past_each_item(model):
     audio = _gen(model, prompt=["a", "b"], duration=[0.5, 1.0], batch_size=2)
-    plan = P.plan_latents(model.config, [0.5, 1.0])
+    plan = stages.plan_latents(model.config, [0.5, 1.0])
     assert audio.shape == (2, 2, plan.audio_samples)
     assert audio[0, :, plan.valid[0] * 4096:].abs().max() == 0
     assert audio.abs().max() <= 1
@@ -74,8 +73,8 @@ def test_mixed_durations_are_not_truncated_and_zeroed_past_each_item(model):
 
 def test_rk4_samples_instead_of_returning_noise(model):
     latents = _gen(model, sampler_type="rk4", return_latents=True)
-    plan = P.plan_latents(model.config, [0.5])
-    noise = P.make_noise(1, model.config.latent_channels, plan.latents, P.make_generator(1))
+    plan = stages.plan_latents(model.config, [0.5])
+    noise = rng.make_noise(1, model.config.latent_channels, plan.latents, rng.make_generator(1))
     assert not torch.allclose(latents, noise)
     assert torch.isfinite(latents).all()
 
@@ -95,8 +94,8 @@ def test_same_seed_same_audio_and_seed_minus_one_random(model):
 
 def test_inpaint_mask_regions_and_zeroing():
     cfg = load_model(SMALL).config
-    plan = P.plan_latents(cfg, [1.0])
-    mask = P.build_inpaint_mask(plan, [(0.1, 0.2), (0.5, 0.6)], 44100)[0, 0]
+    plan = stages.plan_latents(cfg, [1.0])
+    mask = stages.build_inpaint_mask(plan, [(0.1, 0.2), (0.5, 0.6)], 44100)[0, 0]
     j = torch.arange(plan.latents)
     keep = ~(((j * 4096 >= 4410) & (j * 4096 < 8820)) | ((j * 4096 >= 22050) & (j * 4096 < 26460)))
     keep &= j * 4096 < 44100
