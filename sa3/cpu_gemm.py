@@ -254,7 +254,7 @@ def _onednn_linear():
     return onednn_linear_op()
 
 
-# --- prepacked bf16 weights ------------------------------------------------------------------------
+# --- the layers' side: RoutedGemm, with prepacked bf16 weights --------------------------------------
 
 
 class RoutedGemm:
