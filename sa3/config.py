@@ -531,8 +531,9 @@ def _one_entry(cfg: dict, key: str, path: str, default: list, lo: int = 1, hi: i
     resampling stage, where the official code allows several."""
     value = cfg.get(key, default)
     if not (isinstance(value, list) and len(value) == 1):
-        raise fail(f"{path}.{key}", "a list of one entry (SA3's SAME has one resampling stage)", value, WHERE,
-                   got=f"{len(value)} entries" if isinstance(value, list) else None)
+        got = (f"nothing, whose official default {default} has {len(default)} entries" if key not in cfg
+               else f"{len(value)} entries" if isinstance(value, list) else None)
+        raise fail(f"{path}.{key}", "a list of one entry (SA3's SAME has one resampling stage)", value, WHERE, got=got)
     return _int({f"{key}[0]": value[0]}, f"{key}[0]", path, lo=lo, hi=hi)
 
 

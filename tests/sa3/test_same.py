@@ -181,6 +181,9 @@ BAD_VALUES = [
     (_stage("decoder", c_mults=[2.5]), rf"{DEC}.c_mults[0] must be an integer from 1 to 65536 (got 2.5)"),
     (_stage("encoder", strides=16), rf"{ENC}.strides must be a list of one entry (SA3's SAME has one resampling "
                                     r"stage) (got 16)"),
+    (lambda c: c["config"]["decoder"]["config"].pop("strides"),
+     rf"{DEC}.strides must be a list of one entry (SA3's SAME has one resampling stage) (got nothing, whose official "
+     r"default [2, 4, 8, 8] has 4 entries)"),
     (_stage("decoder", dim_heads=None), rf"{DEC}.dim_heads must be an integer from 1 to 65536 (got None)"),
     (_stage("encoder", ff_mult=0), rf"{ENC}.ff_mult must be a number above 0 and at most 64 (got 0)"),
     (_stage("decoder", mask_noise=-0.1), rf"{DEC}.mask_noise must be a number at least 0 (got -0.1)"),
