@@ -6,7 +6,7 @@ fp32 and bf16 speed-ups on a given CPU.
 Routes (``sa3.cpu_gemm``): fp32 ``F.linear`` (MKL, what the official code gets), fp32 oneDNN,
 bf16 ``F.linear`` (ATen's bf16 GEMM), bf16 as the fp32 route's GEMM on upcast operands (what
 CPUs without oneDNN bf16 take), bf16 oneDNN on the plain weight (reordered at every call) and on
-the prepacked weight (``sa3.layers.set_weight_packing``); a route this CPU cannot run prints
+the prepacked weight (``sa3.cpu_gemm.set_weight_packing``); a route this CPU cannot run prints
 "n/a". The first line names the routes ``cpu_routes()`` chose here. Each shape cycles through
 ``--weights`` copies of the weight, so most calls read it from memory as a generation does (a
 generation uses each weight once per step), instead of from the cache. Prints milliseconds per call and GFLOPS.
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sa3 import cpu_gemm, layers
+from sa3 import cpu_gemm
 
 # (rows, in, out): the DiT at 30 s (452 tokens) and SAME-S's decoder blocks (34-token chunks x 65)
 SHAPES = {
@@ -77,7 +77,7 @@ def main() -> None:
                 (True, lambda w, x=x32: F.linear(x, w), w32),
                 (routes.onednn_fp32, lambda w, x=x32: cpu_gemm.onednn_call(onednn, x, w, None), w32),
                 (True, lambda w, x=x16: F.linear(x, w), w16),
-                (True, lambda w, x=x16: cpu_gemm.upcast_linear(x, w, None, layers._fp32_linear), w16),
+                (True, lambda w, x=x16: cpu_gemm.upcast_linear(x, w, None, cpu_gemm._fp32_linear), w16),
                 (routes.onednn_bf16, lambda w, x=x16: cpu_gemm.onednn_call(onednn, x, w, None), w16),
                 (routes.packed_bf16, lambda w, x=x16: cpu_gemm.onednn_call(onednn, x, w, None), packed),
             )

@@ -204,7 +204,7 @@ def parse_run_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
 
 def configure_ours(args) -> dict:
     """Apply the run options to sa3; returns the extra from_pretrained kwargs."""
-    from sa3.layers import set_onednn_linear
+    from sa3.cpu_gemm import set_onednn_linear
 
     set_onednn_linear(not args.blas_linear)
     return {"text_dtype": args.text_dtype, "autoencoder_dtype": args.autoencoder_dtype, "low_memory": args.low_memory}

@@ -38,7 +38,7 @@ def main():
     args = parser.parse_args()
     model_dir = Path(args.model)
     monitor = StageMonitor()
-    from sa3.layers import set_onednn_linear
+    from sa3.cpu_gemm import set_onednn_linear
 
     runs = {}
     ours, _, _ = load_ours(model_dir, "fp32", monitor, padding_mode="reference", attention="sdpa")

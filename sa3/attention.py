@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .devices import flash_supported
-from .layers import apply_rotary, inplace_version, resolve_ops
+from .layers import apply_rotary, resolve_ops
+from .weight_writes import inplace_version
 
 logger = logging.getLogger(__name__)
 

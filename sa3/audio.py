@@ -5,6 +5,7 @@ The resampler is ours for a measured reason: the official code resamples with
 ``torchaudio.transforms.Resample``, and ours gives the same numbers bit for bit
 (tests/sa3/test_audio.py; ``torchaudio.functional.resample`` does not), while ``sa3`` cannot
 require torchaudio: its last release (2.11) pins torch 2.11, and there is none for newer torch.
+The filter itself (its taps and size) is built in ``sa3.sinc``.
 
 Legend: C channels, S samples.
 """
@@ -19,38 +20,8 @@ import soundfile
 import torch
 import torch.nn.functional as F
 
-LOWPASS_WIDTH = 6  # zero crossings of the windowed sinc (torchaudio default)
-ROLLOFF = 0.99  # cutoff as a fraction of the lower Nyquist (torchaudio default)
-
-
-def _sinc_kernel(orig: int, new: int, device=None) -> tuple[torch.Tensor, int]:
-    """Hann-windowed sinc polyphase kernel (new, 1, taps) for reduced rates ``orig -> new``."""
-    base = min(orig, new) * ROLLOFF
-    width = math.ceil(LOWPASS_WIDTH * orig / base)
-    # float64 taps positions, float32 phases, float64 product: the arithmetic torchaudio uses
-    idx = torch.arange(-width, width + orig, dtype=torch.float64, device=device)[None, None] / orig
-    t = torch.arange(0, -new, -1, device=device)[:, None, None] / new + idx
-    t = (t * base).clamp(-LOWPASS_WIDTH, LOWPASS_WIDTH)
-    window = torch.cos(t * math.pi / LOWPASS_WIDTH / 2) ** 2
-    t = t * math.pi
-    kernel = torch.where(t == 0, torch.tensor(1.0).to(t), t.sin() / t)
-    kernel = kernel * (window * (base / orig))
-    return kernel.to(torch.float32), width
-
-
-def _reduced(orig_sr: int, new_sr: int) -> tuple[int, int, int]:
-    """(orig, new, width): the rates divided by their gcd and the filter's half width in input samples."""
-    g = math.gcd(int(orig_sr), int(new_sr))
-    orig, new = int(orig_sr) // g, int(new_sr) // g
-    return orig, new, math.ceil(LOWPASS_WIDTH * orig / (min(orig, new) * ROLLOFF))
-
-
-def resample_taps(orig_sr: int, new_sr: int) -> int:
-    """Size of the polyphase filter ``resample`` builds (new phases x taps); 0 when the rates match."""
-    if orig_sr == new_sr:
-        return 0
-    orig, new, width = _reduced(orig_sr, new_sr)
-    return new * (2 * width + orig)
+from .checks import check_resample, check_sample_rate
+from .sinc import reduced_rates, sinc_kernel
 
 
 def samples_needed(length: int, orig_sr: int, new_sr: int) -> int:
@@ -58,7 +29,7 @@ def samples_needed(length: int, orig_sr: int, new_sr: int) -> int:
     input to this many gives those outputs unchanged (bounded work for a long file)."""
     if orig_sr == new_sr:
         return length
-    orig, new, width = _reduced(orig_sr, new_sr)
+    orig, new, width = reduced_rates(orig_sr, new_sr)
     return math.ceil(length / new) * orig + width + orig + 1
 
 
@@ -66,13 +37,11 @@ def resample(audio: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     """Resample (..., S) from ``orig_sr`` to ``new_sr``; same numbers as
     ``torchaudio.transforms.Resample(orig_sr, new_sr)`` in float32. Rate pairs whose filter would be
     huge (``sa3.checks.MAX_RESAMPLE_TAPS``) are refused before anything is allocated."""
-    from .checks import check_resample, check_sample_rate  # checks imports this module
-
     check_resample("audio", check_sample_rate("audio", orig_sr), check_sample_rate("target", new_sr))
     if orig_sr == new_sr:
         return audio
-    orig, new, _ = _reduced(orig_sr, new_sr)
-    kernel, width = _sinc_kernel(orig, new)  # on the CPU: its float64 steps cannot run on MPS
+    orig, new, _ = reduced_rates(orig_sr, new_sr)
+    kernel, width = sinc_kernel(orig, new)  # on the CPU: its float64 steps cannot run on MPS
     shape = audio.shape
     flat = audio.reshape(-1, shape[-1])  # (..., S) -> (C, S)
     length = flat.shape[-1]

@@ -17,7 +17,7 @@ import torch
 from . import audio as audio_utils
 from . import checks
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
-from .layers import set_weight_packing
+from .cpu_gemm import set_weight_packing
 from .loading import (
     CONFIG_FILE,
     WEIGHTS_FILE,

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from .audio import resample_taps
+from .sinc import resample_taps
 
 # --- bounds (the node schemas use the same numbers) --------------------------------------------
 

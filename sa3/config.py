@@ -2,7 +2,7 @@
 
 Only the keys the official factory reads are accepted; a value this library cannot honour raises a
 ``ValueError`` naming the key, instead of being silently ignored. The SAME autoencoder section is
-kept as its raw dict and parsed by ``sa3.same.SAMEConfig``.
+kept as its raw dict in ``ModelConfig`` and parsed, with the same checks, by ``SAMEConfig.from_official``.
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ class ModelConfig:
     text: TextEncoderConfig
     seconds: SecondsConfig
     shift: ShiftConfig
-    pretransform: dict  # raw official dict, parsed by sa3.same.SAMEConfig
+    pretransform: dict  # raw official dict, parsed by SAMEConfig.from_official
     svd_bases_path: str | None = None
     training_shift: ShiftConfig | None = None  # distribution_shift_options: LoRA training's time shift
 
@@ -411,21 +411,230 @@ def read_json_file(path: str | Path, what: str = "a JSON file", max_bytes: int =
         raise RuntimeError(f"Stable Audio 3: {str(path)!r} is not valid JSON ({e}).") from e
 
 
-# The SAME sizes a config sets (``sa3.same.SAMEConfig`` fields, by the config keys they come from),
-# each bounded before any SAME module is built: a huge depth hangs the build, a huge width or patch
-# allocates per parameter.
-SAME_SIZES = {"latent_dim": ("latent_dim", MAX_WIDTH), "io_channels": ("io_channels", MAX_WIDTH),
-              "patch_size": ("pretransform.config.patch_size", MAX_WIDTH)}
-SAME_STAGE_SIZES = {"depth": ("transformer_depths[0]", MAX_DEPTH), "width": ("channels x c_mults[0]", MAX_WIDTH),
-                    "stride": ("strides[0]", MAX_WIDTH), "dim_heads": ("dim_heads", MAX_WIDTH),
-                    "chunk_size": ("chunk_size", MAX_WIDTH)}
+# --- SAME autoencoder ------------------------------------------------------------------------------
+
+# Keys the official code accepts (through **kwargs or unused arguments) and never reads at inference.
+SAME_IGNORED_KEYS = frozenset({
+    "type", "requires_grad", "enable_grad", "use_flash", "mapping_style", "conv_bias", "use_snake",
+    "use_dilated_conv", "enable_inner_layer_dropout", "checkpointing", "freeze_backbone", "causal",
+})
+# SAME options SA3 never turns on (or off): each must keep the one value every SA3 checkpoint uses.
+SAME_FIXED_FLAGS = {"conformer": False, "layer_scale": False, "feat_scale": False, "cross_attn": False, "dyt": True}
+SAME_STAGE_KEYS = frozenset({
+    "channels", "latent_dim", "c_mults", "strides", "transformer_depths", "sliding_window", "chunk_size",
+    "chunk_midpoint_shift", "dim_heads", "sinusoidal_blocks", "ff_mult", "mapping_bias", "differential",
+    "variable_stride", "mask_noise", "conv_mapping", *SAME_FIXED_FLAGS,
+})
 
 
-def check_same_sizes(same, path: str = "model.pretransform.config") -> None:
-    """Every size of a parsed SAME config (``SAMEConfig``) is a whole number from 1 to its bound."""
-    for attr, (key, hi) in SAME_SIZES.items():
-        check_number(f"{path}.{key}", getattr(same, attr), 1, hi, integer=True, where=WHERE)
-    for stage in ("encoder", "decoder"):
-        for attr, (key, hi) in SAME_STAGE_SIZES.items():
-            check_number(f"{path}.{stage}.config.{key}", getattr(getattr(same, stage), attr), 1, hi, integer=True,
-                         where=WHERE)
+@dataclass(frozen=True)
+class SAMEStageConfig:
+    """One transformer resampling stage (the encoder's or the decoder's)."""
+
+    width: int  # W: transformer width = channels * c_mults[0] (768 SAME-S, 1536 SAME-L)
+    depth: int  # transformer blocks (6 SAME-S, 12 SAME-L)
+    stride: int = 16  # patch frames per latent
+    dim_heads: int = 128  # head dim (64 in every SA3 config); the reference default is 128
+    differential: bool = True  # differential attention: attn(q, k) - attn(q2, k2)
+    ff_mult: float = 3.0  # GLU inner width = W * ff_mult
+    chunk_size: int = 128  # no-window attention: frames per chunk (SAME-S: 32 -> 34-token chunks)
+    chunk_midpoint_shift: bool = False  # second half of the blocks uses chunks shifted by half a chunk
+    sliding_window: tuple[int, int] | None = None  # (left, right) in latent groups; SAME-L: (1, 1)
+    conv_mapping: bool = False  # mapping conv kernel 3 instead of 1
+    mapping_bias: bool = True  # mapping conv has a bias
+    sinusoidal_blocks: int = 0  # block i uses the sin(pi x) GLU iff depth - i < sinusoidal_blocks
+    mask_noise: float = 0.0  # std of the noise added to the new tokens, also at inference
+    variable_stride: bool = False  # one shared new-token slot instead of one per output position
+
+    @property
+    def window_tokens(self) -> tuple[int, int] | None:
+        """Attention window in tokens (a latent group is stride + 1 tokens): (17, 17) for SAME-L."""
+        if self.sliding_window is None:
+            return None
+        return (self.sliding_window[0] * (self.stride + 1), self.sliding_window[1] * (self.stride + 1))
+
+    @property
+    def chunk_tokens(self) -> int:
+        """Tokens per attention chunk without a window: chunk_size frames + their new tokens (34)."""
+        return self.chunk_size + self.chunk_size // self.stride
+
+
+@dataclass(frozen=True)
+class SAMEConfig:
+    """Whole autoencoder: patching, encoder, decoder and SoftNorm bottleneck."""
+
+    encoder: SAMEStageConfig
+    decoder: SAMEStageConfig
+    latent_dim: int = 256  # C
+    io_channels: int = 2  # A: audio channels
+    patch_size: int = 256  # samples per patch frame
+    noise_regularize: bool = True  # bottleneck decode adds randn * running_std * 1e-3
+    auto_scale: bool = True  # bottleneck has running_std (divides on encode, multiplies on decode)
+    soft_clip: bool = False  # tanh on the decoded audio
+    chunked: bool = False  # the checkpoint's default for chunked encode/decode (True in every SA3 DiT)
+
+    @property
+    def samples_per_latent(self) -> int:
+        return self.patch_size * self.encoder.stride
+
+    @property
+    def windowed(self) -> bool:
+        """True for SAME-L (sliding-window attention), False for SAME-S (chunked attention)."""
+        return self.encoder.sliding_window is not None
+
+    @classmethod
+    def from_official(cls, cfg: dict) -> SAMEConfig:
+        """Build from an official config dict, every value checked for type and range (a
+        ``ValueError`` naming the key otherwise); absent keys take the official code's defaults.
+
+        Accepts a whole ``model_config.json``, its ``model`` dict, the DiT's ``model.pretransform``
+        dict (``{"chunked", "config": {"encoder", ...}}``) or the standalone SAME layout
+        (``encoder``/``decoder``/``bottleneck``/... directly under ``model``).
+        """
+        if not isinstance(cfg, dict):
+            raise fail("the SAME config", "a JSON object", cfg, WHERE)
+        if "encoder" not in cfg and isinstance(cfg.get("model"), dict):
+            cfg = cfg["model"]  # whole model_config.json
+        if "encoder" in cfg:  # standalone SAME layout
+            return _same_from_official(cfg, chunked=False, path="model")
+        if isinstance(cfg.get("config"), dict) and "encoder" in cfg["config"]:  # DiT pretransform dict
+            path = "model.pretransform"
+            _reject_unknown(path, cfg, {"config", "chunked", "iterate_batch", "scale"} | SAME_IGNORED_KEYS)
+            if _bool(cfg, "iterate_batch", path, False):
+                raise fail(f"{path}.iterate_batch", "false (batched iteration is not supported)", True, WHERE)
+            # `scale` is ignored: the official factory never passes it to AutoencoderPretransform.
+            return _same_from_official(cfg["config"], chunked=_bool(cfg, "chunked", path, False),
+                                       path=f"{path}.config")
+        if isinstance(cfg.get("pretransform"), dict):  # a DiT `model` dict
+            return cls.from_official(cfg["pretransform"])
+        raise ValueError(f"Stable Audio 3 config: no SAME encoder/decoder found (top-level keys {sorted(cfg)}).")
+
+
+def _bool(cfg: dict, key: str, path: str, default: bool) -> bool:
+    """``cfg[key]`` as JSON true/false (1, "yes" and null do not count)."""
+    value = cfg.get(key, default)
+    if not isinstance(value, bool):
+        raise fail(f"{path}.{key}", "true or false", value, WHERE)
+    return value
+
+
+def _fixed(cfg: dict, key: str, path: str, expected, why: str) -> None:
+    """``cfg[key]``, when present, must be ``expected``: the one value of an option SA3 does not vary."""
+    value = cfg.get(key, expected)
+    if value != expected or isinstance(value, bool) != isinstance(expected, bool):
+        rule = ("true" if expected else "false") if isinstance(expected, bool) else shown(expected)
+        raise fail(f"{path}.{key}", f"{rule} ({why})", value, WHERE)
+
+
+def _one_entry(cfg: dict, key: str, path: str, default: list, lo: int = 1, hi: int | None = MAX_WIDTH) -> int:
+    """The single entry of a per-stage list (``c_mults``, ``strides``, ...): SA3's SAME has one
+    resampling stage, where the official code allows several."""
+    value = cfg.get(key, default)
+    if not (isinstance(value, list) and len(value) == 1):
+        got = (f"nothing, whose official default {default} has {len(default)} entries" if key not in cfg
+               else f"{len(value)} entries" if isinstance(value, list) else None)
+        raise fail(f"{path}.{key}", "a list of one entry (SA3's SAME has one resampling stage)", value, WHERE, got=got)
+    return _int({f"{key}[0]": value[0]}, f"{key}[0]", path, lo=lo, hi=hi)
+
+
+def _same_stage(c: dict, path: str, kind: str) -> tuple[SAMEStageConfig, int, int]:
+    """One ``encoder.config`` / ``decoder.config`` at ``path``: (stage, audio-side channels, latent_dim)."""
+    io_key = "in_channels" if kind == "encoder" else "out_channels"
+    _reject_unknown(path, c, SAME_STAGE_KEYS | {io_key} | SAME_IGNORED_KEYS)
+    for key, expected in SAME_FIXED_FLAGS.items():
+        _fixed(c, key, path, expected, "the only value SA3's SAME uses")
+    c_mult = _one_entry(c, "c_mults", path, [1, 2, 4, 8])
+    stride = _one_entry(c, "strides", path, [2, 4, 8, 8])
+    depth = _one_entry(c, "transformer_depths", path, [3, 3, 3, 3], hi=MAX_DEPTH)
+    channels = _int(c, "channels", path, default=128, hi=None)
+    width = check_number(f"{path}.channels x c_mults[0]", channels * c_mult, 1, MAX_WIDTH, integer=True, where=WHERE)
+    if isinstance(c.get("sinusoidal_blocks"), list) or (kind == "decoder" and "sinusoidal_blocks" not in c):
+        # the decoder takes one count per stage (official default [0, 0, 0, 0]), the encoder one number
+        sinusoidal = _one_entry(c, "sinusoidal_blocks", path, [0], lo=0, hi=MAX_DEPTH)
+    else:
+        sinusoidal = _int(c, "sinusoidal_blocks", path, default=0, lo=0, hi=MAX_DEPTH)
+    window = c.get("sliding_window")
+    if window is not None:
+        if not (isinstance(window, list) and len(window) == 2):
+            raise fail(f"{path}.sliding_window", "null or two latent counts [left, right]", window, WHERE,
+                       got=f"{len(window)} entries" if isinstance(window, list) else None)
+        window = tuple(_int({f"sliding_window[{i}]": w}, f"sliding_window[{i}]", path, lo=0)
+                       for i, w in enumerate(window))
+    stage = SAMEStageConfig(
+        width=width,
+        depth=depth,
+        stride=stride,
+        dim_heads=_int(c, "dim_heads", path, default=128),
+        differential=_bool(c, "differential", path, True),
+        ff_mult=check_number(f"{path}.ff_mult", c.get("ff_mult", 3.0), 0, 64, lo_open=True, where=WHERE),
+        chunk_size=_int(c, "chunk_size", path, default=128),
+        chunk_midpoint_shift=_bool(c, "chunk_midpoint_shift", path, False),
+        sliding_window=window,
+        conv_mapping=_bool(c, "conv_mapping", path, False),
+        mapping_bias=_bool(c, "mapping_bias", path, True),
+        sinusoidal_blocks=sinusoidal,
+        mask_noise=check_number(f"{path}.mask_noise", c.get("mask_noise", 0.0), 0, where=WHERE),
+        variable_stride=_bool(c, "variable_stride", path, False),
+    )
+    if stage.width % min(stage.dim_heads, stage.width):
+        raise ValueError(f"Stable Audio 3 config: {path}.channels x c_mults[0] ({stage.width}) must be a multiple "
+                         f"of dim_heads (got dim_heads {stage.dim_heads}).")
+    if window is None and stage.chunk_size % stage.stride:
+        raise ValueError(f"Stable Audio 3 config: {path}.chunk_size must be a multiple of strides[0] (got "
+                         f"chunk_size {stage.chunk_size}, stride {stage.stride}).")
+    return stage, _int(c, io_key, path, default=2), _int(c, "latent_dim", path, default=32)
+
+
+def _same_from_official(c: dict, *, chunked: bool, path: str) -> SAMEConfig:
+    """The autoencoder's own config (``encoder``, ``decoder``, ``bottleneck``, ``pretransform``, sizes) at ``path``."""
+    _reject_unknown(path, c, {"encoder", "decoder", "bottleneck", "pretransform", "latent_dim", "downsampling_ratio",
+                              "io_channels", "in_channels", "out_channels"})
+    parts = {}
+    for part, allowed in (("encoder", {"config"}), ("decoder", {"config", "soft_clip"}), ("bottleneck", {"config"}),
+                          ("pretransform", {"config"})):
+        section = _section(c, part, f"{path}.{part}")
+        _reject_unknown(f"{path}.{part}", section, allowed | SAME_IGNORED_KEYS)
+        parts[part] = _section(section, "config", f"{path}.{part}.config")
+    for part, expected in (("bottleneck", "softnorm"), ("pretransform", "patched")):
+        _fixed(c[part], "type", f"{path}.{part}", expected, "the only kind SA3's SAME has")
+
+    enc, enc_in, enc_latent = _same_stage(parts["encoder"], f"{path}.encoder.config", "encoder")
+    dec, dec_out, dec_latent = _same_stage(parts["decoder"], f"{path}.decoder.config", "decoder")
+
+    patch, patch_path = parts["pretransform"], f"{path}.pretransform.config"
+    _reject_unknown(patch_path, patch, {"channels", "patch_size", "oversampling", "postfilter_channels"})
+    _fixed(patch, "oversampling", patch_path, 1, "oversampling is not supported")
+    _fixed(patch, "postfilter_channels", patch_path, 0, "a postfilter is not supported")
+    patch_size = _int(patch, "patch_size", patch_path)
+    # the official factory reads io_channels (default 2) and the patching's channels apart; they must agree
+    channels = _int(patch, "channels", patch_path) if "channels" in patch else None
+    io_channels = _int(c, "io_channels", path, default=channels or 2)
+    for section, key, where in ((c, "in_channels", path), (c, "out_channels", path), (patch, "channels", patch_path)):
+        if section.get(key) is not None and _int(section, key, where) != io_channels:
+            raise fail(f"{where}.{key}", f"absent, null or io_channels ({io_channels})", section[key], WHERE)
+    frame_features = io_channels * patch_size
+    if enc_in != frame_features or dec_out != frame_features:
+        raise ValueError(f"Stable Audio 3 config: {path}.encoder.config.in_channels and decoder.config.out_channels "
+                         f"must be io_channels * patch_size = {frame_features} (got {enc_in} and {dec_out}).")
+    if enc.stride != dec.stride:
+        raise ValueError(f"Stable Audio 3 config: {path}.encoder.config.strides and decoder.config.strides must be "
+                         f"equal (got {enc.stride} and {dec.stride}).")
+
+    bneck, bneck_path = parts["bottleneck"], f"{path}.bottleneck.config"
+    _reject_unknown(bneck_path, bneck, {"dim", "noise_augment_dim", "noise_regularize", "auto_scale", "freeze"})
+    _fixed(bneck, "noise_augment_dim", bneck_path, 0, "noise augmentation is not supported")
+    latent_dim = _int(c, "latent_dim", path, default=enc_latent)
+    dims = {"latent_dim": latent_dim, "encoder.latent_dim": enc_latent, "decoder.latent_dim": dec_latent,
+            "bottleneck.dim": _int(bneck, "dim", bneck_path, default=32)}
+    if len(set(dims.values())) != 1:
+        raise ValueError(f"Stable Audio 3 config: {path}: the latent dims disagree (got {dims}).")
+    ratio = c.get("downsampling_ratio")
+    if ratio is not None and ratio != patch_size * enc.stride:
+        raise fail(f"{path}.downsampling_ratio", f"null or patch_size x strides[0] ({patch_size * enc.stride})",
+                   ratio, WHERE)
+    return SAMEConfig(
+        encoder=enc, decoder=dec, latent_dim=latent_dim, io_channels=io_channels, patch_size=patch_size,
+        noise_regularize=_bool(bneck, "noise_regularize", bneck_path, False),
+        auto_scale=_bool(bneck, "auto_scale", bneck_path, False),
+        soft_clip=_bool(c["decoder"], "soft_clip", f"{path}.decoder", False), chunked=chunked,
+    )

@@ -9,6 +9,12 @@ decision; where oneDNN has no bf16 GEMM, bf16 layers take the fp32 GEMM on upcas
 ``set_cpu_routes`` forces or forgets the decision (tests cover every route on any CPU;
 benchmarks compare them). bench/bench_gemm.py measures the routes at the models' GEMM shapes;
 bench/RESULTS.md records the choice per CPU kind.
+
+Every large CPU linear layer multiplies through ``linear``, which picks the route for its operands
+(``cpu_route``); the models' ``layers.Linear`` reaches it through the ``RoutedGemm`` mixin, which
+also keeps a bf16 weight prepacked in oneDNN's blocked layout (``set_weight_packing``). The layer
+(or a host's replacement of it, ``nodes/comfy_models.ComfyOperations``) only decides which weight
+to compute with; off the CPU, and for small layers, every route is plain ``F.linear``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from .weight_writes import inplace_version, write_marks
 
 Bf16Route = Literal["onednn", "fp32", "plain"]
 
@@ -146,10 +155,9 @@ def _seconds(fn, reps: int = 3) -> float:
     return best
 
 
-def bf16_slowdown(linear) -> float:
-    """How many times the fp32 time a bf16 ``linear`` (``layers.linear``: the routes a large layer
-    takes) needs at ``SLOWDOWN_SHAPE``; timed once per process (well under a second), for the load-time
-    message."""
+def bf16_slowdown() -> float:
+    """How many times the fp32 time a bf16 ``linear`` (the routes a large layer takes) needs at
+    ``SLOWDOWN_SHAPE``; timed once per process (well under a second), for the load-time message."""
     global _bf16_slowdown
     if _bf16_slowdown is None:
         rows, fan_in, fan_out = SLOWDOWN_SHAPE
@@ -175,3 +183,133 @@ def slow_bf16_message(routes: CpuRoutes, slowdown: float) -> str:
             f"({BF16_ROUTE_NAMES[routes.bf16]}), but bf16 matrix products took {slowdown:.1f}x the fp32 time "
             f"here (other bf16 operations, such as convolutions, lose more): precision fp32 is the faster choice "
             f"on this CPU.")
+
+
+# --- the route each linear layer takes ---------------------------------------------------------
+
+
+ONEDNN_MIN_WEIGHTS = 1 << 18  # layers with fewer weights keep F.linear (see set_onednn_linear)
+_use_onednn = True
+
+
+def set_onednn_linear(enabled: bool) -> None:
+    """Route large float32 and bfloat16 CPU linear layers through the routes ``cpu_routes()``
+    found on this CPU (default) or through ``F.linear`` (MKL BLAS for float32, what the official
+    code gets; bfloat16 measured 3-7 % slower per DiT step with the same output where oneDNN has
+    bf16 GEMMs).
+
+    oneDNN's and MKL's fp32 GEMMs differ only in rounding (~1e-6 relative). oneDNN picks its
+    kernels by instruction set, MKL by CPU vendor: on AMD CPUs with AVX-512 MKL runs AVX2 code
+    and oneDNN measured about 2x faster (bench/RESULTS.md). Only layers with at least
+    ``ONEDNN_MIN_WEIGHTS`` weights take the routes (every large layer of the official models):
+    for small layers the call overhead dominates, and they keep the official code's rounding.
+    Where oneDNN has no bf16 GEMM (x86 below AVX-512), bf16 layers always take the fp32 GEMM on
+    upcast operands (``upcast_linear``), never oneDNN's bf16 op.
+    """
+    global _use_onednn
+    _use_onednn = bool(enabled)
+
+
+def _fp32_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The float32 route: oneDNN where it works here and is switched on, else ``F.linear``."""
+    if _use_onednn and cpu_routes().onednn_fp32:
+        return onednn_call(_onednn_linear(), x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def cpu_route(x: torch.Tensor, weight: torch.Tensor) -> str | None:
+    """The route ``linear`` takes for these operands: ``"fp32"``, a bf16 route of ``CpuRoutes``
+    (``"onednn"``, ``"fp32"`` upcast, ``"plain"``), or None for ``F.linear`` as given (small
+    layers, other dtypes and devices, autograd: oneDNN's op has no autograd formula)."""
+    if (x.device.type != "cpu" or weight.dtype != x.dtype or weight.numel() < ONEDNN_MIN_WEIGHTS
+            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+        return None
+    if x.dtype == torch.float32:
+        return "fp32"
+    if x.dtype != torch.bfloat16:
+        return None
+    route = cpu_routes().bf16
+    return "plain" if route == "onednn" and not _use_onednn else route
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           packed: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear``, through the CPU route decided for this process (``cpu_route``, ``cpu_routes``).
+    ``packed``: ``weight`` already in oneDNN's blocked layout (``RoutedGemm._packed_weight``, which
+    only makes one for a call that takes the oneDNN bf16 route), used instead of ``weight``."""
+    if packed is not None:
+        return onednn_call(_onednn_linear(), x, packed, bias)
+    route = cpu_route(x, weight)
+    if route is None or route == "plain":
+        return F.linear(x, weight, bias)
+    if x.dtype == torch.float32:
+        return _fp32_linear(x, weight, bias)
+    if route == "onednn":
+        return onednn_call(_onednn_linear(), x, weight, bias)
+    return upcast_linear(x, weight, bias, _fp32_linear)
+
+
+def _onednn_linear():
+    """oneDNN's linear op (looked up per call so tests can wrap ``cpu_gemm.onednn_linear_op``)."""
+    return onednn_linear_op()
+
+
+# --- the layers' side: RoutedGemm, with prepacked bf16 weights --------------------------------------
+
+
+class RoutedGemm:
+    """Mixin of the linear layer the models build (``layers.Linear``, and through it a host's
+    operations: ``nodes/comfy_models.ComfyOperations``): ``gemm`` multiplies through the routes of
+    this process (``linear``), on the layer's own weight kept prepacked where ``pack_weight`` asks
+    for it (``set_weight_packing``). The layer decides which weight and bias to compute with
+    (``layers.CastWeights.weights_for``); this decides how the CPU multiplies them."""
+
+    pack_weight: bool = False  # see set_weight_packing
+
+    def gemm(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``F.linear(x, weight, bias)`` through ``linear``; the packed copy only of the layer's own
+        weight, never of one cast for this call (a partially loaded model)."""
+        if weight is not self.weight:  # cast for this call (partial load): no packed copy of it
+            return linear(x, weight, bias)
+        return linear(x, weight, bias, self._packed_weight(x))
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        """With ``pack_weight``, for a bfloat16 oneDNN call in inference: the weight in oneDNN's
+        blocked layout, made once and kept until the weight changes (new tensor, in-place write
+        seen by its version counter or by ``mark_written``, as the DiT step cache); else None."""
+        weight = self.weight
+        if (not self.pack_weight or x.dtype != torch.bfloat16 or torch.is_grad_enabled()
+                or not cpu_routes().packed_bf16 or cpu_route(x, weight) != "onednn"):
+            return None
+        key = (id(weight), weight.data_ptr(), inplace_version(weight), write_marks(self), weight.shape)
+        cached = self.__dict__.get("_packed")
+        if cached is None or cached[0] != key:
+            self.__dict__["_packed"] = cached = (key, onednn_reorder_op()(weight))
+        return cached[1]
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_packed", None)  # moved or cast: the packed copy is stale
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        """Copies and pickles leave the packed weight out (an opaque oneDNN tensor cannot be
+        copied; training deep-copies a model that inference may have packed): remade on use."""
+        state = self.__dict__.copy()
+        state.pop("_packed", None)
+        return state
+
+
+def set_weight_packing(module: nn.Module, enabled: bool) -> None:
+    """Let every linear layer (``RoutedGemm``: ``layers.Linear``) in ``module`` keep its bfloat16
+    weight in oneDNN's blocked layout for CPU inference, at the cost of that second copy of the
+    weights (about the bf16 DiT's size); off drops the copies. Measured on an AMX CPU: most bf16
+    GEMM shapes of the models 15-45 % faster, one 30 % slower, the bf16 DiT step about 8-10 %
+    (bench/bench_gemm.py, bench/RESULTS.md). Float32 layers never pack (the reorder is small next
+    to an fp32 GEMM), so the exact fp32 path is unchanged. The packed GEMM rounds differently from
+    the plain one, within bfloat16 rounding, the same way at every call. Only CPUs whose oneDNN
+    packs bf16 (``cpu_routes().packed_bf16``) make copies; elsewhere the flag changes nothing."""
+    for m in module.modules():
+        if isinstance(m, RoutedGemm):
+            m.pack_weight = enabled
+            if not enabled:
+                m.__dict__.pop("_packed", None)

@@ -25,14 +25,13 @@ from .layers import (
     FeedForward,
     RotaryEmbedding,
     expo_fourier_features,
-    inplace_version,
     mlp,
     residual,
     resolve_ops,
     rotary_cos_sin,
     to_input,
-    write_marks,
 )
+from .weight_writes import inplace_version, write_marks
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +211,7 @@ class DiT(nn.Module):
     def cache_signature(self) -> tuple:
         """Identity and version of every weight ``prepare`` reads; changes when any is replaced,
         re-assigned or modified in place (e.g. LoRA merging at a step boundary: marked with
-        ``layers.mark_written``, which inference tensors need, having no version counter)."""
+        ``weight_writes.mark_written``, which inference tensors need, having no version counter)."""
         sig = []
         for module in self._cached_modules():
             sig.extend((id(module), write_marks(module)))

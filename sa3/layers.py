@@ -1,5 +1,7 @@
 """Small building blocks shared by the DiT and SAME: linear layer, norms, rotary embedding, GLU
-feed-forward, Fourier features.
+feed-forward, Fourier features; and the operations seam the models build their layers through
+(``DefaultOps``, ``CastWeights.weights_for``, ``to_input``), which a host such as ComfyUI replaces.
+How a linear layer multiplies on the CPU (oneDNN routes, prepacked weights) is ``sa3.cpu_gemm``'s.
 
 Legend: B batch, N tokens, H heads, D head dim, W model width, F feed-forward inner width.
 Module and parameter names follow the official checkpoints (`gamma`, `proj`, `ff.0`, ...), so
@@ -14,75 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cpu_gemm import cpu_routes, onednn_call, onednn_linear_op, onednn_reorder_op, upcast_linear
+from .cpu_gemm import RoutedGemm
+from .cpu_gemm import set_weight_packing as set_weight_packing  # moved to cpu_gemm; re-exported for sa3/pipeline.py
 
 SIN_PI = 3.14159265359  # the constant the official sinusoidal feed-forward uses (not math.pi)
 FF_BLOCK_ROWS = 512  # feed-forward rows per block in inference at 4 bytes per value (see FeedForward.forward)
-
-ONEDNN_MIN_WEIGHTS = 1 << 18  # layers with fewer weights keep F.linear (see set_onednn_linear)
-_use_onednn = True
-
-
-def set_onednn_linear(enabled: bool) -> None:
-    """Route large float32 and bfloat16 CPU linear layers through the routes ``cpu_routes()``
-    found on this CPU (default) or through ``F.linear`` (MKL BLAS for float32, what the official
-    code gets; bfloat16 measured 3-7 % slower per DiT step with the same output where oneDNN has
-    bf16 GEMMs).
-
-    oneDNN's and MKL's fp32 GEMMs differ only in rounding (~1e-6 relative). oneDNN picks its
-    kernels by instruction set, MKL by CPU vendor: on AMD CPUs with AVX-512 MKL runs AVX2 code
-    and oneDNN measured about 2x faster (bench/RESULTS.md). Only layers with at least
-    ``ONEDNN_MIN_WEIGHTS`` weights take the routes (every large layer of the official models):
-    for small layers the call overhead dominates, and they keep the official code's rounding.
-    Where oneDNN has no bf16 GEMM (x86 below AVX-512), bf16 layers always take the fp32 GEMM on
-    upcast operands (``cpu_gemm.upcast_linear``), never oneDNN's bf16 op.
-    """
-    global _use_onednn
-    _use_onednn = bool(enabled)
-
-
-def _fp32_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """The float32 route: oneDNN where it works here and is switched on, else ``F.linear``."""
-    if _use_onednn and cpu_routes().onednn_fp32:
-        return onednn_call(_onednn_linear(), x, weight, bias)
-    return F.linear(x, weight, bias)
-
-
-def cpu_route(x: torch.Tensor, weight: torch.Tensor) -> str | None:
-    """The route ``linear`` takes for these operands: ``"fp32"``, a bf16 route of ``CpuRoutes``
-    (``"onednn"``, ``"fp32"`` upcast, ``"plain"``), or None for ``F.linear`` as given (small
-    layers, other dtypes and devices, autograd: oneDNN's op has no autograd formula)."""
-    if (x.device.type != "cpu" or weight.dtype != x.dtype or weight.numel() < ONEDNN_MIN_WEIGHTS
-            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
-        return None
-    if x.dtype == torch.float32:
-        return "fp32"
-    if x.dtype != torch.bfloat16:
-        return None
-    route = cpu_routes().bf16
-    return "plain" if route == "onednn" and not _use_onednn else route
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           packed: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear``, through the CPU route decided for this process (``cpu_route``, ``cpu_routes``).
-    ``packed``: ``weight`` already in oneDNN's blocked layout (``Linear._packed_weight``, which
-    only makes one for a call that takes the oneDNN bf16 route), used instead of ``weight``."""
-    if packed is not None:
-        return onednn_call(_onednn_linear(), x, packed, bias)
-    route = cpu_route(x, weight)
-    if route is None or route == "plain":
-        return F.linear(x, weight, bias)
-    if x.dtype == torch.float32:
-        return _fp32_linear(x, weight, bias)
-    if route == "onednn":
-        return onednn_call(_onednn_linear(), x, weight, bias)
-    return upcast_linear(x, weight, bias, _fp32_linear)
-
-
-def _onednn_linear():
-    """oneDNN's linear op (looked up per call so tests can wrap ``cpu_gemm.onednn_linear_op``)."""
-    return onednn_linear_op()
 
 
 def to_input(t: torch.Tensor | None, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
@@ -105,15 +43,16 @@ class CastWeights:
         return to_input(self.weight, x), to_input(self.bias, x)
 
 
-class Linear(CastWeights, nn.Linear):
-    """``nn.Linear`` (same parameters and state-dict keys) whose forward is ``linear``.
+class Linear(CastWeights, RoutedGemm, nn.Linear):
+    """``nn.Linear`` (same parameters and state-dict keys) computing with ``weights_for(x)``
+    through this process's CPU GEMM routes (``RoutedGemm.gemm``: ``cpu_gemm.linear``, weights
+    prepacked by ``cpu_gemm.set_weight_packing``; elsewhere ``F.linear``).
 
     ``compute_dtype`` (None: the input's) is for mixed precision (SAME ``"bf16-mixed"``): the
     weights are stored in it, the input is cast to it for the GEMM, and the result is cast back
     to the input's dtype, so the activations around the layer keep their precision."""
 
     compute_dtype: torch.dtype | None = None
-    pack_weight: bool = False  # see set_weight_packing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # mixed precision: the GEMM in the compute dtype, its result back in the activations' dtype
@@ -124,75 +63,7 @@ class Linear(CastWeights, nn.Linear):
         there is none), for a caller whose next operation converts it anyway."""
         if self.compute_dtype is not None:
             x = x.to(self.compute_dtype)
-        weight, bias = self.weights_for(x)
-        if weight is not self.weight:  # cast for this call (partial load): no packed copy of it
-            return linear(x, weight, bias)
-        return linear(x, weight, bias, self._packed_weight(x))
-
-    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor | None:
-        """With ``pack_weight``, for a bfloat16 oneDNN call in inference: the weight in oneDNN's
-        blocked layout, made once and kept until the weight changes (new tensor, in-place write
-        seen by its version counter or by ``mark_written``, as the DiT step cache); else None."""
-        weight = self.weight
-        if (not self.pack_weight or x.dtype != torch.bfloat16 or torch.is_grad_enabled()
-                or not cpu_routes().packed_bf16 or cpu_route(x, weight) != "onednn"):
-            return None
-        key = (id(weight), weight.data_ptr(), inplace_version(weight), write_marks(self), weight.shape)
-        cached = self.__dict__.get("_packed")
-        if cached is None or cached[0] != key:
-            self.__dict__["_packed"] = cached = (key, onednn_reorder_op()(weight))
-        return cached[1]
-
-    def _apply(self, fn, recurse=True):
-        self.__dict__.pop("_packed", None)  # moved or cast: the packed copy is stale
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self):
-        """Copies and pickles leave the packed weight out (an opaque oneDNN tensor cannot be
-        copied; training deep-copies a model that inference may have packed): remade on use."""
-        state = self.__dict__.copy()
-        state.pop("_packed", None)
-        return state
-
-
-def set_weight_packing(module: nn.Module, enabled: bool) -> None:
-    """Let every ``Linear`` in ``module`` keep its bfloat16 weight in oneDNN's blocked layout for
-    CPU inference, at the cost of that second copy of the weights (about the bf16 DiT's size);
-    off drops the copies. Measured on an AMX CPU: most bf16 GEMM shapes of the models 15-45 %
-    faster, one 30 % slower, the bf16 DiT step about 8-10 % (bench/bench_gemm.py,
-    bench/RESULTS.md). Float32 layers never pack (the reorder is small next to an fp32 GEMM), so
-    the exact fp32 path is unchanged. The packed GEMM rounds differently from the plain one,
-    within bfloat16 rounding, the same way at every call. Only CPUs whose oneDNN packs bf16
-    (``cpu_routes().packed_bf16``) make copies; elsewhere the flag changes nothing."""
-    for m in module.modules():
-        if isinstance(m, Linear):
-            m.pack_weight = enabled
-            if not enabled:
-                m.__dict__.pop("_packed", None)
-
-
-def inplace_version(t: torch.Tensor) -> int | None:
-    """The tensor's in-place version counter (bumped by every in-place write through autograd-
-    visible views), or None for inference-mode tensors, which keep none."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
-
-
-def mark_written(module: nn.Module) -> None:
-    """Record that ``module``'s own weights were written in place.
-
-    Version counters cannot tell: tensors made under ``torch.inference_mode()`` (every model
-    loaded inside ComfyUI) keep none. So code that writes weights in place (LoRA) marks the module,
-    and caches of values computed from weights (the DiT step cache) compare ``write_marks``.
-    """
-    module._sa3_writes = getattr(module, "_sa3_writes", 0) + 1
-
-
-def write_marks(module: nn.Module) -> int:
-    """How often ``module`` and its submodules were marked written (grows with every mark)."""
-    return sum(getattr(m, "_sa3_writes", 0) for m in module.modules())
+        return self.gemm(x, *self.weights_for(x))
 
 
 class RMSNorm(nn.Module):

@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from .checks import MAX_LORA_STRENGTH, check_noise_interval, check_number
-from .layers import mark_written
 from .lora_files import (
     SLOT,
     LoRAFile,
@@ -44,6 +43,7 @@ from .lora_files import (
     read_svd_bases,
     selected,
 )
+from .weight_writes import mark_written
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _fp32(value: float) -> float:
 
 
 def write_weight(module: nn.Module, value: torch.Tensor) -> None:
-    """Write ``value`` into ``module.weight`` in place and mark the write (``layers.mark_written``).
+    """Write ``value`` into ``module.weight`` in place and mark the write (``weight_writes.mark_written``).
 
     An inference tensor (a model loaded inside ComfyUI, which runs nodes under
     ``torch.inference_mode()``) accepts in-place writes only in inference mode, so it is written

@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from . import cpu_gemm, layers
+from . import cpu_gemm
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,6 @@ def report_cpu_precision(device: torch.device, *precisions: torch.dtype | str) -
     routes = cpu_gemm.cpu_routes()
     if routes.bf16_native:
         return False
-    logger.warning(cpu_gemm.slow_bf16_message(routes, cpu_gemm.bf16_slowdown(layers.linear)))
+    logger.warning(cpu_gemm.slow_bf16_message(routes, cpu_gemm.bf16_slowdown()))
     return True
 

@@ -33,12 +33,12 @@ def test_generate_matches_reference(case):
 def test_onednn_route_matches_reference(case, monkeypatch):
     """The tiny models' layers are below ONEDNN_MIN_WEIGHTS; route all of them through oneDNN
     (as the full-size models' large layers are) and compare with the official outputs again."""
-    from sa3 import layers
+    from sa3 import cpu_gemm
     from sa3.cpu_gemm import cpu_routes
 
     if not cpu_routes().onednn_fp32:
         pytest.skip(f"no oneDNN fp32 linear here: {cpu_routes()}")
-    monkeypatch.setattr(layers, "ONEDNN_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(cpu_gemm, "ONEDNN_MIN_WEIGHTS", 0)
     torch.set_num_threads(2)
     model = load_model(case["model"])
     assert_matches_golden(case, model.generate(**generate_kwargs(case)))

@@ -51,11 +51,11 @@ def test_packed_bf16_weights_follow_a_lora_interval_inside_comfyui(monkeypatch):
     counter: the graph must still use the written weights, as generate() under no_grad does."""
     import importlib
 
-    from sa3 import StableAudioModel, layers
+    from sa3 import StableAudioModel, cpu_gemm
 
     if not (ROOT / "loras" / LORA).is_file():
         pytest.skip("no LoRA fixtures")
-    for copy in (layers, importlib.import_module(f"{PACK}.sa3.layers")):  # the library's and the pack's
+    for copy in (cpu_gemm, importlib.import_module(f"{PACK}.sa3.cpu_gemm")):  # the library's and the pack's
         monkeypatch.setattr(copy, "ONEDNN_MIN_WEIGHTS", 0)
     require_model(SMALL)
     (h,) = nodes.SA3ModelLoader.execute(model_name=SMALL, precision="bf16", attention="auto", padding_mode="exact",

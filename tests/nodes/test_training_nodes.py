@@ -252,7 +252,7 @@ def test_training_after_a_packed_bf16_generation(dirs, monkeypatch):
     the frozen base, which must not trip on them."""
     from tests.nodes.test_graph_parity import run_graph
 
-    monkeypatch.setattr(importlib.import_module(f"{PACK}.sa3.layers"), "ONEDNN_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(importlib.import_module(f"{PACK}.sa3.cpu_gemm"), "ONEDNN_MIN_WEIGHTS", 0)
     _, loras = dirs
     (handle,) = nodes.SA3ModelLoader.execute(model_name=MODEL, precision="bf16", attention="auto",
                                              padding_mode="exact", download=False).args

@@ -54,10 +54,10 @@ def test_bf16_mixed_standalone_autoencoder_packs_and_matches_unpacked(monkeypatc
     StableAudioModel (every layer qualifies here, the size threshold set to 0), and none
     elsewhere (an AVX2 CPU: the fp32 GEMM on upcast operands); either way it decodes as the
     unpacked layers do within bf16 rounding."""
-    from sa3 import layers
+    from sa3 import cpu_gemm, layers
     from sa3.cpu_gemm import cpu_routes
 
-    monkeypatch.setattr(layers, "ONEDNN_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(cpu_gemm, "ONEDNN_MIN_WEIGHTS", 0)
     ae = AutoencoderModel.from_pretrained(require_fixtures() / "tiny-small", device="cpu", dtype="bf16-mixed")
     linears = [m for m in ae.autoencoder.modules() if isinstance(m, layers.Linear)]
     assert linears and all(m.pack_weight for m in linears)
@@ -65,6 +65,6 @@ def test_bf16_mixed_standalone_autoencoder_packs_and_matches_unpacked(monkeypatc
     with torch.inference_mode():
         packed = ae.decode(z, generator=torch.Generator().manual_seed(1))
         assert any("_packed" in m.__dict__ for m in linears) == cpu_routes().packed_bf16
-        layers.set_weight_packing(ae.autoencoder, False)
+        cpu_gemm.set_weight_packing(ae.autoencoder, False)
         plain = ae.decode(z, generator=torch.Generator().manual_seed(1))
     assert ((packed - plain).norm() / plain.norm()).item() < 2e-2

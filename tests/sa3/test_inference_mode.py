@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
-from sa3.layers import mark_written, write_marks
 from sa3.loading import release_mapped_weights
 from sa3.lora import write_weight
+from sa3.weight_writes import mark_written, write_marks
 from tests.conftest import fixture_root, resident_bytes
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="smaps/pagemap are Linux-only")

@@ -1,4 +1,4 @@
-"""sa3.layers.linear and sa3.cpu_gemm: every CPU GEMM route gives F.linear's result up to its
+"""sa3.cpu_gemm (its linear and routes): every CPU GEMM route gives F.linear's result up to its
 dtype's rounding, the routes are those the probe found working on this CPU (an unsupported one
 is never taken), and each fallback route is covered on any CPU by forcing it."""
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sa3 import cpu_gemm, layers, precision
-from sa3.cpu_gemm import CpuRoutes, cpu_routes, set_cpu_routes
-from sa3.layers import Linear, linear, set_onednn_linear
+from sa3 import cpu_gemm, precision
+from sa3.cpu_gemm import CpuRoutes, cpu_routes, linear, set_cpu_routes, set_onednn_linear
+from sa3.layers import Linear
 
 PROBED = cpu_routes()  # this CPU's decision (simulated older CPUs: ONEDNN_MAX_CPU_ISA, .ci/run)
 needs_onednn_fp32 = pytest.mark.skipif(not PROBED.onednn_fp32, reason=f"no oneDNN fp32 linear here: {PROBED}")
@@ -54,18 +54,18 @@ def force_routes():
 
 @pytest.fixture
 def onednn_calls(monkeypatch):
-    """Every call of oneDNN's linear op made through sa3.layers, by dtype of the input."""
+    """Every call of oneDNN's linear op made through sa3.cpu_gemm.linear, by dtype of the input."""
     calls, op = [], cpu_gemm.onednn_linear_op()
 
     def counted(*args):
         calls.append(args[0].dtype)
         return op(*args)
 
-    monkeypatch.setattr(layers, "onednn_linear_op", lambda: counted)
+    monkeypatch.setattr(cpu_gemm, "onednn_linear_op", lambda: counted)
     return calls
 
 
-def _inputs(shape, fan_out=layers.ONEDNN_MIN_WEIGHTS // 64, seed=0):
+def _inputs(shape, fan_out=cpu_gemm.ONEDNN_MIN_WEIGHTS // 64, seed=0):
     """x of ``shape`` and a layer large enough for the routes (fan_in = shape[-1])."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(*shape, generator=g)
@@ -209,8 +209,8 @@ def test_bf16_without_onednn_bf16_gemms_never_calls_them(force_routes, onednn_ca
     def no_reorder(weight):
         raise AssertionError("packed a weight on a CPU that cannot pack")
 
-    monkeypatch.setattr(layers, "onednn_linear_op", lambda: fp32_only if op else None)
-    monkeypatch.setattr(layers, "onednn_reorder_op", lambda: no_reorder)
+    monkeypatch.setattr(cpu_gemm, "onednn_linear_op", lambda: fp32_only if op else None)
+    monkeypatch.setattr(cpu_gemm, "onednn_reorder_op", lambda: no_reorder)
     layer = _bf16_layer()
     x = torch.randn(5, 64).bfloat16()
     with torch.inference_mode():
@@ -224,7 +224,7 @@ def test_other_dtypes_and_autograd_use_f_linear():
     with torch.inference_mode():
         xh, wh, bh = x.half(), w.half(), b.half()
         assert torch.equal(linear(xh, wh, bh), F.linear(xh, wh, bh))
-    layer = Linear(64, layers.ONEDNN_MIN_WEIGHTS // 64)
+    layer = Linear(64, cpu_gemm.ONEDNN_MIN_WEIGHTS // 64)
     out = layer(x.requires_grad_())
     out.sum().backward()  # the oneDNN op has no autograd formula: training must fall back
     assert layer.weight.grad is not None and x.grad is not None
@@ -247,7 +247,7 @@ def _bf16_layer(seed=0) -> Linear:
     with torch.no_grad():
         layer.weight.copy_(w), layer.bias.copy_(b)
     layer.to(torch.bfloat16).requires_grad_(False)
-    layers.set_weight_packing(layer, True)
+    cpu_gemm.set_weight_packing(layer, True)
     return layer
 
 
@@ -258,7 +258,7 @@ def test_packed_weight_matches_plain_within_bf16_rounding():
     with torch.inference_mode():
         packed = layer(x)
         assert "_packed" in layer.__dict__, "no packed copy was made"
-        layers.set_weight_packing(layer, False)
+        cpu_gemm.set_weight_packing(layer, False)
         assert "_packed" not in layer.__dict__  # off drops the copy
         plain = layer(x)
     ref = F.linear(x.double(), layer.weight.double(), layer.bias.double())
@@ -371,7 +371,7 @@ def _tiny_generation(dtype: str, every_layer_routed: bool, monkeypatch) -> torch
     from tests.conftest import require_fixtures
 
     root = require_fixtures() / "tiny-small"
-    monkeypatch.setattr(layers, "ONEDNN_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(cpu_gemm, "ONEDNN_MIN_WEIGHTS", 0)
     set_onednn_linear(every_layer_routed)
     try:
         with torch.inference_mode():

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from sa3 import layers
+from sa3 import cpu_gemm, layers
 from sa3.layers import FeedForward
 from sa3.loading import release_mapped_weights
 from tests.conftest import fixture_root
@@ -111,11 +111,11 @@ def test_blocked_mixed_precision_feed_forward_returns_the_activations_dtype(monk
 
 def test_feed_forward_in_place_activation_matches_autograd_path():
     torch.manual_seed(0)
-    layers.set_onednn_linear(False)  # autograd always takes F.linear: compare like with like
+    cpu_gemm.set_onednn_linear(False)  # autograd always takes F.linear: compare like with like
     try:
         _check_in_place_activation()
     finally:
-        layers.set_onednn_linear(True)
+        cpu_gemm.set_onednn_linear(True)
 
 
 def _check_in_place_activation():

@@ -165,6 +165,80 @@ def test_config_rejects_unsupported(edit, match):
         SAMEConfig.from_official({"model": {"diffusion": {}}})
 
 
+def _stage(part: str, **values):
+    """An edit setting ``values`` in the encoder's or decoder's config."""
+    return lambda c: c["config"][part]["config"].update(values)
+
+
+ENC = "model.pretransform.config.encoder.config"
+DEC = "model.pretransform.config.decoder.config"
+BAD_VALUES = [
+    (_stage("encoder", transformer_depths=["6"]), rf"{ENC}.transformer_depths[0] must be an integer from 1 to 256 "
+                                                  r"(got '6')"),
+    (_stage("encoder", transformer_depths=[0]), rf"{ENC}.transformer_depths[0] must be an integer from 1 to 256 "
+                                                r"(got 0)"),
+    (_stage("decoder", channels=-64), rf"{DEC}.channels must be an integer at least 1 (got -64)"),
+    (_stage("decoder", c_mults=[2.5]), rf"{DEC}.c_mults[0] must be an integer from 1 to 65536 (got 2.5)"),
+    (_stage("encoder", strides=16), rf"{ENC}.strides must be a list of one entry (SA3's SAME has one resampling "
+                                    r"stage) (got 16)"),
+    (lambda c: c["config"]["decoder"]["config"].pop("strides"),
+     rf"{DEC}.strides must be a list of one entry (SA3's SAME has one resampling stage) (got nothing, whose official "
+     r"default [2, 4, 8, 8] has 4 entries)"),
+    (_stage("decoder", dim_heads=None), rf"{DEC}.dim_heads must be an integer from 1 to 65536 (got None)"),
+    (_stage("encoder", ff_mult=0), rf"{ENC}.ff_mult must be a number above 0 and at most 64 (got 0)"),
+    (_stage("decoder", mask_noise=-0.1), rf"{DEC}.mask_noise must be a number at least 0 (got -0.1)"),
+    (_stage("decoder", mask_noise=float("nan")), rf"{DEC}.mask_noise must be a number at least 0 (got nan)"),
+    (_stage("encoder", differential="yes"), rf"{ENC}.differential must be true or false (got 'yes')"),
+    (_stage("decoder", sinusoidal_blocks=[-1]), rf"{DEC}.sinusoidal_blocks[0] must be an integer from 0 to 256 "
+                                                r"(got -1)"),
+    (_stage("decoder", sliding_window=[1, -1]), rf"{DEC}.sliding_window[1] must be an integer from 0 to 65536 "
+                                                r"(got -1)"),
+    (_stage("decoder", dyt=False), rf"{DEC}.dyt must be true (the only value SA3's SAME uses) (got False)"),
+    (_stage("encoder", conformer=1), rf"{ENC}.conformer must be false (the only value SA3's SAME uses) (got 1)"),
+    (lambda c: c["config"]["bottleneck"].update(type="vq"),
+     r"model.pretransform.config.bottleneck.type must be 'softnorm' (the only kind SA3's SAME has) (got 'vq')"),
+    (lambda c: c["config"]["bottleneck"]["config"].update(auto_scale="true"),
+     r"model.pretransform.config.bottleneck.config.auto_scale must be true or false (got 'true')"),
+    (lambda c: c["config"]["pretransform"]["config"].update(oversampling=2),
+     r"model.pretransform.config.pretransform.config.oversampling must be 1 (oversampling is not supported) (got 2)"),
+    (lambda c: c["config"].update(io_channels=0), r"model.pretransform.config.io_channels must be an integer from 1 "
+                                                  r"to 65536 (got 0)"),
+    (lambda c: c["config"].update(out_channels=1), r"model.pretransform.config.out_channels must be absent, null or "
+                                                   r"io_channels (2) (got 1)"),
+    (lambda c: c["config"].pop("decoder"), r"model.pretransform.config.decoder must be a JSON object (got 'nothing')"),
+    (lambda c: c.update(chunked="yes"), r"model.pretransform.chunked must be true or false (got 'yes')"),
+]
+
+
+@pytest.mark.parametrize("edit, message", BAD_VALUES)
+def test_bad_values_are_refused_naming_key_range_and_value(edit, message):
+    """Every value is checked when the config is parsed (``sa3.config``, as the DiT's): a wrong type, a
+    size out of range or an unknown kind names the key, the allowed values and the value given."""
+    cfg = _tiny_official(windowed=True)
+    edit(cfg)
+    with pytest.raises(ValueError) as e:
+        SAMEConfig.from_official(cfg)
+    assert str(e.value) == f"Stable Audio 3 config: {message}."
+
+
+def test_absent_keys_take_the_official_defaults():
+    """Keys the official constructors default (SAMEEncoder/SAMEDecoder, TransformerResamplingBlock,
+    SoftNormBottleneck) may be left out, with the same values."""
+    cfg = _tiny_official(windowed=True)
+    for part in ("encoder", "decoder"):
+        for key in ("dim_heads", "differential", "mask_noise", "variable_stride", "conv_mapping", "sinusoidal_blocks",
+                    "dyt"):
+            cfg["config"][part]["config"].pop(key, None)
+    for key in ("noise_regularize", "auto_scale", "noise_augment_dim"):
+        cfg["config"]["bottleneck"]["config"].pop(key)
+    cfg.pop("chunked")
+    got = SAMEConfig.from_official(cfg)
+    assert (got.encoder.dim_heads, got.encoder.differential, got.encoder.mask_noise, got.encoder.variable_stride,
+            got.decoder.conv_mapping, got.decoder.sinusoidal_blocks, got.encoder.ff_mult, got.encoder.chunk_size,
+            got.encoder.mapping_bias) == (128, True, 0.0, False, False, 0, 3.0, 128, True)
+    assert (got.noise_regularize, got.auto_scale, got.chunked) == (False, False, False)
+
+
 def test_real_configs_build_official_shapes():
     """The six reconstructed production configs (spec/configs) give the spec's key shapes (meta device)."""
     spec = (FIXTURES.parent / "spec" / "configs") if FIXTURES is not None else None

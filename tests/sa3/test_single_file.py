@@ -197,7 +197,8 @@ def test_a_sidecar_with_a_broken_same_part_is_refused_naming_the_sidecar(twins, 
     del config["model"]["pretransform"]["config"]["pretransform"]["config"]["patch_size"]
     ckpt.with_suffix(".json").write_text(json.dumps(config))
     missing_text_encoder = tmp_path / "absent.safetensors"  # checked after the config: never reached
-    with pytest.raises(ValueError, match=r"model\.pretransform is missing the key 'patch_size' in '.*finetune\.json'"):
+    with pytest.raises(ValueError, match=r"model\.pretransform\.config\.pretransform\.config\.patch_size must be an "
+                                         r"integer from 1 to 65536 \(got 'nothing'\) in '.*finetune\.json'"):
         StableAudioModel.from_single_file(ckpt, missing_text_encoder, device="cpu")
 
 
@@ -412,8 +413,8 @@ SIDECAR_EDITS = [
     (_same("encoder", "transformer_depths", [10**6]),
      r"encoder\.config\.transformer_depths\[0\] must be an integer from 1 to 256 \(got 1000000\)"),
     (_same("decoder", "channels", 10**7), r"decoder\.config\.channels x c_mults\[0\] must be an integer from 1 to"),
-    (_same("decoder", "strides", [0]), r"model\.pretransform is not a SAME autoencoder config \(integer modulo by"),
-    (_same("decoder", "dim_heads", 0), r"model\.pretransform is not a SAME autoencoder config"),
+    (_same("decoder", "strides", [0]), r"decoder\.config\.strides\[0\] must be an integer from 1 to 65536 \(got 0\)"),
+    (_same("decoder", "dim_heads", 0), r"decoder\.config\.dim_heads must be an integer from 1 to 65536 \(got 0\)"),
     (_same("decoder", "chunk_size", 0), r"decoder\.config\.chunk_size must be an integer from 1 to 65536 \(got 0\)"),
 ]
 
