@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cpu_gemm import RoutedGemm
-from .cpu_gemm import set_weight_packing as set_weight_packing  # moved to cpu_gemm; re-exported for sa3/pipeline.py
 
 SIN_PI = 3.14159265359  # the constant the official sinusoidal feed-forward uses (not math.pi)
 FF_BLOCK_ROWS = 512  # feed-forward rows per block in inference at 4 bytes per value (see FeedForward.forward)

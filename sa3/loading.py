@@ -361,12 +361,9 @@ def read_config(path: str | Path) -> tuple[ModelConfig, SAMEConfig]:
 
 
 def same_config(config: ModelConfig, path: str | Path) -> SAMEConfig:
-    """The SAME part of ``config`` (read from ``path``), its problems named as config problems."""
+    """The SAME part of ``config``, parsed and every size bounded; a problem is a ValueError naming
+    the key and the file it came from (``path``)."""
     try:
         return SAMEConfig.from_official(config.pretransform)
-    except KeyError as e:
-        raise ValueError(f"Stable Audio 3 config: model.pretransform is missing the key {e.args[0]!r} in "
-                         f"{str(path)!r}.") from e
     except (TypeError, ValueError) as e:
-        raise ValueError(f"Stable Audio 3 config: model.pretransform is not a SAME autoencoder config ({e}) in "
-                         f"{str(path)!r}.") from e
+        raise ValueError(f"{str(e).rstrip('.')} in {str(path)!r}.") from e

@@ -23,9 +23,9 @@ from . import checks, single_file, stages
 from .attention import BACKENDS, PADDING_MODES, resolve_backend
 from .conditioners import Conditioner, TextEncoder, require_transformers
 from .config import DURATION_PADDING_SEC, ModelConfig
+from .cpu_gemm import set_weight_packing
 from .devices import official_numerics
 from .dit import DiT
-from .layers import set_weight_packing
 from .loading import (
     CHECKPOINT_PREFIXES,
     WEIGHTS_FILE,
@@ -144,7 +144,7 @@ class StableAudioModel:
                 re-read from the page cache at the next use. Linux and CPU only, also under
                 ``torch.inference_mode()``; weights converted to another dtype, and the pages a
                 LoRA wrote, stay resident. Without it, bf16 layers on an x86 CPU keep a copy of
-                their weights prepacked for oneDNN (``layers.set_weight_packing``: the bf16 DiT
+                their weights prepacked for oneDNN (``cpu_gemm.set_weight_packing``: the bf16 DiT
                 step about 10 % faster, for about the bf16 DiT's size in RAM); with it they don't.
             ops: the operations namespace the DiT and SAME build their layers with (None:
                 ``layers.DefaultOps``); a host passes its own, as ComfyUI's nodes pass cast

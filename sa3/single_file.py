@@ -46,7 +46,7 @@ from .config import (
     read_json_file,
 )
 from .dit import DiT
-from .loading import CHECKPOINT_PREFIXES, MAX_TENSORS, check_safetensors_header
+from .loading import CHECKPOINT_PREFIXES, MAX_TENSORS, check_safetensors_header, same_config
 from .same import SAMEAutoencoder
 
 logger = logging.getLogger(__name__)
@@ -169,21 +169,12 @@ def _signature(family: str) -> dict[str, tuple[int, ...]]:
     return _expected_shapes(cfg, SAMEConfig.from_official(cfg.pretransform))
 
 
-def sidecar_same_config(config: ModelConfig, side: Path) -> SAMEConfig:
-    """The SAME part of a sidecar config, parsed and every size bounded (a ValueError naming the
-    key and the sidecar otherwise)."""
-    try:
-        return SAMEConfig.from_official(config.pretransform)
-    except ValueError as e:
-        raise ValueError(f"{str(e).rstrip('.')} in {str(side)!r}.") from e
-
-
 @lru_cache(maxsize=16)
 def _sidecar_config(state: tuple[str, int, int]) -> tuple[ModelConfig, dict[str, tuple[int, ...]]]:
     """A sidecar's checked config and the checkpoint shapes it implies, once per version of the file."""
     side = Path(state[0])
     config = ModelConfig.from_file(side)
-    return config, _expected_shapes(config, sidecar_same_config(config, side))
+    return config, _expected_shapes(config, same_config(config, side))
 
 
 def _check_parts(path: Path, shapes: dict[str, tuple[int, ...]], side: Path | None) -> None:

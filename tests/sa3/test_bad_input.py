@@ -391,7 +391,7 @@ CONFIGS = [
      r"'min_length', 'max_length', 'alpha_min', 'alpha_max' \(got 'shift'\)"),
     (_set("svd_bases_path", 3), r"model_config.svd_bases_path must be a string \(got 3\)"),
     (_set("model.pretransform.config.pretransform", KeyError),
-     r"model.pretransform .*pretransform.config.pretransform"),
+     r"model.pretransform.config.pretransform must be a JSON object \(got 'nothing'\) in '.*model_config.json'"),
     (_set("model.pretransform.config.pretransform.config.patch_size", KeyError),
      r"model.pretransform.config.pretransform.config.patch_size must be an integer from 1 to 65536 \(got 'nothing'\)"),
     (_set("model.pretransform.config.pretransform.config.patch_size", "x"),
