@@ -14,7 +14,6 @@ from ..sa3 import (
     estimates,
     layers,
     loading,
-    pictures,
     pipeline,
     precision,
     prompt_assistant,
@@ -39,4 +38,4 @@ StableAudioModel = pipeline.StableAudioModel
 __all__ = ["CONFIG_FILE", "DURATION_PADDING_SEC", "MODEL_REPOS", "MODEL_SAMPLE_SIZES", "SAMPLERS", "SAMPLES_PER_LATENT",
            "SAMPLE_RATE", "TEXT_FOLDER", "WEIGHTS_FILE", "LoRALink", "ModelConfig", "StableAudioModel", "attention",
            "audio", "check_rule", "checks", "estimates", "expand_brackets", "layers", "loading", "parse_shift_text",
-           "pictures", "pipeline", "precision", "prompt_assistant", "single_file"]
+           "pipeline", "precision", "prompt_assistant", "single_file"]

@@ -118,7 +118,7 @@ def object_info(request):
 
 
 def load_template(page, name: str) -> None:
-    """Load ``example_workflows/<name>.json`` into the app, as the template browser does."""
+    """Load ``workflows/<name>.json`` into the app, as the template browser does."""
     workflow = cw.read_json(cw.WORKFLOWS / f"{name}.json")
     first = next(n for n in workflow["nodes"] if n["type"] not in cw.FRONTEND_ONLY)
     loaded = f"{APP}.graph._nodes.some((n) => n.id === {first['id']} && n.comfyClass === {json.dumps(first['type'])})"
