@@ -51,6 +51,7 @@ import file_module
 from sa3 import prompt_assistant
 
 client = file_module.load("workflows/run.py")
+DESCRIPTIONS = file_module.load("nodes/templates.py").DESCRIPTIONS
 
 SAMPLE_RATE = 44100
 SOURCE_SECONDS = 12.0  # length of the generated LoadAudio input
@@ -208,8 +209,15 @@ def test_every_workflow_pair_checks_against_the_server(server):
 
 
 def test_templates_list_the_ui_workflows_only(server):
+    """In numeric order (core lists them in directory order; the pack's middleware sorts them),
+    each with its description (GET /sa3/templates, read by web/js/template_descriptions.js)."""
     templates = server.get("/workflow_templates")
-    assert sorted(templates.get(PACK_NAME, [])) == cw.workflow_names()
+    assert templates.get(PACK_NAME) == cw.workflow_names()
+    assert server.get("/api/workflow_templates") == templates
+    described = server.get("/sa3/templates")
+    assert described["pack"] == PACK_NAME
+    assert [(t["name"], t["description"]) for t in described["templates"]] == [
+        (name, DESCRIPTIONS[name]) for name in cw.workflow_names()]
     first = urllib.parse.quote(cw.workflow_names()[0])  # names are titles with spaces, as the frontend asks for them
     with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{PACK_NAME}/{first}.json") as resp:
         assert "nodes" in json.loads(resp.read())
