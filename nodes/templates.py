@@ -107,15 +107,13 @@ def register_routes() -> None:
     """Add the middleware and ``GET /sa3/templates`` (and ``/api/...``) to ComfyUI's server, once;
     nothing when no server runs (the pack imported by tests or scripts). Runs while ComfyUI loads
     its custom nodes, before the server starts (its middlewares are still open to additions)."""
+    from ._server import prompt_server  # (here: the module is also loaded by file path, outside the package)
+
     global _registered
-    try:
-        from aiohttp import web
-        from server import PromptServer
-    except ImportError:
-        return
-    instance = getattr(PromptServer, "instance", None)
+    instance = prompt_server()
     if _registered or instance is None:
         return
+    from aiohttp import web  # ComfyUI's server library
 
     @instance.routes.get(ROUTE)
     async def _templates(request):
