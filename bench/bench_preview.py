@@ -17,8 +17,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sa3.pictures import SpectrogramOptions, preview_from_latents, render_spectrogram
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import file_module
+
 from sa3.same import SAMEAutoencoder, SAMEConfig
+
+pictures = file_module.load("nodes/pictures.py")  # the node layer's drawing, outside ComfyUI
+SpectrogramOptions, preview_from_latents, render_spectrogram = (
+    pictures.SpectrogramOptions, pictures.preview_from_latents, pictures.render_spectrogram)
 
 PREVIEW = SpectrogramOptions(height=256, width=768, waveform=False)  # as nodes/visualize.py
 

@@ -1,4 +1,4 @@
-"""Render docs/spectrogram_example.png with sa3.pictures from a synthetic signal.
+"""Render docs/spectrogram_example.png with nodes/pictures.py from a synthetic signal.
 
 0-4 s: a rising chirp (100 Hz -> 8 kHz) with its 2nd harmonic; 4-8 s: a 1 kHz tone with a 3 kHz
 overtone and a soft noise bed; 8-10 s: silence. 5-6.5 s is shaded as an inpainted region.
@@ -13,8 +13,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sa3.pictures import render_spectrogram, save_png
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import file_module
+
+pictures = file_module.load("nodes/pictures.py")  # the node layer's drawing, outside ComfyUI
+render_spectrogram, save_png = pictures.render_spectrogram, pictures.save_png
 
 SR = 44100
 

@@ -14,6 +14,7 @@ from .prompt_assistant import SA3PromptAssistant
 from .prompt_assistant import register_folder as register_language_model_folder
 from .sampling import SA3Sampler
 from .sampling_options import SA3SamplingOptions
+from .templates import register_routes as register_template_routes
 from .training import SA3TrainingDataset, SA3TrainLoRA
 from .visualize import NODES as VISUALIZE_NODES
 
@@ -29,6 +30,7 @@ class StableAudio3Extension(ComfyExtension):
         register_folder()
         register_language_model_folder()  # models/LLM, the Prompt Assistant's language models
         register_route()  # the models' duration limits, for web/js/duration_limits.js
+        register_template_routes()  # template order, descriptions and thumbnails in the template browser
         return list(NODES)
 
 

@@ -14,7 +14,6 @@ from ..sa3 import (
     estimates,
     layers,
     loading,
-    pictures,
     precision,
     prompt_assistant,
     rng,
@@ -40,5 +39,5 @@ from ..sa3.sampling import SAMPLERS, check_controls
 __all__ = ["CONFIG_FILE", "DURATION_PADDING_SEC", "MODEL_REPOS", "MODEL_SAMPLE_SIZES", "SAMPLERS", "SAMPLES_PER_LATENT",
            "SAMPLE_RATE", "TEXT_FOLDER", "WEIGHTS_FILE", "LoRALink", "ModelConfig", "StableAudioModel", "attention",
            "audio", "check_controls", "check_rule", "checks", "estimates", "expand_brackets", "layers", "loading",
-           "parse_shift_text", "pictures", "precision", "prompt_assistant", "read_config", "resolve_backend", "rng",
+           "parse_shift_text", "precision", "prompt_assistant", "read_config", "resolve_backend", "rng",
            "single_file", "stages"]

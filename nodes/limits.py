@@ -20,6 +20,7 @@ from pathlib import Path
 import folder_paths
 
 from ._sa3 import CONFIG_FILE, MODEL_SAMPLE_SIZES, SAMPLE_RATE, ModelConfig, single_file
+from ._server import prompt_server
 from .loaders import _model_folders, model_choices
 
 logger = logging.getLogger(__name__)
@@ -84,14 +85,10 @@ def register_route() -> None:
     """Add ``GET /sa3/max_durations`` (and ``/api/...``) to ComfyUI's server, once; nothing when
     no server runs (the pack imported by tests or scripts)."""
     global _registered
-    try:
-        from aiohttp import web
-        from server import PromptServer
-    except ImportError:
-        return
-    instance = getattr(PromptServer, "instance", None)
+    instance = prompt_server()
     if _registered or instance is None:
         return
+    from aiohttp import web  # ComfyUI's server library
 
     @instance.routes.get(ROUTE)
     async def _max_durations(request):

@@ -20,9 +20,9 @@ import math
 import torch
 from comfy_api.latest import io
 
-from . import comfy_models
+from . import comfy_models, pictures
 from ._adapters import error, parse_regions, read_audio, read_regions
-from ._sa3 import checks, pictures
+from ._sa3 import checks
 from ._validate import checked
 from .search import schema_aliases
 from .types import CATEGORY, SA3InpaintRegions

@@ -1,21 +1,7 @@
-"""Stable Audio 3 inference in plain PyTorch: the official checkpoints, the official numbers.
-
-The model classes are imported on first use, so ``python -m sa3.comfy_run`` runs from any
-Python without torch.
-"""
+"""Stable Audio 3 inference in plain PyTorch: the official checkpoints, the official numbers."""
 
 from ._version import __version__
+from .autoencoder import AutoencoderModel
+from .model import StableAudioModel
 
 __all__ = ["AutoencoderModel", "StableAudioModel", "__version__"]
-
-
-def __getattr__(name: str):
-    if name == "StableAudioModel":
-        from .model import StableAudioModel
-
-        return StableAudioModel
-    if name == "AutoencoderModel":
-        from .autoencoder import AutoencoderModel
-
-        return AutoencoderModel
-    raise AttributeError(f"module 'sa3' has no attribute {name!r}")

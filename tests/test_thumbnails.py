@@ -1,4 +1,4 @@
-"""Every template has its thumbnail: ``example_workflows/<name>.jpg`` (the name ComfyUI's template
+"""Every template has its thumbnail: ``workflows/<name>.jpg`` (the name ComfyUI's template
 browser asks for), drawn by ``tools/make_thumbnails.py``."""
 
 from __future__ import annotations

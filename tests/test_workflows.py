@@ -1,5 +1,5 @@
-"""Lint of the shipped workflows: ``example_workflows/*.json`` (UI format) and
-``example_workflows/api/*.json`` (API format) against the pack's node schemas (imported inside the
+"""Lint of the shipped workflows: ``workflows/*.json`` (UI format) and
+``workflows/api/*.json`` (API format) against the pack's node schemas (imported inside the
 real ComfyUI of ``COMFYUI_PATH``; skipped without one) and the checked-in list of core nodes
 (``tests/data/core_nodes.json``).
 

@@ -1,4 +1,4 @@
-"""End to end: every API workflow of ``example_workflows/api`` on a real ComfyUI, on the tiny fixture models.
+"""End to end: every API workflow of ``workflows/api`` on a real ComfyUI, on the tiny fixture models.
 
 Needs a ComfyUI checkout (0.3.64 or newer) and an interpreter with its requirements:
 
@@ -12,7 +12,7 @@ as a custom node pack, with a temporary models folder where ``stable_audio_3/sma
 hold its single-file twins under core's file names, the workflows' LoRA names are
 fixture LoRAs and ``LLM/Qwen3.5-2B`` is a tiny random Qwen3.5 built in code, so the workflows
 run unchanged (only durations are shortened, through the same ``--set`` overrides
-``python -m sa3.comfy_run`` offers; ``SA3_E2E_FULL=1`` runs them exactly as
+``python workflows/run.py`` offers; ``SA3_E2E_FULL=1`` runs them exactly as
 shipped). Each run must write audio of the planned
 length (read from the FLAC header); bad graphs must come back as ComfyUI validation errors
 (HTTP 400 with node_errors), not as tracebacks.
@@ -46,8 +46,12 @@ from tests.single_file_twins import make_twins
 
 sys.path.insert(0, str(REPO / "tools"))
 import check_workflows as cw
+import file_module
 
-from sa3 import comfy_run, prompt_assistant
+from sa3 import prompt_assistant
+
+client = file_module.load("workflows/run.py")
+DESCRIPTIONS = file_module.load("nodes/templates.py").DESCRIPTIONS
 
 SAMPLE_RATE = 44100
 SOURCE_SECONDS = 12.0  # length of the generated LoadAudio input
@@ -205,8 +209,15 @@ def test_every_workflow_pair_checks_against_the_server(server):
 
 
 def test_templates_list_the_ui_workflows_only(server):
+    """In numeric order (core lists them in directory order; the pack's middleware sorts them),
+    each with its description (GET /sa3/templates, read by web/js/template_descriptions.js)."""
     templates = server.get("/workflow_templates")
-    assert sorted(templates.get(PACK_NAME, [])) == cw.workflow_names()
+    assert templates.get(PACK_NAME) == cw.workflow_names()
+    assert server.get("/api/workflow_templates") == templates
+    described = server.get("/sa3/templates")
+    assert described["pack"] == PACK_NAME
+    assert [(t["name"], t["description"]) for t in described["templates"]] == [
+        (name, DESCRIPTIONS[name]) for name in cw.workflow_names()]
     first = urllib.parse.quote(cw.workflow_names()[0])  # names are titles with spaces, as the frontend asks for them
     with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{PACK_NAME}/{first}.json") as resp:
         assert "nodes" in json.loads(resp.read())
@@ -239,7 +250,7 @@ def test_interrupt_while_training_keeps_what_was_trained(server):
     """POST /interrupt (what the browser's Cancel sends) while the training template trains: the
     steps done are saved as a LoRA the library loads, with the mode of ComfyUI's own outputs; the
     run ends as interrupted, before the sampler; and the server runs the next prompt."""
-    prompt = comfy_run.apply_overrides(comfy_run.load_workflow(cw.API_DIR / "10 Train a LoRA.json"),
+    prompt = client.apply_overrides(client.load_workflow(cw.API_DIR / "10 Train a LoRA.json"),
                                        ["3.steps=100000", "3.clip_seconds=2", '3.output_name="cancelled_lora"'])
     client_id = uuid.uuid4().hex
     ws = websocket.create_connection(f"ws://{server.address}/ws?clientId={client_id}", timeout=RUN_TIMEOUT)
@@ -260,7 +271,7 @@ def test_interrupt_while_training_keeps_what_was_trained(server):
     prepared = load_model("tiny-small").prepare_lora(lora)  # the library's LoRA loader reads it
     assert (prepared.file.adapter_type, prepared.file.rank) == ("dora-rows", 16) and prepared.layers
 
-    after = server.run(comfy_run.apply_overrides(cw.read_json(cw.API_DIR / "01 Text to audio.json"),
+    after = server.run(client.apply_overrides(cw.read_json(cw.API_DIR / "01 Text to audio.json"),
                                                  ["duration=2", "steps=2"]), timeout=RUN_TIMEOUT)
     assert after["status"]["status_str"] == "success", after["status"]
     (saved,) = next(out["audio"] for out in after["outputs"].values() if "audio" in out)
@@ -288,7 +299,7 @@ def run_and_check(server, name: str, tmp_path: Path, extra: list[str] = (), prog
     """Run an API workflow (durations shortened unless SA3_E2E_FULL) and check every file's length
     and, unless everything was cached, the progress printed from the websocket."""
     path = cw.API_DIR / f"{name}.json"
-    prompt = comfy_run.load_workflow(path)
+    prompt = client.load_workflow(path)
     overrides = list(extra)
     for node_id, node in prompt.items():
         if node["class_type"] == "SA3PromptAssistant":  # a category, so that the duration is known (_duration)
@@ -306,12 +317,12 @@ def run_and_check(server, name: str, tmp_path: Path, extra: list[str] = (), prog
         if node["class_type"] == "SA3InpaintMask":
             regions = "1-2" if "," not in inputs["regions"] else "1-2, 3.5-5"
             overrides += [f'{node_id}.regions="{regions}"', f"{node_id}.keep_seconds=2"]
-    prompt = comfy_run.apply_overrides(prompt, overrides)
+    prompt = client.apply_overrides(prompt, overrides)
     tmp_path.mkdir(parents=True, exist_ok=True)
     edited = tmp_path / f"{name}.json"
     edited.write_text(json.dumps(prompt))
     log = io.StringIO()
-    saved = comfy_run.run(edited, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=log)
+    saved = client.run(edited, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=log)
     expected = expected_samples(prompt)
     assert len(saved) == len(expected), f"{name}: {len(saved)} files for {len(expected)} items\n{log.getvalue()}"
     for file, samples in zip(sorted(saved), expected, strict=True):
@@ -341,7 +352,7 @@ def test_bad_graph_gets_a_validation_error(server, node_id, field, value, error_
     # once, against the input it is about (each validate_inputs of the pack takes one input)
     assert [(e["type"], e["extra_info"]["input_name"]) for e in errors] == [(error_type, field)], errors
     assert "Traceback" not in json.dumps(body)
-    message = comfy_run.format_rejection(body)
+    message = client.format_rejection(body)
     assert f"node {node_id} (" in message
 
 
@@ -368,17 +379,17 @@ def test_bad_combo_value_is_refused(server, tmp_path):
         return
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(prompt))
-    with pytest.raises(comfy_run.ComfyError, match="ddim"):
-        comfy_run.run(path, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=io.StringIO())
+    with pytest.raises(client.ComfyError, match="ddim"):
+        client.run(path, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=io.StringIO())
 
 
 def test_runtime_error_is_reported_not_raised(server, tmp_path):
     """A region past the audio passes validation (the duration is on another node) and fails in the
     sampler before it encodes or samples: the runner reports ComfyUI's execution error in one line."""
     prompt = cw.read_json(cw.API_DIR / "06 Inpaint one region.json")
-    prompt = comfy_run.apply_overrides(prompt, ["duration=4", "11.regions=\"8-9\""])
+    prompt = client.apply_overrides(prompt, ["duration=4", "11.regions=\"8-9\""])
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(prompt))
-    with pytest.raises(comfy_run.ComfyError, match=r"SA3Sampler.*inpaint_mask region 8-9 s must start before "
+    with pytest.raises(client.ComfyError, match=r"SA3Sampler.*inpaint_mask region 8-9 s must start before "
                                                    r"the 4 s duration"):
-        comfy_run.run(path, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=io.StringIO())
+        client.run(path, server.address, [], tmp_path / "out", timeout=RUN_TIMEOUT, out=io.StringIO())

@@ -1,8 +1,8 @@
 """Check the pack's workflows and regenerate their API-format twins.
 
-Every ``example_workflows/<name>.json`` is a UI-format workflow (what ComfyUI saves and loads by
-drag-and-drop, and offers under Templates); ``example_workflows/api/<name>.json`` is the same graph
-in API format (what ``POST /prompt`` and ``python -m sa3.comfy_run`` take; ComfyUI offers only the
+Every ``workflows/<name>.json`` is a UI-format workflow (what ComfyUI saves and loads by
+drag-and-drop, and offers under Templates); ``workflows/api/<name>.json`` is the same graph
+in API format (what ``POST /prompt`` and ``python workflows/run.py`` take; ComfyUI offers only the
 top-level files as templates). This module converts UI -> API the way the
 ComfyUI frontend does (graphToPrompt), using the node schemas:
 
@@ -17,7 +17,7 @@ It also validates both formats against the schemas (types, ranges, combo values,
 ComfyUI's ``validate_prompt`` would, plus the nodes' own ``validate_inputs``.
 
     python tools/check_workflows.py --comfyui /path/to/ComfyUI   # check every pair; exit 1 on a problem
-    python tools/check_workflows.py --write       # regenerate example_workflows/api/*.json (COMFYUI_PATH set)
+    python tools/check_workflows.py --write       # regenerate workflows/api/*.json (COMFYUI_PATH set)
     python tools/check_workflows.py --server 127.0.0.1:8188      # schemas from a running ComfyUI
 
 Schemas: the pack's own nodes from ``define_schema()``, imported inside a real ComfyUI
@@ -40,7 +40,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "example_workflows"
+WORKFLOWS = REPO / "workflows"
 API_DIR = WORKFLOWS / "api"
 PACK = "sa3_pack"  # module name the pack is imported under (ComfyUI uses the folder path)
 CORE_NODES = REPO / "tests" / "data" / "core_nodes.json"
@@ -580,7 +580,7 @@ def check_all(schemas: dict[str, dict], pack_nodes: dict[str, type] | None,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true",
-                        help="regenerate example_workflows/api/*.json from the UI files")
+                        help="regenerate workflows/api/*.json from the UI files")
     parser.add_argument("--server", help="take node schemas from a running ComfyUI (HOST:PORT)")
     parser.add_argument("--comfyui", help="ComfyUI checkout to import the pack's schemas in (default: COMFYUI_PATH)")
     args = parser.parse_args(argv)

@@ -48,7 +48,7 @@ def start_server(root: Path) -> ComfyServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workflow", default="06 Inpaint one region", help="template name in example_workflows/")
+    parser.add_argument("--workflow", default="06 Inpaint one region", help="template name in workflows/")
     parser.add_argument("-o", "--output", type=Path, default=REPO / "docs" / "spectrogram_workflow.png")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--size", default="1850x860", help="viewport WIDTHxHEIGHT while loading")
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    workflow = json.loads((REPO / "example_workflows" / f"{args.workflow}.json").read_text(encoding="utf-8"))
+    workflow = json.loads((REPO / "workflows" / f"{args.workflow}.json").read_text(encoding="utf-8"))
     width, height = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory(prefix="sa3-screenshot-") as tmp:
         server = start_server(Path(tmp))

@@ -21,18 +21,21 @@ import urllib.request
 import pytest
 import websocket
 
-from tests.comfy_server import free_port
+from tests.comfy_server import PACK_NAME, free_port
 from tests.conftest import REPO, load_model, requires_comfyui
 from tests.nodes.test_server_e2e import server  # noqa: F401  (the module's ComfyUI server fixture)
 from tests.sa3.test_training import make_dataset
 
 sys.path.insert(0, str(REPO / "tools"))
 import check_workflows as cw
+import file_module
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = [requires_comfyui, pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to run the frontend")]
 APP = "window.comfyAPI.app.app"
 RUN_TIMEOUT = 300
+CARD = "template-workflow-"  # data-testid prefix of a template card (TemplateWorkflowCard.vue)
+DESCRIPTIONS = file_module.load("nodes/templates.py").DESCRIPTIONS
 READ = f"""(() => {{
   const nodes = {APP}.graph._nodes;
   const loader = nodes.find((n) => n.comfyClass === "SA3ModelLoader");
@@ -118,7 +121,7 @@ def object_info(request):
 
 
 def load_template(page, name: str) -> None:
-    """Load ``example_workflows/<name>.json`` into the app, as the template browser does."""
+    """Load ``workflows/<name>.json`` into the app, as the template browser does."""
     workflow = cw.read_json(cw.WORKFLOWS / f"{name}.json")
     first = next(n for n in workflow["nodes"] if n["type"] not in cw.FRONTEND_ONLY)
     loaded = f"{APP}.graph._nodes.some((n) => n.id === {first['id']} && n.comfyClass === {json.dumps(first['type'])})"
@@ -194,3 +197,22 @@ def test_duration_widget_takes_the_selected_models_maximum(page):
                       .widgets.find((w) => w.name === "duration").value = 300""")
     page.eval(_choose("tiny-small"))  # a folder of models/stable_audio_3: its own config's maximum
     assert page.eval(READ) == ["tiny-small", 120, 120]
+
+
+def test_template_browser_lists_the_pack_in_order_with_descriptions(page):
+    """Templates > Custom Nodes > the pack, in the real frontend: the cards in numeric order (the
+    server's list, put in order by nodes/templates.py), each with its description
+    (web/js/template_descriptions.js) where the frontend alone shows the file name again."""
+    cards = f"""[...document.querySelectorAll('[data-testid^="{CARD}"]')]"""
+    page.eval(f"{APP}.extensionManager.command.execute('Comfy.BrowseTemplates').then(() => true)")
+    page.wait_for(f"[...document.querySelectorAll('li[role=option]')].some((o) => o.textContent.trim() === "
+                  f"{json.dumps(PACK_NAME)})", timeout=60)
+    page.eval(f"[...document.querySelectorAll('li[role=option]')].find((o) => o.textContent.trim() === "
+              f"{json.dumps(PACK_NAME)}).click()")
+    names = cw.workflow_names()
+    described = f"{cards}.map((c) => [c.dataset.testid.slice({len(CARD)}), c.querySelector('p').textContent.trim()])"
+    page.wait_for(f"{cards}.length === {len(names)} && {described}.every(([n, d]) => n !== d)", timeout=60)
+    try:
+        assert page.eval(described) == [[name, DESCRIPTIONS[name]] for name in names]
+    finally:
+        page.eval("document.querySelector('.p-dialog-close-button')?.click()")

@@ -5,13 +5,19 @@ import asyncio
 import io
 import json
 import socket
+import sys
 import threading
 from typing import ClassVar
 
 import pytest
 from aiohttp import WSMsgType, web
 
-from sa3 import comfy_run
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import file_module
+
+client = file_module.load("workflows/run.py")
 
 PROMPT = {
     "1": {"class_type": "SA3TextEncode", "inputs": {"prompt": "a", "duration": 1.0, "model": ["2", 0]}},
@@ -135,7 +141,7 @@ def workflow(tmp_path):
 def test_run_downloads_audio(server, workflow, tmp_path, websocket):
     FakeComfy.reset(websocket=websocket)
     log = io.StringIO()
-    saved = comfy_run.run(workflow, server, ["prompt=techno", "3.seed=7"], tmp_path / "out", timeout=10, out=log)
+    saved = client.run(workflow, server, ["prompt=techno", "3.seed=7"], tmp_path / "out", timeout=10, out=log)
     assert [p.name for p in saved] == ["x_00001_.flac"]
     assert saved[0].read_bytes() == b"fLaC-fake"
     # the websocket connects before queueing: a fully cached prompt ends at once (real-server test
@@ -149,20 +155,20 @@ def test_run_downloads_audio(server, workflow, tmp_path, websocket):
 
 def test_without_websocket_client_the_runner_polls(server, workflow, tmp_path, monkeypatch):
     """A plain Python without websocket-client: no live progress, the same files."""
-    monkeypatch.setattr(comfy_run, "websocket", None)
-    saved = comfy_run.run(workflow, server, [], tmp_path / "out", timeout=10, out=io.StringIO())
+    monkeypatch.setattr(client, "websocket", None)
+    saved = client.run(workflow, server, [], tmp_path / "out", timeout=10, out=io.StringIO())
     assert [p.name for p in saved] == ["x_00001_.flac"]
     assert "ws" not in FakeComfy.requests
 
 
 def test_websocket_closed_early_falls_back_to_polling(server, workflow, tmp_path):
     FakeComfy.reset(finish=False)
-    saved = comfy_run.run(workflow, server, [], tmp_path / "out", timeout=10, out=io.StringIO())
+    saved = client.run(workflow, server, [], tmp_path / "out", timeout=10, out=io.StringIO())
     assert [p.name for p in saved] == ["x_00001_.flac"]
 
 
 def test_rejected_graph_prints_node_errors(server, workflow, tmp_path, capsys):
-    rc = comfy_run.main([str(workflow), "--server", server, "--set", "steps=500", "-o", str(tmp_path)])
+    rc = client.main([str(workflow), "--server", server, "--set", "steps=500", "-o", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2
     assert "ComfyUI rejected the workflow: Prompt outputs failed validation" in err
@@ -171,36 +177,36 @@ def test_rejected_graph_prints_node_errors(server, workflow, tmp_path, capsys):
 
 def test_runtime_error_is_reported(server, workflow, tmp_path):
     FakeComfy.reset(websocket=False)
-    with pytest.raises(comfy_run.ComfyError, match=r"node 3 \(SA3Sampler\) failed: boom"):
-        comfy_run.run(workflow, server, ["prompt=fail"], tmp_path, timeout=5, out=io.StringIO())
+    with pytest.raises(client.ComfyError, match=r"node 3 \(SA3Sampler\) failed: boom"):
+        client.run(workflow, server, ["prompt=fail"], tmp_path, timeout=5, out=io.StringIO())
 
 
 def test_unreachable_server(workflow, tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again before use: nothing listens there
-    rc = comfy_run.main([str(workflow), "--server", f"127.0.0.1:{port}", "-o", str(tmp_path)])
+    rc = client.main([str(workflow), "--server", f"127.0.0.1:{port}", "-o", str(tmp_path)])
     assert rc == 2
     assert f"cannot reach ComfyUI at http://127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_overrides():
-    out = comfy_run.apply_overrides(PROMPT, ["prompt=hello world", "duration=12.5", "3.seed=3"])
+    out = client.apply_overrides(PROMPT, ["prompt=hello world", "duration=12.5", "3.seed=3"])
     assert out["1"]["inputs"]["prompt"] == "hello world" and out["1"]["inputs"]["duration"] == 12.5
     assert out["3"]["inputs"]["seed"] == 3 and PROMPT["3"]["inputs"]["seed"] == 0
-    with pytest.raises(comfy_run.ComfyError, match="no node of the workflow has an input named 'cfg'"):
-        comfy_run.apply_overrides(PROMPT, ["cfg=3"])
-    with pytest.raises(comfy_run.ComfyError, match="the workflow has no node '7'"):
-        comfy_run.apply_overrides(PROMPT, ["7.seed=1"])
-    with pytest.raises(comfy_run.ComfyError, match="input 'model' of node 1 is a link"):
-        comfy_run.apply_overrides(PROMPT, ["model=3"])
+    with pytest.raises(client.ComfyError, match="no node of the workflow has an input named 'cfg'"):
+        client.apply_overrides(PROMPT, ["cfg=3"])
+    with pytest.raises(client.ComfyError, match="the workflow has no node '7'"):
+        client.apply_overrides(PROMPT, ["7.seed=1"])
+    with pytest.raises(client.ComfyError, match="input 'model' of node 1 is a link"):
+        client.apply_overrides(PROMPT, ["model=3"])
 
 
 def test_ui_format_is_refused(tmp_path):
     path = tmp_path / "ui.json"
     path.write_text(json.dumps({"nodes": [], "links": []}))
-    with pytest.raises(comfy_run.ComfyError, match="UI-format workflow; use the API-format file"):
-        comfy_run.load_workflow(path)
+    with pytest.raises(client.ComfyError, match="UI-format workflow; use the API-format file"):
+        client.load_workflow(path)
 
 
 UNSAFE_NAMES = ["../x.flac", "../../etc/x.flac", "/tmp/x.flac", "/etc/passwd", "sub/x.flac", "sub\\x.flac",
@@ -215,8 +221,8 @@ def test_unsafe_output_names_write_nothing(server, workflow, tmp_path, name):
     FakeComfy.filenames = ("good_00001_.flac", name)
     out_dir = tmp_path / "deep" / "out"
     try:
-        with pytest.raises(comfy_run.ComfyError, match=r"unsafe output file name .*nothing was saved"):
-            comfy_run.run(workflow, server, [], out_dir, timeout=5, out=io.StringIO())
+        with pytest.raises(client.ComfyError, match=r"unsafe output file name .*nothing was saved"):
+            client.run(workflow, server, [], out_dir, timeout=5, out=io.StringIO())
     finally:
         FakeComfy.filenames = ("x_00001_.flac",)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["wf.json"]
@@ -227,8 +233,8 @@ def test_symlink_in_output_dir_is_not_followed(server, workflow, tmp_path):
     out_dir.mkdir()
     (out_dir / "x_00001_.flac").symlink_to(outside)
     FakeComfy.websocket = False
-    with pytest.raises(comfy_run.ComfyError, match=r"unsafe output file name 'x_00001_\.flac'"):
-        comfy_run.run(workflow, server, [], out_dir, timeout=5, out=io.StringIO())
+    with pytest.raises(client.ComfyError, match=r"unsafe output file name 'x_00001_\.flac'"):
+        client.run(workflow, server, [], out_dir, timeout=5, out=io.StringIO())
     assert not outside.exists()
 
 
@@ -236,7 +242,7 @@ def test_output_names_with_dots_stay_inside(server, workflow, tmp_path):
     FakeComfy.websocket = False
     FakeComfy.filenames = ("a..b_00001_.flac", "..x.flac")
     try:
-        saved = comfy_run.run(workflow, server, [], tmp_path / "out", timeout=5, out=io.StringIO())
+        saved = client.run(workflow, server, [], tmp_path / "out", timeout=5, out=io.StringIO())
     finally:
         FakeComfy.filenames = ("x_00001_.flac",)
     assert [p.relative_to(tmp_path).as_posix() for p in saved] == ["out/a..b_00001_.flac", "out/..x.flac"]
@@ -254,7 +260,7 @@ def test_output_names_with_dots_stay_inside(server, workflow, tmp_path):
 def test_malformed_answers_are_one_line_errors(server, workflow, tmp_path, capsys, route, body, message):
     FakeComfy.reset(websocket=False)
     FakeComfy.answers = {route: body}
-    rc = comfy_run.main([str(workflow), "--server", server, "-o", str(tmp_path / "out"), "--timeout", "5"])
+    rc = client.main([str(workflow), "--server", server, "-o", str(tmp_path / "out"), "--timeout", "5"])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
@@ -264,17 +270,17 @@ def test_an_endless_download_is_stopped_and_leaves_nothing(server, workflow, tmp
     """Downloads stream to disk with a bound, never into memory; the partial file is removed."""
     FakeComfy.reset(websocket=False)
     FakeComfy.endless = True
-    monkeypatch.setattr(comfy_run, "MAX_DOWNLOAD_BYTES", 8 << 20)
-    with pytest.raises(comfy_run.ComfyError, match=r"answer to /view is larger than 8,388,608 bytes; stopped"):
-        comfy_run.run(workflow, server, [], tmp_path / "out", timeout=5, out=io.StringIO())
+    monkeypatch.setattr(client, "MAX_DOWNLOAD_BYTES", 8 << 20)
+    with pytest.raises(client.ComfyError, match=r"answer to /view is larger than 8,388,608 bytes; stopped"):
+        client.run(workflow, server, [], tmp_path / "out", timeout=5, out=io.StringIO())
     assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_over_long_server_names_are_refused(server, workflow, tmp_path):
     FakeComfy.reset(websocket=False)
     FakeComfy.filenames = ("x" * 300 + ".flac",)
-    with pytest.raises(comfy_run.ComfyError, match="unsafe output file name"):
-        comfy_run.run(workflow, server, [], tmp_path / "out", timeout=5, out=io.StringIO())
+    with pytest.raises(client.ComfyError, match="unsafe output file name"):
+        client.run(workflow, server, [], tmp_path / "out", timeout=5, out=io.StringIO())
     assert not (tmp_path / "out").exists()
 
 
@@ -292,36 +298,36 @@ def test_over_long_server_names_are_refused(server, workflow, tmp_path):
 def test_bad_workflow_files_are_one_line_errors(tmp_path, capsys, content, message):
     path = tmp_path / "wf.json"
     path.write_bytes(content)
-    rc = comfy_run.main([str(path), "--server", "127.0.0.1:9", "-o", str(tmp_path / "out")])
+    rc = client.main([str(path), "--server", "127.0.0.1:9", "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err, err
 
 
 def test_huge_workflow_files_are_not_read_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr(comfy_run, "MAX_WORKFLOW_BYTES", 1000)
+    monkeypatch.setattr(client, "MAX_WORKFLOW_BYTES", 1000)
     path = tmp_path / "wf.json"
     path.write_text(json.dumps({"1": {"class_type": "A", "inputs": {"text": "x" * 2000}}}))
-    with pytest.raises(comfy_run.ComfyError, match="is larger than 0 MiB: not an API-format workflow"):
-        comfy_run.load_workflow(path)
+    with pytest.raises(client.ComfyError, match="is larger than 0 MiB: not an API-format workflow"):
+        client.load_workflow(path)
 
 
 def test_a_long_chain_is_no_cycle(tmp_path):
     chain = {str(i): {"class_type": "A", "inputs": {"x": [str(i - 1), 0]} if i else {}} for i in range(20_000)}
     path = tmp_path / "wf.json"
     path.write_text(json.dumps(chain))
-    assert comfy_run.load_workflow(path) == chain
+    assert client.load_workflow(path) == chain
 
 
 @pytest.mark.parametrize("item", ["=3", "seed", ".seed=1", "3.=1"])
 def test_bad_set_syntax(item):
-    with pytest.raises(comfy_run.ComfyError, match=r"expected name=value or node_id\.name=value"):
-        comfy_run.apply_overrides(PROMPT, [item])
+    with pytest.raises(client.ComfyError, match=r"expected name=value or node_id\.name=value"):
+        client.apply_overrides(PROMPT, [item])
 
 
 def test_output_naming_a_file_is_refused_before_queueing(server, workflow, tmp_path, capsys):
     FakeComfy.reset(websocket=False)
     target = tmp_path / "song.flac"
     target.write_bytes(b"keep")
-    rc = comfy_run.main([str(workflow), "--server", server, "-o", str(target)])
+    rc = client.main([str(workflow), "--server", server, "-o", str(target)])
     assert rc == 2 and "is a file; give a folder" in capsys.readouterr().err
     assert FakeComfy.requests == [] and target.read_bytes() == b"keep"

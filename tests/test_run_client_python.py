@@ -1,6 +1,5 @@
-"""The README's run command works from a plain Python: ``python -m sa3.comfy_run`` imports only
-the standard library (the ``sa3`` package imports its model classes on first use; without
-websocket-client the runner follows the prompt through ``/history``)."""
+"""The README's run command works from a plain Python: ``python workflows/run.py`` imports only
+the standard library (without websocket-client the runner follows the prompt through ``/history``)."""
 
 from __future__ import annotations
 
@@ -24,17 +23,17 @@ def _run(args, tmp_path):
 
 
 def test_runner_imports_only_the_standard_library(tmp_path):
-    code = ("import sys, sa3.comfy_run; print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            f"{sorted(HEAVY)!r}))")
+    code = ("import runpy, sys; runpy.run_path('workflows/run.py'); "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(HEAVY)!r}))")
     result = _run(["-c", code], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
 def test_readme_run_command_starts_without_torch(tmp_path):
-    result = _run(["-m", "sa3.comfy_run", "--help"], tmp_path)
+    result = _run(["workflows/run.py", "--help"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "usage: python -m sa3.comfy_run" in result.stdout
+    assert "usage: python workflows/run.py" in result.stdout
 
 
 def test_package_still_exports_the_models():

@@ -1,4 +1,4 @@
-"""sa3.pictures: picture shape and range, where tones and silence land, shaded regions in seconds,
+"""nodes/pictures.py: picture shape and range, where tones and silence land, shaded regions in seconds,
 the mel filterbank (equal to torchaudio's), the text labels, PNG output and latent previews.
 
 Legend: B batch, C channels, S samples, H/W image height/width, L latent frames.
@@ -7,6 +7,7 @@ Legend: B batch, C channels, S samples, H/W image height/width, L latent frames.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +15,12 @@ import torch
 import torchaudio
 from PIL import Image
 
-from sa3 import pictures as sg
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import file_module
+
+sg = file_module.load("nodes/pictures.py")
 
 SR = 44100
 

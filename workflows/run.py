@@ -1,6 +1,6 @@
 """Queue an API-format workflow on a running ComfyUI, follow its progress, download the audio.
 
-    python -m sa3.comfy_run "example_workflows/api/01 Text to audio.json" --server 127.0.0.1:8188 \\
+    python workflows/run.py "workflows/api/01 Text to audio.json" --server 127.0.0.1:8188 \\
         --set prompt="warm analog pad" --set seed=42 -o out/
 
 ``--set name=value`` sets every input called ``name``; ``--set 6.name=value`` only node 6's.
@@ -104,7 +104,7 @@ def load_workflow(path: Path) -> dict:
     except (json.JSONDecodeError, RecursionError) as e:
         raise ComfyError(f"{str(path)!r} is not valid JSON ({e}).") from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
-        raise ComfyError(f"{str(path)!r} is a UI-format workflow; use the API-format file (example_workflows/api/).")
+        raise ComfyError(f"{str(path)!r} is a UI-format workflow; use the API-format file (workflows/api/).")
     if not (isinstance(data, dict) and data and all(isinstance(v, dict) and isinstance(v.get("class_type"), str)
                                                     and isinstance(v.get("inputs", {}), dict) for v in data.values())):
         raise ComfyError(f"{str(path)!r} is not an API-format workflow (node id -> {{class_type, inputs}}).")
@@ -353,8 +353,8 @@ def _nothing(out) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sa3.comfy_run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("workflow", type=Path, help="API-format workflow JSON (example_workflows/api/*.json)")
+    parser = argparse.ArgumentParser(prog="python workflows/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("workflow", type=Path, help="API-format workflow JSON (workflows/api/*.json)")
     parser.add_argument("--server", default="127.0.0.1:8188", help="ComfyUI address HOST:PORT")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[NODE.]NAME=VALUE")
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("."), help="where to save the audio")

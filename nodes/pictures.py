@@ -3,10 +3,12 @@ waveform strip above it, shaded (inpainted) regions with a legend, and cheap pre
 
 Panels are torch tensors; text and PNG files are Pillow's (``ImageFont.load_default``, anti-aliased).
 Colour maps are small tables of anchor colours interpolated linearly. The mel filterbank is ours for
-a measured reason: it equals torchaudio's ``melscale_fbanks`` (tests/sa3/test_pictures.py), and the
+a measured reason: it equals torchaudio's ``melscale_fbanks`` (tests/test_pictures.py), and the
 pack cannot require torchaudio (its last release, 2.11, pins torch 2.11; none exists for newer torch).
 
-Images follow ComfyUI's IMAGE layout: float32 (B, H, W, 3) in [0, 1], row 0 at the top.
+Images follow ComfyUI's IMAGE layout: float32 (B, H, W, 3) in [0, 1], row 0 at the top. The file
+imports only torch, numpy and Pillow (no ComfyUI, nothing of the pack): nodes/visualize.py imports
+it as ``.pictures``; scripts and tests outside ComfyUI load it by its path (tools/file_module.py).
 
 Picture, top to bottom: legend row (only with regions), waveform strip (optional), spectrogram
 (high frequencies at the top, mel-spaced, frequency labels on the left), time axis in seconds.
