@@ -173,6 +173,15 @@ def _lora_file_name(output_name: str) -> str:
     return name if name.lower().endswith(".safetensors") else f"{name}.safetensors"
 
 
+def _replacing(output: Path, resume: str | None, output_name: str) -> str | None:
+    """The warning when training would replace an existing file that is not the one it resumes
+    (continuing a LoRA into its own file is what resume_from is for), else None."""
+    if not output.exists() or (resume is not None and Path(resume).resolve() == output.resolve()):
+        return None
+    return (f"output_name {output_name!r} names an existing file ({str(output)!r}): it is replaced when training "
+            "finishes or is cancelled. Rename output_name to keep it.")
+
+
 def _resume_choices() -> list[str]:
     return [NO_RESUME] + [n for n in folder_paths.get_filename_list("loras") if n.lower().endswith(".safetensors")]
 
@@ -269,7 +278,8 @@ class SA3TrainLoRA(io.ComfyNode):
                 SA3TrainingData.Input("dataset", tooltip="Clips and captions from SA3 Training Dataset."),
                 io.String.Input("output_name", default="my_sa3_lora",
                                 tooltip="File name in models/loras (.safetensors is added). An existing file of "
-                                        "that name is replaced when training finishes or is cancelled."),
+                                        "that name is replaced when training finishes or is cancelled (said under "
+                                        "the node and in the log when the run starts)."),
                 io.Combo.Input("adapter_type", options=list(training.ADAPTER_TYPES), default=o.adapter_type,
                                tooltip="lora: low-rank update; dora-rows/dora-cols: LoRA plus learned row/column "
                                        "magnitudes (dora-rows is the official default); bora: both; -xs variants "
@@ -399,10 +409,14 @@ class SA3TrainLoRA(io.ComfyNode):
         bases = _bases_path(svd_bases, adapter_type, output)
         cache_dir = Path(folder_paths.get_temp_directory()) / CACHE_FOLDER if cache_encoded else None
         output.parent.mkdir(parents=True, exist_ok=True)
+        node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)  # where the loss text goes
+        replacing = _replacing(output, resume, output_name)
+        if replacing is not None:  # said before the run starts, under the node and in the log
+            logger.warning("Stable Audio 3 Train LoRA: %s", replacing)
+            comfy_models.progress_text(node_id, replacing)
 
         model.model.apply_loras(())  # the shared modules carry no LoRA (another branch of the graph may have left some)
         cancel = comfy_models.HeldCancel(int(steps))  # progress, and Cancel held until the file is saved
-        node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)  # where the loss text goes
 
         def on_step(step: int, total: int, loss: float) -> None:
             cancel.update(step, total)
@@ -429,7 +443,7 @@ class SA3TrainLoRA(io.ComfyNode):
         if result.path is not None:
             log = training.log_path(result.path)
             comfy_models.progress_text(node_id, f"step {result.steps_done}/{int(steps)}  saved {result.path.name}"
-                                                f"  log {log}")
+                                                f"{' (replaced the earlier file)' if replacing else ''}  log {log}")
             logger.info("Stable Audio 3 training: loss log (step, loss, validation_loss) in %s", log)
         cancel.release()  # Cancel: the file holds what was trained; the run ends as cancelled
         curve = loss_curve_image(result.losses, int(steps) - (result.steps_done - len(result.losses)))

@@ -384,3 +384,33 @@ def test_cancel_with_demos_saves_what_was_trained(dirs, monkeypatch):
         assert json.loads(f.metadata()["sa3_training"])["step"] == 3
     assert (loras / "node_lora_demo_2.flac").is_file() and not (loras / "node_lora_demo_4.flac").exists()
     assert handle.model.lora is None or len(handle.model.lora) == 0
+
+
+def test_replacing_an_existing_lora_is_said_before_training(dirs, monkeypatch, caplog):
+    """issue 24: an output name that overwrites an existing file says so when the run starts (under
+    the node and in the log) and again when it is saved; a first run and a resume into the same
+    file (what resume_from is for) say nothing."""
+    _, loras = dirs
+    shown = []
+    monkeypatch.setattr(_pack_module("comfy_models"), "progress_text", lambda node, text: shown.append(text))
+    handle = load_handle(MODEL)
+    output = loras / "node_lora.safetensors"
+    warning = (f"output_name 'node_lora' names an existing file ({str(output)!r}): it is replaced when training "
+               "finishes or is cancelled. Rename output_name to keep it.")
+    with torch.inference_mode():
+        data = _dataset()
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **TRAIN)
+        assert warning not in shown and not [r for r in caplog.records if r.levelname == "WARNING"]
+        first = output.read_bytes()
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **{**TRAIN, "seed": 6})
+        assert shown.count(warning) == 1 and shown.index(warning) < len(shown) - 1  # before the run's own lines
+        assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+            f"Stable Audio 3 Train LoRA: {warning}"]
+        assert "saved node_lora.safetensors (replaced the earlier file)" in shown[-1]
+        assert output.read_bytes() != first
+        shown.clear()
+        caplog.clear()
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **{**TRAIN, "steps": 4},
+                                   resume_from="node_lora.safetensors")
+        assert warning not in shown and not [r for r in caplog.records if r.name.endswith("nodes.training")]
+        assert "(replaced" not in shown[-1]
