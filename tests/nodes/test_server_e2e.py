@@ -181,6 +181,35 @@ def _execution_error(entry: dict) -> dict:
     return error
 
 
+SPECTROGRAM = {"height": 256, "width": 512, "px_per_second": 50.0, "colormap": "magma", "fmin": 0.0, "fmax": 0.0,
+               "db_floor": -80.0, "normalize": True, "waveform": False, "regions": ""}
+
+
+@pytest.mark.parametrize("seed, change, message", [  # a seed each: no sampler output cached from another case
+    (11, {"width": 64}, "width 64 is too small (got 64, expected 0 or >= 128)"),
+    (12, {"fmin": 5000.0, "fmax": 2000.0}, "fmin must be below fmax (got fmin 5000 Hz, fmax 2000 Hz"),
+    (13, {"colormap": "jet"}, "colormap must be one of 'magma', 'viridis', 'gray' (got 'jet')"),
+])
+def test_spectrogram_settings_are_refused_before_the_sampler_runs(server, seed, change, message):
+    """issue 24: SA3 Spectrogram's width, fmin/fmax and colormap (one queue-time input per node, see
+    nodes/_validate.py) are refused when the run starts: its audio input is lazy, so ComfyUI checks
+    the node before running the sampler that feeds it. Nothing is sampled or saved."""
+    graph = t2a_graph(seed=seed)
+    graph["7"] = {"class_type": "SA3Spectrogram", "inputs": {"audio": ["5", 0], **SPECTROGRAM, **change}}
+    graph["8"] = {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}}
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    error = _execution_error(entry)
+    assert error["node_type"] == "SA3Spectrogram" and error["exception_type"] == "ValueError"
+    assert error["exception_message"].startswith(f"Stable Audio 3 Spectrogram: {message}"), error
+    cached = [n for m in entry["status"]["messages"] if m[0] == "execution_cached" for n in m[1]["nodes"]]
+    assert not {"4", "5", "6"} & {*error["executed"], *cached}, error["executed"]  # the sampler never ran
+    graph["7"]["inputs"].update(SPECTROGRAM)  # the same graph with good settings draws the picture
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+    assert len(entry["outputs"]["8"]["images"]) == 1
+
+
 def _lora_graph(**options) -> dict:
     graph = t2a_graph(seed=3)
     inputs = {"model": ["1", 0], "lora_name": "tiny-small/lora.safetensors", "strength_dit": 1.0,
