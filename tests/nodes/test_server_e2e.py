@@ -210,6 +210,38 @@ def test_spectrogram_settings_are_refused_before_the_sampler_runs(server, seed, 
     assert len(entry["outputs"]["8"]["images"]) == 1
 
 
+@pytest.mark.parametrize("rule, message", [
+    ("transformer.layers.[0-", "include must be a layer-name rule whose brackets are [a-b] ranges of whole numbers "
+                               "(got 'transformer.layers.[0-')"),
+    ("[0-999].[0-999].[0-999]", "include must be a layer-name rule expanding to at most"),
+])
+def test_train_lora_rules_are_refused_before_the_model_loads(server, rule, message):
+    """issue 24: SA3 Train LoRA's include/exclude (validate_inputs takes output_name only) are checked
+    by the library's rule check when the run starts: model and dataset are lazy, so neither the
+    model loader nor the dataset node runs first. Nothing is written to models/loras."""
+    from tests.sa3.test_training import make_dataset
+
+    make_dataset(server.dirs["input"] / "sa3_rules")
+    graph = {
+        "1": {"class_type": "SA3ModelLoader", "inputs": {"model_name": "tiny-small", "precision": "fp32",
+                                                          "attention": "math", "padding_mode": "reference",
+                                                          "download": False}},
+        "2": {"class_type": "SA3TrainingDataset", "inputs": {"folder": "sa3_rules"}},
+        "3": {"class_type": "SA3TrainLoRA", "inputs": {
+            "model": ["1", 0], "dataset": ["2", 0], "output_name": "rules_lora", "adapter_type": "lora", "rank": 4,
+            "alpha": 0.0, "steps": 2, "learning_rate": 1e-3, "batch_size": 1, "clip_seconds": 1.0, "seed": 0,
+            "include": f"cross_attn, {rule}", "exclude": ""}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+    }
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    error = _execution_error(entry)
+    assert error["node_type"] == "SA3TrainLoRA" and error["exception_type"] == "ValueError"
+    assert error["exception_message"].startswith(f"Stable Audio 3 Train LoRA: {message}"), error
+    assert not {"1", "2"} & set(error["executed"]), error["executed"]  # no model loaded, no clip read
+    assert not list((server.root / "models" / "loras").glob("rules_lora*"))
+
+
 def _lora_graph(**options) -> dict:
     graph = t2a_graph(seed=3)
     inputs = {"model": ["1", 0], "lora_name": "tiny-small/lora.safetensors", "strength_dit": 1.0,
