@@ -227,6 +227,25 @@ def test_execute_refuses_before_work(dirs, change, message):
     assert list(loras.iterdir()) == []
 
 
+def test_settings_are_checked_before_the_model_is_asked_for():
+    """check_lazy_status (ComfyUI calls it when the run reaches the node, before the model loader
+    and the dataset node ran): output_name, every number and combo, and include/exclude through the
+    library's rule check; good settings ask for the model and the clips."""
+    lazy = nodes.SA3TrainLoRA.check_lazy_status
+    assert lazy(model=None, dataset=None, **TRAIN) == ["model", "dataset"]
+    for change, message in (({"include": "cross_attn, layers.[0-"}, "include must be a layer-name rule whose "
+                                                                    "brackets are [a-b] ranges of whole numbers "
+                                                                    "(got 'layers.[0-')"),
+                            ({"exclude": "[0-999].[0-999].[0-999]"}, "exclude must be a layer-name rule expanding "
+                                                                     "to at most"),
+                            ({"output_name": "../evil"}, "output_name '../evil' is not a plain file name"),
+                            ({"rank": 0}, "rank must be an integer from 1 to"),
+                            ({"adapter_type": "nope"}, "adapter_type must be one of 'lora'")):
+        with pytest.raises(ValueError) as e:
+            lazy(model=None, dataset=None, **{**TRAIN, **change})
+        assert str(e.value).startswith(f"Stable Audio 3 Train LoRA: {message}"), e.value
+
+
 def test_model_with_lora_and_wrong_inputs_refused(dirs):
     handle = load_handle(MODEL)
     lora = handle.model.prepare_lora(fixture_root() / "loras" / MODEL / "lora.safetensors")
