@@ -23,24 +23,66 @@ def _reason(e: Exception) -> str:
     return str(e).removeprefix("Stable Audio 3: ")
 
 
-def _listed_path(kind: str, input_name: str, name, example: str = "") -> str:
+# What belongs in each folder and where it comes from, for the message when a file is not there
+WANTED = {
+    "checkpoints": ("a Stable Audio 3 checkpoint",
+                    "core ComfyUI's Stable Audio 3 templates download one per variant, "
+                    "stable_audio_3_<variant>.safetensors; the official model.safetensors from "
+                    "huggingface.co/stabilityai/stable-audio-3-small-music (or another variant's page) works too"),
+    "text_encoders": ("the T5Gemma-b-b-ul2 text encoder",
+                      "core ComfyUI's Stable Audio 3 templates download it; without core's files, SA3 Model Loader "
+                      "downloads the official model folder instead"),
+}
+
+
+def _folders(kind: str) -> str:
+    """The folders ComfyUI reads ``models/<kind>`` from (extra_model_paths.yaml included)."""
+    return " or ".join(map(repr, folder_paths.get_folder_paths(kind)))
+
+
+def _where_to_get(kind: str) -> str:
+    what, source = WANTED[kind]
+    return f"put {what} in {_folders(kind)} ({source})"
+
+
+def _not_listed(kind: str, input_name: str, name) -> str:
+    """The message for a name ``models/<kind>`` does not list: where the file belongs and where to get
+    it, never another name to pick (the name picked may be the very file that is missing)."""
+    return str(checks.fail(input_name, f"one of the files listed in models/{kind}", name, NODE,
+                           f"No such file there: {_where_to_get(kind)}, then refresh the node list (R)."))
+
+
+def _is_listed(kind: str, name) -> bool:
+    return isinstance(name, str) and name in folder_paths.get_filename_list(kind)  # cached by ComfyUI
+
+
+def _listed_path(kind: str, input_name: str, name) -> str:
     """The full path of ``name``, a file ComfyUI lists in ``models/<kind>``; anything else (a
     path that leaves the folder, an unlisted file, a name with NUL, a non-string from the API) is
     refused before the file system is touched."""
-    if not isinstance(name, str) or name not in folder_paths.get_filename_list(kind):  # cached by ComfyUI
-        raise checks.fail(input_name, f"one of the files listed in models/{kind}{example}", name, NODE,
-                          "Refresh the node list after adding files.")
+    if not _is_listed(kind, name):
+        raise ValueError(_not_listed(kind, input_name, name))
     path = folder_paths.get_full_path(kind, name)
     if path is None:  # listed a moment ago, removed since
         raise checks.fail(input_name, f"a file in models/{kind}", name, NODE, "Refresh the node list.")
     return path
 
 
-def _file_problem(kind: str, input_name: str, name, check, fix: str, example: str = "") -> str | None:
+def _missing_files(ckpt_name, text_encoder_name) -> str | None:
+    """One message naming every file the node was given that its folder does not list, else None."""
+    missing = [_not_listed(kind, input_name, name) for kind, input_name, name in (
+        ("checkpoints", "ckpt_name", ckpt_name), ("text_encoders", "text_encoder_name", text_encoder_name))
+        if not _is_listed(kind, name)]
+    if not missing:
+        return None
+    return " Also: ".join([missing[0], *(m.removeprefix(error(NODE, "")) for m in missing[1:])])
+
+
+def _file_problem(kind: str, input_name: str, name, check, fix: str) -> str | None:
     """None when ``name`` is a listed file of ``models/<kind>`` that passes ``check(path)``, else the
     node's message naming the input."""
     try:
-        path = _listed_path(kind, input_name, name, example)
+        path = _listed_path(kind, input_name, name)
     except ValueError as e:
         return str(e)
     try:
@@ -60,8 +102,8 @@ def _check_checkpoint(ckpt_name, variant: str) -> str | None:
 def _check_text_encoder(text_encoder_name) -> str | None:
     """None when the text-encoder file fits (header and tokenizer, cached per file), else the message."""
     return _file_problem("text_encoders", "text_encoder_name", text_encoder_name, single_file.check_text_encoder_file,
-                         "Pick t5gemma_b_b_ul2.safetensors (the T5Gemma-b-b-ul2 file of core's Stable Audio 3 "
-                         "templates).", ", e.g. t5gemma_b_b_ul2.safetensors")
+                         "Pick the T5Gemma-b-b-ul2 file of core's Stable Audio 3 templates "
+                         "(t5gemma_b_b_ul2.safetensors).")
 
 
 class SA3CheckpointLoader(io.ComfyNode):
@@ -100,15 +142,22 @@ class SA3CheckpointLoader(io.ComfyNode):
         # one input only: ComfyUI labels the message with every input named here (nodes/_validate.py).
         # The checkpoint's check needs the variant (another input), so it runs first thing in execute,
         # with the combos and numbers (the loader is the graph's first node: nothing ran before it).
+        # A missing text encoder on a fresh install usually comes with an empty models/checkpoints: the
+        # message names both, though only this input is known here (the checkpoint's name is not).
         if text_encoder_name is None:
             return True
-        return _check_text_encoder(text_encoder_name) or True
+        message = _check_text_encoder(text_encoder_name)
+        if (message is not None and not _is_listed("text_encoders", text_encoder_name)
+                and not folder_paths.get_filename_list("checkpoints")):
+            message += f" Also: models/checkpoints holds no file: {_where_to_get('checkpoints')}."
+        return message or True
 
     @classmethod
     @checked(NODE, skip=("ckpt_name", "text_encoder_name"))
     def execute(cls, ckpt_name, text_encoder_name, variant, precision, attention, padding_mode,
                 low_memory=False, autoencoder_precision="auto") -> io.NodeOutput:
-        message = _check_checkpoint(ckpt_name, variant) or _check_text_encoder(text_encoder_name)
+        message = (_missing_files(ckpt_name, text_encoder_name) or _check_checkpoint(ckpt_name, variant)
+                   or _check_text_encoder(text_encoder_name))
         if message is not None:
             raise ValueError(message)
         return io.NodeOutput(comfy_models.load_single_file(

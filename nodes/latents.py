@@ -167,12 +167,14 @@ class SA3InpaintMask(io.ComfyNode):
                                        "the source and generate the rest."),
                 io.String.Input("regions", default="2-4",
                                 tooltip="Regions to regenerate as start-end in seconds, separated by commas or new "
-                                        "lines, e.g. '2-4, 8.5-10'. Used in regions mode."),
+                                        "lines, e.g. '2-4, 8.5-10'. Used (and shown) in regions mode."),
                 io.Float.Input("keep_seconds", default=10.0, min=0.0, max=MAX_SECONDS, step=0.1,
-                               tooltip="Continuation mode: seconds of the source to keep from the start; everything "
-                                       "after is generated up to the duration set on SA3 Text Encode."),
+                               tooltip="Continuation mode (shown there): seconds of the source to keep from the "
+                                       "start; everything after is generated up to the duration set on SA3 Text "
+                                       "Encode."),
                 io.Latent.Input("latent", optional=True,
-                                tooltip="Optional (older workflows): an SA3 Empty Latent, to check the regions "
+                                tooltip="Optional (older workflows; shown in continuation mode or while "
+                                        "connected): an SA3 Empty Latent, to check keep_seconds or the regions "
                                         "against its duration here. The sampler checks them in any case."),
             ],
             outputs=[SA3InpaintRegions.Output(display_name="inpaint_regions",

@@ -22,7 +22,7 @@ from comfy_api.latest import io
 
 from . import comfy_models
 from ._adapters import error, make_audio
-from ._sa3 import checks
+from ._sa3 import check_rule, checks
 from ._validate import checked
 from .loaders import SVD_BASES_FILE, SA3LoraLoader, _require_model  # the pack's one check of the model socket
 from .search import schema_aliases
@@ -168,9 +168,31 @@ def _name_message(output_name) -> str | None:
     return None
 
 
+def _rules_message(include, exclude) -> str | None:
+    """include/exclude through the library's one rule check (``check_rule``: text, brackets only as
+    [a-b] ranges, bounded expansion), counted, never expanded; None when both pass. That a rule
+    matches a layer of the model is checked when training starts."""
+    for name, text in (("include", include), ("exclude", exclude)):
+        for part in _rules(text) or ():
+            try:
+                check_rule(name, part, TRAIN_NODE)
+            except ValueError as e:
+                return str(e)
+    return None
+
+
 def _lora_file_name(output_name: str) -> str:
     name = output_name.strip()
     return name if name.lower().endswith(".safetensors") else f"{name}.safetensors"
+
+
+def _replacing(output: Path, resume: str | None, output_name: str) -> str | None:
+    """The warning when training would replace an existing file that is not the one it resumes
+    (continuing a LoRA into its own file is what resume_from is for), else None."""
+    if not output.exists() or (resume is not None and Path(resume).resolve() == output.resolve()):
+        return None
+    return (f"output_name {output_name!r} names an existing file ({str(output)!r}): it is replaced when training "
+            "finishes or is cancelled. Rename output_name to keep it.")
 
 
 def _resume_choices() -> list[str]:
@@ -264,12 +286,15 @@ class SA3TrainLoRA(io.ComfyNode):
                         "trained. Train on a -base model for best results.",
             hidden=[io.Hidden.unique_id],
             inputs=[
-                SA3Model.Input("model", tooltip="The SA3 model to train on, straight from SA3 Model Loader (no LoRA "
-                                                "applied). The official trainer uses the -base models."),
-                SA3TrainingData.Input("dataset", tooltip="Clips and captions from SA3 Training Dataset."),
+                SA3Model.Input("model", lazy=True,  # asked for after the checks (check_lazy_status)
+                               tooltip="The SA3 model to train on, straight from SA3 Model Loader (no LoRA "
+                                       "applied). The official trainer uses the -base models."),
+                SA3TrainingData.Input("dataset", lazy=True,
+                                      tooltip="Clips and captions from SA3 Training Dataset."),
                 io.String.Input("output_name", default="my_sa3_lora",
                                 tooltip="File name in models/loras (.safetensors is added). An existing file of "
-                                        "that name is replaced when training finishes or is cancelled."),
+                                        "that name is replaced when training finishes or is cancelled (said under "
+                                        "the node and in the log when the run starts)."),
                 io.Combo.Input("adapter_type", options=list(training.ADAPTER_TYPES), default=o.adapter_type,
                                tooltip="lora: low-rank update; dora-rows/dora-cols: LoRA plus learned row/column "
                                        "magnitudes (dora-rows is the official default); bora: both; -xs variants "
@@ -366,6 +391,19 @@ class SA3TrainLoRA(io.ComfyNode):
 
     @classmethod
     @checked(TRAIN_NODE, skip=("resume_from", "svd_bases"))
+    def check_lazy_status(cls, model=None, dataset=None, output_name="", include="", exclude="",
+                          **widgets) -> list[str]:
+        """Every setting checked before the model and the clips are asked for. ``validate_inputs`` can
+        take one input only (output_name, see nodes/_validate.py), so the numbers, combos and the
+        include/exclude rules are checked here: model and dataset are lazy, so ComfyUI reaches this
+        node when the run starts (it feeds an output node), before the model is loaded."""
+        message = _name_message(output_name) or _rules_message(include, exclude)
+        if message is not None:
+            raise ValueError(message)
+        return [name for name, value in (("model", model), ("dataset", dataset)) if value is None]
+
+    @classmethod
+    @checked(TRAIN_NODE, skip=("resume_from", "svd_bases"))
     def execute(cls, model, dataset, output_name, adapter_type, rank, alpha, steps, learning_rate, batch_size,
                 clip_seconds, seed, include, exclude, dropout=DEFAULTS.dropout,
                 base_precision=DEFAULTS.base_precision, checkpoint_every=DEFAULTS.checkpoint_every,
@@ -381,7 +419,7 @@ class SA3TrainLoRA(io.ComfyNode):
                 not all(isinstance(c, training_data.TrainingClip) for c in dataset):
             raise ValueError(error(TRAIN_NODE, f"dataset is not a training dataset (got {type(dataset).__name__}, "
                                                "expected the output of SA3 Training Dataset). Connect it."))
-        message = _name_message(output_name)
+        message = _name_message(output_name) or _rules_message(include, exclude)
         if message is not None:
             raise ValueError(message)
         resume = None
@@ -399,10 +437,14 @@ class SA3TrainLoRA(io.ComfyNode):
         bases = _bases_path(svd_bases, adapter_type, output)
         cache_dir = Path(folder_paths.get_temp_directory()) / CACHE_FOLDER if cache_encoded else None
         output.parent.mkdir(parents=True, exist_ok=True)
+        node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)  # where the loss text goes
+        replacing = _replacing(output, resume, output_name)
+        if replacing is not None:  # said before the run starts, under the node and in the log
+            logger.warning("Stable Audio 3 Train LoRA: %s", replacing)
+            comfy_models.progress_text(node_id, replacing)
 
         model.model.apply_loras(())  # the shared modules carry no LoRA (another branch of the graph may have left some)
         cancel = comfy_models.HeldCancel(int(steps))  # progress, and Cancel held until the file is saved
-        node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)  # where the loss text goes
 
         def on_step(step: int, total: int, loss: float) -> None:
             cancel.update(step, total)
@@ -429,7 +471,7 @@ class SA3TrainLoRA(io.ComfyNode):
         if result.path is not None:
             log = training.log_path(result.path)
             comfy_models.progress_text(node_id, f"step {result.steps_done}/{int(steps)}  saved {result.path.name}"
-                                                f"  log {log}")
+                                                f"{' (replaced the earlier file)' if replacing else ''}  log {log}")
             logger.info("Stable Audio 3 training: loss log (step, loss, validation_loss) in %s", log)
         cancel.release()  # Cancel: the file holds what was trained; the run ends as cancelled
         curve = loss_curve_image(result.losses, int(steps) - (result.steps_done - len(result.losses)))

@@ -43,6 +43,17 @@ def _shaded_regions(inpaint_mask, regions: str, duration: float) -> list[tuple[f
     return checks.check_regions("regions", spans, math.inf, NODE)
 
 
+def _check_picture(width, fmin, fmax, regions) -> None:
+    """The settings that need no audio: refused naming the input, the rule and the value."""
+    if 0 < width < pictures.WIDTH_RANGE[0]:
+        raise ValueError(error(NODE, f"width {width} is too small (got {width}, expected 0 or >= "
+                                     f"{pictures.WIDTH_RANGE[0]}). Raise width or set 0 to use px_per_second."))
+    if fmax > 0 and fmin >= fmax:
+        raise ValueError(error(NODE, f"fmin must be below fmax (got fmin {fmin:g} Hz, fmax {fmax:g} Hz, expected "
+                                     "fmin < fmax). Lower fmin or set fmax to 0 for the full range."))
+    _shaded_regions(None, regions or "", math.inf)
+
+
 class SA3Spectrogram(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -58,8 +69,8 @@ class SA3Spectrogram(io.ComfyNode):
                         "Hz, optional waveform above) and shades inpainted regions with a 'regenerated' legend. "
                         "Connect the IMAGE to Preview Image or Save Image to see it next to the audio.",
             inputs=[
-                io.Audio.Input("audio", tooltip="Audio to draw (any sample rate, mono or stereo); one picture per "
-                                                "batch item."),
+                io.Audio.Input("audio", lazy=True,  # asked for after the checks (check_lazy_status)
+                               tooltip="Audio to draw (any sample rate, mono or stereo); one picture per batch item."),
                 io.Int.Input("height", default=OPTIONS.height, min=lo_h, max=hi_h, step=8,
                              tooltip="Picture height in pixels, axes included; text grows with it."),
                 io.Int.Input("width", default=OPTIONS.width, min=0, max=hi_w, step=8,
@@ -98,7 +109,8 @@ class SA3Spectrogram(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, regions=None):
         # one input only: ComfyUI labels the message with every input named here (nodes/_validate.py);
-        # the numbers are range-checked by ComfyUI per input, and again (NaN, fmin/fmax, width) in execute
+        # the numbers are range-checked by ComfyUI per input; width, fmin/fmax and colormap (and NaN) by
+        # check_lazy_status when the run starts, before the audio is made, and again in execute
         if regions is not None:
             try:
                 _shaded_regions(None, regions, math.inf)
@@ -108,14 +120,19 @@ class SA3Spectrogram(io.ComfyNode):
 
     @classmethod
     @checked(NODE)
+    def check_lazy_status(cls, audio=None, width=0, fmin=0.0, fmax=0.0, regions="", **widgets) -> list[str]:
+        """The checks of every setting, before the audio is asked for. ``validate_inputs`` can take one
+        input only (see nodes/_validate.py), so width, fmin/fmax and colormap are checked here: the
+        audio is lazy, so ComfyUI reaches this node when the run starts (it feeds an output node),
+        before the sampler that makes the audio has run, and a refusal costs nothing."""
+        _check_picture(width, fmin, fmax, regions)
+        return ["audio"] if audio is None else []
+
+    @classmethod
+    @checked(NODE)
     def execute(cls, audio, height, width, px_per_second, colormap, fmin, fmax, db_floor, normalize, waveform,
                 inpaint_mask=None, regions="") -> io.NodeOutput:
-        if 0 < width < pictures.WIDTH_RANGE[0]:
-            raise ValueError(error(NODE, f"width {width} is too small (got {width}, expected 0 or >= "
-                                         f"{pictures.WIDTH_RANGE[0]}). Raise width or set 0 to use px_per_second."))
-        if fmax > 0 and fmin >= fmax:
-            raise ValueError(error(NODE, f"fmin must be below fmax (got fmin {fmin:g} Hz, fmax {fmax:g} Hz, expected "
-                                         "fmin < fmax). Lower fmin or set fmax to 0 for the full range."))
+        _check_picture(width, fmin, fmax, regions)  # (again: a direct call skips check_lazy_status)
         items = read_audio(audio, NODE, "audio")  # [(sr, (C, S))]
         sample_rate = items[0][0]
         waves = torch.stack([wav for _, wav in items])  # (B, C, S)

@@ -69,6 +69,15 @@ class NoComfyUI(RuntimeError):
     """The real ComfyUI modules cannot be imported here."""
 
 
+def _comfyui_importable() -> bool:
+    """Whether ``import comfy`` reaches ComfyUI's package. A folder that is merely named ``comfy`` does
+    not count: pytest puts the checkout's parent on ``sys.path``, where a ComfyUI clone named ``comfy``
+    (its root, not its package) may sit beside the checkout."""
+    spec = importlib.util.find_spec("comfy")
+    return spec is not None and any(Path(p, "model_management.py").is_file()
+                                    for p in spec.submodule_search_locations or ())
+
+
 def import_comfyui(path: str | os.PathLike | None = None, base_directory: str | None = None) -> Path | None:
     """Make the real ComfyUI importable, on the CPU, from ``path`` or ``COMFYUI_PATH``.
 
@@ -80,11 +89,11 @@ def import_comfyui(path: str | os.PathLike | None = None, base_directory: str | 
     """
     path = path or os.environ.get("COMFYUI_PATH")
     added = None
-    if importlib.util.find_spec("comfy") is None:
+    if not _comfyui_importable():
         if not path or not Path(path, "comfy", "model_management.py").is_file():
             raise NoComfyUI("no ComfyUI: set COMFYUI_PATH (or --comfyui) to a ComfyUI checkout")
         added = str(Path(path).resolve())
-        sys.path.append(added)
+        sys.path.insert(0, added)  # ahead of any folder named comfy elsewhere on the path
     try:
         from comfy.cli_args import args
 

@@ -94,9 +94,9 @@ def test_queue_time_refusals_name_the_file(twin_root):
     root, _ = twin_root
     twins = _twin(twin_root, "tiny-small")
     text = twins.text_encoder.name
-    assert _validate(ckpt_name="nope.safetensors", text_encoder_name=text) == (
+    assert _validate(ckpt_name="nope.safetensors", text_encoder_name=text).startswith(
         "Stable Audio 3 Checkpoint Loader: ckpt_name must be one of the files listed in models/checkpoints (got "
-        "'nope.safetensors'). Refresh the node list after adding files.")
+        "'nope.safetensors'). No such file there: put a Stable Audio 3 checkpoint in ")
     other = root / "checkpoints" / "sdxl_base.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2)}, other)
     message = _validate(ckpt_name=other.name, text_encoder_name=text)
@@ -110,8 +110,8 @@ def test_queue_time_refusals_name_the_file(twin_root):
     assert "has a sidecar config 'twin-tiny-small.json'" in message
     message = _validate(ckpt_name=twins.checkpoint.name, text_encoder_name=twins.checkpoint.name.replace(
         ".safetensors", "-missing.safetensors"))
-    assert "text_encoder_name must be one of the files listed in models/text_encoders, e.g. t5gemma_b_b_ul2." \
-           "safetensors (got 'twin-tiny-small-missing.safetensors')" in message
+    assert ("text_encoder_name must be one of the files listed in models/text_encoders (got 'twin-tiny-small-missing"
+            ".safetensors'). No such file there: put the T5Gemma-b-b-ul2 text encoder in ") in message
     wrong = root / "text_encoders" / "clip_l.safetensors"
     shutil.copyfile(twins.checkpoint, wrong)
     message = _validate(ckpt_name=twins.checkpoint.name, text_encoder_name=wrong.name)
@@ -157,6 +157,50 @@ def test_duration_limits_read_each_file_once_until_it_changes(twin_root, monkeyp
     assert [p for p in reads if p.name == twin.checkpoint.name] == [twin.checkpoint, twin.checkpoint]
 
 
+CHECKPOINT_SOURCE = ("core ComfyUI's Stable Audio 3 templates download one per variant, stable_audio_3_<variant>."
+                     "safetensors; the official model.safetensors from huggingface.co/stabilityai/stable-audio-3-"
+                     "small-music (or another variant's page) works too")
+TEXT_ENCODER_SOURCE = ("core ComfyUI's Stable Audio 3 templates download it; without core's files, SA3 Model "
+                       "Loader downloads the official model folder instead")
+
+
+def test_with_core_files_missing_every_missing_file_is_named_where_it_belongs(tmp_path, monkeypatch):
+    """A fresh install with template 02 loaded: neither of core's files is there. The refusal names
+    each missing file, the folder it belongs in and where it comes from, and never suggests picking a
+    name that is missing."""
+    folders = {}
+    for kind in ("checkpoints", "text_encoders"):
+        folders[kind] = tmp_path / "models" / kind
+        folders[kind].mkdir(parents=True)
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, kind,
+                            ([str(folders[kind])], folder_paths.supported_pt_extensions))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    ckpt, text = "stable_audio_3_small_music.safetensors", "t5gemma_b_b_ul2.safetensors"
+    missing_ckpt = ("ckpt_name must be one of the files listed in models/checkpoints (got "
+                    f"'{ckpt}'). No such file there: put a Stable Audio 3 checkpoint in '{folders['checkpoints']}' "
+                    f"({CHECKPOINT_SOURCE}), then refresh the node list (R).")
+    missing_text = ("text_encoder_name must be one of the files listed in models/text_encoders (got "
+                    f"'{text}'). No such file there: put the T5Gemma-b-b-ul2 text encoder in "
+                    f"'{folders['text_encoders']}' ({TEXT_ENCODER_SOURCE}), then refresh the node list (R).")
+    lead = "Stable Audio 3 Checkpoint Loader: "
+
+    queued = nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=text)
+    assert queued == (f"{lead}{missing_text} Also: models/checkpoints holds no file: put a Stable Audio 3 "
+                      f"checkpoint in '{folders['checkpoints']}' ({CHECKPOINT_SOURCE}).")
+    with pytest.raises(ValueError) as both:
+        nodes.SA3CheckpointLoader.execute(ckpt_name=ckpt, text_encoder_name=text, **OPTIONS)
+    assert str(both.value) == f"{lead}{missing_ckpt} Also: {missing_text}"
+
+    (folders["text_encoders"] / text).write_bytes(b"")  # listed now (its contents are checked later)
+    folder_paths.filename_list_cache.clear()
+    assert nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=text) != queued
+    with pytest.raises(ValueError) as one:
+        nodes.SA3CheckpointLoader.execute(ckpt_name=ckpt, text_encoder_name=text, **OPTIONS)
+    assert str(one.value) == f"{lead}{missing_ckpt}"
+    for message in (queued, str(both.value)):
+        assert message.count(ckpt) <= 1 and message.count(text) == 1  # only as the value got, never as a fix
+
+
 # --- hostile names and files (issue 24) --------------------------------------------------------------
 
 OUTSIDE = ["../secret.safetensors", "../../../../etc/passwd", "/etc/passwd", "x/../{listed}", "{listed}\0.txt",
@@ -194,7 +238,7 @@ def test_names_outside_the_listed_files_are_refused_before_the_file_system(looke
                               "models/checkpoints (got "), message
     message = nodes.SA3CheckpointLoader.validate_inputs(text_encoder_name=_named(value, text))
     assert message.startswith("Stable Audio 3 Checkpoint Loader: text_encoder_name must be one of the files "
-                              "listed in models/text_encoders, e.g. t5gemma_b_b_ul2.safetensors (got "), message
+                              "listed in models/text_encoders (got "), message
     assert set(looked) <= {ckpt, text}  # only the good, listed files were ever looked up
 
 

@@ -216,3 +216,53 @@ def test_template_browser_lists_the_pack_in_order_with_descriptions(page):
         assert page.eval(described) == [[name, DESCRIPTIONS[name]] for name in names]
     finally:
         page.eval("document.querySelector('.p-dialog-close-button')?.click()")
+
+
+INPAINT = f"{APP}.graph._nodes.find((n) => n.comfyClass === 'SA3InpaintMask')"
+INPAINT_INPUTS = f"""(() => {{
+  const node = {INPAINT};
+  const shown = node.widgets.filter((w) => node.isWidgetVisible(w)).map((w) => w.name);
+  const latent = node.inputs.find((i) => i.name === "latent");
+  return [shown, latent ? latent.link != null : null];
+}})()"""
+
+
+def _inpaint_mode(mode: str) -> str:
+    """Pick ``mode`` on SA3 Inpaint Regions as a click in the combo does (value, then its callback)."""
+    return f"""(() => {{
+  const widget = {INPAINT}.widgets.find((w) => w.name === "mode");
+  widget.value = {json.dumps(mode)};
+  widget.callback?.(widget.value);
+  return true;
+}})()"""
+
+
+def test_inpaint_regions_shows_the_inputs_of_its_mode(page):
+    """regions mode shows the regions text only; continuation shows keep_seconds and the latent
+    socket; a connected latent (an older workflow's) stays in either mode; the hidden widget's
+    value is still queued (the template's twin test checks every value)."""
+    load_template(page, "06 Inpaint one region")
+    regions, continuation = ["mode", "regions"], ["mode", "keep_seconds"]
+    assert page.eval(INPAINT_INPUTS) == [regions, None]
+    page.eval(_inpaint_mode("continuation"))
+    assert page.eval(INPAINT_INPUTS) == [continuation, False]
+    page.eval(_inpaint_mode("regions"))
+    assert page.eval(INPAINT_INPUTS) == [regions, None]
+    queued = page.eval(f"{APP}.graphToPrompt().then((p) => p.output)")
+    mask = next(n for n in queued.values() if n["class_type"] == "SA3InpaintMask")
+    assert mask["inputs"]["keep_seconds"] == 10.0  # hidden, still saved and queued
+
+    load_template(page, "08 Continue a clip")
+    assert page.eval(INPAINT_INPUTS) == [continuation, False]
+    page.eval(f"""(() => {{
+  const latent = window.LiteGraph.createNode("EmptyLatentAudio");
+  {APP}.graph.add(latent);
+  const node = {INPAINT};
+  latent.connect(0, node, node.inputs.findIndex((i) => i.name === "latent"));
+  return true;
+}})()""")
+    assert page.eval(INPAINT_INPUTS) == [continuation, True]
+    page.eval(_inpaint_mode("regions"))
+    assert page.eval(INPAINT_INPUTS) == [regions, True]  # connected: kept
+    page.eval(f"{INPAINT}.disconnectInput({INPAINT}.inputs.findIndex((i) => i.name === 'latent'))")
+    assert page.eval(INPAINT_INPUTS) == [regions, None]

@@ -4,10 +4,14 @@ directory, so that models installed in the ComfyUI the tests run in change nothi
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
+from tests.conftest import REPO
 from tests.nodes.conftest import BASE_DIRECTORY, ROOT, load_handle
 
 SMALL = "tiny-small"
@@ -46,3 +50,26 @@ def test_comfyui_folders_are_a_temporary_base_directory():
         paths = folder_paths.get_folder_paths(folder)
         assert not any(_inside(p, comfyui_models) for p in paths), (folder, paths)
     assert str(ROOT) in folder_paths.get_folder_paths("stable_audio_3")  # the fixtures, added
+
+
+def test_a_folder_named_comfy_beside_the_checkout_changes_nothing(tmp_path):
+    """The checkout is a package (ComfyUI's custom-node layout), so pytest puts its parent folder on
+    sys.path; a ComfyUI clone there named ``comfy`` (or any folder of that name) must not pass for
+    ComfyUI's package, neither to the pack's entry point nor to the test host."""
+    checkout = tmp_path / "pack"
+    checkout.mkdir()
+    for name in ("__init__.py", "pyproject.toml"):
+        shutil.copy(REPO / name, checkout / name)
+    for folder in ("nodes", "sa3", "tools", "web"):
+        shutil.copytree(REPO / folder, checkout / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (checkout / "tests" / "nodes").mkdir(parents=True)
+    for source in [*REPO.glob("tests/*.py"), *REPO.glob("tests/nodes/*.py")]:
+        shutil.copy(source, checkout / source.relative_to(REPO))
+    (tmp_path / "comfy" / "comfy").mkdir(parents=True)  # a clone's root: its package one level down
+    (tmp_path / "comfy" / "main.py").write_text("")
+
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/nodes/test_host.py::test_the_modules_are_comfyuis_own"],
+                         cwd=checkout, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "1 passed" in run.stdout

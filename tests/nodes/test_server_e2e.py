@@ -181,6 +181,67 @@ def _execution_error(entry: dict) -> dict:
     return error
 
 
+SPECTROGRAM = {"height": 256, "width": 512, "px_per_second": 50.0, "colormap": "magma", "fmin": 0.0, "fmax": 0.0,
+               "db_floor": -80.0, "normalize": True, "waveform": False, "regions": ""}
+
+
+@pytest.mark.parametrize("seed, change, message", [  # a seed each: no sampler output cached from another case
+    (11, {"width": 64}, "width 64 is too small (got 64, expected 0 or >= 128)"),
+    (12, {"fmin": 5000.0, "fmax": 2000.0}, "fmin must be below fmax (got fmin 5000 Hz, fmax 2000 Hz"),
+    (13, {"colormap": "jet"}, "colormap must be one of 'magma', 'viridis', 'gray' (got 'jet')"),
+])
+def test_spectrogram_settings_are_refused_before_the_sampler_runs(server, seed, change, message):
+    """issue 24: SA3 Spectrogram's width, fmin/fmax and colormap (one queue-time input per node, see
+    nodes/_validate.py) are refused when the run starts: its audio input is lazy, so ComfyUI checks
+    the node before running the sampler that feeds it. Nothing is sampled or saved."""
+    graph = t2a_graph(seed=seed)
+    graph["7"] = {"class_type": "SA3Spectrogram", "inputs": {"audio": ["5", 0], **SPECTROGRAM, **change}}
+    graph["8"] = {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}}
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    error = _execution_error(entry)
+    assert error["node_type"] == "SA3Spectrogram" and error["exception_type"] == "ValueError"
+    assert error["exception_message"].startswith(f"Stable Audio 3 Spectrogram: {message}"), error
+    cached = [n for m in entry["status"]["messages"] if m[0] == "execution_cached" for n in m[1]["nodes"]]
+    assert not {"4", "5", "6"} & {*error["executed"], *cached}, error["executed"]  # the sampler never ran
+    graph["7"]["inputs"].update(SPECTROGRAM)  # the same graph with good settings draws the picture
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+    assert len(entry["outputs"]["8"]["images"]) == 1
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("transformer.layers.[0-", "include must be a layer-name rule whose brackets are [a-b] ranges of whole numbers "
+                               "(got 'transformer.layers.[0-')"),
+    ("[0-999].[0-999].[0-999]", "include must be a layer-name rule expanding to at most"),
+])
+def test_train_lora_rules_are_refused_before_the_model_loads(server, rule, message):
+    """issue 24: SA3 Train LoRA's include/exclude (validate_inputs takes output_name only) are checked
+    by the library's rule check when the run starts: model and dataset are lazy, so neither the
+    model loader nor the dataset node runs first. Nothing is written to models/loras."""
+    from tests.sa3.test_training import make_dataset
+
+    make_dataset(server.dirs["input"] / "sa3_rules")
+    graph = {
+        "1": {"class_type": "SA3ModelLoader", "inputs": {"model_name": "tiny-small", "precision": "fp32",
+                                                          "attention": "math", "padding_mode": "reference",
+                                                          "download": False}},
+        "2": {"class_type": "SA3TrainingDataset", "inputs": {"folder": "sa3_rules"}},
+        "3": {"class_type": "SA3TrainLoRA", "inputs": {
+            "model": ["1", 0], "dataset": ["2", 0], "output_name": "rules_lora", "adapter_type": "lora", "rank": 4,
+            "alpha": 0.0, "steps": 2, "learning_rate": 1e-3, "batch_size": 1, "clip_seconds": 1.0, "seed": 0,
+            "include": f"cross_attn, {rule}", "exclude": ""}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+    }
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    error = _execution_error(entry)
+    assert error["node_type"] == "SA3TrainLoRA" and error["exception_type"] == "ValueError"
+    assert error["exception_message"].startswith(f"Stable Audio 3 Train LoRA: {message}"), error
+    assert not {"1", "2"} & set(error["executed"]), error["executed"]  # no model loaded, no clip read
+    assert not list((server.root / "models" / "loras").glob("rules_lora*"))
+
+
 def _lora_graph(**options) -> dict:
     graph = t2a_graph(seed=3)
     inputs = {"model": ["1", 0], "lora_name": "tiny-small/lora.safetensors", "strength_dit": 1.0,

@@ -227,6 +227,25 @@ def test_execute_refuses_before_work(dirs, change, message):
     assert list(loras.iterdir()) == []
 
 
+def test_settings_are_checked_before_the_model_is_asked_for():
+    """check_lazy_status (ComfyUI calls it when the run reaches the node, before the model loader
+    and the dataset node ran): output_name, every number and combo, and include/exclude through the
+    library's rule check; good settings ask for the model and the clips."""
+    lazy = nodes.SA3TrainLoRA.check_lazy_status
+    assert lazy(model=None, dataset=None, **TRAIN) == ["model", "dataset"]
+    for change, message in (({"include": "cross_attn, layers.[0-"}, "include must be a layer-name rule whose "
+                                                                    "brackets are [a-b] ranges of whole numbers "
+                                                                    "(got 'layers.[0-')"),
+                            ({"exclude": "[0-999].[0-999].[0-999]"}, "exclude must be a layer-name rule expanding "
+                                                                     "to at most"),
+                            ({"output_name": "../evil"}, "output_name '../evil' is not a plain file name"),
+                            ({"rank": 0}, "rank must be an integer from 1 to"),
+                            ({"adapter_type": "nope"}, "adapter_type must be one of 'lora'")):
+        with pytest.raises(ValueError) as e:
+            lazy(model=None, dataset=None, **{**TRAIN, **change})
+        assert str(e.value).startswith(f"Stable Audio 3 Train LoRA: {message}"), e.value
+
+
 def test_model_with_lora_and_wrong_inputs_refused(dirs):
     handle = load_handle(MODEL)
     lora = handle.model.prepare_lora(fixture_root() / "loras" / MODEL / "lora.safetensors")
@@ -384,3 +403,33 @@ def test_cancel_with_demos_saves_what_was_trained(dirs, monkeypatch):
         assert json.loads(f.metadata()["sa3_training"])["step"] == 3
     assert (loras / "node_lora_demo_2.flac").is_file() and not (loras / "node_lora_demo_4.flac").exists()
     assert handle.model.lora is None or len(handle.model.lora) == 0
+
+
+def test_replacing_an_existing_lora_is_said_before_training(dirs, monkeypatch, caplog):
+    """issue 24: an output name that overwrites an existing file says so when the run starts (under
+    the node and in the log) and again when it is saved; a first run and a resume into the same
+    file (what resume_from is for) say nothing."""
+    _, loras = dirs
+    shown = []
+    monkeypatch.setattr(_pack_module("comfy_models"), "progress_text", lambda node, text: shown.append(text))
+    handle = load_handle(MODEL)
+    output = loras / "node_lora.safetensors"
+    warning = (f"output_name 'node_lora' names an existing file ({str(output)!r}): it is replaced when training "
+               "finishes or is cancelled. Rename output_name to keep it.")
+    with torch.inference_mode():
+        data = _dataset()
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **TRAIN)
+        assert warning not in shown and not [r for r in caplog.records if r.levelname == "WARNING"]
+        first = output.read_bytes()
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **{**TRAIN, "seed": 6})
+        assert shown.count(warning) == 1 and shown.index(warning) < len(shown) - 1  # before the run's own lines
+        assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+            f"Stable Audio 3 Train LoRA: {warning}"]
+        assert "saved node_lora.safetensors (replaced the earlier file)" in shown[-1]
+        assert output.read_bytes() != first
+        shown.clear()
+        caplog.clear()
+        nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **{**TRAIN, "steps": 4},
+                                   resume_from="node_lora.safetensors")
+        assert warning not in shown and not [r for r in caplog.records if r.name.endswith("nodes.training")]
+        assert "(replaced" not in shown[-1]

@@ -98,6 +98,22 @@ def test_messages_follow_the_error_shape():
         _spectrogram(audio, width=100)
 
 
+def test_settings_are_checked_before_the_audio_is_asked_for():
+    """check_lazy_status (ComfyUI calls it when the run reaches the node, the audio not made yet):
+    every setting refused as execute refuses it; good settings ask for the audio, then nothing."""
+    lazy = visualize.SA3Spectrogram.check_lazy_status
+    assert lazy(audio=None, **DEFAULTS) == ["audio"]
+    assert lazy(audio={"waveform": torch.zeros(1, 2, SR), "sample_rate": SR}, **DEFAULTS) == []
+    for change, message in (({"width": 100}, "width 100 is too small (got 100, expected 0 or >= 128)"),
+                            ({"fmin": 5000.0, "fmax": 1000.0}, "fmin must be below fmax (got fmin 5000 Hz"),
+                            ({"colormap": "jet"}, "colormap must be one of 'magma', 'viridis', 'gray' (got 'jet')"),
+                            ({"db_floor": math.nan}, "db_floor must be a number from"),
+                            ({"regions": "4-2"}, "regions region 4-2 s must end after it starts")):
+        with pytest.raises(ValueError) as e:
+            lazy(audio=None, **(DEFAULTS | change))
+        assert str(e.value).startswith(f"Stable Audio 3 Spectrogram: {message}"), e.value
+
+
 def test_node_is_registered():
     assert visualize.SA3Spectrogram in nodes.NODES and visualize.NODES == [visualize.SA3Spectrogram]
     sampler_inputs = {i.id: i for i in nodes.SA3Sampler.GET_SCHEMA().inputs}
