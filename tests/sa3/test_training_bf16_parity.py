@@ -185,3 +185,27 @@ def test_xs_bases_are_bf16_in_the_bf16_run_only(model):
         for u, v in lora.bases.values():
             assert u.dtype == dtype and v.dtype == dtype
         assert all(p.dtype == torch.float32 for p in lora.params.values())  # trained tensors stay fp32
+
+
+def test_cli_pre_encode_only_passes_the_precision(tmp_path, monkeypatch):
+    from sa3.cli import main
+    from tests.conftest import require_fixtures
+
+    seen = []
+    real = training_data.encode_dataset
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("prompt_precision", args[5] if len(args) > 5 else "fp32"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training_data, "encode_dataset", recording)
+    clips, cache = make_dataset(tmp_path / "clips", n=2), tmp_path / "cache"
+    base = ["train", "--model", str(require_fixtures() / TINY), "--data-dir", str(clips), "--steps", "1",
+            "--rank", "4", "--clip-seconds", "2", "--batch-size", "1", "--encoded-dir", str(cache)]
+    assert main([*base, "--base-precision", "bf16", "--pre-encode-only"]) == 0 and seen == ["bf16"]
+    (entry,) = cache.iterdir()
+    assert training_data.load_cached(entry).prompt_precision == "bf16"
+    assert main([*base, "--base-precision", "bf16", "-o", str(tmp_path / "a.safetensors")]) == 0
+    assert seen == ["bf16"]  # the pre-encoded entry was used
+    assert main([*base, "--base-precision", "fp32", "-o", str(tmp_path / "b.safetensors")]) == 0
+    assert seen == ["bf16", "fp32"] and len(list(cache.iterdir())) == 2
