@@ -32,7 +32,8 @@ before each recipe function) and fed to the official step:
   ``seconds_total`` become the official pre-encoded batch (the official conditioner runs its own
   T5Gemma on the prompt text: each run's header line says how far its states are from ours). The
   clips' latents are random (no autoencoder: the step starts from pre-encoded latents anyway);
-  their prompt states are ours (``encode_captions``), as ``train_lora`` makes them;
+  their prompt states are ours (``encode_captions``), as ``train_lora`` makes them for the
+  precision (bf16: under bf16 autocast with the padding rounded, as the official bf16 step);
 - timesteps: the standard normal draw inside ``truncated_logistic_normal_rescaled`` (``torch.randn``
   answers it), so the official truncation, flip and shift run on it;
 - noise: ``torch.randn_like`` in the step returns our noise (before the OT coupling, which both

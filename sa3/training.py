@@ -578,6 +578,8 @@ def _fingerprint(data: EncodedDataset) -> str:
     """Tells apart the datasets (and encodings) a resume state was trained on."""
     h = hashlib.blake2b(digest_size=16)
     h.update(ENCODING_VERSION.encode())
+    if data.prompt_precision != "fp32":  # bf16 prompt states (fp32 keeps the fingerprints made before the choice)
+        h.update(f"|prompts {data.prompt_precision}|".encode())
     for c in data.clips:
         h.update(f"{c.name}|{c.seconds_total}|{tuple(c.latents.shape)}|".encode())
         h.update(c.latents.numpy().tobytes()[:4096])  # a sample of the values is enough to tell datasets apart

@@ -209,3 +209,11 @@ def test_cli_pre_encode_only_passes_the_precision(tmp_path, monkeypatch):
     assert seen == ["bf16"]  # the pre-encoded entry was used
     assert main([*base, "--base-precision", "fp32", "-o", str(tmp_path / "b.safetensors")]) == 0
     assert seen == ["bf16", "fp32"] and len(list(cache.iterdir())) == 2
+
+
+def test_resume_fingerprint_tells_the_prompt_precision_apart():
+    clip = training_data.EncodedClip(name="a.wav", latents=torch.zeros(4, 8), prompt=torch.zeros(2, 3),
+                                     seconds_total=1)
+    fp32 = training_data.EncodedDataset(clips=[clip], silence=torch.zeros(4, 2))
+    bf16 = training_data.EncodedDataset(clips=[clip], silence=torch.zeros(4, 2), prompt_precision="bf16")
+    assert training._fingerprint(fp32) != training._fingerprint(bf16)
