@@ -648,8 +648,8 @@ def _effective_weights(lora: _TrainableLoRA, base: _Frozen, prefix: str, part: s
                        generator: torch.Generator | None) -> dict[str, torch.Tensor]:
     """``<path>.weight`` -> adapted weight (differentiable in the LoRA parameters) for one part.
     The adapter maths runs in fp32 (-XS in the official bf16 run: in bf16, as officially) under
-    activation checkpointing: only the adapted weight is
-    kept for backward (recomputed from the small LoRA tensors then), not its O x I intermediates."""
+    activation checkpointing: only the adapted weight is kept for backward (recomputed from the
+    small LoRA tensors then), not its O x I intermediates."""
     from torch.utils.checkpoint import checkpoint
 
     out = {}

@@ -272,7 +272,7 @@ class EncodedDataset:
         return len(self.clips)
 
 
-# How the prompt states are computed, one per training base precision (sa3.training.prompt_precision):
+# How the prompt states are computed, per training base precision (LoRATrainingOptions.prompt_precision):
 # "fp32": T5Gemma in its own dtype, no autocast, the learned padding as stored (fp32 and fp16 training);
 # "bf16": as the official bf16-mixed step computes them inside every step: T5Gemma under
 #   torch.autocast(bfloat16) (its weights keep their dtype: the official model does not register the
