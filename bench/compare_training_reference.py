@@ -32,7 +32,8 @@ before each recipe function) and fed to the official step:
   ``seconds_total`` become the official pre-encoded batch (the official conditioner runs its own
   T5Gemma on the prompt text: each run's header line says how far its states are from ours). The
   clips' latents are random (no autoencoder: the step starts from pre-encoded latents anyway);
-  their prompt states are ours (``encode_captions``), as ``train_lora`` makes them;
+  their prompt states are ours (``encode_captions``), as ``train_lora`` makes them for the
+  precision (bf16: under bf16 autocast with the padding rounded, as the official bf16 step);
 - timesteps: the standard normal draw inside ``truncated_logistic_normal_rescaled`` (``torch.randn``
   answers it), so the official truncation, flip and shift run on it;
 - noise: ``torch.randn_like`` in the step returns our noise (before the OT coupling, which both
@@ -279,17 +280,19 @@ def replaying(diffusion, draws: dict[str, torch.Tensor], counts: dict[str, int])
 # --- the runs -----------------------------------------------------------------------------------
 
 
-def make_dataset(model, crop: int, seed: int) -> EncodedDataset:
+def make_dataset(model, crop: int, seed: int, prompt_precision: str = "fp32") -> EncodedDataset:
     """Encoded clips without the autoencoder: random latents (one shorter than the crop, so padded;
-    the others longer, so cropped at random), our prompt states of CAPTIONS, random silence."""
+    the others longer, so cropped at random; the same for every precision), our prompt states of
+    CAPTIONS (encoded as ``train_lora`` encodes them for the precision), random silence."""
     g = torch.Generator().manual_seed(seed)
     c = model.config.dit.io_channels if hasattr(model.config, "dit") else 32
     lengths = (crop - 5, crop + 9, crop + 17)
-    prompts = encode_captions(model.text_encoder, model.conditioner, list(CAPTIONS))
+    prompts = encode_captions(model.text_encoder, model.conditioner, list(CAPTIONS), prompt_precision)
     clips = [EncodedClip(name=f"clip{i}", latents=torch.randn(c, n, generator=g), prompt=p,
                          seconds_total=math.ceil(n * recipe.SAMPLES_PER_LATENT / recipe.SAMPLE_RATE))
              for i, (n, p) in enumerate(zip(lengths, prompts, strict=True))]
-    return EncodedDataset(clips=clips, silence=0.1 * torch.randn(c, crop, generator=g))
+    return EncodedDataset(clips=clips, silence=0.1 * torch.randn(c, crop, generator=g),
+                          prompt_precision=prompt_precision)
 
 
 class OurRun:
@@ -520,11 +523,11 @@ def main():
         model_dir = Path(args.model)
     model = StableAudioModel.from_pretrained(model_dir, device="cpu", dtype="fp32")
     crop = int(args.crop_seconds * recipe.SAMPLE_RATE) // recipe.SAMPLES_PER_LATENT
-    data = make_dataset(model, crop, args.seed)
+    datasets = {p: make_dataset(model, crop, args.seed, "bf16" if p == "bf16" else "fp32") for p in args.precisions}
     summary = []
     for adapter in args.adapters:
         for precision in args.precisions:
-            table = run_pair(model, diffusion, model_dir, data, adapter, precision, args)
+            table = run_pair(model, diffusion, model_dir, datasets[precision], adapter, precision, args)
             for label, rows in table.items():
                 summary.append((adapter, precision, label, *(max(r[i] for r in rows) for i in range(3))))
     print(f"\n{args.steps} steps, batch {args.batch}, rank {args.rank}, {args.crop_seconds} s crops ({crop} latents), "

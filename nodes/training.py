@@ -356,8 +356,9 @@ class SA3TrainLoRA(io.ComfyNode):
                                        "beside -XS LoRAs). none = computed from the model's weights."),
                 io.Boolean.Input("cache_encoded", default=True, optional=True,
                                  tooltip="Keep the encoded clips (SAME latents, prompt states) in ComfyUI's temp "
-                                         "folder, so a rerun or resume on the same clips, model, clip_seconds "
-                                         "and seed skips encoding. Off: encode every run."),
+                                         "folder, so a rerun or resume on the same clips, model, clip_seconds, "
+                                         "seed and base_precision (bf16 encodes the prompts under bf16, as the "
+                                         "official bf16 run) skips encoding. Off: encode every run."),
                 io.Int.Input("demo_every", default=o.demo_every, min=0, max=training.MAX_STEPS, optional=True,
                              tooltip="Every N steps, generate a demo clip with the LoRA trained so far (the "
                                      "model's own sampler, 8 steps, CFG 4) into models/loras/<output_name>_demo_"

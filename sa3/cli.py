@@ -105,7 +105,8 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--demo-steps", type=int, default=d.demo_steps)
     t.add_argument("--svd-bases-path", type=Path, help="-XS bases (official torch.save dict or .safetensors)")
     t.add_argument("--encoded-dir", type=Path,
-                   help="cache of encoded datasets: reused while the clips, model and options are the same")
+                   help="cache of encoded datasets: reused while the clips, model and options (--clip-seconds, "
+                        "--seed, --base-precision: bf16 encodes the prompts as the official bf16 run) are the same")
     t.add_argument("--pre-encode-only", action="store_true", help="encode the clips into --encoded-dir and stop")
     t.add_argument("--resume-from", type=Path, help="a LoRA file to continue (exactly, with its .sa3state)")
     t.add_argument("--device", help="cuda, mps or cpu (default: best available)")

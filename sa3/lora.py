@@ -132,6 +132,31 @@ def adapt_weight(w: torch.Tensor, layer: LayerAdapter, adapter_type: str, scalin
     v = w + scaling * strength_t * layer.delta()  # (O, I)
     if norm is None:
         return v
+    return _renormed(v, layer, norm)
+
+
+def adapt_weight_cast_bases(w: torch.Tensor, layer: LayerAdapter, adapter_type: str, scaling: float,
+                            strength: float) -> torch.Tensor:
+    """``adapt_weight`` for an -XS adapter whose bases U, V were cast to a lower precision with the
+    model (the official bf16 training run casts every buffer, U and V and the strength included,
+    and keeps only the trainable tensors fp32): w (O, I) in the base precision -> adapted (O, I),
+    with the official parametrization's op order and dtypes. The weight and the update are summed,
+    and (DoRA/BoRA) their norms taken, in the bases' dtype; the fp32 magnitudes promote what they
+    multiply. Run it under the autocast the step runs under (its matmuls follow that, as officially)."""
+    _delta_kind, norm = ADAPTER_KINDS[adapter_type]
+    low = layer.U.dtype
+    strength_t = torch.tensor(strength, dtype=low, device=w.device)  # the official buffer after the cast
+    if norm is not None and bool(strength_t == 0):
+        return w  # official quirk, as in adapt_weight
+    delta = layer.U @ layer.M.to(low) @ layer.V.T  # (O, r) @ (r, r) @ (r, I), M rounded to the bases' dtype
+    if norm is None:  # lora-xs: the scaled update cast to the weight's dtype, then added
+        return w + (scaling * strength_t * delta).to(w.dtype)
+    v = w.to(low) + scaling * strength_t * delta  # (O, I) in the bases' dtype
+    return _renormed(v, layer, norm)
+
+
+def _renormed(v: torch.Tensor, layer: LayerAdapter, norm: str) -> torch.Tensor:
+    """DoRA/BoRA: the adapted direction v (O, I) normalised and scaled by the magnitudes (official order)."""
     if norm == "rows":
         return v / (v.norm(dim=1, keepdim=True) + EPS) * layer.magnitude.unsqueeze(1)
     if norm == "cols":

@@ -53,7 +53,15 @@ from .checks import MAX_PROMPT_CHARS, MAX_SEED, shown
 from .checks import MAX_STEPS as MAX_SAMPLING_STEPS
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT
 from .dit import DiTConditioning
-from .lora import ADAPTER_KINDS, OFFICIAL_PREFIX, SVD_NAME_PREFIX, LayerAdapter, adapt_weight, svd_bases
+from .lora import (
+    ADAPTER_KINDS,
+    OFFICIAL_PREFIX,
+    SVD_NAME_PREFIX,
+    LayerAdapter,
+    adapt_weight,
+    adapt_weight_cast_bases,
+    svd_bases,
+)
 from .lora_files import (
     ADAPTER_PARAMS,
     SLOT,
@@ -169,6 +177,12 @@ class LoRATrainingOptions:
     def crop_latents(self) -> int:
         """Latent frames per clip: the clip length aligned down to whole latents (official)."""
         return int(self.clip_seconds * SAMPLE_RATE) // SAMPLES_PER_LATENT
+
+    def prompt_precision(self) -> str:
+        """How the prompt states are encoded for this run (``training_data.PROMPT_PRECISIONS``): the
+        official bf16 run's way ("bf16": T5Gemma under bf16 autocast, padding rounded) in bf16,
+        "fp32" otherwise. An EncodedDataset made another way is refused by ``train_lora``."""
+        return "bf16" if self.base_precision == OFFICIAL_BF16 else "fp32"
 
 
 @dataclass
@@ -367,7 +381,10 @@ class _TrainableLoRA(nn.Module):
                 p["M_xs"] = torch.zeros(r, r, device=device)
                 # the loader computes the same bases from the same weight, or reads the same file
                 u, v = (bases or {}).get(key) or svd_bases(w.float(), r)
-                self.bases[key] = (u.to(device).clone(), v.to(device).clone())  # not inference tensors (ComfyUI)
+                # bf16: the official cast of the model after add_lora rounds the bases (buffers) to bf16
+                # too, and its -XS maths then runs in bf16 (_adapted); clones: not inference tensors (ComfyUI)
+                base_dtype = torch.float32 if init_dtype is None else init_dtype
+                self.bases[key] = (u.to(device, base_dtype).clone(), v.to(device, base_dtype).clone())
             if norm in ("rows", "cols"):
                 p["magnitude"] = w.norm(dim=1 if norm == "rows" else 0).float().to(device)
             elif norm == "both":
@@ -562,6 +579,8 @@ def _fingerprint(data: EncodedDataset) -> str:
     """Tells apart the datasets (and encodings) a resume state was trained on."""
     h = hashlib.blake2b(digest_size=16)
     h.update(ENCODING_VERSION.encode())
+    if data.prompt_precision != "fp32":  # bf16 prompt states (fp32 keeps the fingerprints made before the choice)
+        h.update(f"|prompts {data.prompt_precision}|".encode())
     for c in data.clips:
         h.update(f"{c.name}|{c.seconds_total}|{tuple(c.latents.shape)}|".encode())
         h.update(c.latents.numpy().tobytes()[:4096])  # a sample of the values is enough to tell datasets apart
@@ -618,16 +637,20 @@ ADAPTER_FIELDS = ("A", "B", "M", "U", "V", "magnitude", "magnitude_r", "magnitud
 
 
 def _adapted(adapter_type: str, scaling: float, w: torch.Tensor, *tensors) -> torch.Tensor:
-    """w (O, ...) in the base precision -> adapted weight, fp32; ``tensors`` in ADAPTER_FIELDS order."""
+    """w (O, ...) in the base precision -> adapted weight, fp32 (-XS with bf16 bases: the official
+    bf16 maths, ``adapt_weight_cast_bases``); ``tensors`` in ADAPTER_FIELDS order."""
     layer = LayerAdapter(**dict(zip(ADAPTER_FIELDS, tensors, strict=True)))
+    if layer.U is not None and layer.U.dtype != torch.float32:  # official bf16 run: bases cast with the model
+        return adapt_weight_cast_bases(w.reshape(w.shape[0], -1), layer, adapter_type, scaling, 1.0).reshape(w.shape)
     return adapt_weight(w.float().reshape(w.shape[0], -1), layer, adapter_type, scaling, 1.0).reshape(w.shape)
 
 
 def _effective_weights(lora: _TrainableLoRA, base: _Frozen, prefix: str, part: str,
                        generator: torch.Generator | None) -> dict[str, torch.Tensor]:
     """``<path>.weight`` -> adapted weight (differentiable in the LoRA parameters) for one part.
-    The adapter maths runs in fp32 under activation checkpointing: only the adapted weight is
-    kept for backward (recomputed from the small LoRA tensors then), not its O x I intermediates."""
+    The adapter maths runs in fp32 (-XS in the official bf16 run: in bf16, as officially) under
+    activation checkpointing: only the adapted weight is kept for backward (recomputed from the
+    small LoRA tensors then), not its O x I intermediates."""
     from torch.utils.checkpoint import checkpoint
 
     out = {}
@@ -733,6 +756,12 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
     if svd_bases_path is not None and options.adapter_type.endswith("-xs"):
         bases = read_training_bases(Path(svd_bases_path).expanduser(), targets, options.rank)
     folder, given, n = _dataset_input(dataset, cache_dir)
+    if isinstance(given, EncodedDataset) and given.prompt_precision != options.prompt_precision():
+        raise _error(f"the EncodedDataset's prompt states were encoded in {given.prompt_precision} (got "
+                     f"{given.prompt_precision!r}, expected {options.prompt_precision()!r} for base_precision "
+                     f"{options.base_precision!r})", "Encode the clips again with these options "
+                     "(encoded_folder, or training_data.encode_dataset with prompt_precision="
+                     f"{options.prompt_precision()!r}), or pass the clips or their folder instead")
     if options.batch_size > n:
         raise _error(f"batch_size {options.batch_size} exceeds the {n} clip(s) of the dataset (incomplete "
                      "batches are dropped, as officially)", f"Use batch_size <= {n} or add clips")
@@ -747,10 +776,11 @@ def train_lora(model, dataset: str | Path | Sequence[TrainingClip] | EncodedData
             dataset = given
         elif cache_dir is not None:  # clips already read (SA3 Training Dataset): cached by their contents
             dataset = encode_clips_cached(model, given, cache_dir, options.crop_latents(), options.seed,
-                                          lambda: _derived_generator(options.seed, "encode"), on_stage)
+                                          lambda: _derived_generator(options.seed, "encode"), on_stage,
+                                          options.prompt_precision())
         else:
             dataset = encode_dataset(model, given, options.crop_latents(),
-                                     _derived_generator(options.seed, "encode"), on_stage)
+                                     _derived_generator(options.seed, "encode"), on_stage, options.prompt_precision())
         dataset = _normal_tensors(dataset)
         if on_stage is not None:
             on_stage("dit")
@@ -779,18 +809,20 @@ def _dataset_input(dataset, cache_dir) -> tuple[Path | None, list[TrainingClip] 
 def encoded_folder(model, folder: str | Path, options: LoRATrainingOptions, cache_dir: str | Path,
                    on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
     """The clip folder encoded as ``train_lora`` encodes it (crop length and seed of ``options``),
-    read from the cache in ``cache_dir`` when the clips, the model and those options are the same,
+    read from the cache in ``cache_dir`` when the clips, the model and those options (crop, seed,
+    ``prompt_precision`` from base_precision) are the same,
     else encoded and stored there (``python -m sa3 train --pre-encode-only``)."""
     options = check_options(options, model.config.max_duration)
     with torch.inference_mode(False):
         return encode_folder_cached(model, folder, cache_dir, options.crop_latents(), options.seed,
-                                    lambda: _derived_generator(options.seed, "encode"), on_stage)
+                                    lambda: _derived_generator(options.seed, "encode"), on_stage,
+                                    options.prompt_precision())
 
 
 def _normal_tensors(data: EncodedDataset) -> EncodedDataset:
     """Copies of tensors encoded under inference mode (ComfyUI), which autograd refuses to save."""
     return EncodedDataset(clips=[replace(c, latents=c.latents.clone(), prompt=c.prompt.clone()) for c in data.clips],
-                          silence=data.silence.clone())
+                          silence=data.silence.clone(), prompt_precision=data.prompt_precision)
 
 
 def _resume_tensors(path: Path, state, targets, options: LoRATrainingOptions) -> dict[str, torch.Tensor]:

@@ -266,21 +266,50 @@ class EncodedDataset:
 
     clips: list[EncodedClip]
     silence: torch.Tensor  # (C, Ls) float32
+    prompt_precision: str = "fp32"  # how the prompt states were computed (PROMPT_PRECISIONS)
 
     def __len__(self) -> int:
         return len(self.clips)
 
 
+# How the prompt states are computed, per training base precision (LoRATrainingOptions.prompt_precision):
+# "fp32": T5Gemma in its own dtype, no autocast, the learned padding as stored (fp32 and fp16 training);
+# "bf16": as the official bf16-mixed step computes them inside every step: T5Gemma under
+#   torch.autocast(bfloat16) (its weights keep their dtype: the official model does not register the
+#   encoder as a submodule, so the bf16 cast misses it) and the learned padding rounded to bf16 (that cast
+#   does reach it). The states do not change between steps, so computing them once is the same.
+PROMPT_PRECISIONS = ("fp32", "bf16")
+
+
+def _prompt_states(text_encoder, conditioner, caption: str, precision: str) -> torch.Tensor:
+    """One caption -> (1, P, E) prompt states computed as ``precision`` says (PROMPT_PRECISIONS)."""
+    prompt = conditioner.conditioners["prompt"]
+    if precision == "fp32":
+        hidden, mask = text_encoder([caption])  # (1, P, E), (1, P)
+        device = prompt.padding_embedding.device
+        return conditioner.prompt(hidden.to(device), mask.to(device))  # fp32 after promotion
+    from torch.func import functional_call
+
+    device = getattr(text_encoder, "device", prompt.padding_embedding.device)  # where T5Gemma runs
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):  # Lightning's bf16-mixed
+        hidden, mask = text_encoder([caption])
+    pad = prompt.padding_embedding.detach().to(torch.bfloat16)  # the official model-wide bf16 cast
+    hidden, mask = hidden.to(pad.device), mask.to(pad.device)
+    return functional_call(prompt, {"padding_embedding": pad}, (hidden, mask))  # where() promotes as officially
+
+
 @torch.no_grad()
-def encode_captions(text_encoder, conditioner, captions: Sequence[str]) -> list[torch.Tensor]:
-    """Captions -> (P, E) prompt embeddings (T5Gemma + learned padding), float32 on the CPU.
-    Frozen parts only, so they are computed once (T5Gemma is never adapted by LoRA)."""
+def encode_captions(text_encoder, conditioner, captions: Sequence[str], precision: str = "fp32") -> list[torch.Tensor]:
+    """Captions -> (P, E) prompt embeddings (T5Gemma + learned padding), float32 on the CPU, computed
+    as ``precision`` says (PROMPT_PRECISIONS: match the training base precision). Frozen parts only,
+    so they are computed once (T5Gemma is never adapted by LoRA)."""
+    if precision not in PROMPT_PRECISIONS:
+        raise ValueError(f"Stable Audio 3 training data: prompt precision {precision!r} is unknown (expected one "
+                         f"of {list(PROMPT_PRECISIONS)})")
     out = []
     for caption in captions:
-        hidden, mask = text_encoder([caption])  # (1, P, E), (1, P)
-        device = conditioner.conditioners["prompt"].padding_embedding.device
-        prompt = conditioner.prompt(hidden.to(device), mask.to(device))  # (1, P, E), fp32 after promotion
-        out.append(prompt[0].float().cpu())  # float32: the DiT casts to its dtype at use
+        prompt = _prompt_states(text_encoder, conditioner, caption, precision)  # (1, P, E)
+        out.append(prompt[0].float().cpu())  # float32 (exact for bf16 states): the DiT casts at use
     return out
 
 
@@ -336,20 +365,21 @@ def encode_clip_audio(autoencoder, clips: Sequence[TrainingClip], silence_latent
 
 
 def encode_dataset(model, clips: Sequence[TrainingClip], crop_latents: int, generator: torch.Generator | None,
-                   on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
+                   on_stage: Callable[[str], None] | None = None, prompt_precision: str = "fp32") -> EncodedDataset:
     """Pre-encode ``clips`` with the model's text encoder and SAME (the official
-    ``pre_encode_dataset.py`` step, in memory). ``on_stage("text" | "autoencoder")`` runs before
-    each part is used (ComfyUI moves that part to its device there)."""
+    ``pre_encode_dataset.py`` step, in memory), the prompt states as ``prompt_precision`` says
+    (``encode_captions``). ``on_stage("text" | "autoencoder")`` runs before each part is used
+    (ComfyUI moves that part to its device there)."""
     if on_stage is not None:
         on_stage("text")
-    prompts = encode_captions(model.text_encoder, model.conditioner, [c.caption for c in clips])
+    prompts = encode_captions(model.text_encoder, model.conditioner, [c.caption for c in clips], prompt_precision)
     if on_stage is not None:
         on_stage("autoencoder")
     latents, silence = encode_clip_audio(model.autoencoder, clips, crop_latents, generator)
     return EncodedDataset(
         clips=[EncodedClip(name=c.path.name, latents=z, prompt=p, seconds_total=c.seconds_total)
                for c, z, p in zip(clips, latents, prompts, strict=False)],
-        silence=silence)
+        silence=silence, prompt_precision=prompt_precision)
 
 
 def crop_latents(clip: EncodedClip, silence: torch.Tensor, length: int,
@@ -425,12 +455,14 @@ def _through_cache(entry: Path, encode: Callable[[], EncodedDataset]) -> Encoded
     return data
 
 
-def cache_key(model, pairs: Sequence[tuple[Path, Path]], crop: int, seed: int | None) -> str:
+def cache_key(model, pairs: Sequence[tuple[Path, Path]], crop: int, seed: int | None,
+              prompt_precision: str = "fp32") -> str:
     """The encoded-dataset cache key: the clips (path, size, mtime of each audio file and its
     caption's text), the encoders' weights (sampled, ``_tensor_sample``) and the encoding options
-    (silence length ``crop``, polarity/noise ``seed``, None: no flip). Any change gives another key."""
+    (silence length ``crop``, polarity/noise ``seed``, None: no flip; ``prompt_precision``). Any
+    change gives another key."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{CACHE_VERSION}|{crop}|{seed}|".encode())
+    h.update(f"{CACHE_VERSION}|{crop}|{seed}|{prompt_precision}|".encode())
     for audio, caption in pairs:
         st = audio.stat()
         h.update(f"{audio.resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
@@ -440,14 +472,18 @@ def cache_key(model, pairs: Sequence[tuple[Path, Path]], crop: int, seed: int | 
 
 
 def load_cached(folder: Path) -> EncodedDataset | None:
-    """A cache entry written by ``save_cached``; None when it is missing or incomplete."""
+    """A cache entry written by ``save_cached``; None when it is missing or incomplete. An entry
+    whose index names no prompt precision was written before there was a choice: fp32."""
     try:
         index = json.loads((folder / CACHE_INDEX).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / CACHE_TENSORS))
         clips = [EncodedClip(name=c["name"], latents=tensors[f"latents/{i}"], prompt=tensors[f"prompt/{i}"],
                              seconds_total=int(c["seconds_total"])) for i, c in enumerate(index["clips"])]
-        return EncodedDataset(clips=clips, silence=tensors["silence"])
-    except (OSError, ValueError, KeyError, TypeError):
+        precision = index.get("prompt_precision", "fp32")
+        if precision not in PROMPT_PRECISIONS:
+            return None
+        return EncodedDataset(clips=clips, silence=tensors["silence"], prompt_precision=precision)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -462,7 +498,7 @@ def save_cached(data: EncodedDataset, folder: Path) -> Path:
         for i, c in enumerate(data.clips):
             tensors[f"latents/{i}"], tensors[f"prompt/{i}"] = c.latents.contiguous(), c.prompt.contiguous()
         save_file(tensors, str(tmp / CACHE_TENSORS))
-        index = {"version": CACHE_VERSION,
+        index = {"version": CACHE_VERSION, "prompt_precision": data.prompt_precision,
                  "clips": [{"name": c.name, "seconds_total": c.seconds_total} for c in data.clips]}
         (tmp / CACHE_INDEX).write_text(json.dumps(index), encoding="utf-8")
         for f in tmp.iterdir():
@@ -479,20 +515,22 @@ def save_cached(data: EncodedDataset, folder: Path) -> Path:
 
 def encode_folder_cached(model, folder: str | Path, cache_dir: str | Path, crop: int, generator_seed: int | None,
                          make_generator: Callable[[], torch.Generator | None],
-                         on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
+                         on_stage: Callable[[str], None] | None = None,
+                         prompt_precision: str = "fp32") -> EncodedDataset:
     """``encode_dataset`` of a clip folder through the cache in ``cache_dir``: a hit reads no
     audio and runs no encoder; a miss checks, reads and encodes the clips and stores them."""
     pairs = find_clips(folder)
-    entry = Path(cache_dir).expanduser() / cache_key(model, pairs, crop, generator_seed)
+    entry = Path(cache_dir).expanduser() / cache_key(model, pairs, crop, generator_seed, prompt_precision)
     return _through_cache(entry, lambda: encode_dataset(model, load_training_folder(folder), crop, make_generator(),
-                                                        on_stage))
+                                                        on_stage, prompt_precision))
 
 
-def clips_cache_key(model, clips: Sequence[TrainingClip], crop: int, seed: int | None) -> str:
+def clips_cache_key(model, clips: Sequence[TrainingClip], crop: int, seed: int | None,
+                    prompt_precision: str = "fp32") -> str:
     """``cache_key`` for clips already read (SA3 Training Dataset's): the clips' names, captions
     and audio samples themselves (hashed), the encoders' weights and the encoding options."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{CACHE_VERSION}|clips|{crop}|{seed}|".encode())
+    h.update(f"{CACHE_VERSION}|clips|{crop}|{seed}|{prompt_precision}|".encode())
     for c in clips:
         h.update(f"{c.path.name}|{c.seconds_total}|{tuple(c.audio.shape)}|".encode())
         h.update(c.caption.encode("utf-8") + b"\0")
@@ -503,8 +541,10 @@ def clips_cache_key(model, clips: Sequence[TrainingClip], crop: int, seed: int |
 
 def encode_clips_cached(model, clips: Sequence[TrainingClip], cache_dir: str | Path, crop: int,
                         generator_seed: int | None, make_generator: Callable[[], torch.Generator | None],
-                        on_stage: Callable[[str], None] | None = None) -> EncodedDataset:
+                        on_stage: Callable[[str], None] | None = None,
+                        prompt_precision: str = "fp32") -> EncodedDataset:
     """``encode_dataset`` of clips already read, through the cache in ``cache_dir``: a hit runs no
     encoder; a miss encodes the clips and stores them."""
-    entry = Path(cache_dir).expanduser() / clips_cache_key(model, clips, crop, generator_seed)
-    return _through_cache(entry, lambda: encode_dataset(model, clips, crop, make_generator(), on_stage))
+    entry = Path(cache_dir).expanduser() / clips_cache_key(model, clips, crop, generator_seed, prompt_precision)
+    return _through_cache(entry, lambda: encode_dataset(model, clips, crop, make_generator(), on_stage,
+                                                        prompt_precision))

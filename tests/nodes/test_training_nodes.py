@@ -323,6 +323,23 @@ def test_cache_encoded_skips_encoding_on_a_rerun(dirs, monkeypatch):
                                        cache_encoded=False)
 
 
+def test_cache_keeps_bf16_prompt_states_apart(dirs):
+    """base_precision bf16 encodes the prompt states as the official bf16 step (under bf16
+    autocast): its cache entry is its own, recorded as bf16, beside the fp32 run's."""
+    from pathlib import Path
+
+    handle = load_handle(MODEL)
+    data_module = importlib.import_module(f"{PACK}.sa3.training_data")
+    with torch.inference_mode():
+        data = _dataset()
+        for precision in ("bf16", "fp32"):
+            nodes.SA3TrainLoRA.execute(model=handle, dataset=data, **{**TRAIN, "steps": 1, "base_precision": precision,
+                                                                      "output_name": precision})
+    cache = Path(folder_paths.get_temp_directory()) / "sa3_encoded"
+    entries = sorted(data_module.load_cached(e).prompt_precision for e in cache.iterdir())
+    assert entries == ["bf16", "fp32"]
+
+
 def test_svd_bases_from_models_loras(dirs, tmp_path):
     """svd_bases: an -XS LoRA trained with the file beside it is the library's with the same file;
     a bases file elsewhere (SA3 LoRA Loader would not find it) is refused before any work."""
