@@ -20,13 +20,12 @@ from pathlib import Path
 import folder_paths
 
 from ._sa3 import CONFIG_FILE, MODEL_SAMPLE_SIZES, SAMPLE_RATE, ModelConfig, single_file
-from ._server import prompt_server
+from ._server import install_once
 from .loaders import _model_folders, model_choices
 
 logger = logging.getLogger(__name__)
 
 ROUTE = "/sa3/max_durations"
-_registered = False
 
 
 # (path, size, mtime) -> the file's longest duration, or None for a file that is no SA3 model: each
@@ -84,17 +83,15 @@ def max_durations() -> dict[str, float]:
 def register_route() -> None:
     """Add ``GET /sa3/max_durations`` (and ``/api/...``) to ComfyUI's server, once; nothing when
     no server runs (the pack imported by tests or scripts)."""
-    global _registered
-    instance = prompt_server()
-    if _registered or instance is None:
-        return
+    install_once(ROUTE, _install)
+
+
+def _install(server) -> None:
     from aiohttp import web  # ComfyUI's server library
 
-    @instance.routes.get(ROUTE)
+    @server.routes.get(ROUTE)
     async def _max_durations(request):
         # the file reads run off ComfyUI's event loop, one computation at a time (the query is ignored)
         async with _computing:
             durations = await asyncio.get_running_loop().run_in_executor(None, max_durations)
         return web.json_response(durations)
-
-    _registered = True

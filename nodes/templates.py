@@ -100,24 +100,19 @@ def middleware():
     return sa3_templates
 
 
-_registered = False
-
-
 def register_routes() -> None:
     """Add the middleware and ``GET /sa3/templates`` (and ``/api/...``) to ComfyUI's server, once;
-    nothing when no server runs (the pack imported by tests or scripts). Runs while ComfyUI loads
-    its custom nodes, before the server starts (its middlewares are still open to additions)."""
-    from ._server import prompt_server  # (here: the module is also loaded by file path, outside the package)
+    nothing when no server runs (the pack imported by tests or scripts)."""
+    from ._server import install_once  # (here: the module is also loaded by file path, outside the package)
 
-    global _registered
-    instance = prompt_server()
-    if _registered or instance is None:
-        return
+    install_once(ROUTE, _install)
+
+
+def _install(server) -> None:
     from aiohttp import web  # ComfyUI's server library
 
-    @instance.routes.get(ROUTE)
+    @server.routes.get(ROUTE)
     async def _templates(request):
         return web.json_response({"pack": PACK_DIR.name, "templates": listing()})
 
-    instance.app.middlewares.append(middleware())
-    _registered = True
+    server.app.middlewares.append(middleware())
