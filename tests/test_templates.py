@@ -48,6 +48,16 @@ def test_every_template_has_its_own_description():
         assert title not in text.lower(), f"the description of {name!r} repeats its title: {text!r}"
 
 
+def test_a_workflow_added_by_hand_is_listed_under_its_name(tmp_path, monkeypatch):
+    """A user's own file in the pack's workflows/ folder: listed in order, its name as its
+    description (as core shows it), never a server error."""
+    for name in (NAMES[0], "00 My own take"):
+        (tmp_path / f"{name}.json").write_text("{}")
+    monkeypatch.setattr(templates, "TEMPLATE_DIR", tmp_path)
+    assert templates.listing() == [{"name": "00 My own take", "description": "00 My own take"},
+                                   {"name": NAMES[0], "description": templates.DESCRIPTIONS[NAMES[0]]}]
+
+
 def test_in_order_sorts_only_this_pack():
     shuffled = random.Random(0).sample(NAMES, len(NAMES))
     other = ["b", "a"]
