@@ -33,16 +33,14 @@ from bench_generate import StageMonitor  # noqa: E402
 from compare_reference import import_official, load_official  # noqa: E402
 
 from sa3.cpu_gemm import cpu_routes  # noqa: E402
-from tests.conftest import case_id, cases, expected_outputs, fixture_root, generate_kwargs, load_model  # noqa: E402
+from tests.conftest import case_id, cases, fixture_root, generate_kwargs, load_model, stored_parts  # noqa: E402
 
 
 def deviation(case: dict, result: torch.Tensor) -> tuple[float, float | None]:
     """(max abs error over the stored slices, relative L2 of the whole output or None when only
     slices are stored)."""
     worst, rel = 0.0, None
-    for _, ref, sl, item in expected_outputs(case):
-        got = result if item is None else result[item]
-        got = got if sl is None else got[..., sl]
+    for _, got, ref in stored_parts(case, result):
         worst = max(worst, (got - ref).abs().max().item())
         if got.shape == result.shape:
             rel = ((got.double() - ref.double()).norm() / ref.double().norm()).item()

@@ -67,9 +67,9 @@ from tests.golden_io import (  # noqa: E402  (no pytest: the fixtures' reader on
     GOLDEN_ATOL_XS,
     case_id,
     cases,
-    expected_outputs,
     fixture_root,
     generate_kwargs,
+    stored_parts,
 )
 
 CHECKS = ("fp32", "lora", "half", "sync", "nodes", "medium")
@@ -163,9 +163,7 @@ def max_error(case: dict, result: torch.Tensor) -> float:
     """Max abs difference between a generate() result and every stored slice of the case."""
     worst = 0.0
     result = result.float().cpu()
-    for key, ref, sl, item in expected_outputs(case):
-        got = result if item is None else result[item]
-        got = got if sl is None else got[..., sl]
+    for key, got, ref in stored_parts(case, result):
         if got.shape != ref.shape:
             raise RuntimeError(f"{case_id(case)} {key}: shape {tuple(got.shape)} != {tuple(ref.shape)}")
         worst = max(worst, (got - ref).abs().max().item())

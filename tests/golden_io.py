@@ -94,3 +94,13 @@ def expected_outputs(case: dict) -> list[tuple[str, torch.Tensor, slice | None, 
         else:
             out.append((key, tensor, None, None))
     return out
+
+
+def stored_parts(case: dict, result: torch.Tensor) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(key, the part of ``result`` it was stored from, the stored tensor) for every stored output
+    tensor of a case: the item and the sample range a slice was cut from, or the whole output."""
+    parts = []
+    for key, ref, sl, item in expected_outputs(case):
+        got = result if item is None else result[item]
+        parts.append((key, got if sl is None else got[..., sl], ref))
+    return parts
